@@ -1,0 +1,174 @@
+//! One request from start to finish, free of the platform: size limit, route, token,
+//! phase, handler. The worker's adapter only converts requests and responses.
+
+use serde_json::json;
+
+use crate::auth::{authenticate, Caller};
+use crate::dataplane::DataPlane;
+use crate::error::ApiError;
+use crate::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
+use crate::migration::control::{self, CurrentPhase, PhaseCache};
+use crate::phase::Phase;
+use crate::routes::{admin, customer, route, Route};
+use crate::store::{KvStore, Stores};
+
+/// Settings read from the worker's environment (`wrangler.toml` vars and secrets).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub jwt_secret: Vec<u8>,
+    /// The phase until an admin stores one.
+    pub default_phase: Phase,
+    /// How long an isolate trusts its copy of the phase.
+    pub phase_cache_ms: u64,
+}
+
+impl Config {
+    pub const DEFAULT_PHASE_CACHE_SECONDS: u64 = 5;
+
+    /// Builds the config from a lookup of environment values by name.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let jwt_secret = lookup("JWT_SECRET")
+            .filter(|s| !s.is_empty())
+            .ok_or("JWT_SECRET is not set")?
+            .into_bytes();
+        let default_phase = match lookup("DEFAULT_PHASE") {
+            None => Phase::Legacy,
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .and_then(Phase::from_number)
+                .ok_or("DEFAULT_PHASE must be a number from 0 to 5")?,
+        };
+        let cache_seconds = match lookup("PHASE_CACHE_SECONDS") {
+            None => Self::DEFAULT_PHASE_CACHE_SECONDS,
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| "PHASE_CACHE_SECONDS must be a whole number")?,
+        };
+        Ok(Self {
+            jwt_secret,
+            default_phase,
+            phase_cache_ms: cache_seconds * 1000,
+        })
+    }
+}
+
+/// What one request may use.
+pub struct App<'a, S> {
+    pub stores: &'a Stores<S>,
+    pub config: &'a Config,
+    pub phase_cache: &'a PhaseCache,
+    pub now_ms: u64,
+}
+
+/// A response and the warnings worth logging (free of private data).
+pub struct Outcome {
+    pub response: ApiResponse,
+    pub warnings: Vec<String>,
+}
+
+pub async fn handle<S: KvStore>(app: &App<'_, S>, request: &ApiRequest) -> Outcome {
+    let mut warnings = Vec::new();
+    let response = match serve(app, request, &mut warnings).await {
+        Ok(response) => response,
+        Err(refusal) => refusal,
+    };
+    Outcome { response, warnings }
+}
+
+async fn serve<S: KvStore>(
+    app: &App<'_, S>,
+    request: &ApiRequest,
+    warnings: &mut Vec<String>,
+) -> Result<ApiResponse, ApiResponse> {
+    if request.body.len() > MAX_BODY_BYTES {
+        return Err(payload_too_large().into());
+    }
+    let route = route(&request.method, &request.path).map_err(|refusal| {
+        let response = ApiResponse::error(&refusal.error);
+        match refusal.allow {
+            Some(allow) => response.with_header("Allow", allow),
+            None => response,
+        }
+    })?;
+    if route == Route::Health {
+        let current = current_phase(app).await?;
+        return Ok(ApiResponse::ok(json!({
+            "status": "ok",
+            "phase": current.phase.number(),
+            "phaseName": current.phase.name(),
+        })));
+    }
+    let caller = authenticate(
+        request.authorization.as_deref(),
+        &app.config.jwt_secret,
+        app.now_ms / 1000,
+    )?;
+    let current = current_phase(app).await?;
+    let plane = DataPlane::new(app.stores, current.phase, app.now_ms);
+    let result = dispatch(app, &plane, &current, &caller, route, request).await;
+    warnings.extend(plane.warnings.take());
+    result.map_err(ApiResponse::from)
+}
+
+async fn dispatch<S: KvStore>(
+    app: &App<'_, S>,
+    plane: &DataPlane<'_, S>,
+    current: &CurrentPhase,
+    caller: &Caller,
+    route: Route,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    match route {
+        Route::Health => unreachable_health(),
+        Route::Me => customer::me(plane, caller).await,
+        Route::GetCustomer(id) => customer::get(plane, caller, &id).await,
+        Route::ByEmail(email) => customer::by_email(plane, caller, &email).await,
+        Route::Create => customer::create(plane, caller, request).await,
+        Route::Ensure => customer::ensure(plane, caller, request).await,
+        Route::UpdateCustomer(id) => customer::update(plane, caller, &id, request).await,
+        Route::DeleteCustomer(id) => customer::delete(plane, caller, &id).await,
+        Route::MigrationStatus => {
+            caller.require_admin()?;
+            admin::status(app.stores, current).await
+        }
+        Route::ChangePhase => {
+            caller.require_admin()?;
+            admin::change_phase(
+                app.stores,
+                app.phase_cache,
+                current,
+                caller,
+                request,
+                app.now_ms,
+            )
+            .await
+        }
+    }
+}
+
+/// `/health` is answered before authentication and never reaches dispatch.
+fn unreachable_health() -> Result<ApiResponse, ApiError> {
+    Err(ApiError::internal("health is served before dispatch"))
+}
+
+async fn current_phase<S: KvStore>(app: &App<'_, S>) -> Result<CurrentPhase, ApiError> {
+    control::current(
+        app.phase_cache,
+        &app.stores.new,
+        app.config.default_phase,
+        app.now_ms,
+        app.config.phase_cache_ms,
+    )
+    .await
+}
+
+pub fn payload_too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "payload_too_large",
+        format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+    )
+}

@@ -1,0 +1,19 @@
+//! The two key families both stores share. Nothing else builds a store key for customer data.
+
+use super::{CustomerId, EmailHash};
+
+pub const CUSTOMER_PREFIX: &str = "customer_";
+pub const EMAIL_PREFIX: &str = "email_to_customer_";
+
+pub fn customer_key(id: &CustomerId) -> String {
+    format!("{CUSTOMER_PREFIX}{id}")
+}
+
+pub fn email_key(hash: &EmailHash) -> String {
+    format!("{EMAIL_PREFIX}{}", hash.as_str())
+}
+
+/// Whether a key belongs to one of the families the migration moves.
+pub fn is_migrated_key(key: &str) -> bool {
+    key.starts_with(CUSTOMER_PREFIX) || key.starts_with(EMAIL_PREFIX)
+}

@@ -1,0 +1,12 @@
+//! Domain types that parse at the edge: once a value of these types exists it is valid,
+//! so no invalid id or email can reach a store key.
+
+mod customer_id;
+mod email;
+mod keys;
+mod record;
+
+pub use customer_id::CustomerId;
+pub use email::{Email, EmailHash};
+pub use keys::{customer_key, email_key, is_migrated_key, CUSTOMER_PREFIX, EMAIL_PREFIX};
+pub use record::{CustomerRecord, RecordError, Tombstone};

@@ -1,0 +1,312 @@
+//! The customer record. It is kept as the JSON object it was stored as, so every field —
+//! known or unknown, including explicit nulls and key order — survives a round trip;
+//! the fields the product relies on are checked when a record enters and read through
+//! typed accessors.
+
+use serde_json::{Map, Value};
+
+use super::{CustomerId, Email};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerRecord {
+    id: CustomerId,
+    fields: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    /// Stored bytes that are not a customer record (not JSON, or no valid `customerId`).
+    Corrupt(String),
+    /// Input with a field of the wrong type or an invalid id/email.
+    InvalidField { field: String, message: String },
+}
+
+/// The JSON type each known field must have when it comes in through the API.
+#[derive(Clone, Copy)]
+enum FieldKind {
+    Text,
+    List,
+    Timestamp,
+    Email,
+    AnyJson,
+}
+
+const KNOWN_FIELDS: &[(&str, FieldKind)] = &[
+    ("name", FieldKind::Text),
+    ("email", FieldKind::Email),
+    ("companyName", FieldKind::Text),
+    ("plan", FieldKind::Text),
+    ("tier", FieldKind::Text),
+    ("status", FieldKind::Text),
+    ("subscriptions", FieldKind::List),
+    ("flairs", FieldKind::List),
+    ("displayName", FieldKind::Text),
+    ("config", FieldKind::AnyJson),
+    ("features", FieldKind::AnyJson),
+    ("createdAt", FieldKind::Timestamp),
+    ("updatedAt", FieldKind::Timestamp),
+];
+
+impl CustomerRecord {
+    /// Reads a stored value. Lenient: legacy records may carry odd field types, and the
+    /// API returns them as they are; only a value that is not a record at all is corrupt.
+    pub fn from_stored(bytes: &[u8]) -> Result<Self, RecordError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| RecordError::Corrupt(format!("stored value is not JSON: {e}")))?;
+        let Value::Object(fields) = value else {
+            return Err(RecordError::Corrupt(
+                "stored value is not a JSON object".into(),
+            ));
+        };
+        let id = match fields.get("customerId") {
+            Some(Value::String(raw)) => CustomerId::parse(raw).map_err(RecordError::Corrupt)?,
+            _ => {
+                return Err(RecordError::Corrupt(
+                    "stored record has no string customerId".into(),
+                ))
+            }
+        };
+        Ok(Self { id, fields })
+    }
+
+    /// Builds a new record from API input: every known field must have its type.
+    pub fn from_input(id: CustomerId, mut fields: Map<String, Value>) -> Result<Self, RecordError> {
+        match fields.get("customerId") {
+            None => {}
+            Some(Value::String(given)) if given == id.as_str() => {}
+            Some(_) => return Err(invalid("customerId", "must equal the record's id")),
+        }
+        check_known_fields(&fields, false)?;
+        trim_email(&mut fields);
+        fields.insert("customerId".into(), Value::String(id.to_string()));
+        Ok(Self { id, fields })
+    }
+
+    /// Merges a patch (RFC 7386: `null` removes a field, objects merge recursively).
+    pub fn apply_patch(&mut self, patch: Map<String, Value>) -> Result<(), RecordError> {
+        if let Some(given) = patch.get("customerId") {
+            if given.as_str() != Some(self.id.as_str()) {
+                return Err(invalid("customerId", "cannot be changed"));
+            }
+        }
+        check_known_fields(&patch, true)?;
+        for (name, value) in patch {
+            merge_field(&mut self.fields, name, value);
+        }
+        trim_email(&mut self.fields);
+        Ok(())
+    }
+
+    pub fn id(&self) -> &CustomerId {
+        &self.id
+    }
+
+    /// The email as a normalised address, if the record holds a valid one.
+    pub fn email(&self) -> Option<Email> {
+        self.fields
+            .get("email")
+            .and_then(Value::as_str)
+            .and_then(|raw| Email::parse(raw).ok())
+    }
+
+    pub fn updated_at(&self) -> Option<&str> {
+        self.fields.get("updatedAt").and_then(Value::as_str)
+    }
+
+    pub fn set_timestamp(&mut self, field: &str, rfc3339: String) {
+        self.fields.insert(field.to_owned(), Value::String(rfc3339));
+    }
+
+    pub fn has_field(&self, field: &str) -> bool {
+        self.fields.contains_key(field)
+    }
+
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.fields.clone())
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising a map of JSON values cannot fail.
+        serde_json::to_vec(&self.fields).unwrap_or_default()
+    }
+}
+
+/// The marker a delete leaves in the new store so that neither a fallback read nor the
+/// backfill can bring the record back from the old store.
+pub struct Tombstone;
+
+impl Tombstone {
+    const FIELD: &'static str = "__tombstone";
+
+    pub fn bytes(deleted_at_rfc3339: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ Self::FIELD: { "deletedAt": deleted_at_rfc3339 } }))
+            .unwrap_or_default()
+    }
+
+    pub fn is_tombstone(bytes: &[u8]) -> bool {
+        // Cheap prefix test first: records are far more common than tombstones.
+        bytes.starts_with(b"{\"__tombstone\"")
+            && matches!(serde_json::from_slice::<Value>(bytes),
+                Ok(Value::Object(map)) if map.len() == 1 && map.contains_key(Self::FIELD))
+    }
+}
+
+fn invalid(field: &str, message: &str) -> RecordError {
+    RecordError::InvalidField {
+        field: field.to_owned(),
+        message: format!("{field} {message}"),
+    }
+}
+
+fn check_known_fields(fields: &Map<String, Value>, nulls_allowed: bool) -> Result<(), RecordError> {
+    for (name, kind) in KNOWN_FIELDS {
+        let Some(value) = fields.get(*name) else {
+            continue;
+        };
+        if value.is_null() && nulls_allowed {
+            continue;
+        }
+        check_kind(name, *kind, value)?;
+    }
+    Ok(())
+}
+
+fn check_kind(name: &str, kind: FieldKind, value: &Value) -> Result<(), RecordError> {
+    match kind {
+        FieldKind::AnyJson => Ok(()),
+        FieldKind::Text if value.is_string() => Ok(()),
+        FieldKind::Text => Err(invalid(name, "must be a string")),
+        FieldKind::List if value.is_array() => Ok(()),
+        FieldKind::List => Err(invalid(name, "must be an array")),
+        FieldKind::Timestamp => match value.as_str() {
+            Some(text) if chrono::DateTime::parse_from_rfc3339(text).is_ok() => Ok(()),
+            _ => Err(invalid(name, "must be an RFC 3339 timestamp string")),
+        },
+        FieldKind::Email => match value.as_str() {
+            Some(text) => {
+                Email::parse(text)
+                    .map(|_| ())
+                    .map_err(|message| RecordError::InvalidField {
+                        field: "email".into(),
+                        message,
+                    })
+            }
+            None => Err(invalid(name, "must be a string")),
+        },
+    }
+}
+
+/// Stores the email trimmed, as the user typed it otherwise; lookups use its normal form.
+fn trim_email(fields: &mut Map<String, Value>) {
+    if let Some(Value::String(email)) = fields.get_mut("email") {
+        let trimmed = email.trim();
+        if trimmed.len() != email.len() {
+            *email = trimmed.to_owned();
+        }
+    }
+}
+
+fn merge_field(target: &mut Map<String, Value>, name: String, patch: Value) {
+    match patch {
+        Value::Null => {
+            target.remove(&name);
+        }
+        Value::Object(patch_fields) => {
+            let slot = target
+                .entry(name)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            if let Value::Object(existing) = slot {
+                for (inner_name, inner_value) in patch_fields {
+                    merge_field(existing, inner_name, inner_value);
+                }
+            }
+        }
+        other => {
+            target.insert(name, other);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("test input is an object"),
+        }
+    }
+
+    #[test]
+    fn stored_records_round_trip_byte_for_byte() {
+        let raw = br#"{"customerId":"c1","zeta":null,"name":7,"nested":{"b":1,"a":[1.5,"x"]}}"#;
+        let record = CustomerRecord::from_stored(raw).unwrap();
+        assert_eq!(record.to_bytes(), raw.to_vec());
+    }
+
+    #[test]
+    fn corrupt_values_are_reported_not_panicked() {
+        for raw in [
+            &b"{not json"[..],
+            b"[]",
+            b"{\"customerId\":5}",
+            b"{\"customerId\":\"a b\"}",
+            b"",
+        ] {
+            assert!(matches!(
+                CustomerRecord::from_stored(raw),
+                Err(RecordError::Corrupt(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn input_checks_known_field_types_and_keeps_unknown_fields() {
+        let id = CustomerId::parse("c1").unwrap();
+        let err = CustomerRecord::from_input(id.clone(), fields(json!({"name": 3}))).unwrap_err();
+        assert!(matches!(err, RecordError::InvalidField { field, .. } if field == "name"));
+        let record =
+            CustomerRecord::from_input(id, fields(json!({"email": " A@B.io ", "x": {"y": 1}})))
+                .unwrap();
+        assert_eq!(
+            record.to_json(),
+            json!({"email": "A@B.io", "x": {"y": 1}, "customerId": "c1"})
+        );
+        assert_eq!(record.email().unwrap().as_str(), "a@b.io");
+    }
+
+    #[test]
+    fn patch_merges_recursively_and_null_removes() {
+        let mut record = CustomerRecord::from_stored(
+            br#"{"customerId":"c1","name":"A","config":{"theme":"dark","lang":"en"}}"#,
+        )
+        .unwrap();
+        record
+            .apply_patch(fields(
+                json!({"name": null, "config": {"lang": "fr"}, "new": 1}),
+            ))
+            .unwrap();
+        assert_eq!(
+            record.to_json(),
+            json!({"customerId":"c1","config":{"theme":"dark","lang":"fr"},"new":1})
+        );
+        assert!(record
+            .apply_patch(fields(json!({"customerId": "other"})))
+            .is_err());
+    }
+
+    #[test]
+    fn tombstones_are_recognised_and_records_are_not() {
+        let tombstone = Tombstone::bytes("2026-01-01T00:00:00Z");
+        assert!(Tombstone::is_tombstone(&tombstone));
+        assert!(!Tombstone::is_tombstone(br#"{"customerId":"c1"}"#));
+        assert!(!Tombstone::is_tombstone(
+            br#"{"__tombstone":{},"customerId":"c1"}"#
+        ));
+    }
+}

@@ -1,0 +1,69 @@
+//! The audit log of admin actions. Keys sort newest first (inverted timestamps), and each
+//! entry rides in its key's metadata as well, so one `list` returns a page of entries.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::AUDIT_PREFIX;
+use crate::store::{KvStore, PutOptions, StoreResult};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub at: u64,
+    pub who: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub forced: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmet_gates: Vec<String>,
+}
+
+/// KV metadata is capped at 1,024 bytes; longer reasons are cut in the metadata copy
+/// (the value keeps the whole entry).
+const METADATA_REASON_CHARS: usize = 300;
+/// Largest ms timestamp that fits 13 digits; inverting against it sorts newest first.
+const INVERSION_BASE: u64 = 9_999_999_999_999;
+
+pub fn entry_key(entry: &AuditEntry, bytes: &[u8]) -> String {
+    let inverted = INVERSION_BASE.saturating_sub(entry.at);
+    // Two entries in the same millisecond still get distinct keys.
+    let discriminator = &hex::encode(Sha256::digest(bytes))[..8];
+    format!("{AUDIT_PREFIX}{inverted:013}-{discriminator}")
+}
+
+pub async fn append<S: KvStore>(store: &S, entry: &AuditEntry) -> StoreResult<()> {
+    let bytes = serde_json::to_vec(entry).unwrap_or_default();
+    let mut summary = entry.clone();
+    if let Some(reason) = &mut summary.reason {
+        if reason.chars().count() > METADATA_REASON_CHARS {
+            *reason = reason
+                .chars()
+                .take(METADATA_REASON_CHARS)
+                .collect::<String>()
+                + "…";
+        }
+    }
+    let options = PutOptions {
+        expiration: None,
+        metadata: serde_json::to_value(&summary).ok(),
+    };
+    store.put(&entry_key(entry, &bytes), &bytes, options).await
+}
+
+/// The newest `limit` entries (at most 1,000), read from metadata with one `list`.
+pub async fn recent<S: KvStore>(store: &S, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+    let page = store.list(AUDIT_PREFIX, None, limit).await?;
+    Ok(page
+        .keys
+        .into_iter()
+        .filter_map(|k| k.metadata)
+        .filter_map(|m| serde_json::from_value(m).ok())
+        .collect())
+}

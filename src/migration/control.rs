@@ -1,0 +1,301 @@
+//! The current phase: where it is kept, how long an isolate may trust its copy, and the
+//! gates a change must pass.
+
+use std::cell::RefCell;
+
+use serde::{Deserialize, Serialize};
+
+use super::audit::{self, AuditEntry};
+use super::PHASE_KEY;
+use crate::error::ApiError;
+use crate::phase::Phase;
+use crate::store::{KvStore, PutOptions, StoreName};
+
+/// The stored phase record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseState {
+    pub phase: u8,
+    #[serde(default)]
+    pub changed_at: u64,
+    #[serde(default)]
+    pub changed_by: String,
+    /// Set when writes stopped reaching the new store (a move to phase 0): values it
+    /// still holds may be older than the old store's, so reads must not go to it first
+    /// until a clean verification says otherwise.
+    #[serde(default)]
+    pub new_store_diverged: bool,
+    /// Set when writes stopped reaching the old store (a move to phase 4 or 5): reads
+    /// must not go back to it first until a reverse sync has caught it up.
+    #[serde(default)]
+    pub old_store_diverged: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseSource {
+    Stored,
+    Default,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentPhase {
+    pub phase: Phase,
+    pub state: PhaseState,
+    pub source: PhaseSource,
+}
+
+impl CurrentPhase {
+    fn default_for(phase: Phase) -> Self {
+        Self {
+            phase,
+            state: PhaseState {
+                phase: phase.number(),
+                changed_at: 0,
+                changed_by: String::new(),
+                new_store_diverged: false,
+                old_store_diverged: false,
+            },
+            source: PhaseSource::Default,
+        }
+    }
+}
+
+/// Reads the phase record from the new store; without one, the configured default.
+pub async fn load<S: KvStore>(new_store: &S, default: Phase) -> Result<CurrentPhase, ApiError> {
+    let Some(stored) = new_store.get(PHASE_KEY).await? else {
+        return Ok(CurrentPhase::default_for(default));
+    };
+    let corrupt = || {
+        ApiError::new(
+            500,
+            "corrupt_phase_state",
+            "the stored phase record is not valid",
+        )
+    };
+    let state: PhaseState = serde_json::from_slice(&stored.bytes).map_err(|_| corrupt())?;
+    let phase = Phase::from_number(state.phase.into()).ok_or_else(corrupt)?;
+    Ok(CurrentPhase {
+        phase,
+        state,
+        source: PhaseSource::Stored,
+    })
+}
+
+/// The isolate's copy of the phase. A request within `ttl_ms` of the last read pays no
+/// KV operation for it; this is why a phase change takes up to that long to reach every
+/// isolate, and why any two adjacent phases must be safe side by side.
+#[derive(Default)]
+pub struct PhaseCache {
+    entry: RefCell<Option<(CurrentPhase, u64)>>,
+}
+
+impl PhaseCache {
+    pub fn fresh(&self, now_ms: u64, ttl_ms: u64) -> Option<CurrentPhase> {
+        let entry = self.entry.borrow();
+        let (current, fetched_at) = entry.as_ref()?;
+        (now_ms.saturating_sub(*fetched_at) < ttl_ms).then(|| current.clone())
+    }
+
+    pub fn stale(&self) -> Option<CurrentPhase> {
+        self.entry.borrow().as_ref().map(|(c, _)| c.clone())
+    }
+
+    pub fn put(&self, current: CurrentPhase, now_ms: u64) {
+        *self.entry.borrow_mut() = Some((current, now_ms));
+    }
+
+    pub fn invalidate(&self) {
+        *self.entry.borrow_mut() = None;
+    }
+}
+
+/// The phase to serve a request in: the cached copy while fresh, else the stored one.
+/// If the store cannot be read, a stale copy is better than a guess; with none, the
+/// request fails rather than route writes by a default that may be wrong.
+pub async fn current<S: KvStore>(
+    cache: &PhaseCache,
+    new_store: &S,
+    default: Phase,
+    now_ms: u64,
+    ttl_ms: u64,
+) -> Result<CurrentPhase, ApiError> {
+    if let Some(current) = cache.fresh(now_ms, ttl_ms) {
+        return Ok(current);
+    }
+    match load(new_store, default).await {
+        Ok(current) => {
+            cache.put(current.clone(), now_ms);
+            Ok(current)
+        }
+        Err(err) => cache.stale().ok_or(err),
+    }
+}
+
+/// What the gates need to know about the stores.
+#[derive(Debug, Clone, Default)]
+pub struct GateFacts {
+    pub repair_journal_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnmetGate {
+    pub gate: &'static str,
+    pub reason: String,
+}
+
+fn unmet(gate: &'static str, reason: impl Into<String>) -> UnmetGate {
+    UnmetGate {
+        gate,
+        reason: reason.into(),
+    }
+}
+
+/// Every gate the move `from → to` fails, in the order an operator should fix them.
+pub fn unmet_gates(
+    state: &PhaseState,
+    from: Phase,
+    to: Phase,
+    facts: &GateFacts,
+) -> Vec<UnmetGate> {
+    let mut gates = Vec::new();
+    if from.number().abs_diff(to.number()) > 1 {
+        gates.push(unmet(
+            "adjacent",
+            format!(
+                "phase {} to {} skips phases; only adjacent moves are safe while isolates disagree",
+                from.number(),
+                to.number()
+            ),
+        ));
+    }
+    let reads_move = from.primary_read_store() != to.primary_read_store();
+    if reads_move && facts.repair_journal_size > 0 {
+        gates.push(unmet(
+            "repair_journal_empty",
+            format!(
+                "{} keys are out of sync between the stores (repair journal)",
+                facts.repair_journal_size
+            ),
+        ));
+    }
+    if reads_move && to.primary_read_store() == StoreName::New && state.new_store_diverged {
+        gates.push(unmet(
+            "new_store_in_sync",
+            "writes skipped the new store while in phase 0; a clean full verification must show it caught up",
+        ));
+    }
+    if reads_move && to.primary_read_store() == StoreName::Old && state.old_store_diverged {
+        gates.push(unmet(
+            "old_store_in_sync",
+            "writes since phase 4 reached only the new store; a reverse sync must copy them back first",
+        ));
+    }
+    if from < Phase::NewPrimary && to >= Phase::NewPrimary {
+        gates.push(unmet(
+            "backfill_verified",
+            "phase 4 stops writing the old store: it needs a finished backfill and a clean full verification, which this worker cannot attest yet",
+        ));
+    }
+    if from < Phase::Complete && to == Phase::Complete {
+        gates.push(unmet(
+            "verification_period",
+            "phase 5 stops reading the old store: it needs a verification period without fallback hits, which this worker cannot attest yet",
+        ));
+    }
+    gates
+}
+
+/// An admin's request to change the phase, parsed from the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseChangeRequest {
+    pub to: Phase,
+    pub force: bool,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseChangeOutcome {
+    pub from: Phase,
+    pub to: Phase,
+    pub forced_gates: Vec<UnmetGate>,
+}
+
+/// Applies a phase change through the gates: refused (409) when a gate is unmet unless
+/// forced with a reason; audited before the phase record is written, so no change can
+/// happen without its audit entry.
+pub async fn change<S: KvStore>(
+    new_store: &S,
+    current: &CurrentPhase,
+    request: PhaseChangeRequest,
+    who: &str,
+    facts: &GateFacts,
+    now_ms: u64,
+) -> Result<PhaseChangeOutcome, ApiError> {
+    let (from, to) = (current.phase, request.to);
+    if from == to {
+        return Ok(PhaseChangeOutcome {
+            from,
+            to,
+            forced_gates: Vec::new(),
+        });
+    }
+    let gates = unmet_gates(&current.state, from, to, facts);
+    if !gates.is_empty() && !request.force {
+        let reasons: Vec<String> = gates
+            .iter()
+            .map(|g| format!("{}: {}", g.gate, g.reason))
+            .collect();
+        return Err(ApiError::conflict(
+            "phase_change_refused",
+            format!(
+                "phase {} to {} refused: {}. Pass force with a reason to override.",
+                from.number(),
+                to.number(),
+                reasons.join("; ")
+            ),
+        ));
+    }
+    if !gates.is_empty()
+        && request
+            .reason
+            .as_deref()
+            .is_none_or(|r| r.trim().is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "reason_required",
+            "forcing a gate needs a reason",
+        ));
+    }
+
+    let mut next = current.state.clone();
+    next.phase = to.number();
+    next.changed_at = now_ms;
+    next.changed_by = who.to_owned();
+    if to == Phase::Legacy {
+        next.new_store_diverged = true;
+    }
+    if from < Phase::NewPrimary && to >= Phase::NewPrimary {
+        next.old_store_diverged = true;
+    }
+
+    let entry = AuditEntry {
+        at: now_ms,
+        who: who.to_owned(),
+        action: "phase_change".into(),
+        from: Some(from.number()),
+        to: Some(to.number()),
+        reason: request.reason.clone(),
+        forced: !gates.is_empty(),
+        unmet_gates: gates.iter().map(|g| g.gate.to_owned()).collect(),
+    };
+    audit::append(new_store, &entry).await?;
+    let bytes = serde_json::to_vec(&next).unwrap_or_default();
+    new_store
+        .put(PHASE_KEY, &bytes, PutOptions::default())
+        .await?;
+    Ok(PhaseChangeOutcome {
+        from,
+        to,
+        forced_gates: gates,
+    })
+}

@@ -1,0 +1,57 @@
+//! The migration's own state, all kept in `CUSTOMER_KV` under `__migration/`, a prefix
+//! that neither key family of the customer data can take.
+
+pub mod audit;
+pub mod control;
+pub mod fallback;
+pub mod journal;
+
+use crate::store::{KvStore, ListedKey, StoreResult};
+
+pub const PHASE_KEY: &str = "__migration/phase";
+pub const AUDIT_PREFIX: &str = "__migration/audit/";
+pub const JOURNAL_PREFIX: &str = "__migration/journal/";
+pub const FALLBACK_PREFIX: &str = "__migration/fallback/";
+
+/// A count of the keys under a prefix and the first few of them, read with `list` only.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeySample {
+    pub count: usize,
+    /// False when counting stopped at `max_pages` before the end.
+    pub exact: bool,
+    pub keys: Vec<String>,
+}
+
+/// Counts the keys under `prefix` (the part after it is reported), reading at most
+/// `max_pages` pages of 1,000 so a status call has a bounded cost.
+pub async fn sample_keys<S: KvStore>(
+    store: &S,
+    prefix: &str,
+    max_pages: u32,
+    max_listed: usize,
+    mut keep: impl FnMut(&ListedKey) -> bool,
+) -> StoreResult<KeySample> {
+    let mut sample = KeySample {
+        count: 0,
+        exact: true,
+        keys: Vec::new(),
+    };
+    let mut cursor: Option<String> = None;
+    for page_number in 0..max_pages {
+        let page = store.list(prefix, cursor.as_deref(), 1000).await?;
+        for key in page.keys.iter().filter(|k| keep(k)) {
+            sample.count += 1;
+            if sample.keys.len() < max_listed {
+                sample.keys.push(key.name[prefix.len()..].to_owned());
+            }
+        }
+        if page.complete {
+            return Ok(sample);
+        }
+        cursor = page.cursor;
+        if page_number + 1 == max_pages {
+            sample.exact = false;
+        }
+    }
+    Ok(sample)
+}

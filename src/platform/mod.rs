@@ -1,0 +1,129 @@
+//! The worker's entry points: convert between the runtime and the pure request pipeline.
+
+mod kv;
+
+use std::rc::Rc;
+
+use worker::{
+    console_error, console_warn, event, Context, Env, Headers, Request, Response, Result,
+};
+
+use crate::app::{self, App, Config};
+use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
+use crate::migration::control::PhaseCache;
+use crate::store::Stores;
+use kv::WorkersKv;
+
+thread_local! {
+    /// Lives as long as the isolate: the phase is re-read from KV only when it is stale.
+    static PHASE_CACHE: Rc<PhaseCache> = Rc::new(PhaseCache::default());
+}
+
+fn stores(env: &Env) -> Result<Stores<WorkersKv>> {
+    Ok(Stores {
+        old: WorkersKv(env.kv("OTP_AUTH_KV")?),
+        new: WorkersKv(env.kv("CUSTOMER_KV")?),
+    })
+}
+
+fn config(env: &Env) -> std::result::Result<Config, String> {
+    Config::from_env(|name| {
+        if name == "JWT_SECRET" {
+            env.secret(name).ok().map(|s| s.to_string())
+        } else {
+            env.var(name).ok().map(|v| v.to_string())
+        }
+    })
+}
+
+fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let config = match config(&env) {
+        Ok(config) => config,
+        Err(problem) => {
+            console_error!("configuration error: {problem}");
+            return to_response(&ApiResponse::error(&crate::error::ApiError::internal(
+                "the worker is misconfigured",
+            )));
+        }
+    };
+    let request = match read_request(&mut req).await {
+        Ok(request) => request,
+        Err(response) => return to_response(&response),
+    };
+    let stores = stores(&env)?;
+    let cache = PHASE_CACHE.with(Rc::clone);
+    let app = App {
+        stores: &stores,
+        config: &config,
+        phase_cache: &cache,
+        now_ms: now_ms(),
+    };
+    let outcome = app::handle(&app, &request).await;
+    // Log codes only: paths and bodies may hold emails, headers hold tokens.
+    for warning in &outcome.warnings {
+        console_warn!("{warning}");
+    }
+    if outcome.response.status >= 500 {
+        console_error!(
+            "answered {} {}",
+            outcome.response.status,
+            error_code(&outcome.response)
+        );
+    }
+    to_response(&outcome.response)
+}
+
+/// Converts the runtime's request, refusing an oversized body before reading it when
+/// the client declared its length.
+async fn read_request(req: &mut Request) -> std::result::Result<ApiRequest, ApiResponse> {
+    let declared = req
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(app::payload_too_large().into());
+    }
+    let url = req.url().map_err(|_| {
+        ApiResponse::error(&crate::error::ApiError::bad_request(
+            "invalid_path",
+            "the URL is not valid",
+        ))
+    })?;
+    let body = req.bytes().await.map_err(|_| {
+        ApiResponse::error(&crate::error::ApiError::bad_request(
+            "invalid_body",
+            "the body could not be read",
+        ))
+    })?;
+    Ok(ApiRequest {
+        method: Method::parse(req.method().as_ref()),
+        path: url.path().to_owned(),
+        query: url.query().unwrap_or_default().to_owned(),
+        authorization: req.headers().get("Authorization").ok().flatten(),
+        body,
+    })
+}
+
+fn error_code(response: &ApiResponse) -> &str {
+    response.body["error"]["code"].as_str().unwrap_or("")
+}
+
+fn to_response(response: &ApiResponse) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("Content-Type", "application/json")?;
+    headers.set("Cache-Control", "no-store")?;
+    for (name, value) in &response.headers {
+        headers.set(name, value)?;
+    }
+    let body = serde_json::to_vec(&response.body).unwrap_or_default();
+    Ok(Response::from_bytes(body)?
+        .with_status(response.status)
+        .with_headers(headers))
+}

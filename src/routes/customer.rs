@@ -1,0 +1,126 @@
+//! Handlers of the customer API: parse the input, check who may do it, call
+//! [`crate::customers`].
+
+use serde_json::{json, Map, Value};
+
+use crate::auth::{Caller, Role, OWNER_PROTECTED_FIELDS};
+use crate::customers::{self, Loaded};
+use crate::dataplane::DataPlane;
+use crate::domain::{CustomerId, Email};
+use crate::error::ApiError;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::store::KvStore;
+
+fn parse_id(raw: &str) -> Result<CustomerId, ApiError> {
+    CustomerId::parse(raw).map_err(|m| ApiError::bad_request("invalid_customer_id", m))
+}
+
+fn record_response(status: u16, loaded: &Loaded) -> ApiResponse {
+    ApiResponse::json(status, loaded.record.to_json())
+}
+
+pub async fn me<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    caller: &Caller,
+) -> Result<ApiResponse, ApiError> {
+    // A service or admin token's subject need not be a customer id.
+    let id = CustomerId::parse(&caller.subject)
+        .map_err(|_| ApiError::customer_not_found(&caller.subject))?;
+    Ok(record_response(200, &customers::get(plane, &id).await?))
+}
+
+pub async fn get<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    let id = parse_id(raw_id)?;
+    caller.require_owner_or_privileged(&id)?;
+    Ok(record_response(200, &customers::get(plane, &id).await?))
+}
+
+pub async fn by_email<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    caller: &Caller,
+    raw_email: &str,
+) -> Result<ApiResponse, ApiError> {
+    let email = Email::parse(raw_email).map_err(|m| ApiError::bad_request("invalid_email", m))?;
+    let loaded = customers::get_by_email(plane, &email).await?;
+    // Answer 404, not 403, to a customer asking for another's email: the difference
+    // would tell them which addresses have accounts.
+    if caller
+        .require_owner_or_privileged(loaded.record.id())
+        .is_err()
+    {
+        return Err(ApiError::new(
+            404,
+            "customer_not_found",
+            "no customer with that email",
+        ));
+    }
+    Ok(record_response(200, &loaded))
+}
+
+pub async fn create<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    caller: &Caller,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    caller.require_privileged()?;
+    let body = request.json_object()?;
+    Ok(record_response(201, &customers::create(plane, body).await?))
+}
+
+pub async fn ensure<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    caller: &Caller,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    caller.require_privileged()?;
+    let body = request.json_object()?;
+    let (loaded, created) = customers::ensure(plane, body).await?;
+    Ok(record_response(if created { 201 } else { 200 }, &loaded))
+}
+
+pub async fn update<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    caller: &Caller,
+    raw_id: &str,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    let id = parse_id(raw_id)?;
+    caller.require_owner_or_privileged(&id)?;
+    let patch = request.json_object()?;
+    if caller.role == Role::Customer {
+        refuse_protected_fields(&patch)?;
+    }
+    Ok(record_response(
+        200,
+        &customers::update(plane, &id, patch).await?,
+    ))
+}
+
+pub async fn delete<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    let id = parse_id(raw_id)?;
+    caller.require_privileged()?;
+    customers::delete(plane, &id).await?;
+    Ok(ApiResponse::ok(
+        json!({ "deleted": true, "customerId": id.as_str() }),
+    ))
+}
+
+fn refuse_protected_fields(patch: &Map<String, Value>) -> Result<(), ApiError> {
+    match OWNER_PROTECTED_FIELDS
+        .iter()
+        .find(|f| patch.contains_key(**f))
+    {
+        Some(field) => Err(ApiError::forbidden(format!(
+            "customers may not change {field}"
+        ))),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,105 @@
+//! The small async key-value interface every decision is written against. The worker's
+//! adapter implements it over Workers KV; [`MemoryStore`] implements it for native tests.
+
+mod memory;
+
+pub use memory::{Fault, MemoryStore, OpCounts};
+
+use serde_json::Value;
+
+/// Which of the two namespaces an operation addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreName {
+    /// `OTP_AUTH_KV`
+    Old,
+    /// `CUSTOMER_KV`
+    New,
+}
+
+impl StoreName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreName::Old => "old",
+            StoreName::New => "new",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "old" => Some(StoreName::Old),
+            "new" => Some(StoreName::New),
+            _ => None,
+        }
+    }
+}
+
+/// A value as read back: its bytes and the KV metadata written with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredValue {
+    pub bytes: Vec<u8>,
+    pub metadata: Option<Value>,
+}
+
+/// Options of a put. `expiration` is absolute, in seconds since the epoch, as KV takes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PutOptions {
+    pub expiration: Option<u64>,
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedKey {
+    pub name: String,
+    pub expiration: Option<u64>,
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListPage {
+    pub keys: Vec<ListedKey>,
+    /// Where the next page starts; `None` once `complete`.
+    pub cursor: Option<String>,
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KV {} failed: {}", self.operation, self.message)
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Workers KV as the product uses it. Each call is one billed KV operation.
+///
+/// The futures are not `Send`: a worker isolate is single-threaded, and the KV bindings
+/// are JavaScript objects that cannot cross threads.
+#[allow(async_fn_in_trait)]
+pub trait KvStore {
+    async fn get(&self, key: &str) -> StoreResult<Option<StoredValue>>;
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()>;
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// One page of keys with `prefix`, in key order, at most `limit` (KV caps it at 1,000).
+    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> StoreResult<ListPage>;
+}
+
+/// The old and the new namespace side by side.
+pub struct Stores<S> {
+    pub old: S,
+    pub new: S,
+}
+
+impl<S> Stores<S> {
+    pub fn get(&self, name: StoreName) -> &S {
+        match name {
+            StoreName::Old => &self.old,
+            StoreName::New => &self.new,
+        }
+    }
+}

@@ -88,6 +88,11 @@ impl MemoryStore {
         );
     }
 
+    /// Direct removal for test setup; counts no operation.
+    pub fn remove(&self, key: &str) {
+        self.entries.borrow_mut().remove(key);
+    }
+
     pub fn peek(&self, key: &str) -> Option<Vec<u8>> {
         self.entries.borrow().get(key).map(|e| e.bytes.clone())
     }

@@ -146,6 +146,10 @@ async fn dispatch<S: KvStore>(
             )
             .await
         }
+        Route::Repair => {
+            caller.require_admin()?;
+            admin::repair(app.stores, caller, app.now_ms).await
+        }
     }
 }
 

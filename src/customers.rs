@@ -48,12 +48,7 @@ pub async fn create<S: KvStore>(
         Some(Value::String(raw)) => {
             CustomerId::parse(raw).map_err(|m| ApiError::bad_request("invalid_customer_id", m))?
         }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_customer_id",
-                "customerId must be a string",
-            ))
-        }
+        Some(_) => return Err(ApiError::invalid_body("customerId must be a string")),
         None => {
             let email = email
                 .as_ref()

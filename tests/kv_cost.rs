@@ -23,19 +23,34 @@ fn seed_both(world: &World) {
     }
 }
 
-fn measure(world: &World, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, OpCounts, OpCounts) {
+fn measure(
+    world: &World,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, OpCounts, OpCounts) {
     world.reset_counts();
     let response = world.send(method, path, Some(&service()), body);
-    (response.status, world.stores.old.counts(), world.stores.new.counts())
+    (
+        response.status,
+        world.stores.old.counts(),
+        world.stores.new.counts(),
+    )
 }
 
 fn ops(old: OpCounts, new: OpCounts) -> String {
-    format!("{}r {}w", old.gets + new.gets + old.lists + new.lists, old.puts + new.puts + old.deletes + new.deletes)
+    format!(
+        "{}r {}w",
+        old.gets + new.gets + old.lists + new.lists,
+        old.puts + new.puts + old.deletes + new.deletes
+    )
 }
 
 #[test]
 fn requests_cost_the_floor_of_their_phase() {
-    println!("phase | read hit | fallback read | by-email | update | update+email | create | delete");
+    println!(
+        "phase | read hit | fallback read | by-email | update | update+email | create | delete"
+    );
     for phase in Phase::ALL {
         let writes = phase.routing().writes.len() as u32;
 
@@ -43,16 +58,27 @@ fn requests_cost_the_floor_of_their_phase() {
         seed_both(&world);
         let (status, old, new) = measure(&world, "GET", "/customer/c1", None);
         assert_eq!(status, 200);
-        assert_eq!((old.total() + new.total(), old.gets + new.gets), (1, 1), "{phase:?}: a read hit is one get");
+        assert_eq!(
+            (old.total() + new.total(), old.gets + new.gets),
+            (1, 1),
+            "{phase:?}: a read hit is one get"
+        );
         let read_hit = ops(old, new);
 
         let fallback = if phase.falls_back() {
             let world = cached_world(phase);
-            world.stores.old.insert("customer_c2", br#"{"customerId":"c2"}"#, Default::default());
+            world
+                .stores
+                .old
+                .insert("customer_c2", br#"{"customerId":"c2"}"#, Default::default());
             let (status, old, new) = measure(&world, "GET", "/customer/c2", None);
             assert_eq!(status, 200);
             // Two gets, and the fallback hit's record.
-            assert_eq!((old.gets + new.gets, new.puts, old.total() + new.total()), (2, 1, 3), "{phase:?}");
+            assert_eq!(
+                (old.gets + new.gets, new.puts, old.total() + new.total()),
+                (2, 1, 3),
+                "{phase:?}"
+            );
             ops(old, new)
         } else {
             "-".into()
@@ -60,21 +86,48 @@ fn requests_cost_the_floor_of_their_phase() {
 
         let (status, old, new) = measure(&world, "GET", "/customer/by-email/ada@example.com", None);
         assert_eq!(status, 200);
-        assert_eq!(old.total() + new.total(), 2, "{phase:?}: mapping then record");
+        assert_eq!(
+            old.total() + new.total(),
+            2,
+            "{phase:?}: mapping then record"
+        );
         let by_email = ops(old, new);
 
-        let (status, old, new) = measure(&world, "PATCH", "/customer/c1", Some(json!({ "name": "Ada L" })));
+        let (status, old, new) = measure(
+            &world,
+            "PATCH",
+            "/customer/c1",
+            Some(json!({ "name": "Ada L" })),
+        );
         assert_eq!(status, 200);
-        assert_eq!((old.gets + new.gets, old.puts + new.puts), (1, writes), "{phase:?}: one read, one put per written store");
+        assert_eq!(
+            (old.gets + new.gets, old.puts + new.puts),
+            (1, writes),
+            "{phase:?}: one read, one put per written store"
+        );
         let update = ops(old, new);
 
-        let (status, old, new) = measure(&world, "PATCH", "/customer/c1", Some(json!({ "email": "ada2@example.com" })));
+        let (status, old, new) = measure(
+            &world,
+            "PATCH",
+            "/customer/c1",
+            Some(json!({ "email": "ada2@example.com" })),
+        );
         assert_eq!(status, 200);
         let update_email = ops(old, new);
 
-        let (status, old, new) = measure(&world, "POST", "/customer", Some(json!({ "customerId": "c9", "email": "z@example.com" })));
+        let (status, old, new) = measure(
+            &world,
+            "POST",
+            "/customer",
+            Some(json!({ "customerId": "c9", "email": "z@example.com" })),
+        );
         assert_eq!(status, 201);
-        assert_eq!(old.puts + new.puts, 2 * writes, "{phase:?}: record and mapping per written store");
+        assert_eq!(
+            old.puts + new.puts,
+            2 * writes,
+            "{phase:?}: record and mapping per written store"
+        );
         let create = ops(old, new);
 
         let (status, old, new) = measure(&world, "DELETE", "/customer/c9", None);

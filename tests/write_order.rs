@@ -13,9 +13,18 @@ fn body() -> serde_json::Value {
     json!({ "customerId": "c1", "email": "ada@example.com", "name": "Ada" })
 }
 
-fn stores_for(world: &World, phase: Phase) -> (&customer_kv_migration::store::MemoryStore, Option<&customer_kv_migration::store::MemoryStore>) {
+fn stores_for(
+    world: &World,
+    phase: Phase,
+) -> (
+    &customer_kv_migration::store::MemoryStore,
+    Option<&customer_kv_migration::store::MemoryStore>,
+) {
     let writes = phase.routing().writes;
-    (world.stores.get(writes[0]), writes.get(1).map(|s| world.stores.get(*s)))
+    (
+        world.stores.get(writes[0]),
+        writes.get(1).map(|s| world.stores.get(*s)),
+    )
 }
 
 #[test]
@@ -28,8 +37,14 @@ fn a_failed_authoritative_write_fails_the_request_and_writes_nothing_else() {
         assert_eq!(response.status, 503, "{phase:?}");
         assert_eq!(error_code(&response), "store_unavailable");
         if let Some(secondary) = secondary {
-            assert!(secondary.peek("customer_c1").is_none(), "{phase:?}: second store written after a failed first write");
-            assert!(secondary.peek(&mapping_key("ada@example.com")).is_none(), "{phase:?}");
+            assert!(
+                secondary.peek("customer_c1").is_none(),
+                "{phase:?}: second store written after a failed first write"
+            );
+            assert!(
+                secondary.peek(&mapping_key("ada@example.com")).is_none(),
+                "{phase:?}"
+            );
         }
         authoritative.heal();
         // The retry succeeds: the mapping left behind by the failed attempt is harmless.
@@ -43,13 +58,25 @@ fn a_failed_second_write_still_succeeds_and_is_journaled() {
     for phase in [Phase::DualWrite, Phase::ReadNew, Phase::Backfill] {
         let world = World::in_phase(phase);
         let lagging = phase.routing().writes[1];
-        world.stores.get(lagging).fail(Fault::Put("customer_".into()));
+        world
+            .stores
+            .get(lagging)
+            .fail(Fault::Put("customer_".into()));
         let response = world.send("POST", "/customer", Some(&service()), Some(body()));
         assert_eq!(response.status, 201, "{phase:?} {}", response.body);
-        let entry = world.new_value("__migration/journal/customer_c1").expect("journal entry");
+        let entry = world
+            .new_value("__migration/journal/customer_c1")
+            .expect("journal entry");
         assert_eq!(entry["lagging"], lagging.as_str(), "{phase:?}");
         // The mapping's second write went through, so it is not journaled.
-        assert!(world.stores.new.peek(&format!("__migration/journal/{}", mapping_key("ada@example.com"))).is_none());
+        assert!(world
+            .stores
+            .new
+            .peek(&format!(
+                "__migration/journal/{}",
+                mapping_key("ada@example.com")
+            ))
+            .is_none());
         // The acknowledged write is what the read path returns.
         let read = world.send("GET", "/customer/c1", Some(&service()), None);
         assert_eq!(read.body["name"], "Ada", "{phase:?}");
@@ -65,14 +92,22 @@ fn a_second_write_that_cannot_be_journaled_is_not_acknowledged() {
     world.stores.new.fail(Fault::Put(String::new()));
     let response = world.send("POST", "/customer", Some(&service()), Some(body()));
     assert_eq!(response.status, 503);
-    assert!(response.body["error"]["message"].as_str().unwrap().contains("repair journal"));
+    assert!(response.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("repair journal"));
 }
 
 #[test]
 fn deletes_follow_the_same_order() {
     for phase in [Phase::DualWrite, Phase::ReadNew, Phase::Backfill] {
         let world = World::in_phase(phase);
-        assert_eq!(world.send("POST", "/customer", Some(&service()), Some(body())).status, 201);
+        assert_eq!(
+            world
+                .send("POST", "/customer", Some(&service()), Some(body()))
+                .status,
+            201
+        );
         let (authoritative, _) = stores_for(&world, phase);
         let fault = if phase.routing().writes[0] == StoreName::New {
             Fault::Put("customer_".into()) // the new store takes a tombstone
@@ -82,24 +117,51 @@ fn deletes_follow_the_same_order() {
         authoritative.fail(fault.clone());
         let refused = world.send("DELETE", "/customer/c1", Some(&service()), None);
         assert_eq!(refused.status, 503, "{phase:?}");
-        assert_eq!(world.send("GET", "/customer/c1", Some(&service()), None).status, 200, "{phase:?}: a failed delete changed nothing");
+        assert_eq!(
+            world
+                .send("GET", "/customer/c1", Some(&service()), None)
+                .status,
+            200,
+            "{phase:?}: a failed delete changed nothing"
+        );
         authoritative.heal();
 
         let lagging = phase.routing().writes[1];
-        let lagging_fault = if lagging == StoreName::New { Fault::Put("customer_".into()) } else { Fault::Delete("customer_".into()) };
+        let lagging_fault = if lagging == StoreName::New {
+            Fault::Put("customer_".into())
+        } else {
+            Fault::Delete("customer_".into())
+        };
         world.stores.get(lagging).fail(lagging_fault);
         let deleted = world.send("DELETE", "/customer/c1", Some(&service()), None);
         assert_eq!(deleted.status, 200, "{phase:?} {}", deleted.body);
-        assert!(world.stores.new.peek("__migration/journal/customer_c1").is_some(), "{phase:?}");
+        assert!(
+            world
+                .stores
+                .new
+                .peek("__migration/journal/customer_c1")
+                .is_some(),
+            "{phase:?}"
+        );
         world.stores.get(lagging).heal();
-        assert_eq!(world.send("GET", "/customer/c1", Some(&service()), None).status, 404, "{phase:?}");
+        assert_eq!(
+            world
+                .send("GET", "/customer/c1", Some(&service()), None)
+                .status,
+            404,
+            "{phase:?}"
+        );
     }
 }
 
 #[test]
 fn a_failed_new_store_read_fails_the_request_instead_of_serving_stale_old_data() {
     let world = World::in_phase(Phase::ReadNew);
-    world.stores.old.insert("customer_c1", br#"{"customerId":"c1","name":"stale"}"#, Default::default());
+    world.stores.old.insert(
+        "customer_c1",
+        br#"{"customerId":"c1","name":"stale"}"#,
+        Default::default(),
+    );
     world.stores.new.fail(Fault::Get("customer_".into()));
     let response = world.send("GET", "/customer/c1", Some(&service()), None);
     assert_eq!(response.status, 503);

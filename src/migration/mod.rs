@@ -3,8 +3,10 @@
 
 pub mod audit;
 pub mod control;
+pub mod cron;
 pub mod fallback;
 pub mod journal;
+pub mod repair;
 
 use crate::store::{KvStore, ListedKey, StoreResult};
 

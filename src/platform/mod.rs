@@ -5,12 +5,14 @@ mod kv;
 use std::rc::Rc;
 
 use worker::{
-    console_error, console_warn, event, Context, Env, Headers, Request, Response, Result,
+    console_error, console_log, console_warn, event, Context, Env, Headers, Request, Response,
+    Result, ScheduleContext, ScheduledEvent,
 };
 
 use crate::app::{self, App, Config};
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::migration::control::PhaseCache;
+use crate::migration::cron;
 use crate::store::Stores;
 use kv::WorkersKv;
 
@@ -76,6 +78,24 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         );
     }
     to_response(&outcome.response)
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let (config, stores) = match (config(&env), stores(&env)) {
+        (Ok(config), Ok(stores)) => (config, stores),
+        _ => {
+            console_error!("cron: the worker is misconfigured");
+            return;
+        }
+    };
+    match cron::run(&stores, config.default_phase, now_ms()).await {
+        Ok(report) => console_log!(
+            "cron: {}",
+            serde_json::to_string(&report).unwrap_or_default()
+        ),
+        Err(err) => console_error!("cron failed: {} {}", err.code, err.message),
+    }
 }
 
 /// Converts the runtime's request, refusing an oversized body before reading it when

@@ -5,10 +5,11 @@ use serde_json::{json, Map, Value};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::audit;
+use crate::migration::audit::{self, AuditEntry};
 use crate::migration::control::{
     self, CurrentPhase, GateFacts, PhaseCache, PhaseChangeRequest, PhaseSource,
 };
+use crate::migration::repair;
 use crate::migration::{sample_keys, FALLBACK_PREFIX, JOURNAL_PREFIX};
 use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
@@ -118,6 +119,30 @@ pub async fn change_phase<S: KvStore>(
         "forced": !outcome.forced_gates.is_empty(),
         "forcedGates": outcome.forced_gates,
     })))
+}
+
+/// Drains the repair journal now (the cron does it every minute) and audits the run.
+pub async fn repair<S: KvStore>(
+    stores: &Stores<S>,
+    caller: &Caller,
+    now_ms: u64,
+) -> Result<ApiResponse, ApiError> {
+    let report = repair::drain(stores, now_ms, repair::ENTRIES_PER_RUN).await?;
+    let entry = AuditEntry {
+        at: now_ms,
+        who: caller.subject.clone(),
+        action: "repair".into(),
+        from: None,
+        to: None,
+        reason: Some(format!(
+            "repaired {} of {} journaled keys",
+            report.repaired, report.examined
+        )),
+        forced: false,
+        unmet_gates: Vec::new(),
+    };
+    audit::append(&stores.new, &entry).await?;
+    Ok(ApiResponse::ok(json!({ "repair": report })))
 }
 
 fn parse_phase_change(body: Map<String, Value>) -> Result<PhaseChangeRequest, ApiError> {

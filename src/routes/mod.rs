@@ -21,6 +21,7 @@ pub enum Route {
     DeleteCustomer(String),
     MigrationStatus,
     ChangePhase,
+    Repair,
 }
 
 /// A request no route takes: the error, and for a 405 the methods the path accepts.
@@ -75,6 +76,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["admin", "migrate", "phase"] => {
             (&["POST"], (*method == Post).then_some(Route::ChangePhase))
         }
+        ["admin", "migrate", "repair"] => (&["POST"], (*method == Post).then_some(Route::Repair)),
         _ => {
             return Err(ApiError::new(404, "route_not_found", "no such route").into());
         }

@@ -26,8 +26,9 @@ struct RoleClaim {
 }
 
 pub fn token(role: &str, sub: &str) -> String {
-    let claims = Claims::with_custom_claims(RoleClaim { role: role.into() }, Duration::from_hours(1))
-        .with_subject(sub);
+    let claims =
+        Claims::with_custom_claims(RoleClaim { role: role.into() }, Duration::from_hours(1))
+            .with_subject(sub);
     HS256Key::from_bytes(SECRET).authenticate(claims).unwrap()
 }
 
@@ -43,8 +44,15 @@ impl World {
     /// A world whose phase cache is off, so a phase change applies to the next request.
     pub fn new() -> Self {
         Self {
-            stores: Stores { old: MemoryStore::new(), new: MemoryStore::new() },
-            config: Config { jwt_secret: SECRET.to_vec(), default_phase: Phase::Legacy, phase_cache_ms: 0 },
+            stores: Stores {
+                old: MemoryStore::new(),
+                new: MemoryStore::new(),
+            },
+            config: Config {
+                jwt_secret: SECRET.to_vec(),
+                default_phase: Phase::Legacy,
+                phase_cache_ms: 0,
+            },
             cache: PhaseCache::default(),
             now_ms: START_MS,
         }
@@ -66,15 +74,28 @@ impl World {
         world
     }
 
-    pub fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> ApiResponse {
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> ApiResponse {
         let mut request = ApiRequest::new(Method::parse(method), path);
         request.authorization = token.map(|t| format!("Bearer {t}"));
-        request.body = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
+        request.body = body
+            .map(|b| serde_json::to_vec(&b).unwrap())
+            .unwrap_or_default();
         self.send_request(&request)
     }
 
     pub fn send_request(&self, request: &ApiRequest) -> ApiResponse {
-        let app = App { stores: &self.stores, config: &self.config, phase_cache: &self.cache, now_ms: self.now_ms };
+        let app = App {
+            stores: &self.stores,
+            config: &self.config,
+            phase_cache: &self.cache,
+            now_ms: self.now_ms,
+        };
         block_on(handle(&app, request)).response
     }
 
@@ -98,20 +119,31 @@ impl World {
     }
 
     pub fn new_value(&self, key: &str) -> Option<Value> {
-        self.stores.new.peek(key).map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null))
+        self.stores
+            .new
+            .peek(key)
+            .map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null))
     }
 
     pub fn old_value(&self, key: &str) -> Option<Value> {
-        self.stores.old.peek(key).map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null))
+        self.stores
+            .old
+            .peek(key)
+            .map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null))
     }
 }
 
 pub fn error_code(response: &ApiResponse) -> &str {
-    response.body["error"]["code"].as_str().unwrap_or("<no error code>")
+    response.body["error"]["code"]
+        .as_str()
+        .unwrap_or("<no error code>")
 }
 
 /// The `email_to_customer_` key of an email, computed independently of the crate.
 pub fn mapping_key(email: &str) -> String {
     use sha2::{Digest, Sha256};
-    format!("email_to_customer_{}", hex::encode(Sha256::digest(email.trim().to_lowercase())))
+    format!(
+        "email_to_customer_{}",
+        hex::encode(Sha256::digest(email.trim().to_lowercase()))
+    )
 }

@@ -1,0 +1,217 @@
+// Shared harness for the end-to-end tests: runs the compiled worker
+// (build/worker/shim.mjs) in workerd through Miniflare's Node API, with both KV
+// namespaces bound, and offers small helpers to speak HTTP to it and look into the
+// stores directly.
+
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Miniflare } from "miniflare";
+import { mintToken } from "../../scripts/dev-token.mjs";
+import { CUSTOMER_PREFIX, EMAIL_PREFIX, customerKey, emailHash, emailKey } from "../../scripts/legacy-data.mjs";
+
+export { customerKey, emailHash, emailKey, mintToken, CUSTOMER_PREFIX, EMAIL_PREFIX };
+
+export const SHIM = fileURLToPath(new URL("../../build/worker/shim.mjs", import.meta.url));
+
+const BUILD_MISSING =
+  `${SHIM} does not exist: build the worker first with \`bash scripts/build.sh\``;
+
+// Fail once per test file, before any test starts, when the worker is not built.
+if (!existsSync(SHIM)) throw new Error(BUILD_MISSING);
+
+/** The test secret the worker is started with (>= 32 chars). */
+export const JWT_SECRET = "e2e-test-secret-do-not-use-in-production-0123456789";
+
+/** Phase numbers and names, DESIGN.md §3. */
+export const PHASE_NAMES = ["legacy", "dual_write", "read_new", "backfill", "new_primary", "complete"];
+export const PHASES = [0, 1, 2, 3, 4, 5];
+
+/**
+ * Where a phase sends writes and reads (DESIGN.md §3), from the point of view of a
+ * test: `writes` lists the stores that a successful write must reach.
+ */
+export const ROUTING = {
+  0: { writes: ["old"], readsNew: false, fallback: false },
+  1: { writes: ["old", "new"], readsNew: false, fallback: false },
+  2: { writes: ["new", "old"], readsNew: true, fallback: true },
+  3: { writes: ["new", "old"], readsNew: true, fallback: true },
+  4: { writes: ["new"], readsNew: true, fallback: true },
+  5: { writes: ["new"], readsNew: true, fallback: false },
+};
+
+export const fallbackKey = (storeKey) => `__migration/fallback/${storeKey}`;
+export const PHASE_KEY = "__migration/phase";
+
+/**
+ * Starts the worker. Returns a harness:
+ *   h.request(method, path, { token, body, rawBody, headers }) -> { status, json, text, headers }
+ *   h.old(), h.new()          KV namespaces OTP_AUTH_KV and CUSTOMER_KV
+ *   h.setPhase(n)             forced phase change through POST /admin/migrate/phase
+ *   h.token({ role, sub, ... }) a token signed with the test secret
+ *   h.reset()                 empties both stores (the phase falls back to DEFAULT_PHASE)
+ *   h.stop()
+ */
+export async function startWorker({ bindings = {} } = {}) {
+  if (!existsSync(SHIM)) throw new Error(BUILD_MISSING);
+  const mf = new Miniflare({
+    modules: true,
+    scriptPath: SHIM,
+    modulesRules: [
+      { type: "ESModule", include: ["**/*.js"] },
+      { type: "CompiledWasm", include: ["**/*.wasm"] },
+    ],
+    compatibilityDate: "2025-01-01",
+    kvNamespaces: ["OTP_AUTH_KV", "CUSTOMER_KV"],
+    bindings: {
+      JWT_SECRET,
+      DEFAULT_PHASE: "0",
+      PHASE_CACHE_SECONDS: "0",
+      ...bindings,
+    },
+  });
+  await mf.ready;
+  const oldKv = await mf.getKVNamespace("OTP_AUTH_KV");
+  const newKv = await mf.getKVNamespace("CUSTOMER_KV");
+
+  const token = (options = {}) =>
+    mintToken({ secret: JWT_SECRET, sub: "e2e-admin", role: "admin", ...options });
+  const adminToken = token({ role: "admin", sub: "e2e-admin" });
+  const serviceToken = token({ role: "service", sub: "e2e-service" });
+
+  async function request(method, path, { token: bearer, body, rawBody, headers = {} } = {}) {
+    const init = { method, headers: { ...headers } };
+    if (bearer) init.headers.authorization = `Bearer ${bearer}`;
+    if (rawBody !== undefined) {
+      init.body = rawBody;
+      init.headers["content-type"] ??= "application/json";
+    } else if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers["content-type"] ??= "application/json";
+    }
+    const res = await mf.dispatchFetch(`http://localhost${path}`, init);
+    const text = await res.text();
+    let json;
+    try {
+      json = text.length ? JSON.parse(text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, json, text, headers: res.headers };
+  }
+
+  async function listAll(kv, prefix) {
+    const keys = [];
+    let cursor;
+    for (;;) {
+      const page = await kv.list({ prefix, cursor });
+      keys.push(...page.keys);
+      if (page.list_complete) return keys;
+      cursor = page.cursor;
+    }
+  }
+
+  async function reset() {
+    for (const kv of [oldKv, newKv]) {
+      const keys = await listAll(kv);
+      await Promise.all(keys.map((k) => kv.delete(k.name)));
+    }
+  }
+
+  async function currentPhase() {
+    const res = await request("GET", "/health");
+    assert.equal(res.status, 200, `GET /health: ${res.text}`);
+    return res.json.phase;
+  }
+
+  /** Moves to phase `n` (forced, with a reason) and checks /health reports it. */
+  async function setPhase(n) {
+    if ((await currentPhase()) !== n) {
+      const res = await request("POST", "/admin/migrate/phase", {
+        token: adminToken,
+        body: { phase: n, force: true, reason: `e2e setup: switch to phase ${n}` },
+      });
+      assert.equal(res.status, 200, `setPhase(${n}): POST /admin/migrate/phase answered ${res.status} ${res.text}`);
+    }
+    assert.equal(await currentPhase(), n, `setPhase(${n}): /health does not report the new phase`);
+  }
+
+  return {
+    mf,
+    request,
+    old: () => oldKv,
+    new: () => newKv,
+    store: (name) => (name === "old" ? oldKv : newKv),
+    listAll,
+    reset,
+    setPhase,
+    currentPhase,
+    token,
+    adminToken,
+    serviceToken,
+    stop: () => mf.dispose(),
+  };
+}
+
+// ---------- assertions and small helpers shared by the test files ----------
+
+/** Asserts an error answer: status and `error.code`. */
+export function assertError(res, status, code, context = "") {
+  const where = context ? `${context}: ` : "";
+  assert.equal(res.status, status, `${where}expected ${status} ${code}, got ${res.status} ${res.text}`);
+  assert.ok(res.json && res.json.error, `${where}expected an error body, got ${res.text}`);
+  assert.equal(res.json.error.code, code, `${where}expected code ${code}, got ${res.text}`);
+  assert.equal(typeof res.json.error.message, "string", `${where}error.message should be a string`);
+}
+
+/** Asserts a status, printing the body when it differs. */
+export function assertStatus(res, status, context = "") {
+  assert.equal(res.status, status, `${context ? context + ": " : ""}expected ${status}, got ${res.status} ${res.text}`);
+}
+
+/** Reads and parses a JSON value from a KV namespace (null when absent). */
+export async function getJson(kv, key) {
+  const text = await kv.get(key);
+  return text === null ? null : JSON.parse(text);
+}
+
+export const isTombstone = (value) =>
+  value !== null && typeof value === "object" && Object.hasOwn(value, "__tombstone");
+
+/** A customer record for tests, with an old `updatedAt` so changes are visible. */
+export function sampleRecord(customerId, email, extra = {}) {
+  return {
+    customerId,
+    name: `Test ${customerId}`,
+    email,
+    companyName: "E2E Ltd",
+    plan: "pro",
+    tier: "gold",
+    status: "active",
+    subscriptions: ["otp-sms"],
+    flairs: ["beta-tester"],
+    displayName: "Tester",
+    config: { locale: "en-GB" },
+    features: { sso: false },
+    createdAt: "2020-01-01T00:00:00Z",
+    updatedAt: "2020-01-02T00:00:00Z",
+    ...extra,
+  };
+}
+
+/** Puts a record and its email mapping straight into the given stores. */
+export async function seedCustomer(h, stores, record) {
+  for (const name of stores) {
+    const kv = h.store(name);
+    await kv.put(customerKey(record.customerId), JSON.stringify(record));
+    if (record.email) await kv.put(emailKey(emailHash(record.email)), record.customerId);
+  }
+}
+
+/** A fresh, valid, unique customer id / email for a test. */
+let counter = 0;
+export function uniqueCustomer(label) {
+  counter += 1;
+  const id = `e2e_${label}_${counter}`.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 128);
+  return { id, email: `${id.toLowerCase().replace(/_/g, ".")}@e2e.example.com` };
+}

@@ -8,13 +8,15 @@ use serde_json::{Map, Value};
 use crate::dataplane::{Change, DataPlane, Found};
 use crate::domain::{customer_key, email_key, CustomerId, CustomerRecord, Email};
 use crate::error::ApiError;
-use crate::store::{KvStore, StoredValue};
+use crate::store::{KvStore, StoreName, StoredValue};
 use crate::time::{parse_rfc3339_ms, rfc3339};
 
 /// A record as read, with the metadata it was stored with (kept on update).
 pub struct Loaded {
     pub record: CustomerRecord,
     pub metadata: Option<Value>,
+    /// The store the record was read from; a change to it writes that store first.
+    pub served_by: StoreName,
 }
 
 /// How many derived ids `ensure`/`create` try for one email before giving up.
@@ -127,6 +129,7 @@ pub async fn update<S: KvStore>(
     let Loaded {
         mut record,
         metadata,
+        served_by,
     } = get(plane, id).await?;
     let previous_email = record.email();
     let previous_updated = record.updated_at().and_then(parse_rfc3339_ms);
@@ -161,8 +164,12 @@ pub async fn update<S: KvStore>(
             }
         }
     }
-    plane.apply(&changes).await?;
-    Ok(Loaded { record, metadata })
+    plane.apply_after_read(&changes, served_by).await?;
+    Ok(Loaded {
+        record,
+        metadata,
+        served_by,
+    })
 }
 
 /// Deletes the record (a tombstone where the phase keeps one) and then its mapping.
@@ -188,7 +195,7 @@ pub async fn delete<S: KvStore>(plane: &DataPlane<'_, S>, id: &CustomerId) -> Re
             });
         }
     }
-    plane.apply(&changes).await
+    plane.apply_after_read(&changes, found.store).await
 }
 
 async fn find<S: KvStore>(
@@ -197,7 +204,7 @@ async fn find<S: KvStore>(
 ) -> Result<Option<Loaded>, ApiError> {
     let Some(Found {
         value: StoredValue { bytes, metadata },
-        ..
+        store: served_by,
     }) = plane.read(&customer_key(id)).await?
     else {
         return Ok(None);
@@ -210,7 +217,11 @@ async fn find<S: KvStore>(
             format!("record under '{id}' names another customerId"),
         ));
     }
-    Ok(Some(Loaded { record, metadata }))
+    Ok(Some(Loaded {
+        record,
+        metadata,
+        served_by,
+    }))
 }
 
 /// The customer that holds `email`: the mapping's target, if that record has the email.
@@ -306,6 +317,7 @@ async fn store_new<S: KvStore>(
     Ok(Loaded {
         record,
         metadata: None,
+        served_by: plane.phase.routing().writes[0],
     })
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::domain::Tombstone;
 use crate::error::ApiError;
-use crate::migration::{fallback, journal};
+use crate::migration::{copy, fallback, journal};
 use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 use crate::time::rfc3339;
@@ -74,46 +74,65 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
                 return Ok(None);
             }
             if position > 0 {
-                if let Err(err) =
-                    fallback::record(&self.stores.new, key, self.phase, self.now_ms).await
-                {
-                    self.warn(format!("could not record a fallback hit: {err}"));
-                }
+                self.after_fallback(key, &value).await;
             }
             return Ok(Some(Found { value, store }));
         }
         Ok(None)
     }
 
-    /// Applies `changes` to the stores the phase writes. Every change reaches the
-    /// authoritative store first, in order; a failure there fails the request before
-    /// anything else is written. The changes then go to the second store together; a key
-    /// whose second write fails is recorded in the repair journal and the request still
-    /// succeeds — unless the journal cannot be written either, in which case the request
-    /// fails, because an acknowledged write must never be silently out of sync.
+    /// Applies `changes` to the stores the phase writes, the authoritative one first.
     pub async fn apply(&self, changes: &[Change]) -> Result<(), ApiError> {
+        self.apply_ordered(changes, self.phase.routing().writes)
+            .await
+    }
+
+    /// Applies changes to a key that was read from `served_by`, writing that store first
+    /// when the phase writes it. A key served by the old store is absent from the new
+    /// one, so the old store is the one reads see; writing it first also means a
+    /// concurrent backfill copy that could overwrite this write in the new store sees
+    /// the change when it re-reads the old store (see `migration::copy`).
+    pub async fn apply_after_read(
+        &self,
+        changes: &[Change],
+        served_by: StoreName,
+    ) -> Result<(), ApiError> {
         let writes = self.phase.routing().writes;
-        let authoritative = writes[0];
-        for change in changes {
-            self.apply_to(authoritative, change).await?;
+        if writes.len() == 2 && writes[1] == served_by {
+            self.apply_ordered(changes, &[writes[1], writes[0]]).await
+        } else {
+            self.apply_ordered(changes, writes).await
         }
-        let Some(&secondary) = writes.get(1) else {
+    }
+
+    /// Every change reaches the first store, in order; a failure there fails the request
+    /// before anything else is written. The changes then go to the second store
+    /// together; a key whose second write fails is recorded in the repair journal and
+    /// the request still succeeds — unless the journal cannot be written either, in
+    /// which case the request fails, because an acknowledged write must never be
+    /// silently out of sync.
+    async fn apply_ordered(&self, changes: &[Change], order: &[StoreName]) -> Result<(), ApiError> {
+        let first = order[0];
+        for change in changes {
+            self.apply_to(first, change).await?;
+        }
+        let Some(&second) = order.get(1) else {
             return Ok(());
         };
-        let results = join_all(changes.iter().map(|c| self.apply_to(secondary, c))).await;
+        let results = join_all(changes.iter().map(|c| self.apply_to(second, c))).await;
         for (change, result) in changes.iter().zip(results) {
             let Err(write_err) = result else { continue };
-            self.warn(format!("secondary write failed, journaling: {write_err}"));
+            self.warn(format!("second write failed, journaling: {write_err}"));
             if let Err(journal_err) =
-                journal::record(&self.stores.new, change.key(), secondary, self.now_ms).await
+                journal::record(&self.stores.new, change.key(), second, self.now_ms).await
             {
                 return Err(ApiError::new(
                     503,
                     "store_unavailable",
                     format!(
                         "the write reached the {} store but neither the {} store nor the repair journal: {journal_err}",
-                        authoritative.as_str(),
-                        secondary.as_str()
+                        first.as_str(),
+                        second.as_str()
                     ),
                 ));
             }
@@ -142,6 +161,21 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
                 } else {
                     kv.delete(key).await
                 }
+            }
+        }
+    }
+
+    /// Records a fallback hit and, while both stores are written (phases 2 and 3),
+    /// copies the key into the new store so the next read hits it. Not in phase 4: its
+    /// writers skip the old store, so a copy racing one of them could not be checked.
+    /// Neither step fails the read.
+    async fn after_fallback(&self, key: &str, served: &StoredValue) {
+        if let Err(err) = fallback::record(&self.stores.new, key, self.phase, self.now_ms).await {
+            self.warn(format!("could not record a fallback hit: {err}"));
+        }
+        if self.phase.routing().writes.len() == 2 {
+            if let Err(err) = copy::repair_on_read(self.stores, key, served, self.now_ms).await {
+                self.warn(format!("read-repair failed: {err}"));
             }
         }
     }

@@ -2,7 +2,9 @@
 //! that neither key family of the customer data can take.
 
 pub mod audit;
+pub mod budget;
 pub mod control;
+pub mod copy;
 pub mod cron;
 pub mod fallback;
 pub mod journal;

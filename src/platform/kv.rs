@@ -27,6 +27,34 @@ impl KvStore for WorkersKv {
         Ok(bytes.map(|bytes| StoredValue { bytes, metadata }))
     }
 
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found = self
+            .0
+            .get_bulk(keys)
+            .text_with_metadata::<Value>()
+            .await
+            .map_err(failed("get"))?;
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = match found.remove(key) {
+                // Bulk reads decode values as UTF-8; a replacement character may stand for
+                // bytes that were not, so such a value is read again as bytes to copy it
+                // exactly. Legacy binary values are rare; this costs one read each.
+                Some((Some(text), _)) if text.contains('\u{FFFD}') => self.get(key).await?,
+                Some((Some(text), metadata)) => Some(StoredValue {
+                    bytes: text.into_bytes(),
+                    metadata,
+                }),
+                _ => None,
+            };
+            values.push(value);
+        }
+        Ok(values)
+    }
+
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()> {
         let mut put = self.0.put_bytes(key, value).map_err(failed("put"))?;
         if let Some(expiration) = options.expiration {

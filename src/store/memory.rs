@@ -133,6 +133,29 @@ impl KvStore for MemoryStore {
         }))
     }
 
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>> {
+        assert!(
+            keys.len() <= super::MAX_BULK_KEYS,
+            "bulk read of {} keys",
+            keys.len()
+        );
+        // One operation, failing if any of its keys is set to fail.
+        let first_faulty = keys
+            .iter()
+            .find(|k| self.faults.borrow().iter().any(|f| f.matches("get", k)));
+        self.check("get", first_faulty.map_or("", String::as_str))?;
+        let entries = self.entries.borrow();
+        Ok(keys
+            .iter()
+            .map(|key| {
+                entries.get(key).map(|e| StoredValue {
+                    bytes: e.bytes.clone(),
+                    metadata: e.metadata.clone(),
+                })
+            })
+            .collect())
+    }
+
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()> {
         self.check("put", key)?;
         self.insert(key, value, options);

@@ -7,6 +7,9 @@ pub use memory::{Fault, MemoryStore, OpCounts};
 
 use serde_json::Value;
 
+/// The most keys one bulk read may ask for (Workers KV's limit).
+pub const MAX_BULK_KEYS: usize = 100;
+
 /// Which of the two namespaces an operation addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StoreName {
@@ -84,6 +87,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait KvStore {
     async fn get(&self, key: &str) -> StoreResult<Option<StoredValue>>;
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()>;
+    /// Up to [`MAX_BULK_KEYS`] values as one operation, in the order of `keys`.
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>>;
     async fn delete(&self, key: &str) -> StoreResult<()>;
     /// One page of keys with `prefix`, in key order, at most `limit` (KV caps it at 1,000).
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> StoreResult<ListPage>;

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
 use crate::migration::control::{self, CurrentPhase, PhaseCache};
 use crate::phase::Phase;
-use crate::routes::{admin, customer, route, Route};
+use crate::routes::{admin, backfill, customer, route, Route};
 use crate::store::{KvStore, Stores};
 
 /// Settings read from the worker's environment (`wrangler.toml` vars and secrets).
@@ -149,6 +149,14 @@ async fn dispatch<S: KvStore>(
         Route::Repair => {
             caller.require_admin()?;
             admin::repair(app.stores, caller, app.now_ms).await
+        }
+        Route::Backfill => {
+            caller.require_admin()?;
+            backfill::run_batch(app.stores, current.phase, caller, request, app.now_ms).await
+        }
+        Route::BackfillControl(action) => {
+            caller.require_admin()?;
+            backfill::control(app.stores, caller, action, app.now_ms).await
         }
     }
 }

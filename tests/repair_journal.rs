@@ -6,7 +6,6 @@ use common::*;
 use customer_kv_migration::migration::cron;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::Fault;
-use futures::executor::block_on;
 use serde_json::json;
 
 fn repair(world: &World) -> serde_json::Value {

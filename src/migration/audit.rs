@@ -25,6 +25,22 @@ pub struct AuditEntry {
     pub unmet_gates: Vec<String>,
 }
 
+impl AuditEntry {
+    /// An admin action other than a phase change.
+    pub fn action(who: &str, action: &str, at: u64, detail: Option<String>) -> Self {
+        Self {
+            at,
+            who: who.to_owned(),
+            action: action.to_owned(),
+            from: None,
+            to: None,
+            reason: detail,
+            forced: false,
+            unmet_gates: Vec::new(),
+        }
+    }
+}
+
 /// KV metadata is capped at 1,024 bytes; longer reasons are cut in the metadata copy
 /// (the value keeps the whole entry).
 const METADATA_REASON_CHARS: usize = 300;

@@ -135,6 +135,17 @@ pub async fn current<S: KvStore>(
 #[derive(Debug, Clone, Default)]
 pub struct GateFacts {
     pub repair_journal_size: usize,
+    /// Whether the backfill has finished, and if not, how far it is.
+    pub backfill_complete: bool,
+    pub backfill_progress: String,
+    /// The last full verification: `None` if none has run.
+    pub last_full_verification: Option<VerificationFacts>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VerificationFacts {
+    pub missing: u64,
+    pub mismatched: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -190,10 +201,36 @@ pub fn unmet_gates(
             "writes since phase 4 reached only the new store; a reverse sync must copy them back first",
         ));
     }
-    if from < Phase::NewPrimary && to >= Phase::NewPrimary {
+    let leaves_old_store = from < Phase::NewPrimary && to >= Phase::NewPrimary;
+    if leaves_old_store && !facts.backfill_complete {
         gates.push(unmet(
-            "backfill_verified",
-            "phase 4 stops writing the old store: it needs a finished backfill and a clean full verification, which this worker cannot attest yet",
+            "backfill_complete",
+            format!(
+                "phase 4 stops writing the old store: the backfill must finish first ({})",
+                facts.backfill_progress
+            ),
+        ));
+    }
+    if leaves_old_store {
+        match &facts.last_full_verification {
+            None => gates.push(unmet("verification_clean", "no full verification has run")),
+            Some(v) if v.missing > 0 || v.mismatched > 0 => gates.push(unmet(
+                "verification_clean",
+                format!(
+                    "the last full verification found {} missing and {} mismatched keys",
+                    v.missing, v.mismatched
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    if leaves_old_store && !reads_move && facts.repair_journal_size > 0 {
+        gates.push(unmet(
+            "repair_journal_empty",
+            format!(
+                "{} keys are out of sync between the stores (repair journal)",
+                facts.repair_journal_size
+            ),
         ));
     }
     if from < Phase::Complete && to == Phase::Complete {

@@ -8,7 +8,7 @@
 //! overwritten in the new store reached the old store before the re-read.
 
 use futures::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{CustomerRecord, Tombstone, CUSTOMER_PREFIX};
 use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, StoredValue, Stores};
@@ -72,8 +72,8 @@ fn is_corrupt_record(key: &str, bytes: &[u8]) -> bool {
 /// Samples of keys kept per category in a report.
 pub const SAMPLE_KEYS: usize = 20;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct CopyCounts {
     pub scanned: u64,
     pub copied: u64,

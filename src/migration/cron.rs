@@ -1,33 +1,49 @@
-//! What one cron invocation does.
+//! What one cron invocation does: drain the repair journal, then, in phase 3 and unless
+//! paused, advance the backfill — all inside one invocation's KV budget.
 
 use serde::Serialize;
 
+use super::backfill::{self, RunOptions, RunReport};
+use super::budget::{metered, Budget};
 use super::control;
 use super::repair::{self, RepairReport};
 use crate::error::ApiError;
 use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CronReport {
     pub phase: u8,
     pub repair: RepairReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<RunReport>,
+    pub operations: u32,
 }
 
-/// Drains the repair journal, in every phase: keys out of sync are a risk whichever
-/// store reads come from.
 pub async fn run<S: KvStore>(
     stores: &Stores<S>,
     default_phase: Phase,
     now_ms: u64,
 ) -> Result<CronReport, ApiError> {
+    let budget = Budget::per_invocation(0);
+    let stores = metered(stores, &budget);
     // The stored phase, not an isolate's cached copy: a cron run is rare and must act on
     // the freshest state.
     let current = control::load(&stores.new, default_phase).await?;
-    let repair = repair::drain(stores, now_ms, repair::ENTRIES_PER_RUN).await?;
+    // Keys out of sync are a risk whichever store reads come from: repair in every phase.
+    let repair = repair::drain(&stores, now_ms, repair::ENTRIES_PER_RUN).await?;
+    let mut backfill = None;
+    if current.phase.cron_backfills() {
+        let checkpoint = backfill::load_checkpoint(&stores.new).await?;
+        if !checkpoint.paused && !checkpoint.complete() {
+            backfill = Some(backfill::run(&stores, &budget, RunOptions::default(), now_ms).await?);
+        }
+    }
     Ok(CronReport {
         phase: current.phase.number(),
         repair,
+        backfill,
+        operations: budget.used(),
     })
 }

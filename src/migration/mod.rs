@@ -2,6 +2,7 @@
 //! that neither key family of the customer data can take.
 
 pub mod audit;
+pub mod backfill;
 pub mod budget;
 pub mod control;
 pub mod copy;

@@ -1,4 +1,4 @@
-//! The `/admin/migrate` handlers: what the migration is doing, and moving its phase.
+//! The `/admin/migrate` handlers for what the migration is doing and for its phase.
 
 use serde_json::{json, Map, Value};
 
@@ -6,11 +6,11 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::audit::{self, AuditEntry};
+use crate::migration::backfill::{self, Checkpoint};
 use crate::migration::control::{
     self, CurrentPhase, GateFacts, PhaseCache, PhaseChangeRequest, PhaseSource,
 };
-use crate::migration::repair;
-use crate::migration::{sample_keys, FALLBACK_PREFIX, JOURNAL_PREFIX};
+use crate::migration::{repair, sample_keys, KeySample, FALLBACK_PREFIX, JOURNAL_PREFIX};
 use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
 
@@ -20,10 +20,14 @@ const STATUS_LIST_PAGES: u32 = 5;
 const STATUS_SAMPLE_KEYS: usize = 20;
 const MAX_REASON_CHARS: usize = 1_000;
 
-pub async fn status<S: KvStore>(
-    stores: &Stores<S>,
-    current: &CurrentPhase,
-) -> Result<ApiResponse, ApiError> {
+/// What the gates are judged on, read from the new store.
+struct Facts {
+    gates: GateFacts,
+    journal: KeySample,
+    checkpoint: Checkpoint,
+}
+
+async fn gather_facts<S: KvStore>(stores: &Stores<S>) -> Result<Facts, ApiError> {
     let journal = sample_keys(
         &stores.new,
         JOURNAL_PREFIX,
@@ -32,6 +36,29 @@ pub async fn status<S: KvStore>(
         |_| true,
     )
     .await?;
+    let checkpoint = backfill::load_checkpoint(&stores.new).await?;
+    let gates = GateFacts {
+        repair_journal_size: journal.count,
+        backfill_complete: checkpoint.complete(),
+        backfill_progress: format!(
+            "stage {:?}, {:.1}% scanned",
+            checkpoint.stage,
+            checkpoint.percent()
+        ),
+        last_full_verification: None,
+    };
+    Ok(Facts {
+        gates,
+        journal,
+        checkpoint,
+    })
+}
+
+pub async fn status<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+) -> Result<ApiResponse, ApiError> {
+    let facts = gather_facts(stores).await?;
     let fallback = sample_keys(
         &stores.new,
         FALLBACK_PREFIX,
@@ -45,28 +72,41 @@ pub async fn status<S: KvStore>(
         .iter()
         .filter(|e| e.action == "phase_change")
         .collect();
-    let gates = next_move_gates(current, journal.count);
     Ok(ApiResponse::ok(json!({
         "phase": phase_json(current),
-        "gates": gates,
+        "gates": next_move_gates(current, &facts.gates),
         "history": history,
+        "backfill": backfill_json(&facts.checkpoint),
         "fallbackHits": fallback,
-        "repairJournal": journal,
+        "repairJournal": facts.journal,
         "newStoreDiverged": current.state.new_store_diverged,
         "oldStoreDiverged": current.state.old_store_diverged,
         "recentAudit": recent,
     })))
 }
 
+pub fn backfill_json(checkpoint: &Checkpoint) -> Value {
+    json!({
+        "stage": checkpoint.stage,
+        "complete": checkpoint.complete(),
+        "paused": checkpoint.paused,
+        "total": checkpoint.total,
+        "counts": checkpoint.counts,
+        "percent": (checkpoint.percent() * 10.0).round() / 10.0,
+        "etaMs": checkpoint.eta_ms(),
+        "startedAt": checkpoint.started_at,
+        "updatedAt": checkpoint.updated_at,
+        "completedAt": checkpoint.completed_at,
+        "runs": checkpoint.runs,
+    })
+}
+
 /// The gates of a move one phase up and one phase down, so an operator sees what the
 /// next step needs before trying it.
-fn next_move_gates(current: &CurrentPhase, journal_size: usize) -> Value {
-    let facts = GateFacts {
-        repair_journal_size: journal_size,
-    };
+fn next_move_gates(current: &CurrentPhase, facts: &GateFacts) -> Value {
     let describe = |to: Option<Phase>| {
         to.map(|to| {
-            let unmet = control::unmet_gates(&current.state, current.phase, to, &facts);
+            let unmet = control::unmet_gates(&current.state, current.phase, to, facts);
             json!({ "to": to.number(), "met": unmet.is_empty(), "unmet": unmet })
         })
     };
@@ -96,16 +136,13 @@ pub async fn change_phase<S: KvStore>(
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let change = parse_phase_change(request.json_object()?)?;
-    let journal = sample_keys(&stores.new, JOURNAL_PREFIX, STATUS_LIST_PAGES, 0, |_| true).await?;
-    let facts = GateFacts {
-        repair_journal_size: journal.count,
-    };
+    let facts = gather_facts(stores).await?;
     let outcome = control::change(
         &stores.new,
         current,
         change,
         &caller.subject,
-        &facts,
+        &facts.gates,
         now_ms,
     )
     .await?;
@@ -128,20 +165,15 @@ pub async fn repair<S: KvStore>(
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let report = repair::drain(stores, now_ms, repair::ENTRIES_PER_RUN).await?;
-    let entry = AuditEntry {
-        at: now_ms,
-        who: caller.subject.clone(),
-        action: "repair".into(),
-        from: None,
-        to: None,
-        reason: Some(format!(
-            "repaired {} of {} journaled keys",
-            report.repaired, report.examined
-        )),
-        forced: false,
-        unmet_gates: Vec::new(),
-    };
-    audit::append(&stores.new, &entry).await?;
+    let detail = format!(
+        "repaired {} of {} journaled keys",
+        report.repaired, report.examined
+    );
+    audit::append(
+        &stores.new,
+        &AuditEntry::action(&caller.subject, "repair", now_ms, Some(detail)),
+    )
+    .await?;
     Ok(ApiResponse::ok(json!({ "repair": report })))
 }
 
@@ -151,11 +183,7 @@ fn parse_phase_change(body: Map<String, Value>) -> Result<PhaseChangeRequest, Ap
         .and_then(Value::as_u64)
         .and_then(Phase::from_number)
         .ok_or_else(|| ApiError::invalid_body("phase must be an integer from 0 to 5"))?;
-    let force = match body.get("force") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid_body("force must be a boolean")),
-    };
+    let force = optional_bool(&body, "force")?;
     let reason = match body.get("reason") {
         None | Some(Value::Null) => None,
         Some(Value::String(r)) if r.chars().count() <= MAX_REASON_CHARS => Some(r.clone()),
@@ -167,4 +195,13 @@ fn parse_phase_change(body: Map<String, Value>) -> Result<PhaseChangeRequest, Ap
         Some(_) => return Err(ApiError::invalid_body("reason must be a string")),
     };
     Ok(PhaseChangeRequest { to, force, reason })
+}
+
+/// A boolean field that defaults to false.
+pub fn optional_bool(body: &Map<String, Value>, field: &str) -> Result<bool, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid_body(format!("{field} must be a boolean"))),
+    }
 }

@@ -2,6 +2,7 @@
 //! percent-decoding; a known path with the wrong method is a 405 naming the right ones.
 
 pub mod admin;
+pub mod backfill;
 pub mod customer;
 
 use percent_encoding::percent_decode_str;
@@ -22,6 +23,8 @@ pub enum Route {
     MigrationStatus,
     ChangePhase,
     Repair,
+    Backfill,
+    BackfillControl(backfill::Control),
 }
 
 /// A request no route takes: the error, and for a 405 the methods the path accepts.
@@ -77,6 +80,21 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             (&["POST"], (*method == Post).then_some(Route::ChangePhase))
         }
         ["admin", "migrate", "repair"] => (&["POST"], (*method == Post).then_some(Route::Repair)),
+        ["admin", "migrate", "backfill"] => {
+            (&["POST"], (*method == Post).then_some(Route::Backfill))
+        }
+        ["admin", "migrate", "backfill", action] => {
+            let control = match *action {
+                "pause" => backfill::Control::Pause,
+                "resume" => backfill::Control::Resume,
+                "reset" => backfill::Control::Reset,
+                _ => return Err(ApiError::new(404, "route_not_found", "no such route").into()),
+            };
+            (
+                &["POST"],
+                (*method == Post).then_some(Route::BackfillControl(control)),
+            )
+        }
         _ => {
             return Err(ApiError::new(404, "route_not_found", "no such route").into());
         }

@@ -6,9 +6,21 @@ use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
 use customer_kv_migration::migration::control::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::{MemoryStore, Stores};
-use futures::executor::block_on;
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
+
+/// Runs a future of the in-memory stores to completion. Their operations never wait, so
+/// polling until ready is enough; unlike an executor this may nest (a hook running a
+/// client request in the middle of a backfill operation).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+    }
+}
 
 pub const SECRET: &[u8] = b"native-test-secret-0123456789abcdef";
 pub const START_MS: u64 = 1_800_000_000_000;
@@ -146,4 +158,71 @@ pub fn mapping_key(email: &str) -> String {
         "email_to_customer_{}",
         hex::encode(Sha256::digest(email.trim().to_lowercase()))
     )
+}
+
+/// A store that runs a hook (a concurrent client, say) just before its `at`-th operation,
+/// counting operations across every `Hooked` that shares `counter`.
+pub struct Hooked<'a, 'h> {
+    pub inner: &'a MemoryStore,
+    pub counter: &'a std::cell::Cell<u32>,
+    pub at: u32,
+    pub hook: &'a std::cell::RefCell<Option<Box<dyn FnOnce() + 'h>>>,
+}
+
+impl Hooked<'_, '_> {
+    fn tick(&self) {
+        let n = self.counter.get() + 1;
+        self.counter.set(n);
+        if n == self.at {
+            if let Some(hook) = self.hook.borrow_mut().take() {
+                hook();
+            }
+        }
+    }
+}
+
+use customer_kv_migration::store::{KvStore, ListPage, PutOptions, StoreResult, StoredValue};
+
+impl KvStore for Hooked<'_, '_> {
+    async fn get(&self, key: &str) -> StoreResult<Option<StoredValue>> {
+        self.tick();
+        self.inner.get(key).await
+    }
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>> {
+        self.tick();
+        self.inner.get_many(keys).await
+    }
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()> {
+        self.tick();
+        self.inner.put(key, value, options).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.tick();
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> StoreResult<ListPage> {
+        self.tick();
+        self.inner.list(prefix, cursor, limit).await
+    }
+}
+
+/// Puts `n` legacy customers with their mappings into the old store.
+pub fn seed_legacy(world: &World, n: usize) {
+    for i in 0..n {
+        let id = format!("cust_{i:06}");
+        let email = format!("user{i}@legacy.example.com");
+        let record = json!({
+            "customerId": id, "email": email, "name": format!("User {i}"),
+            "updatedAt": "2024-01-01T00:00:00Z", "legacyField": { "n": i }
+        });
+        world.stores.old.insert(
+            &format!("customer_{id}"),
+            record.to_string().as_bytes(),
+            Default::default(),
+        );
+        world
+            .stores
+            .old
+            .insert(&mapping_key(&email), id.as_bytes(), Default::default());
+    }
 }

@@ -1,0 +1,281 @@
+//! The background backfill: pages through the old store's two key families, copies what
+//! the new store lacks or holds older (see [`copy`]), and keeps a checkpoint in the new
+//! store after every chunk, so a run cut off anywhere loses nothing and the next resumes.
+//! Copies are idempotent, so two overlapping runs do no harm (a lease makes them rare;
+//! counters may then count a chunk twice).
+
+use serde::{Deserialize, Serialize};
+
+use super::budget::Budget;
+use super::copy::{self, CopyCounts};
+use crate::domain::{CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, Stores, MAX_BULK_KEYS};
+
+pub const CHECKPOINT_KEY: &str = "__migration/backfill";
+pub const LEASE_KEY: &str = "__migration/backfill-lease";
+/// How long a run may hold the lease; cron fires every minute.
+const LEASE_MS: u64 = 50_000;
+const LIST_PAGE: u32 = 1_000;
+/// Operations a chunk may need beyond its reads and copies: its checkpoint and a few
+/// corrections of copies whose source changed.
+const CHUNK_SLACK: u32 = 6;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Counting the keys to copy, so progress can show a percentage and an ETA.
+    #[default]
+    CountCustomers,
+    CountMappings,
+    CopyCustomers,
+    CopyMappings,
+    Done,
+}
+
+impl Stage {
+    fn prefix(self) -> &'static str {
+        match self {
+            Stage::CountCustomers | Stage::CopyCustomers => CUSTOMER_PREFIX,
+            Stage::CountMappings | Stage::CopyMappings => EMAIL_PREFIX,
+            Stage::Done => "",
+        }
+    }
+
+    fn next(self) -> Stage {
+        match self {
+            Stage::CountCustomers => Stage::CountMappings,
+            Stage::CountMappings => Stage::CopyCustomers,
+            Stage::CopyCustomers => Stage::CopyMappings,
+            Stage::CopyMappings | Stage::Done => Stage::Done,
+        }
+    }
+
+    fn counting(self) -> bool {
+        matches!(self, Stage::CountCustomers | Stage::CountMappings)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Checkpoint {
+    pub stage: Stage,
+    /// The cursor that lists the page being worked on (`None`: the first page).
+    pub page_cursor: Option<String>,
+    /// The last key of that page already done.
+    pub after_key: Option<String>,
+    /// Keys in the old store's two families, as counted before copying.
+    pub total: u64,
+    pub counts: CopyCounts,
+    pub started_at: Option<u64>,
+    pub updated_at: u64,
+    pub completed_at: Option<u64>,
+    pub runs: u64,
+    pub paused: bool,
+}
+
+impl Checkpoint {
+    pub fn complete(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    /// Percent of the counted keys scanned; 100 only when done.
+    pub fn percent(&self) -> f64 {
+        if self.complete() {
+            return 100.0;
+        }
+        if self.total == 0 || self.stage.counting() {
+            return 0.0;
+        }
+        (self.counts.scanned as f64 * 100.0 / self.total as f64).min(99.9)
+    }
+
+    /// Milliseconds left at the rate seen so far, once there is a rate.
+    pub fn eta_ms(&self) -> Option<u64> {
+        let started = self.started_at?;
+        let elapsed = self.updated_at.checked_sub(started)?;
+        if self.complete() {
+            return Some(0);
+        }
+        if self.counts.scanned == 0 || elapsed == 0 || self.stage.counting() {
+            return None;
+        }
+        let left = self.total.saturating_sub(self.counts.scanned);
+        Some(left.saturating_mul(elapsed) / self.counts.scanned)
+    }
+}
+
+pub async fn load_checkpoint<S: KvStore>(new_store: &S) -> StoreResult<Checkpoint> {
+    Ok(new_store
+        .get(CHECKPOINT_KEY)
+        .await?
+        .and_then(|v| serde_json::from_slice(&v.bytes).ok())
+        .unwrap_or_default())
+}
+
+pub async fn save_checkpoint<S: KvStore>(
+    new_store: &S,
+    checkpoint: &Checkpoint,
+) -> StoreResult<()> {
+    let bytes = serde_json::to_vec(checkpoint).unwrap_or_default();
+    new_store
+        .put(CHECKPOINT_KEY, &bytes, PutOptions::default())
+        .await
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    /// Stop after scanning this many keys (`None`: as many as the budget allows).
+    pub max_records: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    pub ran: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped_because: Option<String>,
+    pub dry_run: bool,
+    pub stage: Stage,
+    pub counted: u64,
+    pub counts: CopyCounts,
+    pub operations: u32,
+    pub complete: bool,
+}
+
+/// One run: as many chunks as `budget` affords, from the stored checkpoint on.
+/// `stores` should be metered by `budget` (see [`super::budget::metered`]).
+pub async fn run<S: KvStore>(
+    stores: &Stores<S>,
+    budget: &Budget,
+    options: RunOptions,
+    now_ms: u64,
+) -> StoreResult<RunReport> {
+    let start_ops = budget.used();
+    let mut report = RunReport {
+        dry_run: options.dry_run,
+        ..Default::default()
+    };
+    if !options.dry_run {
+        if let Some(reason) = take_lease(&stores.new, now_ms).await? {
+            report.skipped_because = Some(reason);
+            return Ok(report);
+        }
+    }
+    let mut checkpoint = load_checkpoint(&stores.new).await?;
+    checkpoint.started_at.get_or_insert(now_ms);
+    checkpoint.runs += 1;
+    report.ran = true;
+
+    let result = advance(
+        stores,
+        budget,
+        options,
+        now_ms,
+        &mut checkpoint,
+        &mut report,
+    )
+    .await;
+    checkpoint.updated_at = now_ms;
+    if !options.dry_run {
+        // Whatever happened, keep what was done, then free the lease.
+        save_checkpoint(&stores.new, &checkpoint).await?;
+        stores.new.delete(LEASE_KEY).await?;
+    }
+    result?;
+    report.stage = checkpoint.stage;
+    report.complete = checkpoint.complete();
+    report.operations = budget.used() - start_ops;
+    Ok(report)
+}
+
+async fn advance<S: KvStore>(
+    stores: &Stores<S>,
+    budget: &Budget,
+    options: RunOptions,
+    now_ms: u64,
+    checkpoint: &mut Checkpoint,
+    report: &mut RunReport,
+) -> StoreResult<()> {
+    while checkpoint.stage != Stage::Done && budget.affords(1) {
+        let stage = checkpoint.stage;
+        let page = stores
+            .old
+            .list(stage.prefix(), checkpoint.page_cursor.as_deref(), LIST_PAGE)
+            .await?;
+        if stage.counting() {
+            checkpoint.total += page.keys.len() as u64;
+            report.counted += page.keys.len() as u64;
+            move_past_page(checkpoint, page.cursor, page.complete);
+            continue;
+        }
+        let pending: Vec<ListedKey> = page
+            .keys
+            .into_iter()
+            .filter(|k| {
+                checkpoint
+                    .after_key
+                    .as_deref()
+                    .is_none_or(|after| k.name.as_str() > after)
+            })
+            .collect();
+        for whole_chunk in pending.chunks(MAX_BULK_KEYS) {
+            let room = options
+                .max_records
+                .map_or(u64::MAX, |max| max.saturating_sub(report.counts.scanned));
+            let chunk = &whole_chunk[..whole_chunk.len().min(room as usize)];
+            if chunk.is_empty() || !budget.affords(3 + chunk.len() as u32 + CHUNK_SLACK) {
+                return Ok(());
+            }
+            let counts = copy::copy_chunk(stores, chunk, now_ms, options.dry_run).await?;
+            report.counts.add(&counts);
+            checkpoint.counts.add(&counts);
+            checkpoint.after_key = chunk.last().map(|k| k.name.clone());
+            if !options.dry_run {
+                save_checkpoint(&stores.new, checkpoint).await?;
+            }
+            if chunk.len() < whole_chunk.len() {
+                return Ok(()); // maxRecords reached inside this page
+            }
+        }
+        move_past_page(checkpoint, page.cursor, page.complete);
+    }
+    if checkpoint.stage == Stage::Done && checkpoint.completed_at.is_none() {
+        checkpoint.completed_at = Some(now_ms);
+    }
+    Ok(())
+}
+
+fn move_past_page(checkpoint: &mut Checkpoint, cursor: Option<String>, complete: bool) {
+    checkpoint.after_key = None;
+    if complete {
+        checkpoint.stage = checkpoint.stage.next();
+        checkpoint.page_cursor = None;
+    } else {
+        checkpoint.page_cursor = cursor;
+    }
+}
+
+/// Takes the run lease unless another run holds it; returns why not, if not.
+async fn take_lease<S: KvStore>(new_store: &S, now_ms: u64) -> StoreResult<Option<String>> {
+    let held_until = new_store
+        .get(LEASE_KEY)
+        .await?
+        .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v.bytes).ok())
+        .and_then(|v| v.get("until").and_then(serde_json::Value::as_u64));
+    if let Some(until) = held_until.filter(|until| *until > now_ms) {
+        return Ok(Some(format!(
+            "another run holds the lease for {} more ms",
+            until - now_ms
+        )));
+    }
+    let lease = serde_json::json!({ "until": now_ms + LEASE_MS });
+    new_store
+        .put(
+            LEASE_KEY,
+            lease.to_string().as_bytes(),
+            PutOptions::default(),
+        )
+        .await?;
+    Ok(None)
+}

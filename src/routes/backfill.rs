@@ -1,0 +1,121 @@
+//! The `/admin/migrate/backfill` handlers: run one batch now, pause, resume, reset.
+
+use serde_json::{json, Value};
+
+use super::admin::{backfill_json, optional_bool};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::migration::audit::{self, AuditEntry};
+use crate::migration::backfill::{self, RunOptions, CHECKPOINT_KEY, LEASE_KEY};
+use crate::migration::budget::{metered, Budget};
+use crate::phase::Phase;
+use crate::store::{KvStore, Stores};
+
+/// KV operations a request has made before the batch starts (token-free, but the phase
+/// may have been read); the batch's budget is what is left of the invocation's.
+const REQUEST_OVERHEAD_OPS: u32 = 4;
+const MAX_RECORDS_LIMIT: u64 = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Pause,
+    Resume,
+    Reset,
+}
+
+/// Runs one batch now. Allowed in phases 1 to 3, where every write reaches both stores:
+/// from phase 4 on, writers skip the old store, and a copy racing one could not be
+/// checked; in phase 0 the copies would go stale at the next write.
+pub async fn run_batch<S: KvStore>(
+    stores: &Stores<S>,
+    phase: Phase,
+    caller: &Caller,
+    request: &ApiRequest,
+    now_ms: u64,
+) -> Result<ApiResponse, ApiError> {
+    let body = request.json_object()?;
+    let dry_run = optional_bool(&body, "dryRun")?;
+    let max_records = match body.get("maxRecords") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| (1..=MAX_RECORDS_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid_body(format!(
+                        "maxRecords must be an integer from 1 to {MAX_RECORDS_LIMIT}"
+                    ))
+                })?,
+        ),
+    };
+    if !(Phase::DualWrite..=Phase::Backfill).contains(&phase) {
+        return Err(ApiError::conflict(
+            "backfill_not_allowed",
+            format!(
+                "backfill batches run in phases 1 to 3; the phase is {}",
+                phase.number()
+            ),
+        ));
+    }
+    let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);
+    let report = backfill::run(
+        &metered(stores, &budget),
+        &budget,
+        RunOptions {
+            dry_run,
+            max_records,
+        },
+        now_ms,
+    )
+    .await?;
+    if !dry_run && report.ran {
+        let detail = format!(
+            "scanned {}, copied {}",
+            report.counts.scanned, report.counts.copied
+        );
+        audit::append(
+            &stores.new,
+            &AuditEntry::action(&caller.subject, "backfill_batch", now_ms, Some(detail)),
+        )
+        .await?;
+    }
+    let checkpoint = backfill::load_checkpoint(&stores.new).await?;
+    Ok(ApiResponse::ok(
+        json!({ "report": report, "progress": backfill_json(&checkpoint) }),
+    ))
+}
+
+pub async fn control<S: KvStore>(
+    stores: &Stores<S>,
+    caller: &Caller,
+    action: Control,
+    now_ms: u64,
+) -> Result<ApiResponse, ApiError> {
+    let name = match action {
+        Control::Pause => "backfill_pause",
+        Control::Resume => "backfill_resume",
+        Control::Reset => "backfill_reset",
+    };
+    audit::append(
+        &stores.new,
+        &AuditEntry::action(&caller.subject, name, now_ms, None),
+    )
+    .await?;
+    match action {
+        Control::Pause | Control::Resume => {
+            let mut checkpoint = backfill::load_checkpoint(&stores.new).await?;
+            checkpoint.paused = action == Control::Pause;
+            backfill::save_checkpoint(&stores.new, &checkpoint).await?;
+        }
+        Control::Reset => {
+            // The next run counts and copies from the start; copies already made stay,
+            // and are skipped as in sync.
+            stores.new.delete(CHECKPOINT_KEY).await?;
+            stores.new.delete(LEASE_KEY).await?;
+        }
+    }
+    let checkpoint = backfill::load_checkpoint(&stores.new).await?;
+    Ok(ApiResponse::ok(
+        json!({ "progress": backfill_json(&checkpoint) }),
+    ))
+}

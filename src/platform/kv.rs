@@ -1,13 +1,67 @@
 //! [`KvStore`] over a Workers KV binding: the only code that calls `worker::kv`.
 
+use js_sys::{Array, Function, Map, Promise, Reflect, JSON};
 use serde_json::Value;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 use worker::kv::{KvError, KvStore as WorkersKvBinding};
+use worker::Env;
 
 use crate::store::{
     KvStore, ListPage, ListedKey, PutOptions, StoreError, StoreResult, StoredValue,
 };
 
-pub struct WorkersKv(pub WorkersKvBinding);
+pub struct WorkersKv {
+    binding: WorkersKvBinding,
+    /// The same namespace as a JavaScript object, for the bulk read.
+    raw: JsValue,
+}
+
+impl WorkersKv {
+    pub fn from_env(env: &Env, name: &str) -> worker::Result<Self> {
+        Ok(Self {
+            binding: env.kv(name)?,
+            raw: Reflect::get(env, &JsValue::from_str(name))?,
+        })
+    }
+
+    /// `getWithMetadata(keys, "text")`: one operation for up to 100 keys. A missing key
+    /// comes back as `null`, or as an entry whose value is `null`.
+    async fn bulk_get_with_metadata(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<(String, Option<Value>)>>, JsValue> {
+        let method: Function =
+            Reflect::get(&self.raw, &JsValue::from_str("getWithMetadata"))?.dyn_into()?;
+        let names: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
+        let promise: Promise = method
+            .call2(&self.raw, &names, &JsValue::from_str("text"))?
+            .dyn_into()?;
+        let map: Map = JsFuture::from(promise).await?.dyn_into()?;
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            let entry = map.get(&JsValue::from_str(key));
+            if entry.is_null() || entry.is_undefined() {
+                entries.push(None);
+                continue;
+            }
+            let Some(text) = Reflect::get(&entry, &JsValue::from_str("value"))?.as_string() else {
+                entries.push(None);
+                continue;
+            };
+            let metadata = Reflect::get(&entry, &JsValue::from_str("metadata"))?;
+            let metadata = if metadata.is_null() || metadata.is_undefined() {
+                None
+            } else {
+                JSON::stringify(&metadata)?
+                    .as_string()
+                    .and_then(|json| serde_json::from_str(&json).ok())
+            };
+            entries.push(Some((text, metadata)));
+        }
+        Ok(entries)
+    }
+}
 
 fn failed(operation: &'static str) -> impl Fn(KvError) -> StoreError {
     move |err| StoreError {
@@ -19,7 +73,7 @@ fn failed(operation: &'static str) -> impl Fn(KvError) -> StoreError {
 impl KvStore for WorkersKv {
     async fn get(&self, key: &str) -> StoreResult<Option<StoredValue>> {
         let (bytes, metadata) = self
-            .0
+            .binding
             .get(key)
             .bytes_with_metadata::<Value>()
             .await
@@ -31,24 +85,25 @@ impl KvStore for WorkersKv {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut found = self
-            .0
-            .get_bulk(keys)
-            .text_with_metadata::<Value>()
+        let found = self
+            .bulk_get_with_metadata(keys)
             .await
-            .map_err(failed("get"))?;
+            .map_err(|err| StoreError {
+                operation: "get",
+                message: format!("bulk read failed: {err:?}"),
+            })?;
         let mut values = Vec::with_capacity(keys.len());
-        for key in keys {
-            let value = match found.remove(key) {
+        for (key, entry) in keys.iter().zip(found) {
+            let value = match entry {
                 // Bulk reads decode values as UTF-8; a replacement character may stand for
                 // bytes that were not, so such a value is read again as bytes to copy it
                 // exactly. Legacy binary values are rare; this costs one read each.
-                Some((Some(text), _)) if text.contains('\u{FFFD}') => self.get(key).await?,
-                Some((Some(text), metadata)) => Some(StoredValue {
+                Some((text, _)) if text.contains('\u{FFFD}') => self.get(key).await?,
+                Some((text, metadata)) => Some(StoredValue {
                     bytes: text.into_bytes(),
                     metadata,
                 }),
-                _ => None,
+                None => None,
             };
             values.push(value);
         }
@@ -56,7 +111,7 @@ impl KvStore for WorkersKv {
     }
 
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()> {
-        let mut put = self.0.put_bytes(key, value).map_err(failed("put"))?;
+        let mut put = self.binding.put_bytes(key, value).map_err(failed("put"))?;
         if let Some(expiration) = options.expiration {
             put = put.expiration(expiration);
         }
@@ -67,12 +122,12 @@ impl KvStore for WorkersKv {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.0.delete(key).await.map_err(failed("delete"))
+        self.binding.delete(key).await.map_err(failed("delete"))
     }
 
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> StoreResult<ListPage> {
         let mut list = self
-            .0
+            .binding
             .list()
             .prefix(prefix.to_owned())
             .limit(u64::from(limit.clamp(1, 1000)));

@@ -23,8 +23,8 @@ thread_local! {
 
 fn stores(env: &Env) -> Result<Stores<WorkersKv>> {
     Ok(Stores {
-        old: WorkersKv(env.kv("OTP_AUTH_KV")?),
-        new: WorkersKv(env.kv("CUSTOMER_KV")?),
+        old: WorkersKv::from_env(env, "OTP_AUTH_KV")?,
+        new: WorkersKv::from_env(env, "CUSTOMER_KV")?,
     })
 }
 

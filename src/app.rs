@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
 use crate::migration::control::{self, CurrentPhase, PhaseCache};
 use crate::phase::Phase;
-use crate::routes::{admin, backfill, customer, route, Route};
+use crate::routes::{admin, backfill, customer, route, verify, Route};
 use crate::store::{KvStore, Stores};
 
 /// Settings read from the worker's environment (`wrangler.toml` vars and secrets).
@@ -153,6 +153,10 @@ async fn dispatch<S: KvStore>(
         Route::Backfill => {
             caller.require_admin()?;
             backfill::run_batch(app.stores, current.phase, caller, request, app.now_ms).await
+        }
+        Route::Verify => {
+            caller.require_admin()?;
+            verify::run(app.stores, current, caller, request, app.now_ms).await
         }
         Route::BackfillControl(action) => {
             caller.require_admin()?;

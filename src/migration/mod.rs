@@ -10,6 +10,7 @@ pub mod cron;
 pub mod fallback;
 pub mod journal;
 pub mod repair;
+pub mod verify;
 
 use crate::store::{KvStore, ListedKey, StoreResult};
 

@@ -8,10 +8,12 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::audit::{self, AuditEntry};
 use crate::migration::backfill::{self, Checkpoint};
 use crate::migration::control::{
-    self, CurrentPhase, GateFacts, PhaseCache, PhaseChangeRequest, PhaseSource,
+    self, CurrentPhase, GateFacts, PhaseCache, PhaseChangeRequest, PhaseSource, VerificationFacts,
 };
+use crate::migration::verify::{self, Verification};
 use crate::migration::{repair, sample_keys, KeySample, FALLBACK_PREFIX, JOURNAL_PREFIX};
 use crate::phase::Phase;
+use crate::routes::verify::report_json;
 use crate::store::{KvStore, Stores};
 
 /// Pages of 1,000 keys a status call may list per prefix, bounding its cost.
@@ -25,6 +27,7 @@ struct Facts {
     gates: GateFacts,
     journal: KeySample,
     checkpoint: Checkpoint,
+    last_full: Option<Verification>,
 }
 
 async fn gather_facts<S: KvStore>(stores: &Stores<S>) -> Result<Facts, ApiError> {
@@ -37,6 +40,12 @@ async fn gather_facts<S: KvStore>(stores: &Stores<S>) -> Result<Facts, ApiError>
     )
     .await?;
     let checkpoint = backfill::load_checkpoint(&stores.new).await?;
+    let last_full = verify::load(&stores.new, verify::LAST_FULL_KEY).await?;
+    // Only a verification finished after the backfill vouches for what it copied.
+    let vouching = last_full.as_ref().filter(|v| {
+        let done = checkpoint.completed_at;
+        done.is_some_and(|done| v.completed_at.is_some_and(|at| at >= done))
+    });
     let gates = GateFacts {
         repair_journal_size: journal.count,
         backfill_complete: checkpoint.complete(),
@@ -45,12 +54,16 @@ async fn gather_facts<S: KvStore>(stores: &Stores<S>) -> Result<Facts, ApiError>
             checkpoint.stage,
             checkpoint.percent()
         ),
-        last_full_verification: None,
+        last_full_verification: vouching.map(|v| VerificationFacts {
+            missing: v.missing,
+            mismatched: v.mismatched,
+        }),
     };
     Ok(Facts {
         gates,
         journal,
         checkpoint,
+        last_full,
     })
 }
 
@@ -77,6 +90,10 @@ pub async fn status<S: KvStore>(
         "gates": next_move_gates(current, &facts.gates),
         "history": history,
         "backfill": backfill_json(&facts.checkpoint),
+        "verification": {
+            "current": verify::load(&stores.new, verify::PROGRESS_KEY).await?.as_ref().map(report_json),
+            "lastFull": facts.last_full.as_ref().map(report_json),
+        },
         "fallbackHits": fallback,
         "repairJournal": facts.journal,
         "newStoreDiverged": current.state.new_store_diverged,

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod backfill;
 pub mod customer;
+pub mod verify;
 
 use percent_encoding::percent_decode_str;
 
@@ -25,6 +26,7 @@ pub enum Route {
     Repair,
     Backfill,
     BackfillControl(backfill::Control),
+    Verify,
 }
 
 /// A request no route takes: the error, and for a 405 the methods the path accepts.
@@ -80,6 +82,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             (&["POST"], (*method == Post).then_some(Route::ChangePhase))
         }
         ["admin", "migrate", "repair"] => (&["POST"], (*method == Post).then_some(Route::Repair)),
+        ["admin", "migrate", "verify"] => (&["POST"], (*method == Post).then_some(Route::Verify)),
         ["admin", "migrate", "backfill"] => {
             (&["POST"], (*method == Post).then_some(Route::Backfill))
         }

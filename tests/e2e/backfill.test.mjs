@@ -107,6 +107,23 @@ test("10,000 legacy keys migrate under live traffic and every acknowledged write
   }
   assert.ok(compared >= 9_000, `compared ${compared}`);
 
+  // The worker's own verification agrees, and opens the gate to phase 4.
+  let report;
+  for (let requests = 0; requests < 20; requests += 1) {
+    const res = await h.request("POST", "/admin/migrate/verify", { token: h.adminToken, body: { mode: "full" } });
+    assert.equal(res.status, 200, res.text);
+    report = res.json;
+    if (report.complete) break;
+  }
+  console.log(`verification: ${JSON.stringify(report)}`);
+  assert.equal(report.complete, true);
+  assert.equal(report.missing.count, 0, JSON.stringify(report.missing));
+  assert.equal(report.mismatched.count, 0, JSON.stringify(report.mismatched));
+  assert.equal(report.extra.count, 0, JSON.stringify(report.extra));
+  const moved = await h.request("POST", "/admin/migrate/phase", { token: h.adminToken, body: { phase: 4 } });
+  assert.equal(moved.status, 200, `gate 3->4: ${moved.text}`);
+  assert.equal(moved.json.forced, false);
+
   // Every write the client saw acknowledged is what reads return; deletes stay deleted.
   for (const [id, expected] of told) {
     const res = await h.request("GET", `/customer/${id}`, { token: h.serviceToken });

@@ -1,0 +1,354 @@
+//! Verification, in the manner of Vitess VDiff: walk both stores' key families in key
+//! order side by side and compare them key by key — missing in the new store, extra in
+//! the new store, mismatched value, metadata or expiration — keeping capped samples of
+//! each. It is resumable: progress is saved after every batch, so a large store is
+//! verified over several requests, each inside the per-invocation budget.
+//!
+//! Listing gives existence, metadata and expiration for free (1,000 keys an operation);
+//! values are compared with bulk reads. A sampled verification lists every key (so
+//! missing and extra keys are all found) but compares the values of one key in `rate`.
+
+use serde::{Deserialize, Serialize};
+
+use super::budget::Budget;
+use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::store::{KvStore, ListPage, ListedKey, PutOptions, StoreResult, Stores, MAX_BULK_KEYS};
+
+pub const PROGRESS_KEY: &str = "__migration/verify";
+pub const LAST_FULL_KEY: &str = "__migration/verify-last-full";
+const LIST_PAGE: u32 = 1_000;
+/// Keys named per category.
+const SAMPLE_KEYS: usize = 20;
+const FAMILIES: [&str; 2] = [CUSTOMER_PREFIX, EMAIL_PREFIX];
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Full,
+    Sample,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Verification {
+    pub mode: Mode,
+    /// Values of one key in `rate` are compared (1 in full mode).
+    pub rate: u64,
+    /// Index into the key families; 2 once complete.
+    pub family: usize,
+    pub old_cursor: Option<String>,
+    pub new_cursor: Option<String>,
+    /// Every key up to this one (in the current family) has been compared.
+    pub done_through: Option<String>,
+    pub started_at: u64,
+    pub updated_at: u64,
+    pub completed_at: Option<u64>,
+    pub listed: u64,
+    pub values_compared: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub mismatched: u64,
+    pub missing_keys: Vec<String>,
+    pub extra_keys: Vec<String>,
+    pub mismatched_keys: Vec<String>,
+}
+
+impl Verification {
+    pub fn new(mode: Mode, rate: u64, now_ms: u64) -> Self {
+        Self {
+            mode,
+            rate: rate.max(1),
+            started_at: now_ms,
+            updated_at: now_ms,
+            ..Default::default()
+        }
+    }
+
+    pub fn complete(&self) -> bool {
+        self.family >= FAMILIES.len()
+    }
+
+    pub fn clean(&self) -> bool {
+        self.complete() && self.missing == 0 && self.mismatched == 0
+    }
+
+    fn note(&mut self, category: Category, key: &str) {
+        let (count, samples) = match category {
+            Category::Missing => (&mut self.missing, &mut self.missing_keys),
+            Category::Extra => (&mut self.extra, &mut self.extra_keys),
+            Category::Mismatched => (&mut self.mismatched, &mut self.mismatched_keys),
+        };
+        *count += 1;
+        if samples.len() < SAMPLE_KEYS {
+            samples.push(key.to_owned());
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Category {
+    Missing,
+    Extra,
+    Mismatched,
+}
+
+pub async fn load<S: KvStore>(new_store: &S, key: &str) -> StoreResult<Option<Verification>> {
+    Ok(new_store
+        .get(key)
+        .await?
+        .and_then(|v| serde_json::from_slice(&v.bytes).ok()))
+}
+
+async fn save<S: KvStore>(
+    new_store: &S,
+    key: &str,
+    verification: &Verification,
+) -> StoreResult<()> {
+    let bytes = serde_json::to_vec(verification).unwrap_or_default();
+    new_store.put(key, &bytes, PutOptions::default()).await
+}
+
+/// One side's page of keys and where it came from.
+struct Side {
+    page: ListPage,
+    /// The cursor that lists `page` (saved, so a resumed run lists it again).
+    cursor: Option<String>,
+    next: usize,
+}
+
+impl Side {
+    async fn open<S: KvStore>(
+        store: &S,
+        prefix: &str,
+        cursor: Option<String>,
+        done_through: Option<&str>,
+    ) -> StoreResult<Self> {
+        let page = store.list(prefix, cursor.as_deref(), LIST_PAGE).await?;
+        let next = page
+            .keys
+            .iter()
+            .take_while(|k| done_through.is_some_and(|d| k.name.as_str() <= d))
+            .count();
+        Ok(Self { page, cursor, next })
+    }
+
+    /// The next key, listing the next page when this one is used up; `None` at the end.
+    async fn peek<S: KvStore>(
+        &mut self,
+        store: &S,
+        prefix: &str,
+    ) -> StoreResult<Option<&ListedKey>> {
+        while self.next >= self.page.keys.len() && !self.page.complete {
+            let cursor = self.page.cursor.clone();
+            self.page = store.list(prefix, cursor.as_deref(), LIST_PAGE).await?;
+            self.cursor = cursor;
+            self.next = 0;
+        }
+        Ok(self.page.keys.get(self.next))
+    }
+}
+
+/// A key present in both stores, whose value is to be compared.
+struct Pair {
+    name: String,
+    old: ListedKey,
+    new: ListedKey,
+}
+
+/// Advances the verification as far as `budget` allows, saving progress after every
+/// batch; `stores` should be metered by `budget`.
+pub async fn advance<S: KvStore>(
+    stores: &Stores<S>,
+    budget: &Budget,
+    verification: &mut Verification,
+    now_ms: u64,
+) -> StoreResult<()> {
+    // Opening both sides costs two lists; a batch at most two more and three bulk reads.
+    while !verification.complete() && budget.affords(7) {
+        let prefix = FAMILIES[verification.family];
+        let through = verification.done_through.clone();
+        let mut old = Side::open(
+            &stores.old,
+            prefix,
+            verification.old_cursor.clone(),
+            through.as_deref(),
+        )
+        .await?;
+        let mut new = Side::open(
+            &stores.new,
+            prefix,
+            verification.new_cursor.clone(),
+            through.as_deref(),
+        )
+        .await?;
+        loop {
+            // A batch: merged keys in order until MAX_BULK_KEYS values need comparing.
+            let mut pairs: Vec<Pair> = Vec::new();
+            let mut only_new: Vec<String> = Vec::new();
+            let mut last: Option<String> = None;
+            let mut at_end = false;
+            while pairs.len() < MAX_BULK_KEYS && only_new.len() < MAX_BULK_KEYS && budget.affords(5)
+            {
+                let o = old.peek(&stores.old, prefix).await?.cloned();
+                let n = new.peek(&stores.new, prefix).await?.cloned();
+                let name = match (&o, &n) {
+                    (None, None) => {
+                        at_end = true;
+                        break;
+                    }
+                    (Some(o), None) => {
+                        old.next += 1;
+                        missing_unless_expired(verification, o, now_ms);
+                        o.name.clone()
+                    }
+                    (None, Some(n)) => {
+                        new.next += 1;
+                        only_new.push(n.name.clone());
+                        n.name.clone()
+                    }
+                    (Some(o), Some(n)) if o.name < n.name => {
+                        old.next += 1;
+                        missing_unless_expired(verification, o, now_ms);
+                        o.name.clone()
+                    }
+                    (Some(o), Some(n)) if o.name > n.name => {
+                        new.next += 1;
+                        only_new.push(n.name.clone());
+                        n.name.clone()
+                    }
+                    (Some(o), Some(n)) => {
+                        old.next += 1;
+                        new.next += 1;
+                        pairs.push(Pair {
+                            name: o.name.clone(),
+                            old: o.clone(),
+                            new: n.clone(),
+                        });
+                        o.name.clone()
+                    }
+                };
+                verification.listed += 1;
+                last = Some(name);
+            }
+            compare_pairs(stores, verification, &pairs).await?;
+            classify_only_new(stores, verification, &only_new).await?;
+            if let Some(last) = last {
+                verification.done_through = Some(last);
+                verification.old_cursor = old.cursor.clone();
+                verification.new_cursor = new.cursor.clone();
+            }
+            verification.updated_at = now_ms;
+            if at_end {
+                verification.family += 1;
+                verification.old_cursor = None;
+                verification.new_cursor = None;
+                verification.done_through = None;
+                if verification.complete() {
+                    verification.completed_at = Some(now_ms);
+                }
+                break;
+            }
+            if !budget.affords(5) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn missing_unless_expired(verification: &mut Verification, old: &ListedKey, now_ms: u64) {
+    if !old.expiration.is_some_and(|at| at * 1000 <= now_ms) {
+        verification.note(Category::Missing, &old.name);
+    }
+}
+
+/// Compares metadata and expiration of every pair, and the values of the sampled ones.
+async fn compare_pairs<S: KvStore>(
+    stores: &Stores<S>,
+    verification: &mut Verification,
+    pairs: &[Pair],
+) -> StoreResult<()> {
+    let mut to_read = Vec::new();
+    for pair in pairs {
+        if pair.old.metadata != pair.new.metadata || pair.old.expiration != pair.new.expiration {
+            verification.note(Category::Mismatched, &pair.name);
+        } else if sampled(&pair.name, verification.rate) {
+            to_read.push(pair.name.clone());
+        }
+    }
+    if to_read.is_empty() {
+        return Ok(());
+    }
+    let old_values = stores.old.get_many(&to_read).await?;
+    let new_values = stores.new.get_many(&to_read).await?;
+    for ((name, old), new) in to_read.iter().zip(old_values).zip(new_values) {
+        verification.values_compared += 1;
+        let same = match (&old, &new) {
+            (Some(o), Some(n)) => o.bytes == n.bytes,
+            // Deleted from the old store since it was listed: not a difference of the copy.
+            (None, _) => new
+                .as_ref()
+                .is_none_or(|n| Tombstone::is_tombstone(&n.bytes)),
+            (Some(_), None) => false,
+        };
+        if !same {
+            verification.note(Category::Mismatched, name);
+        }
+    }
+    Ok(())
+}
+
+/// A key only the new store has is extra, unless it is a tombstone (a deleted customer).
+async fn classify_only_new<S: KvStore>(
+    stores: &Stores<S>,
+    verification: &mut Verification,
+    keys: &[String],
+) -> StoreResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let values = stores.new.get_many(keys).await?;
+    for (name, value) in keys.iter().zip(values) {
+        if value.is_some_and(|v| !Tombstone::is_tombstone(&v.bytes)) {
+            verification.note(Category::Extra, name);
+        }
+    }
+    Ok(())
+}
+
+/// Whether a key's value is compared at `rate`: a stable choice, so a resumed sample
+/// compares the same keys.
+fn sampled(key: &str, rate: u64) -> bool {
+    if rate <= 1 {
+        return true;
+    }
+    // FNV-1a: cheap, stable, and spread enough for choosing a sample.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash % rate == 0
+}
+
+/// Starts or continues a verification and saves where it stands; a completed full
+/// verification is also kept as the last one, which gate 3→4 reads.
+pub async fn run<S: KvStore>(
+    stores: &Stores<S>,
+    budget: &Budget,
+    mode: Mode,
+    rate: u64,
+    restart: bool,
+    now_ms: u64,
+) -> StoreResult<Verification> {
+    let mut verification = match load(&stores.new, PROGRESS_KEY).await? {
+        Some(v) if !restart && !v.complete() && v.mode == mode && v.rate == rate.max(1) => v,
+        _ => Verification::new(mode, rate, now_ms),
+    };
+    let result = advance(stores, budget, &mut verification, now_ms).await;
+    save(&stores.new, PROGRESS_KEY, &verification).await?;
+    result?;
+    if verification.complete() && verification.mode == Mode::Full {
+        save(&stores.new, LAST_FULL_KEY, &verification).await?;
+    }
+    Ok(verification)
+}

@@ -1,0 +1,111 @@
+//! `POST /admin/migrate/verify`: start or continue a verification of the new store
+//! against the old one.
+
+use serde_json::{json, Value};
+
+use super::admin::optional_bool;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::migration::audit::{self, AuditEntry};
+use crate::migration::backfill;
+use crate::migration::budget::{metered, Budget};
+use crate::migration::control::CurrentPhase;
+use crate::migration::verify::{self, Mode, Verification};
+use crate::migration::PHASE_KEY;
+use crate::store::{KvStore, PutOptions, Stores};
+
+const REQUEST_OVERHEAD_OPS: u32 = 4;
+/// Values compared in one key in this many when a sample is asked for and the number of
+/// keys is not known yet (the backfill counts them).
+const DEFAULT_SAMPLE_RATE: u64 = 10;
+
+pub async fn run<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+    caller: &Caller,
+    request: &ApiRequest,
+    now_ms: u64,
+) -> Result<ApiResponse, ApiError> {
+    let body = request.json_object()?;
+    let mode = match body.get("mode").and_then(Value::as_str) {
+        None | Some("full") => Mode::Full,
+        Some("sample") => Mode::Sample,
+        Some(_) => {
+            return Err(ApiError::invalid_body(
+                "mode must be \"full\" or \"sample\"",
+            ))
+        }
+    };
+    let restart = optional_bool(&body, "restart")?;
+    let rate = match mode {
+        Mode::Full => 1,
+        Mode::Sample => {
+            let wanted = match body.get("sample") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
+                    ApiError::invalid_body("sample must be a positive integer (keys to compare)")
+                })?),
+            };
+            let total = backfill::load_checkpoint(&stores.new).await?.total;
+            match (wanted, total) {
+                (Some(n), total) if total > 0 => total.div_ceil(n).max(1),
+                _ => DEFAULT_SAMPLE_RATE,
+            }
+        }
+    };
+    let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);
+    let verification = verify::run(
+        &metered(stores, &budget),
+        &budget,
+        mode,
+        rate,
+        restart,
+        now_ms,
+    )
+    .await?;
+    if verification.clean() && mode == Mode::Full && current.state.new_store_diverged {
+        clear_new_store_divergence(stores, current, caller, now_ms).await?;
+    }
+    Ok(ApiResponse::ok(report_json(&verification)))
+}
+
+/// A clean full verification shows the new store caught up after writes skipped it.
+async fn clear_new_store_divergence<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+    caller: &Caller,
+    now_ms: u64,
+) -> Result<(), ApiError> {
+    let detail = "a clean full verification cleared new_store_diverged".to_owned();
+    audit::append(
+        &stores.new,
+        &AuditEntry::action(&caller.subject, "verification_clean", now_ms, Some(detail)),
+    )
+    .await?;
+    let mut state = current.state.clone();
+    state.new_store_diverged = false;
+    let bytes = serde_json::to_vec(&state).unwrap_or_default();
+    stores
+        .new
+        .put(PHASE_KEY, &bytes, PutOptions::default())
+        .await?;
+    Ok(())
+}
+
+pub fn report_json(v: &Verification) -> Value {
+    json!({
+        "mode": v.mode,
+        "rate": v.rate,
+        "complete": v.complete(),
+        "clean": v.clean(),
+        "listed": v.listed,
+        "valuesCompared": v.values_compared,
+        "missing": { "count": v.missing, "keys": v.missing_keys },
+        "extra": { "count": v.extra, "keys": v.extra_keys },
+        "mismatched": { "count": v.mismatched, "keys": v.mismatched_keys },
+        "startedAt": v.started_at,
+        "updatedAt": v.updated_at,
+        "completedAt": v.completed_at,
+    })
+}

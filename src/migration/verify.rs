@@ -258,7 +258,7 @@ pub async fn advance<S: KvStore>(
 }
 
 fn missing_unless_expired(verification: &mut Verification, old: &ListedKey, now_ms: u64) {
-    if !old.expiration.is_some_and(|at| at * 1000 <= now_ms) {
+    if old.expiration.is_none_or(|at| at * 1000 > now_ms) {
         verification.note(Category::Missing, &old.name);
     }
 }

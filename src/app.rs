@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
 use crate::migration::control::{self, CurrentPhase, PhaseCache};
 use crate::phase::Phase;
-use crate::routes::{admin, backfill, customer, route, verify, Route};
+use crate::routes::{admin, backfill, customer, emails, route, verify, Route};
 use crate::store::{KvStore, Stores};
 
 /// Settings read from the worker's environment (`wrangler.toml` vars and secrets).
@@ -153,6 +153,10 @@ async fn dispatch<S: KvStore>(
         Route::Backfill => {
             caller.require_admin()?;
             backfill::run_batch(app.stores, current.phase, caller, request, app.now_ms).await
+        }
+        Route::Emails => {
+            caller.require_admin()?;
+            emails::run(app.stores, current.phase, caller, request, app.now_ms).await
         }
         Route::Verify => {
             caller.require_admin()?;

@@ -7,6 +7,7 @@ pub mod budget;
 pub mod control;
 pub mod copy;
 pub mod cron;
+pub mod emails;
 pub mod fallback;
 pub mod journal;
 pub mod repair;

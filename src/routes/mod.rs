@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod backfill;
 pub mod customer;
+pub mod emails;
 pub mod verify;
 
 use percent_encoding::percent_decode_str;
@@ -27,6 +28,7 @@ pub enum Route {
     Backfill,
     BackfillControl(backfill::Control),
     Verify,
+    Emails,
 }
 
 /// A request no route takes: the error, and for a 405 the methods the path accepts.
@@ -82,6 +84,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             (&["POST"], (*method == Post).then_some(Route::ChangePhase))
         }
         ["admin", "migrate", "repair"] => (&["POST"], (*method == Post).then_some(Route::Repair)),
+        ["admin", "migrate", "emails"] => (&["POST"], (*method == Post).then_some(Route::Emails)),
         ["admin", "migrate", "verify"] => (&["POST"], (*method == Post).then_some(Route::Verify)),
         ["admin", "migrate", "backfill"] => {
             (&["POST"], (*method == Post).then_some(Route::Backfill))

@@ -1,0 +1,364 @@
+//! The email-mapping audit and repair: every customer with an email must be found by it,
+//! through `email_to_customer_<hash of the normalised email>`.
+//!
+//! Two resumable passes over the store reads come from. Over the records: derive a
+//! missing mapping; repoint a mapping whose customer no longer holds the email; report,
+//! never overwrite, an email that two customers hold. Over the mappings: remove one
+//! whose customer holds a different email and is found by its own mapping (a mapping
+//! hashed from an un-normalised email, or left from an old one) — the re-key; report a
+//! mapping whose customer does not exist (an orphan). Writes go through the phase's
+//! routing, so they reach every store the phase writes.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::budget::Budget;
+use crate::dataplane::{Change, DataPlane};
+use crate::domain::{
+    customer_key, email_key, CustomerId, CustomerRecord, Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX,
+};
+use crate::error::ApiError;
+use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, StoredValue, MAX_BULK_KEYS};
+
+pub const PROGRESS_KEY: &str = "__migration/emails";
+pub const DRY_RUN_PROGRESS_KEY: &str = "__migration/emails-dry-run";
+const LIST_PAGE: u32 = 1_000;
+const SAMPLES: usize = 20;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pass {
+    #[default]
+    Records,
+    Mappings,
+    Done,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EmailAudit {
+    pub pass: Pass,
+    pub cursor: Option<String>,
+    pub after_key: Option<String>,
+    pub dry_run: bool,
+    pub records_scanned: u64,
+    pub mappings_scanned: u64,
+    pub in_place: u64,
+    pub derived: u64,
+    pub repointed: u64,
+    pub rekeyed: u64,
+    pub conflicts: u64,
+    pub orphans: u64,
+    pub corrupt: u64,
+    /// `email_to_customer_…` key and the customers that claim it.
+    pub conflict_samples: Vec<String>,
+    pub orphan_samples: Vec<String>,
+    pub rekeyed_samples: Vec<String>,
+    pub started_at: u64,
+    pub updated_at: u64,
+    pub completed_at: Option<u64>,
+    /// A dry run's memory of the mappings its records pass would repoint, so that its
+    /// mappings pass does not count them as re-keys (a real run has repointed them).
+    pub planned_repoints: Vec<String>,
+    /// Set when a dry run planned more repoints than it remembers: counts are estimates.
+    pub approximate: bool,
+}
+
+/// Repoints a dry run remembers; past this its counts are estimates.
+const MAX_PLANNED_REPOINTS: usize = 10_000;
+
+impl EmailAudit {
+    pub fn complete(&self) -> bool {
+        self.pass == Pass::Done
+    }
+}
+
+fn sample(into: &mut Vec<String>, text: String) {
+    if into.len() < SAMPLES {
+        into.push(text);
+    }
+}
+
+pub async fn load<S: KvStore>(new_store: &S, key: &str) -> StoreResult<Option<EmailAudit>> {
+    Ok(new_store
+        .get(key)
+        .await?
+        .and_then(|v| serde_json::from_slice(&v.bytes).ok()))
+}
+
+/// Starts or continues the audit and saves where it stands. `plane` must route over
+/// stores metered by `budget`.
+pub async fn run<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    budget: &Budget,
+    dry_run: bool,
+    restart: bool,
+) -> Result<EmailAudit, ApiError> {
+    let progress_key = if dry_run {
+        DRY_RUN_PROGRESS_KEY
+    } else {
+        PROGRESS_KEY
+    };
+    let new_store = &plane.stores.new;
+    let mut audit = match load(new_store, progress_key).await? {
+        Some(a) if !restart && !a.complete() => a,
+        _ => EmailAudit {
+            dry_run,
+            started_at: plane.now_ms,
+            ..Default::default()
+        },
+    };
+    let result = advance(plane, budget, &mut audit).await;
+    audit.updated_at = plane.now_ms;
+    let bytes = serde_json::to_vec(&audit).unwrap_or_default();
+    new_store
+        .put(progress_key, &bytes, PutOptions::default())
+        .await?;
+    result?;
+    Ok(audit)
+}
+
+async fn advance<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    budget: &Budget,
+    audit: &mut EmailAudit,
+) -> Result<(), ApiError> {
+    let source = plane.stores.get(plane.phase.primary_read_store());
+    // A chunk: its list, three bulk reads, and a write to each written store per key.
+    let chunk_cost = |n: usize| 4 + 2 * n as u32 * plane.phase.routing().writes.len() as u32;
+    while !audit.complete() && budget.affords(chunk_cost(1)) {
+        let prefix = if audit.pass == Pass::Records {
+            CUSTOMER_PREFIX
+        } else {
+            EMAIL_PREFIX
+        };
+        let page = source
+            .list(prefix, audit.cursor.as_deref(), LIST_PAGE)
+            .await?;
+        let pending: Vec<ListedKey> = page
+            .keys
+            .into_iter()
+            .filter(|k| {
+                audit
+                    .after_key
+                    .as_deref()
+                    .is_none_or(|after| k.name.as_str() > after)
+            })
+            .collect();
+        for chunk in pending.chunks(MAX_BULK_KEYS / 2) {
+            if !budget.affords(chunk_cost(chunk.len())) {
+                return Ok(());
+            }
+            let names: Vec<String> = chunk.iter().map(|k| k.name.clone()).collect();
+            match audit.pass {
+                Pass::Records => audit_records(plane, audit, &names).await?,
+                _ => audit_mappings(plane, audit, &names).await?,
+            }
+            audit.after_key = names.last().cloned();
+        }
+        audit.after_key = None;
+        if page.complete {
+            audit.pass = if audit.pass == Pass::Records {
+                Pass::Mappings
+            } else {
+                Pass::Done
+            };
+            audit.cursor = None;
+            if audit.complete() {
+                audit.completed_at = Some(plane.now_ms);
+            }
+        } else {
+            audit.cursor = page.cursor;
+        }
+    }
+    Ok(())
+}
+
+/// Values of `keys` by the phase's read order: the first store, then the old one for
+/// what it lacks. Tombstones count as absent.
+async fn read_many<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    keys: &[String],
+) -> StoreResult<Vec<Option<StoredValue>>> {
+    let reads = plane.phase.routing().reads;
+    let mut values = plane.stores.get(reads[0]).get_many(keys).await?;
+    if let Some(&fallback) = reads.get(1) {
+        let missing: Vec<String> = keys
+            .iter()
+            .zip(&values)
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !missing.is_empty() {
+            let mut found: HashMap<String, Option<StoredValue>> = missing
+                .iter()
+                .cloned()
+                .zip(plane.stores.get(fallback).get_many(&missing).await?)
+                .collect();
+            for (key, value) in keys.iter().zip(values.iter_mut()) {
+                if value.is_none() {
+                    *value = found.remove(key).flatten();
+                }
+            }
+        }
+    }
+    Ok(values
+        .into_iter()
+        .map(|v| v.filter(|v| !Tombstone::is_tombstone(&v.bytes)))
+        .collect())
+}
+
+fn mapped_id(value: &Option<StoredValue>) -> Option<CustomerId> {
+    value
+        .as_ref()
+        .and_then(|v| CustomerId::parse(String::from_utf8_lossy(&v.bytes).trim()).ok())
+}
+
+async fn audit_records<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    audit: &mut EmailAudit,
+    names: &[String],
+) -> Result<(), ApiError> {
+    let values = plane
+        .stores
+        .get(plane.phase.primary_read_store())
+        .get_many(names)
+        .await?;
+    let mut holders = Vec::new(); // (customer, mapping key)
+    for value in values.into_iter().flatten() {
+        audit.records_scanned += 1;
+        if Tombstone::is_tombstone(&value.bytes) {
+            continue;
+        }
+        match CustomerRecord::from_stored(&value.bytes) {
+            Ok(record) => {
+                if let Some(email) = record.email() {
+                    holders.push((record.id().clone(), email_key(&email.hash())));
+                }
+            }
+            Err(_) => audit.corrupt += 1,
+        }
+    }
+    let mapping_keys: Vec<String> = holders.iter().map(|(_, k)| k.clone()).collect();
+    let mappings = read_many(plane, &mapping_keys).await?;
+    // Customers the mappings point to instead, to tell a rival claim from a stale one.
+    let rivals: Vec<String> = holders
+        .iter()
+        .zip(&mappings)
+        .filter_map(|((id, _), m)| {
+            mapped_id(m)
+                .filter(|target| target != id)
+                .map(|t| customer_key(&t))
+        })
+        .collect();
+    let rival_records: HashMap<String, Option<StoredValue>> = rivals
+        .iter()
+        .cloned()
+        .zip(read_many(plane, &rivals).await?)
+        .collect();
+
+    let mut changes = Vec::new();
+    for ((id, key), mapping) in holders.iter().zip(&mappings) {
+        match mapped_id(mapping) {
+            Some(target) if &target == id => audit.in_place += 1,
+            None => {
+                audit.derived += 1;
+                changes.push(Change::Put {
+                    key: key.clone(),
+                    bytes: id.as_str().as_bytes().to_vec(),
+                    metadata: None,
+                });
+            }
+            Some(target) => {
+                let rival_holds_it = rival_records
+                    .get(&customer_key(&target))
+                    .and_then(|v| v.as_ref())
+                    .and_then(|v| CustomerRecord::from_stored(&v.bytes).ok())
+                    .and_then(|r| r.email())
+                    .is_some_and(|e| &email_key(&e.hash()) == key);
+                if rival_holds_it {
+                    audit.conflicts += 1;
+                    sample(
+                        &mut audit.conflict_samples,
+                        format!("{key}: {target} and {id}"),
+                    );
+                } else {
+                    audit.repointed += 1;
+                    if audit.dry_run {
+                        if audit.planned_repoints.len() < MAX_PLANNED_REPOINTS {
+                            audit.planned_repoints.push(key.clone());
+                        } else {
+                            audit.approximate = true;
+                        }
+                    }
+                    changes.push(Change::Put {
+                        key: key.clone(),
+                        bytes: id.as_str().as_bytes().to_vec(),
+                        metadata: None,
+                    });
+                }
+            }
+        }
+    }
+    if !audit.dry_run && !changes.is_empty() {
+        plane.apply(&changes).await?;
+    }
+    Ok(())
+}
+
+async fn audit_mappings<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    audit: &mut EmailAudit,
+    names: &[String],
+) -> Result<(), ApiError> {
+    let values = read_many(plane, names).await?;
+    let targets: Vec<(String, CustomerId)> = names
+        .iter()
+        .zip(&values)
+        .filter_map(|(key, value)| mapped_id(value).map(|id| (key.clone(), id)))
+        .collect();
+    audit.mappings_scanned += names.len() as u64;
+    let record_keys: Vec<String> = targets.iter().map(|(_, id)| customer_key(id)).collect();
+    let records = read_many(plane, &record_keys).await?;
+    // The mapping each target's current email should be under, to see it is in place.
+    let mut own_keys = Vec::new();
+    let mut candidates = Vec::new();
+    for ((key, id), record) in targets.iter().zip(&records) {
+        let Some(record) = record else {
+            audit.orphans += 1;
+            sample(&mut audit.orphan_samples, format!("{key} -> {id}"));
+            continue;
+        };
+        let Some(email) = CustomerRecord::from_stored(&record.bytes)
+            .ok()
+            .and_then(|r| r.email())
+        else {
+            continue;
+        };
+        let own = email_key(&email.hash());
+        if &own != key && !audit.planned_repoints.contains(key) {
+            own_keys.push(own);
+            candidates.push((key.clone(), id.clone()));
+        }
+    }
+    let own_mappings = read_many(plane, &own_keys).await?;
+    let mut changes = Vec::new();
+    for ((key, id), own) in candidates.into_iter().zip(own_mappings) {
+        // Only once the customer is found by its own mapping is this one safe to drop; a
+        // dry run counts those the records pass would have derived too.
+        let own_target = mapped_id(&own);
+        if own_target.as_ref() == Some(&id) || (audit.dry_run && own_target.is_none()) {
+            audit.rekeyed += 1;
+            sample(&mut audit.rekeyed_samples, format!("{key} -> {id}"));
+            changes.push(Change::Remove {
+                key,
+                tombstone: false,
+            });
+        }
+    }
+    if !audit.dry_run && !changes.is_empty() {
+        plane.apply(&changes).await?;
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::auth::{authenticate, Caller};
 use crate::dataplane::DataPlane;
 use crate::error::ApiError;
-use crate::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
+use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::migration::control::{self, CurrentPhase, PhaseCache};
 use crate::phase::Phase;
 use crate::routes::{admin, backfill, customer, emails, route, verify, Route};
@@ -107,7 +107,11 @@ async fn serve<S: KvStore>(
         app.now_ms / 1000,
     )?;
     let current = current_phase(app).await?;
-    let plane = DataPlane::new(app.stores, current.phase, app.now_ms);
+    let plane = if request.method == Method::Get {
+        DataPlane::reading(app.stores, current.phase, app.now_ms)
+    } else {
+        DataPlane::new(app.stores, current.phase, app.now_ms)
+    };
     let result = dispatch(app, &plane, &current, &caller, route, request).await;
     warnings.extend(plane.warnings.take());
     result.map_err(ApiResponse::from)
@@ -132,7 +136,7 @@ async fn dispatch<S: KvStore>(
         Route::DeleteCustomer(id) => customer::delete(plane, caller, &id).await,
         Route::MigrationStatus => {
             caller.require_admin()?;
-            admin::status(app.stores, current).await
+            admin::status(app.stores, current, app.config.phase_cache_ms, app.now_ms).await
         }
         Route::ChangePhase => {
             caller.require_admin()?;
@@ -142,17 +146,28 @@ async fn dispatch<S: KvStore>(
                 current,
                 caller,
                 request,
+                app.config.phase_cache_ms,
                 app.now_ms,
             )
             .await
         }
         Route::Repair => {
             caller.require_admin()?;
-            admin::repair(app.stores, caller, app.now_ms).await
+            admin::repair(app.stores, current.phase, caller, app.now_ms).await
         }
         Route::Backfill => {
             caller.require_admin()?;
-            backfill::run_batch(app.stores, current.phase, caller, request, app.now_ms).await
+            let unsettled_ms =
+                control::unsettled_ms(&current.state, app.config.phase_cache_ms, app.now_ms);
+            backfill::run_batch(
+                app.stores,
+                current.phase,
+                unsettled_ms,
+                caller,
+                request,
+                app.now_ms,
+            )
+            .await
         }
         Route::Emails => {
             caller.require_admin()?;
@@ -160,7 +175,15 @@ async fn dispatch<S: KvStore>(
         }
         Route::Verify => {
             caller.require_admin()?;
-            verify::run(app.stores, current, caller, request, app.now_ms).await
+            verify::run(
+                app.stores,
+                current,
+                caller,
+                request,
+                app.config.phase_cache_ms,
+                app.now_ms,
+            )
+            .await
         }
         Route::BackfillControl(action) => {
             caller.require_admin()?;

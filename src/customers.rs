@@ -154,17 +154,18 @@ pub async fn update<S: KvStore>(
         }
     }
     changes.push(record_change(&record, metadata.clone()));
+    let mut cleanup = Vec::new();
     if new_email != previous_email {
         if let Some(old) = &previous_email {
             if mapping_points_to(plane, old, id).await? {
-                changes.push(Change::Remove {
+                cleanup.push(Change::Remove {
                     key: email_key(&old.hash()),
                     tombstone: false,
                 });
             }
         }
     }
-    plane.apply_after_read(&changes, served_by).await?;
+    apply_then_clean_up(plane, &changes, &cleanup, served_by).await?;
     Ok(Loaded {
         record,
         metadata,
@@ -183,19 +184,38 @@ pub async fn delete<S: KvStore>(plane: &DataPlane<'_, S>, id: &CustomerId) -> Re
     let email = CustomerRecord::from_stored(&found.value.bytes)
         .ok()
         .and_then(|r| r.email());
-    let mut changes = vec![Change::Remove {
+    let removal = [Change::Remove {
         key,
         tombstone: true,
     }];
+    let mut cleanup = Vec::new();
     if let Some(email) = email {
         if mapping_points_to(plane, &email, id).await? {
-            changes.push(Change::Remove {
+            cleanup.push(Change::Remove {
                 key: email_key(&email.hash()),
                 tombstone: false,
             });
         }
     }
-    plane.apply_after_read(&changes, found.store).await
+    apply_then_clean_up(plane, &removal, &cleanup, found.store).await
+}
+
+/// Applies `changes`, then — only once they reached every store the phase writes —
+/// removes the mappings they made obsolete. A mapping removed while some store still
+/// held the record under that email would leave the record unfindable by it, should
+/// reads come to that store; a mapping left behind is harmless (a mapping counts only
+/// when its record holds the email) and the email audit removes it.
+async fn apply_then_clean_up<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    changes: &[Change],
+    cleanup: &[Change],
+    served_by: StoreName,
+) -> Result<(), ApiError> {
+    let everywhere = plane.apply_after_read(changes, served_by).await?;
+    if everywhere && !cleanup.is_empty() {
+        plane.apply_after_read(cleanup, served_by).await?;
+    }
+    Ok(())
 }
 
 async fn find<S: KvStore>(

@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 
-use futures::future::join_all;
 use serde_json::Value;
 
 use crate::domain::Tombstone;
@@ -49,6 +48,10 @@ pub struct DataPlane<'a, S> {
     pub now_ms: u64,
     /// Things worth a log line that did not fail the request (no private data).
     pub warnings: RefCell<Vec<String>>,
+    /// Whether a fallback read copies the key into the new store. Only for requests that
+    /// just read: a request that goes on to write the key relies on the new store
+    /// lacking it (see [`DataPlane::apply_after_read`]).
+    pub read_repair: bool,
 }
 
 impl<'a, S: KvStore> DataPlane<'a, S> {
@@ -58,6 +61,15 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             phase,
             now_ms,
             warnings: RefCell::new(Vec::new()),
+            read_repair: false,
+        }
+    }
+
+    /// A plane for a request that only reads: fallback hits are repaired.
+    pub fn reading(stores: &'a Stores<S>, phase: Phase, now_ms: u64) -> Self {
+        Self {
+            read_repair: true,
+            ..Self::new(stores, phase, now_ms)
         }
     }
 
@@ -83,8 +95,9 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
 
     /// Applies `changes` to the stores the phase writes, the authoritative one first.
     pub async fn apply(&self, changes: &[Change]) -> Result<(), ApiError> {
-        self.apply_ordered(changes, self.phase.routing().writes)
+        self.apply_ordered(changes, self.phase.routing().writes, false)
             .await
+            .map(|_| ())
     }
 
     /// Applies changes to a key that was read from `served_by`, writing that store first
@@ -92,37 +105,84 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// one, so the old store is the one reads see; writing it first also means a
     /// concurrent backfill copy that could overwrite this write in the new store sees
     /// the change when it re-reads the old store (see `migration::copy`).
+    ///
+    /// Returns whether the changes reached every store the phase writes (a second-store
+    /// failure may be acknowledged, journaled, in phase 3).
     pub async fn apply_after_read(
         &self,
         changes: &[Change],
         served_by: StoreName,
-    ) -> Result<(), ApiError> {
+    ) -> Result<bool, ApiError> {
         let writes = self.phase.routing().writes;
         if writes.len() == 2 && writes[1] == served_by {
-            self.apply_ordered(changes, &[writes[1], writes[0]]).await
+            // The new store lacked the key: a failed write there leaves it absent, and
+            // every read falls through to the old store, which has the change.
+            self.apply_ordered(changes, &[writes[1], writes[0]], true)
+                .await
         } else {
-            self.apply_ordered(changes, writes).await
+            self.apply_ordered(changes, writes, false).await
         }
     }
 
     /// Every change reaches the first store, in order; a failure there fails the request
     /// before anything else is written. The changes then go to the second store
-    /// together; a key whose second write fails is recorded in the repair journal and
-    /// the request still succeeds — unless the journal cannot be written either, in
-    /// which case the request fails, because an acknowledged write must never be
-    /// silently out of sync.
-    async fn apply_ordered(&self, changes: &[Change], order: &[StoreName]) -> Result<(), ApiError> {
+    /// together; a key whose second write fails is recorded in the repair journal.
+    ///
+    /// The request still succeeds after a failed second write only if no isolate can be
+    /// reading that store first: isolates see a phase change at different moments, so an
+    /// isolate in an adjacent phase may read it first (in phase 1 the new store, which
+    /// phase 2 reads first; in phase 2 the old store, which phase 1 reads first). There,
+    /// the write is not acknowledged: a stale value in that store would hide it.
+    /// Phase 3's second store, the old one, is read first by neither phase 2 nor 4.
+    /// Nor does the request succeed when the journal cannot be written: an acknowledged
+    /// write must never be silently out of sync.
+    async fn apply_ordered(
+        &self,
+        changes: &[Change],
+        order: &[StoreName],
+        second_lacked_keys: bool,
+    ) -> Result<bool, ApiError> {
+        // The `mutant-second-first` build writes the non-authoritative store first.
+        let reversed = [order[order.len() - 1], order[0]];
+        let order = if cfg!(feature = "mutant-second-first") && order.len() == 2 {
+            &reversed[..]
+        } else {
+            order
+        };
         let first = order[0];
-        for change in changes {
-            self.apply_to(first, change).await?;
+        for (index, change) in changes.iter().enumerate() {
+            if let Err(err) = self.apply_to(first, change).await {
+                // A failed write may still have landed (a timeout after the write), and
+                // the changes before it did: the second store now lags on all of them.
+                if let Some(&second) = order.get(1) {
+                    for attempted in &changes[..=index] {
+                        let journaled =
+                            journal::record(&self.stores.new, attempted.key(), second, self.now_ms)
+                                .await;
+                        if journaled.is_err() {
+                            self.warn("could not journal a partly applied write".into());
+                        }
+                    }
+                }
+                return Err(err.into());
+            }
         }
         let Some(&second) = order.get(1) else {
-            return Ok(());
+            return Ok(true);
         };
-        let results = join_all(changes.iter().map(|c| self.apply_to(second, c))).await;
-        for (change, result) in changes.iter().zip(results) {
-            let Err(write_err) = result else { continue };
-            self.warn(format!("second write failed, journaling: {write_err}"));
+        // In order, stopping at the first failure: the order of `changes` is chosen so
+        // that any prefix of it leaves a store consistent (a mapping is written before
+        // its record and removed after it), which writes issued together would not.
+        let mut missed_from = None;
+        for (index, change) in changes.iter().enumerate() {
+            if let Err(write_err) = self.apply_to(second, change).await {
+                self.warn(format!("second write failed, journaling: {write_err}"));
+                missed_from = Some(index);
+                break;
+            }
+        }
+        let missed = missed_from.is_some();
+        for change in &changes[missed_from.unwrap_or(changes.len())..] {
             if let Err(journal_err) =
                 journal::record(&self.stores.new, change.key(), second, self.now_ms).await
             {
@@ -137,7 +197,22 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
                 ));
             }
         }
-        Ok(())
+        // The `mutant-ack-lagging` build acknowledges every write whose second store
+        // missed it, as if no isolate could be reading that store first.
+        let tolerated = cfg!(feature = "mutant-ack-lagging") || second_lacked_keys;
+        if missed && !tolerated && self.phase.read_first_nearby(second) {
+            return Err(ApiError::new(
+                503,
+                "store_unavailable",
+                format!(
+                    "the write reached the {} store but not the {} store, which isolates in phase {} or an adjacent phase read first; it is journaled for repair: retry",
+                    first.as_str(),
+                    second.as_str(),
+                    self.phase.number()
+                ),
+            ));
+        }
+        Ok(!missed)
     }
 
     async fn apply_to(&self, store: StoreName, change: &Change) -> StoreResult<()> {
@@ -173,7 +248,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         if let Err(err) = fallback::record(&self.stores.new, key, self.phase, self.now_ms).await {
             self.warn(format!("could not record a fallback hit: {err}"));
         }
-        if self.phase.routing().writes.len() == 2 {
+        if self.read_repair && self.phase.routing().writes.len() == 2 {
             if let Err(err) = copy::repair_on_read(self.stores, key, served, self.now_ms).await {
                 self.warn(format!("read-repair failed: {err}"));
             }

@@ -61,6 +61,17 @@ impl Phase {
         self.routing().reads[0]
     }
 
+    /// Whether this phase or an adjacent one (which isolates that have not yet seen a
+    /// phase change may still be in) reads `store` first.
+    pub fn read_first_nearby(self, store: StoreName) -> bool {
+        let n = u64::from(self.number());
+        [n.checked_sub(1), Some(n), Some(n + 1)]
+            .into_iter()
+            .flatten()
+            .filter_map(Phase::from_number)
+            .any(|p| p.primary_read_store() == store)
+    }
+
     /// Whether reads may be served by the old store after missing in the new one.
     pub fn falls_back(self) -> bool {
         self.routing().reads.len() > 1
@@ -121,6 +132,16 @@ mod tests {
                 "{b:?}->{a:?}"
             );
         }
+    }
+
+    #[test]
+    fn only_phase_3_may_leave_its_second_store_behind() {
+        let tolerant: Vec<Phase> = Phase::ALL
+            .into_iter()
+            .filter(|p| p.routing().writes.len() == 2)
+            .filter(|p| !p.read_first_nearby(p.routing().writes[1]))
+            .collect();
+        assert_eq!(tolerant, [Phase::Backfill]);
     }
 
     #[test]

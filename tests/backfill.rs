@@ -17,6 +17,7 @@ fn run_cron(world: &World) -> cron::CronReport {
     block_on(cron::run(
         &world.stores,
         world.config.default_phase,
+        world.config.phase_cache_ms,
         world.now_ms,
     ))
     .unwrap()

@@ -17,6 +17,7 @@ fn backfilled(n: usize) -> World {
     while block_on(cron::run(
         &world.stores,
         world.config.default_phase,
+        world.config.phase_cache_ms,
         world.now_ms,
     ))
     .unwrap()
@@ -229,6 +230,7 @@ fn gate_3_to_4_opens_after_a_finished_backfill_and_a_clean_full_verification() {
     while block_on(cron::run(
         &world.stores,
         world.config.default_phase,
+        world.config.phase_cache_ms,
         world.now_ms,
     ))
     .unwrap()

@@ -93,7 +93,11 @@ impl PhaseCache {
     pub fn fresh(&self, now_ms: u64, ttl_ms: u64) -> Option<CurrentPhase> {
         let entry = self.entry.borrow();
         let (current, fetched_at) = entry.as_ref()?;
-        (now_ms.saturating_sub(*fetched_at) < ttl_ms).then(|| current.clone())
+        // The `mutant-stale-phase` build never re-reads the phase, to show the
+        // simulation notices isolates more than one phase apart.
+        let fresh =
+            cfg!(feature = "mutant-stale-phase") || now_ms.saturating_sub(*fetched_at) < ttl_ms;
+        fresh.then(|| current.clone())
     }
 
     pub fn stale(&self) -> Option<CurrentPhase> {
@@ -134,6 +138,8 @@ pub async fn current<S: KvStore>(
 /// What the gates need to know about the stores.
 #[derive(Debug, Clone, Default)]
 pub struct GateFacts {
+    /// How much longer isolates may still be running the previous phase (0: settled).
+    pub unsettled_ms: u64,
     pub repair_journal_size: usize,
     /// Whether the backfill has finished, and if not, how far it is.
     pub backfill_complete: bool,
@@ -146,6 +152,7 @@ pub struct GateFacts {
 pub struct VerificationFacts {
     pub missing: u64,
     pub mismatched: u64,
+    pub extra: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,6 +176,15 @@ pub fn unmet_gates(
     facts: &GateFacts,
 ) -> Vec<UnmetGate> {
     let mut gates = Vec::new();
+    if facts.unsettled_ms > 0 {
+        gates.push(unmet(
+            "settled",
+            format!(
+                "isolates may run the previous phase for {} ms more; two moves inside that time would put isolates two phases apart",
+                facts.unsettled_ms
+            ),
+        ));
+    }
     if from.number().abs_diff(to.number()) > 1 {
         gates.push(unmet(
             "adjacent",
@@ -214,11 +230,11 @@ pub fn unmet_gates(
     if leaves_old_store {
         match &facts.last_full_verification {
             None => gates.push(unmet("verification_clean", "no full verification has run")),
-            Some(v) if v.missing > 0 || v.mismatched > 0 => gates.push(unmet(
+            Some(v) if v.missing > 0 || v.mismatched > 0 || v.extra > 0 => gates.push(unmet(
                 "verification_clean",
                 format!(
-                    "the last full verification found {} missing and {} mismatched keys",
-                    v.missing, v.mismatched
+                    "the last full verification found {} missing, {} mismatched and {} extra keys",
+                    v.missing, v.mismatched, v.extra
                 ),
             )),
             Some(_) => {}
@@ -255,6 +271,12 @@ pub struct PhaseChangeOutcome {
     pub from: Phase,
     pub to: Phase,
     pub forced_gates: Vec<UnmetGate>,
+}
+
+/// How long isolates may still run the phase before the current one: a cache lifetime
+/// after the last change.
+pub fn unsettled_ms(state: &PhaseState, phase_cache_ms: u64, now_ms: u64) -> u64 {
+    (state.changed_at + phase_cache_ms).saturating_sub(now_ms)
 }
 
 /// Applies a phase change through the gates: refused (409) when a gate is unmet unless

@@ -24,6 +24,7 @@ pub struct CronReport {
 pub async fn run<S: KvStore>(
     stores: &Stores<S>,
     default_phase: Phase,
+    phase_cache_ms: u64,
     now_ms: u64,
 ) -> Result<CronReport, ApiError> {
     let budget = Budget::per_invocation(0);
@@ -32,9 +33,12 @@ pub async fn run<S: KvStore>(
     // the freshest state.
     let current = control::load(&stores.new, default_phase).await?;
     // Keys out of sync are a risk whichever store reads come from: repair in every phase.
-    let repair = repair::drain(&stores, now_ms, repair::ENTRIES_PER_RUN).await?;
+    let repair = repair::drain(&stores, current.phase, now_ms, repair::ENTRIES_PER_RUN).await?;
     let mut backfill = None;
-    if current.phase.cron_backfills() {
+    // Not while isolates may still run the previous phase: after a rollback from phase 4
+    // they write the new store alone, and a copy could overwrite such a write unnoticed.
+    let settled = control::unsettled_ms(&current.state, phase_cache_ms, now_ms) == 0;
+    if current.phase.cron_backfills() && settled {
         let checkpoint = backfill::load_checkpoint(&stores.new).await?;
         if !checkpoint.paused && !checkpoint.complete() {
             backfill = Some(backfill::run(&stores, &budget, RunOptions::default(), now_ms).await?);

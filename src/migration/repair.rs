@@ -1,21 +1,24 @@
-//! Draining the repair journal: for each key whose second write failed, copy the state
-//! of the store that took the write onto the store that missed it.
+//! Draining the repair journal: each journaled key is out of sync between the stores.
+//! The repair makes the other store agree with the store the current phase's reads are
+//! served from for that key — the first store in read order that holds it — because that
+//! is what every acknowledged write reached, whatever phase the entry was written in.
 //!
-//! A concurrent request may write the key while it is being repaired, so each copy is
-//! checked by reading the source again afterwards and redone if it changed: a write that
-//! lands on the source after that check reaches the lagging store after it too, since
-//! every request writes its second store after its first.
+//! A request may write the key while it is being repaired, so each copy is checked by
+//! reading the source again afterwards and redone if it changed: every request writes
+//! the store its read was served from first, so a write the copy could have overwritten
+//! reached the source before that re-read.
 
 use serde::Serialize;
 
 use super::JOURNAL_PREFIX;
 use crate::domain::{Tombstone, CUSTOMER_PREFIX};
+use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 use crate::time::rfc3339;
 
-/// Entries repaired per run: about five KV operations each, well inside the 1,000
+/// Entries repaired per run: about six KV operations each, well inside the 1,000
 /// operations one invocation may make.
-pub const ENTRIES_PER_RUN: u32 = 150;
+pub const ENTRIES_PER_RUN: u32 = 120;
 /// Copies of one key retried while the source keeps changing under it.
 const COPY_ATTEMPTS: usize = 3;
 
@@ -24,7 +27,8 @@ const COPY_ATTEMPTS: usize = 3;
 pub struct RepairReport {
     pub examined: u32,
     pub repaired: u32,
-    /// Keys left in the journal because a store failed or the source kept changing.
+    /// Keys left in the journal: a store failed, the source kept changing, or (in phase
+    /// 4) only the old store holds the key, which no writer there updates.
     pub deferred: u32,
     /// The journal had more entries than one run repairs.
     pub more: bool,
@@ -32,6 +36,7 @@ pub struct RepairReport {
 
 pub async fn drain<S: KvStore>(
     stores: &Stores<S>,
+    phase: Phase,
     now_ms: u64,
     limit: u32,
 ) -> StoreResult<RepairReport> {
@@ -43,18 +48,7 @@ pub async fn drain<S: KvStore>(
     for entry in page.keys {
         report.examined += 1;
         let key = &entry.name[JOURNAL_PREFIX.len()..];
-        let lagging = entry
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get("lagging"))
-            .and_then(|v| v.as_str())
-            .and_then(StoreName::parse);
-        let Some(lagging) = lagging else {
-            // Unreadable entry: repair both ways is impossible to decide; keep it visible.
-            report.deferred += 1;
-            continue;
-        };
-        match repair_key(stores, key, lagging, now_ms).await {
+        match repair_key(stores, phase, key, now_ms).await {
             Ok(true) => match forget(stores, &entry.name, entry.metadata.as_ref()).await {
                 Ok(()) => report.repaired += 1,
                 Err(_) => report.deferred += 1,
@@ -65,21 +59,32 @@ pub async fn drain<S: KvStore>(
     Ok(report)
 }
 
-/// Copies the source's state of `key` onto `lagging`; true once the copy is confirmed.
+/// Makes the other store agree with the one serving `key`; true once confirmed.
 async fn repair_key<S: KvStore>(
     stores: &Stores<S>,
+    phase: Phase,
     key: &str,
-    lagging: StoreName,
     now_ms: u64,
 ) -> StoreResult<bool> {
-    let source = match lagging {
-        StoreName::Old => &stores.new,
-        StoreName::New => &stores.old,
+    let reads = phase.routing().reads;
+    let first = stores.get(reads[0]).get(key).await?;
+    let (source_name, mut seen) = match (first, reads.get(1)) {
+        (Some(value), _) => (reads[0], Some(value)),
+        (None, Some(&fallback)) => (fallback, stores.get(fallback).get(key).await?),
+        (None, None) => (reads[0], None),
     };
-    let target = stores.get(lagging);
-    let mut seen = source.get(key).await?;
+    let target_name = match source_name {
+        StoreName::Old => StoreName::New,
+        StoreName::New => StoreName::Old,
+    };
+    // From phase 4 on nobody writes the old store, so a copy from it into the new store
+    // could overwrite a write it would never notice.
+    if source_name == StoreName::Old && phase >= Phase::NewPrimary {
+        return Ok(false);
+    }
+    let (source, target) = (stores.get(source_name), stores.get(target_name));
     for _ in 0..COPY_ATTEMPTS {
-        copy_state(target, key, seen.as_ref(), lagging, now_ms).await?;
+        copy_state(target, key, seen.as_ref(), target_name, now_ms).await?;
         let again = source.get(key).await?;
         if again == seen {
             return Ok(true);

@@ -69,8 +69,11 @@ impl Verification {
         self.family >= FAMILIES.len()
     }
 
+    /// Nothing missing, extra or mismatched. While the old store is written (phases 0
+    /// to 3) a key only the new store holds is a write the old store never saw or a
+    /// delete the new store missed, so it counts against the stores being in sync.
     pub fn clean(&self) -> bool {
-        self.complete() && self.missing == 0 && self.mismatched == 0
+        self.complete() && self.missing == 0 && self.mismatched == 0 && self.extra == 0
     }
 
     fn note(&mut self, category: Category, key: &str) {

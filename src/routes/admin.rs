@@ -30,7 +30,12 @@ struct Facts {
     last_full: Option<Verification>,
 }
 
-async fn gather_facts<S: KvStore>(stores: &Stores<S>) -> Result<Facts, ApiError> {
+async fn gather_facts<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+    phase_cache_ms: u64,
+    now_ms: u64,
+) -> Result<Facts, ApiError> {
     let journal = sample_keys(
         &stores.new,
         JOURNAL_PREFIX,
@@ -47,6 +52,7 @@ async fn gather_facts<S: KvStore>(stores: &Stores<S>) -> Result<Facts, ApiError>
         done.is_some_and(|done| v.completed_at.is_some_and(|at| at >= done))
     });
     let gates = GateFacts {
+        unsettled_ms: control::unsettled_ms(&current.state, phase_cache_ms, now_ms),
         repair_journal_size: journal.count,
         backfill_complete: checkpoint.complete(),
         backfill_progress: format!(
@@ -57,6 +63,7 @@ async fn gather_facts<S: KvStore>(stores: &Stores<S>) -> Result<Facts, ApiError>
         last_full_verification: vouching.map(|v| VerificationFacts {
             missing: v.missing,
             mismatched: v.mismatched,
+            extra: v.extra,
         }),
     };
     Ok(Facts {
@@ -70,8 +77,10 @@ async fn gather_facts<S: KvStore>(stores: &Stores<S>) -> Result<Facts, ApiError>
 pub async fn status<S: KvStore>(
     stores: &Stores<S>,
     current: &CurrentPhase,
+    phase_cache_ms: u64,
+    now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
-    let facts = gather_facts(stores).await?;
+    let facts = gather_facts(stores, current, phase_cache_ms, now_ms).await?;
     let fallback = sample_keys(
         &stores.new,
         FALLBACK_PREFIX,
@@ -150,10 +159,11 @@ pub async fn change_phase<S: KvStore>(
     current: &CurrentPhase,
     caller: &Caller,
     request: &ApiRequest,
+    phase_cache_ms: u64,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let change = parse_phase_change(request.json_object()?)?;
-    let facts = gather_facts(stores).await?;
+    let facts = gather_facts(stores, current, phase_cache_ms, now_ms).await?;
     let outcome = control::change(
         &stores.new,
         current,
@@ -178,10 +188,11 @@ pub async fn change_phase<S: KvStore>(
 /// Drains the repair journal now (the cron does it every minute) and audits the run.
 pub async fn repair<S: KvStore>(
     stores: &Stores<S>,
+    phase: Phase,
     caller: &Caller,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
-    let report = repair::drain(stores, now_ms, repair::ENTRIES_PER_RUN).await?;
+    let report = repair::drain(stores, phase, now_ms, repair::ENTRIES_PER_RUN).await?;
     let detail = format!(
         "repaired {} of {} journaled keys",
         report.repaired, report.examined

@@ -24,12 +24,14 @@ pub enum Control {
     Reset,
 }
 
-/// Runs one batch now. Allowed in phases 1 to 3, where every write reaches both stores:
+/// Runs one batch now. Allowed in phases 1 to 3 once the phase has settled, where every
+/// write reaches both stores:
 /// from phase 4 on, writers skip the old store, and a copy racing one could not be
 /// checked; in phase 0 the copies would go stale at the next write.
 pub async fn run_batch<S: KvStore>(
     stores: &Stores<S>,
     phase: Phase,
+    unsettled_ms: u64,
     caller: &Caller,
     request: &ApiRequest,
     now_ms: u64,
@@ -55,6 +57,14 @@ pub async fn run_batch<S: KvStore>(
                 "backfill batches run in phases 1 to 3; the phase is {}",
                 phase.number()
             ),
+        ));
+    }
+    if unsettled_ms > 0 {
+        // Isolates still on phase 0 write the old store only: a copy made now could be
+        // outdated by one of their writes without anything noticing.
+        return Err(ApiError::conflict(
+            "backfill_not_allowed",
+            format!("the phase changed moments ago; isolates may run the previous phase for {unsettled_ms} ms more"),
         ));
     }
     let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);

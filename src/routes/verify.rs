@@ -13,6 +13,7 @@ use crate::migration::budget::{metered, Budget};
 use crate::migration::control::CurrentPhase;
 use crate::migration::verify::{self, Mode, Verification};
 use crate::migration::PHASE_KEY;
+use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, Stores};
 
 const REQUEST_OVERHEAD_OPS: u32 = 4;
@@ -25,6 +26,7 @@ pub async fn run<S: KvStore>(
     current: &CurrentPhase,
     caller: &Caller,
     request: &ApiRequest,
+    phase_cache_ms: u64,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let body = request.json_object()?;
@@ -64,13 +66,29 @@ pub async fn run<S: KvStore>(
         now_ms,
     )
     .await?;
-    if verification.clean() && mode == Mode::Full && current.state.new_store_diverged {
+    if current.state.new_store_diverged
+        && proves_new_store_caught_up(&verification, current, phase_cache_ms)
+    {
         clear_new_store_divergence(stores, current, caller, now_ms).await?;
     }
     Ok(ApiResponse::ok(report_json(&verification)))
 }
 
-/// A clean full verification shows the new store caught up after writes skipped it.
+/// A clean full verification shows that the new store caught up after writes skipped
+/// it — if it started once every isolate writes the new store again: in phase 1 or
+/// later, a cache lifetime after the phase changed.
+fn proves_new_store_caught_up(
+    verification: &Verification,
+    current: &CurrentPhase,
+    phase_cache_ms: u64,
+) -> bool {
+    verification.clean()
+        && verification.mode == Mode::Full
+        && current.phase >= Phase::DualWrite
+        && verification.started_at >= current.state.changed_at + phase_cache_ms
+}
+
+/// Clears the flag, with an audit entry.
 async fn clear_new_store_divergence<S: KvStore>(
     stores: &Stores<S>,
     current: &CurrentPhase,

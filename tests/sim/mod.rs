@@ -1,0 +1,252 @@
+//! Deterministic simulation: several clients, overlapping cron runs and an admin share
+//! two simulated KV namespaces; a seeded scheduler interleaves them one KV operation at a
+//! time while operations fail at random; every answer a client gets is checked against a
+//! model of what it was told before, and the end state against the model once the
+//! migration has converged.
+#![allow(dead_code)]
+
+pub mod history;
+pub mod rng;
+pub mod store;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use customer_kv_migration::app::{handle, App, Config};
+use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
+use customer_kv_migration::migration::control::PhaseCache;
+use customer_kv_migration::migration::cron;
+use customer_kv_migration::phase::Phase;
+use customer_kv_migration::store::Stores;
+use serde_json::Value;
+
+use rng::Rng;
+use store::{Shared, SimKv};
+
+/// The shape of one history.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub clients: usize,
+    pub ids_per_client: usize,
+    pub ops_per_client: usize,
+    pub cron_tasks: usize,
+    pub admin_actions: usize,
+    pub fault_rate: f64,
+    pub phase_cache_ms: u64,
+}
+
+impl Settings {
+    pub fn for_seed(rng: &mut Rng) -> Self {
+        Self {
+            clients: 1 + rng.below(3) as usize,
+            ids_per_client: 1 + rng.below(3) as usize,
+            ops_per_client: 4 + rng.below(26) as usize,
+            cron_tasks: rng.below(3) as usize,
+            admin_actions: 1 + rng.below(10) as usize,
+            fault_rate: [0.0, 0.02, 0.05, 0.1][rng.below(4) as usize],
+            phase_cache_ms: [0, 500, 2_000][rng.below(3) as usize],
+        }
+    }
+}
+
+/// What a customer may look like through the read path, as far as the model knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Known {
+    Absent,
+    Present { name: String, email: String },
+}
+
+/// Outcome of one history.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub faults: u64,
+    pub operations: u64,
+    pub violations: Vec<String>,
+    pub trace: Vec<String>,
+}
+
+pub struct Sim {
+    pub stores: Stores<SimKv>,
+    pub shared: Rc<Shared>,
+    pub config: Config,
+    pub clock: Cell<u64>,
+    /// Per customer id: every state the read path may show (one once it is certain).
+    pub model: RefCell<BTreeMap<String, Vec<Known>>>,
+    pub violations: RefCell<Vec<String>>,
+    pub trace: RefCell<Vec<String>>,
+    pub seq: Cell<u64>,
+}
+
+pub const SECRET: &[u8] = b"simulation-secret-0123456789abcdef";
+const START_MS: u64 = 1_800_000_000_000;
+
+fn token(role: &str, sub: &str) -> String {
+    use jwt_simple::prelude::*;
+    #[derive(Serialize, Deserialize)]
+    struct RoleClaim {
+        role: String,
+    }
+    let mut claims =
+        Claims::with_custom_claims(RoleClaim { role: role.into() }, Duration::from_days(3650))
+            .with_subject(sub);
+    claims.issued_at = Some(UnixTimeStamp::from_secs(START_MS / 1000 - 60));
+    claims.invalid_before = None;
+    claims.expires_at = Some(UnixTimeStamp::from_secs(
+        START_MS / 1000 + 10 * 365 * 86_400,
+    ));
+    HS256Key::from_bytes(SECRET).authenticate(claims).unwrap()
+}
+
+thread_local! {
+    static TOKENS: (String, String) = (token("service", "sim-service"), token("admin", "sim-admin"));
+}
+
+impl Sim {
+    pub fn new(seed: u64, fault_rate: f64, phase_cache_ms: u64) -> Self {
+        let shared = Rc::new(Shared {
+            rng: RefCell::new(Rng::new(seed ^ 0x5eed)),
+            fault_rate: Cell::new(fault_rate),
+            faults: Cell::new(0),
+            operations: Cell::new(0),
+        });
+        Self {
+            stores: Stores {
+                old: SimKv::new(shared.clone()),
+                new: SimKv::new(shared.clone()),
+            },
+            shared,
+            config: Config {
+                jwt_secret: SECRET.to_vec(),
+                default_phase: Phase::Legacy,
+                phase_cache_ms,
+            },
+            clock: Cell::new(START_MS),
+            model: RefCell::new(BTreeMap::new()),
+            violations: RefCell::new(Vec::new()),
+            trace: RefCell::new(Vec::new()),
+            seq: Cell::new(0),
+        }
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.seq.set(self.seq.get() + 1);
+        self.seq.get()
+    }
+
+    pub async fn send(
+        &self,
+        cache: &PhaseCache,
+        admin: bool,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> ApiResponse {
+        let mut request = ApiRequest::new(Method::parse(method), path);
+        let bearer = TOKENS.with(|(service, admin_token)| {
+            if admin {
+                admin_token.clone()
+            } else {
+                service.clone()
+            }
+        });
+        request.authorization = Some(format!("Bearer {bearer}"));
+        request.body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let app = App {
+            stores: &self.stores,
+            config: &self.config,
+            phase_cache: cache,
+            now_ms: self.clock.get(),
+        };
+        handle(&app, &request).await.response
+    }
+
+    pub fn violation(&self, text: String) {
+        self.violations.borrow_mut().push(text);
+    }
+
+    pub fn note(&self, text: String) {
+        self.trace.borrow_mut().push(text);
+    }
+
+    pub fn stored_phase(&self) -> Phase {
+        self.stores
+            .new
+            .peek("__migration/phase")
+            .and_then(|e| serde_json::from_slice::<Value>(&e.bytes).ok())
+            .and_then(|v| v["phase"].as_u64())
+            .and_then(Phase::from_number)
+            .unwrap_or(self.config.default_phase)
+    }
+
+    /// What the read path of `phase` shows for a customer, read straight from the maps.
+    pub fn read_path(&self, phase: Phase, id: &str) -> Known {
+        let key = format!("customer_{id}");
+        for store in phase.routing().reads {
+            let Some(entry) = self.stores.get(*store).peek(&key) else {
+                continue;
+            };
+            let value: Value = serde_json::from_slice(&entry.bytes).unwrap_or(Value::Null);
+            if value.get("__tombstone").is_some() {
+                return Known::Absent;
+            }
+            return Known::Present {
+                name: value["name"].as_str().unwrap_or_default().to_owned(),
+                email: value["email"].as_str().unwrap_or_default().to_owned(),
+            };
+        }
+        Known::Absent
+    }
+}
+
+/// Runs tasks to completion, polling a randomly chosen one each step.
+pub fn run_tasks<'a>(
+    rng: &mut Rng,
+    mut tasks: Vec<Option<Pin<Box<dyn Future<Output = ()> + 'a>>>>,
+    clock: &Cell<u64>,
+) {
+    let mut context = Context::from_waker(Waker::noop());
+    loop {
+        let live: Vec<usize> = tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_some())
+            .map(|(i, _)| i)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let chosen = live[rng.below(live.len() as u64) as usize];
+        clock.set(clock.get() + 1 + rng.below(40));
+        if let Some(task) = tasks[chosen].as_mut() {
+            if let Poll::Ready(()) = task.as_mut().poll(&mut context) {
+                tasks[chosen] = None;
+            }
+        }
+    }
+}
+
+/// Drives a future whose stores never wait to completion (used for set-up and checks).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+    }
+}
+
+pub fn cron_once(
+    sim: &Sim,
+) -> impl Future<Output = Result<cron::CronReport, customer_kv_migration::error::ApiError>> + '_ {
+    cron::run(
+        &sim.stores,
+        sim.config.default_phase,
+        sim.config.phase_cache_ms,
+        sim.clock.get(),
+    )
+}

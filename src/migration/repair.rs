@@ -3,6 +3,8 @@
 //! served from for that key — the first store in read order that holds it — because that
 //! is what every acknowledged write reached, whatever phase the entry was written in.
 //!
+//! Email mappings are the exception: see [`repair_mapping`].
+//!
 //! A request may write the key while it is being repaired, so each copy is checked by
 //! reading the source again afterwards and redone if it changed: every request writes
 //! the store its read was served from first, so a write the copy could have overwritten
@@ -11,7 +13,7 @@
 use serde::Serialize;
 
 use super::JOURNAL_PREFIX;
-use crate::domain::{Tombstone, CUSTOMER_PREFIX};
+use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 use crate::time::rfc3339;
@@ -66,6 +68,9 @@ async fn repair_key<S: KvStore>(
     key: &str,
     now_ms: u64,
 ) -> StoreResult<bool> {
+    if key.starts_with(EMAIL_PREFIX) {
+        return repair_mapping(stores, key).await;
+    }
     let reads = phase.routing().reads;
     let first = stores.get(reads[0]).get(key).await?;
     let (source_name, mut seen) = match (first, reads.get(1)) {
@@ -92,6 +97,25 @@ async fn repair_key<S: KvStore>(
         seen = again;
     }
     Ok(false)
+}
+
+/// Mappings are derived from records and a mapping counts only when its record holds
+/// the email, so an extra mapping is harmless while a missing one hides a customer: a
+/// mapping one store lacks is copied from the other, and none is ever removed here
+/// (the email audit removes obsolete ones).
+async fn repair_mapping<S: KvStore>(stores: &Stores<S>, key: &str) -> StoreResult<bool> {
+    let (old, new) = (stores.old.get(key).await?, stores.new.get(key).await?);
+    let (present, lacking) = match (&old, &new) {
+        (Some(value), None) => (value, &stores.new),
+        (None, Some(value)) => (value, &stores.old),
+        _ => return Ok(true),
+    };
+    let options = PutOptions {
+        expiration: None,
+        metadata: present.metadata.clone(),
+    };
+    lacking.put(key, &present.bytes, options).await?;
+    Ok(true)
 }
 
 async fn copy_state<S: KvStore>(

@@ -265,10 +265,19 @@ async fn mapped_id<S: KvStore>(
     plane: &DataPlane<'_, S>,
     email: &Email,
 ) -> Result<Option<CustomerId>, ApiError> {
-    let Some(found) = plane.read(&email_key(&email.hash())).await? else {
-        return Ok(None);
+    let key = email_key(&email.hash());
+    let value = match plane.read(&key).await? {
+        Some(found) => found.value,
+        // A mapping is only a hint — it counts when its record, read through the
+        // phase's read path, holds the email — so one the store read first lacks may
+        // be taken from the other: a write that reached only one store then still
+        // finds its customer.
+        None => match plane.read_elsewhere(&key).await? {
+            Some(value) => value,
+            None => return Ok(None),
+        },
     };
-    let text = String::from_utf8_lossy(&found.value.bytes);
+    let text = String::from_utf8_lossy(&value.bytes);
     Ok(CustomerId::parse(text.trim()).ok())
 }
 

@@ -93,6 +93,19 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         Ok(None)
     }
 
+    /// Reads `key` from the store the phase does not read, if there is one. Only for
+    /// values that are checked against the read path before they count.
+    pub async fn read_elsewhere(&self, key: &str) -> StoreResult<Option<StoredValue>> {
+        let reads = self.phase.routing().reads;
+        match [StoreName::New, StoreName::Old]
+            .into_iter()
+            .find(|s| !reads.contains(s))
+        {
+            Some(store) => self.stores.get(store).get(key).await,
+            None => Ok(None),
+        }
+    }
+
     /// Applies `changes` to the stores the phase writes, the authoritative one first.
     pub async fn apply(&self, changes: &[Change]) -> Result<(), ApiError> {
         self.apply_ordered(changes, self.phase.routing().writes, false)

@@ -20,10 +20,21 @@ pub struct Config {
     pub default_phase: Phase,
     /// How long an isolate trusts its copy of the phase.
     pub phase_cache_ms: u64,
+    /// How long a request may still be running on the phase it started with.
+    pub request_margin_ms: u64,
 }
 
 impl Config {
     pub const DEFAULT_PHASE_CACHE_SECONDS: u64 = 5;
+    /// Workers requests rarely run longer; the margin covers one that started on the
+    /// previous phase just before its isolate's cache expired.
+    pub const DEFAULT_SETTLE_MARGIN_SECONDS: u64 = 30;
+
+    /// How long after a phase change something may still act on the previous phase:
+    /// an isolate's cached copy, plus a request that read it just before it expired.
+    pub fn settle_ms(&self) -> u64 {
+        self.phase_cache_ms + self.request_margin_ms
+    }
 
     /// Builds the config from a lookup of environment values by name.
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
@@ -47,10 +58,18 @@ impl Config {
                 .parse::<u64>()
                 .map_err(|_| "PHASE_CACHE_SECONDS must be a whole number")?,
         };
+        let margin_seconds = match lookup("PHASE_SETTLE_MARGIN_SECONDS") {
+            None => Self::DEFAULT_SETTLE_MARGIN_SECONDS,
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| "PHASE_SETTLE_MARGIN_SECONDS must be a whole number")?,
+        };
         Ok(Self {
             jwt_secret,
             default_phase,
             phase_cache_ms: cache_seconds * 1000,
+            request_margin_ms: margin_seconds * 1000,
         })
     }
 }
@@ -136,7 +155,7 @@ async fn dispatch<S: KvStore>(
         Route::DeleteCustomer(id) => customer::delete(plane, caller, &id).await,
         Route::MigrationStatus => {
             caller.require_admin()?;
-            admin::status(app.stores, current, app.config.phase_cache_ms, app.now_ms).await
+            admin::status(app.stores, current, app.config.settle_ms(), app.now_ms).await
         }
         Route::ChangePhase => {
             caller.require_admin()?;
@@ -146,7 +165,7 @@ async fn dispatch<S: KvStore>(
                 current,
                 caller,
                 request,
-                app.config.phase_cache_ms,
+                app.config.settle_ms(),
                 app.now_ms,
             )
             .await
@@ -158,7 +177,7 @@ async fn dispatch<S: KvStore>(
         Route::Backfill => {
             caller.require_admin()?;
             let unsettled_ms =
-                control::unsettled_ms(&current.state, app.config.phase_cache_ms, app.now_ms);
+                control::unsettled_ms(&current.state, app.config.settle_ms(), app.now_ms);
             backfill::run_batch(
                 app.stores,
                 current.phase,
@@ -180,7 +199,7 @@ async fn dispatch<S: KvStore>(
                 current,
                 caller,
                 request,
-                app.config.phase_cache_ms,
+                app.config.settle_ms(),
                 app.now_ms,
             )
             .await

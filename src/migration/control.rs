@@ -275,8 +275,8 @@ pub struct PhaseChangeOutcome {
 
 /// How long isolates may still run the phase before the current one: a cache lifetime
 /// after the last change.
-pub fn unsettled_ms(state: &PhaseState, phase_cache_ms: u64, now_ms: u64) -> u64 {
-    (state.changed_at + phase_cache_ms).saturating_sub(now_ms)
+pub fn unsettled_ms(state: &PhaseState, settle_ms: u64, now_ms: u64) -> u64 {
+    (state.changed_at + settle_ms).saturating_sub(now_ms)
 }
 
 /// Applies a phase change through the gates: refused (409) when a gate is unmet unless

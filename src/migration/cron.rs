@@ -24,7 +24,7 @@ pub struct CronReport {
 pub async fn run<S: KvStore>(
     stores: &Stores<S>,
     default_phase: Phase,
-    phase_cache_ms: u64,
+    settle_ms: u64,
     now_ms: u64,
 ) -> Result<CronReport, ApiError> {
     let budget = Budget::per_invocation(0);
@@ -37,7 +37,7 @@ pub async fn run<S: KvStore>(
     let mut backfill = None;
     // Not while isolates may still run the previous phase: after a rollback from phase 4
     // they write the new store alone, and a copy could overwrite such a write unnoticed.
-    let settled = control::unsettled_ms(&current.state, phase_cache_ms, now_ms) == 0;
+    let settled = control::unsettled_ms(&current.state, settle_ms, now_ms) == 0;
     if current.phase.cron_backfills() && settled {
         let checkpoint = backfill::load_checkpoint(&stores.new).await?;
         if !checkpoint.paused && !checkpoint.complete() {

@@ -33,7 +33,7 @@ struct Facts {
 async fn gather_facts<S: KvStore>(
     stores: &Stores<S>,
     current: &CurrentPhase,
-    phase_cache_ms: u64,
+    settle_ms: u64,
     now_ms: u64,
 ) -> Result<Facts, ApiError> {
     let journal = sample_keys(
@@ -52,7 +52,7 @@ async fn gather_facts<S: KvStore>(
         done.is_some_and(|done| v.completed_at.is_some_and(|at| at >= done))
     });
     let gates = GateFacts {
-        unsettled_ms: control::unsettled_ms(&current.state, phase_cache_ms, now_ms),
+        unsettled_ms: control::unsettled_ms(&current.state, settle_ms, now_ms),
         repair_journal_size: journal.count,
         backfill_complete: checkpoint.complete(),
         backfill_progress: format!(
@@ -77,10 +77,10 @@ async fn gather_facts<S: KvStore>(
 pub async fn status<S: KvStore>(
     stores: &Stores<S>,
     current: &CurrentPhase,
-    phase_cache_ms: u64,
+    settle_ms: u64,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
-    let facts = gather_facts(stores, current, phase_cache_ms, now_ms).await?;
+    let facts = gather_facts(stores, current, settle_ms, now_ms).await?;
     let fallback = sample_keys(
         &stores.new,
         FALLBACK_PREFIX,
@@ -159,11 +159,11 @@ pub async fn change_phase<S: KvStore>(
     current: &CurrentPhase,
     caller: &Caller,
     request: &ApiRequest,
-    phase_cache_ms: u64,
+    settle_ms: u64,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let change = parse_phase_change(request.json_object()?)?;
-    let facts = gather_facts(stores, current, phase_cache_ms, now_ms).await?;
+    let facts = gather_facts(stores, current, settle_ms, now_ms).await?;
     let outcome = control::change(
         &stores.new,
         current,

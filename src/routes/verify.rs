@@ -26,7 +26,7 @@ pub async fn run<S: KvStore>(
     current: &CurrentPhase,
     caller: &Caller,
     request: &ApiRequest,
-    phase_cache_ms: u64,
+    settle_ms: u64,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let body = request.json_object()?;
@@ -67,7 +67,7 @@ pub async fn run<S: KvStore>(
     )
     .await?;
     if current.state.new_store_diverged
-        && proves_new_store_caught_up(&verification, current, phase_cache_ms)
+        && proves_new_store_caught_up(&verification, current, settle_ms)
     {
         clear_new_store_divergence(stores, current, caller, now_ms).await?;
     }
@@ -80,12 +80,12 @@ pub async fn run<S: KvStore>(
 fn proves_new_store_caught_up(
     verification: &Verification,
     current: &CurrentPhase,
-    phase_cache_ms: u64,
+    settle_ms: u64,
 ) -> bool {
     verification.clean()
         && verification.mode == Mode::Full
         && current.phase >= Phase::DualWrite
-        && verification.started_at >= current.state.changed_at + phase_cache_ms
+        && verification.started_at >= current.state.changed_at + settle_ms
 }
 
 /// Clears the flag, with an audit entry.

@@ -64,6 +64,7 @@ impl World {
                 jwt_secret: SECRET.to_vec(),
                 default_phase: Phase::Legacy,
                 phase_cache_ms: 0,
+                request_margin_ms: 0,
             },
             cache: PhaseCache::default(),
             now_ms: START_MS,

@@ -67,6 +67,7 @@ export async function startWorker({ bindings = {} } = {}) {
       JWT_SECRET,
       DEFAULT_PHASE: "0",
       PHASE_CACHE_SECONDS: "0",
+      PHASE_SETTLE_MARGIN_SECONDS: "0",
       ...bindings,
     },
   });

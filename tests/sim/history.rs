@@ -258,7 +258,7 @@ async fn cron_task(sim: &Sim, runs: usize, mut rng: Rng) {
 async fn admin_task(sim: &Sim, actions: usize, mut rng: Rng) {
     let cache = PhaseCache::default();
     for _ in 0..actions {
-        for _ in 0..rng.below(80) {
+        for _ in 0..rng.below(400) {
             pause().await;
         }
         let current = sim.stored_phase().number();

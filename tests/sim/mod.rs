@@ -123,6 +123,8 @@ impl Sim {
                 jwt_secret: SECRET.to_vec(),
                 default_phase: Phase::Legacy,
                 phase_cache_ms,
+                // Requests here span up to a second or so of simulated time.
+                request_margin_ms: 3_000,
             },
             clock: Cell::new(START_MS),
             model: RefCell::new(BTreeMap::new()),
@@ -220,7 +222,7 @@ pub fn run_tasks<'a>(
             return;
         }
         let chosen = live[rng.below(live.len() as u64) as usize];
-        clock.set(clock.get() + 1 + rng.below(40));
+        clock.set(clock.get() + 1 + rng.below(20));
         if let Some(task) = tasks[chosen].as_mut() {
             if let Poll::Ready(()) = task.as_mut().poll(&mut context) {
                 tasks[chosen] = None;

@@ -171,36 +171,50 @@ impl KvStore for MemoryStore {
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> StoreResult<ListPage> {
         self.check("list", prefix)?;
         let entries = self.entries.borrow();
-        let mut keys = Vec::new();
-        let mut more = false;
-        // The cursor is the last key of the previous page.
-        let after = cursor.unwrap_or("");
-        for (name, entry) in entries.range(prefix.to_owned()..) {
-            if !name.starts_with(prefix) {
-                break;
-            }
-            if !after.is_empty() && name.as_str() <= after {
-                continue;
-            }
-            if keys.len() == limit.clamp(1, 1000) as usize {
-                more = true;
-                break;
-            }
-            keys.push(ListedKey {
-                name: name.clone(),
-                expiration: entry.expiration,
-                metadata: entry.metadata.clone(),
-            });
+        Ok(list_page(&entries, prefix, cursor, limit, |e| {
+            (e.expiration, e.metadata.clone())
+        }))
+    }
+}
+
+/// One `list` page over sorted entries, as KV pages them: keys with `prefix` after the
+/// cursor (here, the last key of the previous page), at most `limit` (capped at 1,000).
+pub fn list_page<E>(
+    entries: &BTreeMap<String, E>,
+    prefix: &str,
+    cursor: Option<&str>,
+    limit: u32,
+    details: impl Fn(&E) -> (Option<u64>, Option<serde_json::Value>),
+) -> ListPage {
+    let after = cursor.unwrap_or("");
+    let mut keys = Vec::new();
+    let mut more = false;
+    for (name, entry) in entries.range(prefix.to_owned()..) {
+        if !name.starts_with(prefix) {
+            break;
         }
-        let cursor = if more {
-            keys.last().map(|k| k.name.clone())
-        } else {
-            None
-        };
-        Ok(ListPage {
-            keys,
-            cursor,
-            complete: !more,
-        })
+        if !after.is_empty() && name.as_str() <= after {
+            continue;
+        }
+        if keys.len() == limit.clamp(1, 1000) as usize {
+            more = true;
+            break;
+        }
+        let (expiration, metadata) = details(entry);
+        keys.push(ListedKey {
+            name: name.clone(),
+            expiration,
+            metadata,
+        });
+    }
+    let cursor = if more {
+        keys.last().map(|k| k.name.clone())
+    } else {
+        None
+    };
+    ListPage {
+        keys,
+        cursor,
+        complete: !more,
     }
 }

@@ -3,7 +3,7 @@
 
 mod memory;
 
-pub use memory::{Fault, MemoryStore, OpCounts};
+pub use memory::{list_page, Fault, MemoryStore, OpCounts};
 
 use serde_json::Value;
 

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use customer_kv_migration::store::{
-    KvStore, ListPage, ListedKey, PutOptions, StoreError, StoreResult, StoredValue,
+    list_page, KvStore, ListPage, PutOptions, StoreError, StoreResult, StoredValue,
 };
 use serde_json::Value;
 
@@ -157,36 +157,9 @@ impl KvStore for SimKv {
             return Err(injected("list"));
         }
         let entries = self.entries.borrow();
-        let after = cursor.unwrap_or("");
-        let mut keys = Vec::new();
-        let mut more = false;
-        for (name, entry) in entries.range(prefix.to_owned()..) {
-            if !name.starts_with(prefix) {
-                break;
-            }
-            if !after.is_empty() && name.as_str() <= after {
-                continue;
-            }
-            if keys.len() == limit.clamp(1, 1000) as usize {
-                more = true;
-                break;
-            }
-            keys.push(ListedKey {
-                name: name.clone(),
-                expiration: entry.expiration,
-                metadata: entry.metadata.clone(),
-            });
-        }
-        let cursor = if more {
-            keys.last().map(|k: &ListedKey| k.name.clone())
-        } else {
-            None
-        };
-        Ok(ListPage {
-            keys,
-            cursor,
-            complete: !more,
-        })
+        Ok(list_page(&entries, prefix, cursor, limit, |e| {
+            (e.expiration, e.metadata.clone())
+        }))
     }
 }
 

@@ -155,13 +155,6 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         order: &[StoreName],
         second_lacked_keys: bool,
     ) -> Result<bool, ApiError> {
-        // The `mutant-second-first` build writes the non-authoritative store first.
-        let reversed = [order[order.len() - 1], order[0]];
-        let order = if cfg!(feature = "mutant-second-first") && order.len() == 2 {
-            &reversed[..]
-        } else {
-            order
-        };
         let first = order[0];
         for (index, change) in changes.iter().enumerate() {
             if let Err(err) = self.apply_to(first, change).await {
@@ -243,7 +236,14 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
                 kv.put(key, bytes, options).await
             }
             Change::Remove { key, tombstone } => {
-                if *tombstone && store == StoreName::New && self.phase.tombstones_deletes() {
+                // The `mutant-no-tombstone` build deletes instead, to show the simulation
+                // notices a deleted customer coming back from the old store.
+                let keep_tombstone = !cfg!(feature = "mutant-no-tombstone");
+                if keep_tombstone
+                    && *tombstone
+                    && store == StoreName::New
+                    && self.phase.tombstones_deletes()
+                {
                     let marker = Tombstone::bytes(&rfc3339(self.now_ms));
                     kv.put(key, &marker, PutOptions::default()).await
                 } else {

@@ -14,7 +14,13 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn histories_keep_every_acknowledged_write() {
     if let Some(seed) = env_u64("SIM_REPLAY") {
-        let outcome = sim::history::run(seed);
+        let outcome = if std::env::var("SIM_SHRINK").is_ok() {
+            let (settings, outcome) = sim::history::shrink(seed);
+            println!("shrunk to {settings:?}");
+            outcome
+        } else {
+            sim::history::run(seed)
+        };
         for line in &outcome.trace {
             println!("{line}");
         }
@@ -27,8 +33,9 @@ fn histories_keep_every_acknowledged_write() {
     }
     let histories = env_u64("SIM_HISTORIES").unwrap_or(10_000);
     let base = env_u64("SIM_SEED").unwrap_or(1);
-    let (mut faults, mut operations, mut failing) = (0, 0, Vec::new());
+    let (mut faults, mut operations, mut failing, mut ran) = (0, 0, Vec::new(), 0);
     for n in 0..histories {
+        ran += 1;
         let seed = base.wrapping_mul(1_000_003).wrapping_add(n);
         let outcome = sim::history::run(seed);
         faults += outcome.faults;
@@ -40,10 +47,15 @@ fn histories_keep_every_acknowledged_write() {
             }
         }
     }
-    println!("{histories} histories, {faults} faults injected, {} violations ({operations} KV operations)", failing.len());
-    if let Some((seed, outcome)) = failing.first() {
+    println!(
+        "{ran} histories, {faults} faults injected, {} violations ({operations} KV operations)",
+        failing.len()
+    );
+    if let Some((seed, _)) = failing.first() {
+        let (settings, outcome) = sim::history::shrink(*seed);
         println!("first failing seed {seed}; replay with SIM_REPLAY={seed}");
-        for line in outcome.trace.iter().rev().take(40).rev() {
+        println!("shrunk to {settings:?}; its steps:");
+        for line in &outcome.trace {
             println!("  {line}");
         }
         panic!(

@@ -258,8 +258,15 @@ async fn cron_task(sim: &Sim, runs: usize, mut rng: Rng) {
 async fn admin_task(sim: &Sim, actions: usize, mut rng: Rng) {
     let cache = PhaseCache::default();
     for _ in 0..actions {
-        for _ in 0..rng.below(400) {
+        for _ in 0..rng.below(100) {
             pause().await;
+        }
+        // Like an operator, mostly wait for the last move to settle (the gate refuses
+        // otherwise); sometimes try anyway.
+        if rng.below(4) != 0 {
+            while sim.clock.get() < sim.settled_at() {
+                pause().await;
+            }
         }
         let current = sim.stored_phase().number();
         let r = match rng.below(6) {
@@ -316,6 +323,12 @@ async fn admin_task(sim: &Sim, actions: usize, mut rng: Rng) {
 pub fn run(seed: u64) -> Outcome {
     let mut rng = Rng::new(seed);
     let settings = Settings::for_seed(&mut rng);
+    run_with(seed, settings, rng)
+}
+
+/// Runs the history of `seed` with `settings` (smaller ones when shrinking); `rng` is
+/// the seed's generator after drawing its settings.
+pub fn run_with(seed: u64, settings: Settings, mut rng: Rng) -> Outcome {
     let sim = Sim::new(seed, settings.fault_rate, settings.phase_cache_ms);
     {
         let mut tasks: Vec<Option<Pin<Box<dyn Future<Output = ()> + '_>>>> = Vec::new();
@@ -440,6 +453,29 @@ fn converge_and_check(sim: &Sim) {
                     r.body
                 ));
             }
+        }
+    }
+}
+
+/// Shrinks a failing history: keeps the seed and lowers one setting at a time (fewer
+/// clients, ids, operations, cron tasks, admin actions; no faults; no phase cache) as long
+/// as some violation remains. Returns the smallest failing settings and their outcome.
+pub fn shrink(seed: u64) -> (Settings, Outcome) {
+    let mut rng = Rng::new(seed);
+    let mut best = Settings::for_seed(&mut rng);
+    let after_settings = rng.state();
+    let mut outcome = run_with(seed, best, Rng::new(after_settings));
+    loop {
+        let smaller = best.smaller().into_iter().find_map(|candidate| {
+            let tried = run_with(seed, candidate, Rng::new(after_settings));
+            (!tried.violations.is_empty()).then_some((candidate, tried))
+        });
+        match smaller {
+            Some((candidate, tried)) => {
+                best = candidate;
+                outcome = tried;
+            }
+            None => return (best, outcome),
         }
     }
 }

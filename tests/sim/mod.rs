@@ -51,6 +51,49 @@ impl Settings {
             phase_cache_ms: [0, 500, 2_000][rng.below(3) as usize],
         }
     }
+
+    /// Settings one step smaller in each dimension that can shrink.
+    pub fn smaller(&self) -> Vec<Settings> {
+        let mut out = Vec::new();
+        let mut push = |changed: Settings| {
+            if format!("{changed:?}") != format!("{self:?}") {
+                out.push(changed);
+            }
+        };
+        push(Settings {
+            clients: self.clients.saturating_sub(1).max(1),
+            ..*self
+        });
+        push(Settings {
+            ids_per_client: self.ids_per_client.saturating_sub(1).max(1),
+            ..*self
+        });
+        push(Settings {
+            ops_per_client: self.ops_per_client / 2,
+            ..*self
+        });
+        push(Settings {
+            ops_per_client: self.ops_per_client.saturating_sub(1),
+            ..*self
+        });
+        push(Settings {
+            cron_tasks: self.cron_tasks.saturating_sub(1),
+            ..*self
+        });
+        push(Settings {
+            admin_actions: self.admin_actions.saturating_sub(1),
+            ..*self
+        });
+        push(Settings {
+            fault_rate: 0.0,
+            ..*self
+        });
+        push(Settings {
+            phase_cache_ms: 0,
+            ..*self
+        });
+        out
+    }
 }
 
 /// What a customer may look like through the read path, as far as the model knows.
@@ -182,6 +225,18 @@ impl Sim {
             .and_then(|v| v["phase"].as_u64())
             .and_then(Phase::from_number)
             .unwrap_or(self.config.default_phase)
+    }
+
+    /// When the last phase move settles: no isolate or request still runs the one before.
+    pub fn settled_at(&self) -> u64 {
+        let changed_at = self
+            .stores
+            .new
+            .peek("__migration/phase")
+            .and_then(|e| serde_json::from_slice::<Value>(&e.bytes).ok())
+            .and_then(|v| v["changedAt"].as_u64())
+            .unwrap_or(0);
+        changed_at + self.config.settle_ms()
     }
 
     /// What the read path of `phase` shows for a customer, read straight from the maps.

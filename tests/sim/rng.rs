@@ -15,6 +15,11 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// The state to continue from: `Rng::new(rng.state())` draws what `rng` would.
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             0

@@ -342,7 +342,7 @@ async fn store_new<S: KvStore>(
         changes.push(mapping_change(&email, record.id()));
     }
     changes.push(record_change(&record, None));
-    plane.apply(&changes).await?;
+    plane.apply_to_absent_key(&changes).await?;
     Ok(Loaded {
         record,
         metadata: None,

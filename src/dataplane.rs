@@ -113,6 +113,22 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             .map(|_| ())
     }
 
+    /// Applies changes that create a key no store held. Where both stores are written,
+    /// the old store goes first, as for a key the old store served: a backfill copy or
+    /// repair racing the create then sees it when it re-reads the old store. The new
+    /// store may hold a tombstone for the key, so its write still has to succeed
+    /// wherever the new store is read first.
+    pub async fn apply_to_absent_key(&self, changes: &[Change]) -> Result<(), ApiError> {
+        let writes = self.phase.routing().writes;
+        if writes.len() == 2 && writes[0] == StoreName::New {
+            self.apply_ordered(changes, &[StoreName::Old, StoreName::New], false)
+                .await
+                .map(|_| ())
+        } else {
+            self.apply(changes).await
+        }
+    }
+
     /// Applies changes to a key that was read from `served_by`, writing that store first
     /// when the phase writes it. A key served by the old store is absent from the new
     /// one, so the old store is the one reads see; writing it first also means a

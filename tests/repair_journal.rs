@@ -101,13 +101,17 @@ fn a_missed_old_store_delete_is_repaired_by_the_cron() {
 #[test]
 fn a_repair_that_cannot_read_its_source_keeps_the_entry() {
     let world = World::in_phase(Phase::Backfill);
+    for store in [&world.stores.old, &world.stores.new] {
+        store.insert("customer_c1", br#"{"customerId":"c1"}"#, Default::default());
+    }
     world.stores.old.fail(Fault::Put("customer_".into()));
-    let body = json!({ "customerId": "c1" });
+    let patch = json!({ "name": "Ada" });
     assert_eq!(
         world
-            .send("POST", "/customer", Some(&service()), Some(body))
+            .send("PATCH", "/customer/c1", Some(&service()), Some(patch))
             .status,
-        201
+        200,
+        "phase 3 acknowledges a write the old store missed"
     );
     world.stores.old.heal();
     world.stores.new.fail(Fault::Get("customer_".into()));

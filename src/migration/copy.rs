@@ -194,7 +194,7 @@ async fn write_copies<S: KvStore>(
 /// changed or vanished. Returns how many were corrected.
 async fn recheck<S: KvStore>(
     stores: &Stores<S>,
-    mut copied: Vec<(String, StoredValue)>,
+    copied: Vec<(String, StoredValue)>,
     now_ms: u64,
 ) -> StoreResult<u64> {
     // The `mutant-no-recheck` build drops the re-check, to show the simulation notices.
@@ -203,20 +203,25 @@ async fn recheck<S: KvStore>(
     } else {
         3
     };
+    // What the old store held when the new store was last made to match it.
+    let mut expected: Vec<(String, Option<StoredValue>)> = copied
+        .into_iter()
+        .map(|(key, value)| (key, Some(value)))
+        .collect();
     let mut corrected = 0;
     for _ in 0..ROUNDS {
-        if copied.is_empty() {
+        if expected.is_empty() {
             break;
         }
-        let names: Vec<String> = copied.iter().map(|(k, _)| k.clone()).collect();
+        let names: Vec<String> = expected.iter().map(|(k, _)| k.clone()).collect();
         let now_in_old = stores.old.get_many(&names).await?;
         let mut changed = Vec::new();
-        for ((key, copied_value), current) in copied.into_iter().zip(now_in_old) {
-            if current.as_ref() == Some(&copied_value) {
+        for ((key, was), current) in expected.into_iter().zip(now_in_old) {
+            if current == was {
                 continue;
             }
             corrected += 1;
-            match current {
+            match &current {
                 // A writer changed it: its value carries no expiration (API writes have none).
                 Some(value) => {
                     let options = PutOptions {
@@ -224,12 +229,13 @@ async fn recheck<S: KvStore>(
                         metadata: value.metadata.clone(),
                     };
                     stores.new.put(&key, &value.bytes, options).await?;
-                    changed.push((key, value));
                 }
                 None => remove_copy(&stores.new, &key, now_ms).await?,
             }
+            // Check again: the old store may change once more while this correction lands.
+            changed.push((key, current));
         }
-        copied = changed;
+        expected = changed;
     }
     Ok(corrected)
 }

@@ -241,7 +241,15 @@ async fn client(sim: &Sim, k: usize, settings: Settings, mut rng: Rng) {
 
 async fn cron_task(sim: &Sim, runs: usize, mut rng: Rng) {
     for _ in 0..runs {
-        if let Ok(report) = cron_once(sim).await {
+        let result = cron_once(sim).await;
+        sim.note(format!(
+            "cron: {:?}",
+            result.as_ref().map(|r| (
+                r.repair.repaired,
+                r.backfill.as_ref().map(|b| b.counts.copied)
+            ))
+        ));
+        if let Ok(report) = result {
             if report.operations > 1_000 {
                 sim.violation(format!(
                     "a cron run used {} KV operations",

@@ -8,20 +8,9 @@ use std::cell::{Cell, RefCell};
 use common::*;
 use customer_kv_migration::migration::backfill::{self, RunOptions};
 use customer_kv_migration::migration::budget::{metered, Budget, PLATFORM_OPERATION_CAP};
-use customer_kv_migration::migration::cron;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::{PutOptions, Stores};
 use serde_json::{json, Value};
-
-fn run_cron(world: &World) -> cron::CronReport {
-    block_on(cron::run(
-        &world.stores,
-        world.config.default_phase,
-        world.config.phase_cache_ms,
-        world.now_ms,
-    ))
-    .unwrap()
-}
 
 /// Every live key of the old store's two families is in the new store, identical.
 fn assert_new_mirrors_old(world: &World) {
@@ -43,7 +32,7 @@ fn ten_thousand_keys_migrate_within_the_budget_of_every_run() {
     seed_legacy(&world, 5_000); // 5,000 records + 5,000 mappings
     let mut runs = Vec::new();
     for _ in 0..100 {
-        let report = run_cron(&world);
+        let report = world.run_cron();
         assert!(report.operations <= PLATFORM_OPERATION_CAP, "{report:?}");
         let Some(run) = report.backfill else { break };
         runs.push((run.counts.copied, report.operations));
@@ -142,7 +131,7 @@ fn copies_keep_bytes_metadata_and_expiration_and_skip_what_they_must() {
         PutOptions::default(),
     );
 
-    while run_cron(&world).backfill.is_some() {}
+    world.run_cron_until_backfill_stops();
     let listed = block_on(customer_kv_migration::store::KvStore::list(
         new,
         "customer_ttl",
@@ -221,7 +210,7 @@ fn a_run_cut_off_at_any_operation_loses_nothing() {
             world.now_ms,
         ));
         world.stores.new.remove(backfill::LEASE_KEY); // a dead run's lease expires
-        while run_cron(&world).backfill.is_some() {
+        while world.run_cron().backfill.is_some() {
             world.stores.new.remove(backfill::LEASE_KEY);
         }
         assert_new_mirrors_old(&world);
@@ -234,7 +223,7 @@ fn overlapping_runs_do_no_harm() {
     seed_legacy(&world, 700);
     // Two runs start from the same checkpoint (the lease was not yet visible to the second).
     let before = world.stores.new.peek(backfill::CHECKPOINT_KEY);
-    run_cron(&world);
+    world.run_cron();
     match before {
         Some(bytes) => {
             world
@@ -245,7 +234,7 @@ fn overlapping_runs_do_no_harm() {
         None => world.stores.new.remove(backfill::CHECKPOINT_KEY),
     }
     world.stores.new.remove(backfill::LEASE_KEY);
-    while run_cron(&world).backfill.is_some() {}
+    world.run_cron_until_backfill_stops();
     assert_new_mirrors_old(&world);
 }
 
@@ -260,7 +249,7 @@ fn a_second_run_while_the_lease_is_held_does_nothing() {
             .as_bytes(),
         PutOptions::default(),
     );
-    let report = run_cron(&world).backfill.unwrap();
+    let report = world.run_cron().backfill.unwrap();
     assert!(!report.ran && report.skipped_because.is_some());
     assert!(world.stores.new.peek("customer_cust_000000").is_none());
 }
@@ -355,7 +344,7 @@ fn the_cron_backfills_only_in_phase_3_and_not_when_paused() {
     for phase in Phase::ALL {
         let world = World::in_phase(phase);
         seed_legacy(&world, 5);
-        let report = run_cron(&world);
+        let report = world.run_cron();
         assert_eq!(
             report.backfill.is_some(),
             phase == Phase::Backfill,
@@ -375,7 +364,7 @@ fn the_cron_backfills_only_in_phase_3_and_not_when_paused() {
             .status,
         200
     );
-    assert!(run_cron(&world).backfill.is_none());
+    assert!(world.run_cron().backfill.is_none());
     assert_eq!(
         world
             .send(
@@ -387,7 +376,7 @@ fn the_cron_backfills_only_in_phase_3_and_not_when_paused() {
             .status,
         200
     );
-    assert!(run_cron(&world).backfill.is_some());
+    assert!(world.run_cron().backfill.is_some());
 }
 
 #[test]
@@ -459,7 +448,7 @@ fn admin_batches_dry_run_and_phase_limits() {
 fn reset_starts_over_and_skips_what_is_in_sync() {
     let world = World::in_phase(Phase::Backfill);
     seed_legacy(&world, 20);
-    while run_cron(&world).backfill.is_some() {}
+    world.run_cron_until_backfill_stops();
     assert_eq!(
         world
             .send(
@@ -471,6 +460,6 @@ fn reset_starts_over_and_skips_what_is_in_sync() {
             .status,
         200
     );
-    let report = run_cron(&world).backfill.unwrap();
+    let report = world.run_cron().backfill.unwrap();
     assert_eq!((report.counts.copied, report.counts.skipped), (0, 40));
 }

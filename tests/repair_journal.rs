@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use customer_kv_migration::migration::cron;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::Fault;
 use serde_json::json;
@@ -82,13 +81,7 @@ fn a_missed_old_store_delete_is_repaired_by_the_cron() {
         "the old store missed the delete"
     );
 
-    let report = block_on(cron::run(
-        &world.stores,
-        world.config.default_phase,
-        world.config.phase_cache_ms,
-        world.now_ms,
-    ))
-    .unwrap();
+    let report = world.run_cron();
     assert_eq!(report.repair.repaired, 1);
     assert!(!world.old_has("customer_c1"));
     assert!(world

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use customer_kv_migration::migration::budget::{metered, Budget};
-use customer_kv_migration::migration::cron;
 use customer_kv_migration::migration::verify::{self, Mode};
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::PutOptions;
@@ -14,16 +13,7 @@ use serde_json::json;
 fn backfilled(n: usize) -> World {
     let world = World::in_phase(Phase::Backfill);
     seed_legacy(&world, n);
-    while block_on(cron::run(
-        &world.stores,
-        world.config.default_phase,
-        world.config.phase_cache_ms,
-        world.now_ms,
-    ))
-    .unwrap()
-    .backfill
-    .is_some()
-    {}
+    world.run_cron_until_backfill_stops();
     world
 }
 
@@ -227,16 +217,7 @@ fn gate_3_to_4_opens_after_a_finished_backfill_and_a_clean_full_verification() {
         None,
     );
     assert_eq!(fixed.status, 200);
-    while block_on(cron::run(
-        &world.stores,
-        world.config.default_phase,
-        world.config.phase_cache_ms,
-        world.now_ms,
-    ))
-    .unwrap()
-    .backfill
-    .is_some()
-    {}
+    world.run_cron_until_backfill_stops();
     let report = world
         .send(
             "POST",

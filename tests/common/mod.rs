@@ -122,6 +122,22 @@ impl World {
         assert_eq!(response.status, 200, "{}", response.body);
     }
 
+    /// One cron invocation, as the platform's scheduled event runs it.
+    pub fn run_cron(&self) -> customer_kv_migration::migration::cron::CronReport {
+        block_on(customer_kv_migration::migration::cron::run(
+            &self.stores,
+            self.config.default_phase,
+            self.config.settle_ms(),
+            self.now_ms,
+        ))
+        .unwrap()
+    }
+
+    /// Fires the cron until a run does no backfill (done, paused or not phase 3).
+    pub fn run_cron_until_backfill_stops(&self) {
+        while self.run_cron().backfill.is_some() {}
+    }
+
     pub fn reset_counts(&self) {
         self.stores.old.reset_counts();
         self.stores.new.reset_counts();

@@ -185,10 +185,10 @@ fn copies_keep_bytes_metadata_and_expiration_and_skip_what_they_must() {
     );
 }
 
-#[test]
-fn a_run_cut_off_at_any_operation_loses_nothing() {
+/// KV operations one backfill run makes over `customers` legacy customers.
+fn operations_of_one_run(customers: usize) -> u32 {
     let reference = World::in_phase(Phase::Backfill);
-    seed_legacy(&reference, 150);
+    seed_legacy(&reference, customers);
     let budget = Budget::new(PLATFORM_OPERATION_CAP);
     block_on(backfill::run(
         &metered(&reference.stores, &budget),
@@ -197,7 +197,12 @@ fn a_run_cut_off_at_any_operation_loses_nothing() {
         reference.now_ms,
     ))
     .unwrap();
-    let full_run_ops = budget.used();
+    budget.used()
+}
+
+#[test]
+fn a_run_cut_off_at_any_operation_loses_nothing() {
+    let full_run_ops = operations_of_one_run(150);
     for cut in 0..full_run_ops {
         let world = World::in_phase(Phase::Backfill);
         seed_legacy(&world, 150);
@@ -259,17 +264,7 @@ fn a_second_run_while_the_lease_is_held_does_nothing() {
 #[test]
 fn a_write_during_a_copy_is_never_undone() {
     for action in ["update", "delete"] {
-        let reference = World::in_phase(Phase::Backfill);
-        seed_legacy(&reference, 3);
-        let budget = Budget::new(PLATFORM_OPERATION_CAP);
-        block_on(backfill::run(
-            &metered(&reference.stores, &budget),
-            &budget,
-            RunOptions::default(),
-            reference.now_ms,
-        ))
-        .unwrap();
-        for at in 1..=budget.used() + 1 {
+        for at in 1..=operations_of_one_run(3) + 1 {
             let world = World::in_phase(Phase::Backfill);
             seed_legacy(&world, 3);
             let counter = Cell::new(0);

@@ -7,9 +7,9 @@ use crate::auth::{authenticate, Caller};
 use crate::dataplane::DataPlane;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
-use crate::migration::control::{self, CurrentPhase, PhaseCache};
+use crate::migration::control::{self, CurrentPhase, GateSettings, PhaseCache};
 use crate::phase::Phase;
-use crate::routes::{admin, backfill, customer, emails, route, verify, Route};
+use crate::routes::{admin, backfill, backup, customer, emails, rollback, route, verify, Route};
 use crate::store::{KvStore, Stores};
 
 /// Settings read from the worker's environment (`wrangler.toml` vars and secrets).
@@ -22,6 +22,8 @@ pub struct Config {
     pub phase_cache_ms: u64,
     /// How long a request may still be running on the phase it started with.
     pub request_margin_ms: u64,
+    /// How long phase 4 must run without fallback hits before phase 5.
+    pub verification_period_ms: u64,
 }
 
 impl Config {
@@ -29,11 +31,20 @@ impl Config {
     /// Workers requests rarely run longer; the margin covers one that started on the
     /// previous phase just before its isolate's cache expired.
     pub const DEFAULT_SETTLE_MARGIN_SECONDS: u64 = 30;
+    /// A week: long enough for weekly jobs and rarely active customers to show up.
+    pub const DEFAULT_VERIFICATION_PERIOD_SECONDS: u64 = 7 * 24 * 3600;
 
     /// How long after a phase change something may still act on the previous phase:
     /// an isolate's cached copy, plus a request that read it just before it expired.
     pub fn settle_ms(&self) -> u64 {
         self.phase_cache_ms + self.request_margin_ms
+    }
+
+    pub fn gate_settings(&self) -> GateSettings {
+        GateSettings {
+            settle_ms: self.settle_ms(),
+            verification_period_ms: self.verification_period_ms,
+        }
     }
 
     /// Builds the config from a lookup of environment values by name.
@@ -51,25 +62,28 @@ impl Config {
                 .and_then(Phase::from_number)
                 .ok_or("DEFAULT_PHASE must be a number from 0 to 5")?,
         };
-        let cache_seconds = match lookup("PHASE_CACHE_SECONDS") {
-            None => Self::DEFAULT_PHASE_CACHE_SECONDS,
+        let seconds = |name: &'static str, default: u64| match lookup(name) {
+            None => Ok(default),
             Some(raw) => raw
                 .trim()
                 .parse::<u64>()
-                .map_err(|_| "PHASE_CACHE_SECONDS must be a whole number")?,
+                .map_err(|_| format!("{name} must be a whole number of seconds")),
         };
-        let margin_seconds = match lookup("PHASE_SETTLE_MARGIN_SECONDS") {
-            None => Self::DEFAULT_SETTLE_MARGIN_SECONDS,
-            Some(raw) => raw
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| "PHASE_SETTLE_MARGIN_SECONDS must be a whole number")?,
-        };
+        let cache_seconds = seconds("PHASE_CACHE_SECONDS", Self::DEFAULT_PHASE_CACHE_SECONDS)?;
+        let margin_seconds = seconds(
+            "PHASE_SETTLE_MARGIN_SECONDS",
+            Self::DEFAULT_SETTLE_MARGIN_SECONDS,
+        )?;
+        let period_seconds = seconds(
+            "VERIFICATION_PERIOD_SECONDS",
+            Self::DEFAULT_VERIFICATION_PERIOD_SECONDS,
+        )?;
         Ok(Self {
             jwt_secret,
             default_phase,
-            phase_cache_ms: cache_seconds * 1000,
-            request_margin_ms: margin_seconds * 1000,
+            phase_cache_ms: cache_seconds.saturating_mul(1000),
+            request_margin_ms: margin_seconds.saturating_mul(1000),
+            verification_period_ms: period_seconds.saturating_mul(1000),
         })
     }
 }
@@ -130,7 +144,8 @@ async fn serve<S: KvStore>(
         DataPlane::reading(app.stores, current.phase, app.now_ms)
     } else {
         DataPlane::new(app.stores, current.phase, app.now_ms)
-    };
+    }
+    .with_old_store_catching_up(current.state.old_store_diverged);
     let result = dispatch(app, &plane, &current, &caller, route, request).await;
     warnings.extend(plane.warnings.take());
     result.map_err(ApiResponse::from)
@@ -155,7 +170,7 @@ async fn dispatch<S: KvStore>(
         Route::DeleteCustomer(id) => customer::delete(plane, caller, &id).await,
         Route::MigrationStatus => {
             caller.require_admin()?;
-            admin::status(app.stores, current, app.config.settle_ms(), app.now_ms).await
+            admin::status(app.stores, current, app.config.gate_settings(), app.now_ms).await
         }
         Route::ChangePhase => {
             caller.require_admin()?;
@@ -165,7 +180,7 @@ async fn dispatch<S: KvStore>(
                 current,
                 caller,
                 request,
-                app.config.settle_ms(),
+                app.config.gate_settings(),
                 app.now_ms,
             )
             .await
@@ -182,6 +197,7 @@ async fn dispatch<S: KvStore>(
                 app.stores,
                 current.phase,
                 unsettled_ms,
+                current.state.old_store_diverged,
                 caller,
                 request,
                 app.now_ms,
@@ -203,6 +219,29 @@ async fn dispatch<S: KvStore>(
                 app.now_ms,
             )
             .await
+        }
+        Route::Rollback => {
+            caller.require_admin()?;
+            let ctx = rollback::Context {
+                stores: app.stores,
+                cache: app.phase_cache,
+                default_phase: app.config.default_phase,
+                settings: app.config.gate_settings(),
+                now_ms: app.now_ms,
+            };
+            rollback::run(&ctx, current, caller, request).await
+        }
+        Route::Audit => {
+            caller.require_admin()?;
+            admin::audit_log(app.stores, request).await
+        }
+        Route::Export => {
+            caller.require_admin()?;
+            backup::export(app.stores, request).await
+        }
+        Route::Import => {
+            caller.require_admin()?;
+            backup::import(app.stores, caller, request, app.now_ms).await
         }
         Route::BackfillControl(action) => {
             caller.require_admin()?;

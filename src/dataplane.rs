@@ -52,6 +52,10 @@ pub struct DataPlane<'a, S> {
     /// just read: a request that goes on to write the key relies on the new store
     /// lacking it (see [`DataPlane::apply_after_read`]).
     pub read_repair: bool,
+    /// Set while writes since phase 4 are missing from the old store (after a rollback,
+    /// until the reverse sync has caught it up): the new store is then the source every
+    /// copy reads, so every write goes to it first and no copy runs the other way.
+    pub old_store_catching_up: bool,
 }
 
 impl<'a, S: KvStore> DataPlane<'a, S> {
@@ -62,6 +66,15 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             now_ms,
             warnings: RefCell::new(Vec::new()),
             read_repair: false,
+            old_store_catching_up: false,
+        }
+    }
+
+    /// The same plane while the old store is behind the new one (see the field).
+    pub fn with_old_store_catching_up(self, catching_up: bool) -> Self {
+        Self {
+            old_store_catching_up: catching_up,
+            ..self
         }
     }
 
@@ -120,7 +133,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// wherever the new store is read first.
     pub async fn apply_to_absent_key(&self, changes: &[Change]) -> Result<(), ApiError> {
         let writes = self.phase.routing().writes;
-        if writes.len() == 2 && writes[0] == StoreName::New {
+        if writes.len() == 2 && writes[0] == StoreName::New && !self.old_store_catching_up {
             self.apply_ordered(changes, &[StoreName::Old, StoreName::New], false)
                 .await
                 .map(|_| ())
@@ -143,7 +156,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         served_by: StoreName,
     ) -> Result<bool, ApiError> {
         let writes = self.phase.routing().writes;
-        if writes.len() == 2 && writes[1] == served_by {
+        if writes.len() == 2 && writes[1] == served_by && !self.old_store_catching_up {
             // The new store lacked the key: a failed write there leaves it absent, and
             // every read falls through to the old store, which has the change.
             self.apply_ordered(changes, &[writes[1], writes[0]], true)
@@ -277,7 +290,8 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         if let Err(err) = fallback::record(&self.stores.new, key, self.phase, self.now_ms).await {
             self.warn(format!("could not record a fallback hit: {err}"));
         }
-        if self.read_repair && self.phase.routing().writes.len() == 2 {
+        if self.read_repair && !self.old_store_catching_up && self.phase.routing().writes.len() == 2
+        {
             if let Err(err) = copy::repair_on_read(self.stores, key, served, self.now_ms).await {
                 self.warn(format!("read-repair failed: {err}"));
             }

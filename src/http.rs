@@ -50,6 +50,17 @@ impl ApiRequest {
         }
     }
 
+    /// The value of query parameter `name`, percent-decoded (`+` is a space), if given.
+    pub fn query_param(&self, name: &str) -> Result<Option<String>, ApiError> {
+        for pair in self.query.split('&').filter(|p| !p.is_empty()) {
+            let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            if decode_component(raw_name)? == name {
+                return decode_component(raw_value).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     /// The body as a JSON object; an absent body counts as `{}`.
     pub fn json_object(&self) -> Result<serde_json::Map<String, Value>, ApiError> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
@@ -66,11 +77,21 @@ impl ApiRequest {
     }
 }
 
+fn decode_component(raw: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| ApiError::bad_request("invalid_query", "the query string is not valid UTF-8"))
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiResponse {
     pub status: u16,
+    /// The JSON body, unless `raw` replaces it.
     pub body: Value,
     pub headers: Vec<(&'static str, String)>,
+    /// A body that is not one JSON value (an NDJSON export), with its content type.
+    pub raw: Option<(&'static str, Vec<u8>)>,
 }
 
 impl ApiResponse {
@@ -79,6 +100,15 @@ impl ApiResponse {
             status,
             body,
             headers: Vec::new(),
+            raw: None,
+        }
+    }
+
+    /// A 200 whose body is `bytes` of `content_type`.
+    pub fn raw(content_type: &'static str, bytes: Vec<u8>) -> Self {
+        Self {
+            raw: Some((content_type, bytes)),
+            ..Self::ok(Value::Null)
         }
     }
 

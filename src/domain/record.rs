@@ -143,6 +143,13 @@ impl Tombstone {
             .unwrap_or_default()
     }
 
+    /// When the customer was deleted, in milliseconds, if the marker says.
+    pub fn deleted_at_ms(bytes: &[u8]) -> Option<u64> {
+        let marker: Value = serde_json::from_slice(bytes).ok()?;
+        let at = marker.get(Self::FIELD)?.get("deletedAt")?.as_str()?;
+        crate::time::parse_rfc3339_ms(at)
+    }
+
     pub fn is_tombstone(bytes: &[u8]) -> bool {
         // Cheap prefix test first: records are far more common than tombstones.
         bytes.starts_with(b"{\"__tombstone\"")

@@ -75,11 +75,30 @@ pub async fn append<S: KvStore>(store: &S, entry: &AuditEntry) -> StoreResult<()
 
 /// The newest `limit` entries (at most 1,000), read from metadata with one `list`.
 pub async fn recent<S: KvStore>(store: &S, limit: u32) -> StoreResult<Vec<AuditEntry>> {
-    let page = store.list(AUDIT_PREFIX, None, limit).await?;
-    Ok(page
-        .keys
-        .into_iter()
-        .filter_map(|k| k.metadata)
-        .filter_map(|m| serde_json::from_value(m).ok())
-        .collect())
+    Ok(page(store, limit, None).await?.entries)
+}
+
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Where the next (older) page starts; `None` at the oldest entry.
+    pub cursor: Option<String>,
+}
+
+/// One page of entries, newest first, from `cursor` on. Reasons longer than the
+/// metadata holds come cut short, ending in `…`.
+pub async fn page<S: KvStore>(
+    store: &S,
+    limit: u32,
+    cursor: Option<&str>,
+) -> StoreResult<AuditPage> {
+    let listed = store.list(AUDIT_PREFIX, cursor, limit).await?;
+    Ok(AuditPage {
+        entries: listed
+            .keys
+            .into_iter()
+            .filter_map(|k| k.metadata)
+            .filter_map(|m| serde_json::from_value(m).ok())
+            .collect(),
+        cursor: listed.cursor.filter(|_| !listed.complete),
+    })
 }

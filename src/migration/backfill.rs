@@ -1,18 +1,37 @@
 //! The background backfill: pages through the old store's two key families, copies what
 //! the new store lacks or holds older (see [`copy`]), and keeps a checkpoint in the new
 //! store after every chunk, so a run cut off anywhere loses nothing and the next resumes.
+//! The reverse sync after a rollback is the same engine run the other way
+//! ([`Direction::Reverse`]), with its own checkpoint.
 //! Copies are idempotent, so two overlapping runs do no harm (a lease makes them rare;
 //! counters may then count a chunk twice).
 
 use serde::{Deserialize, Serialize};
 
 use super::budget::Budget;
-use super::copy::{self, CopyCounts};
+use super::copy::{self, CopyCounts, Direction};
 use crate::domain::{CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, Stores, MAX_BULK_KEYS};
 
 pub const CHECKPOINT_KEY: &str = "__migration/backfill";
 pub const LEASE_KEY: &str = "__migration/backfill-lease";
+/// The reverse sync's checkpoint and lease (see [`Direction::Reverse`]).
+pub const REVERSE_CHECKPOINT_KEY: &str = "__migration/reverse-sync";
+pub const REVERSE_LEASE_KEY: &str = "__migration/reverse-sync-lease";
+
+fn checkpoint_key(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Forward => CHECKPOINT_KEY,
+        Direction::Reverse => REVERSE_CHECKPOINT_KEY,
+    }
+}
+
+fn lease_key(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Forward => LEASE_KEY,
+        Direction::Reverse => REVERSE_LEASE_KEY,
+    }
+}
 /// How long a run may hold the lease; cron fires every minute.
 const LEASE_MS: u64 = 50_000;
 const LIST_PAGE: u32 = 1_000;
@@ -105,8 +124,15 @@ impl Checkpoint {
 }
 
 pub async fn load_checkpoint<S: KvStore>(new_store: &S) -> StoreResult<Checkpoint> {
+    load_checkpoint_of(new_store, Direction::Forward).await
+}
+
+pub async fn load_checkpoint_of<S: KvStore>(
+    new_store: &S,
+    direction: Direction,
+) -> StoreResult<Checkpoint> {
     Ok(new_store
-        .get(CHECKPOINT_KEY)
+        .get(checkpoint_key(direction))
         .await?
         .and_then(|v| serde_json::from_slice(&v.bytes).ok())
         .unwrap_or_default())
@@ -114,19 +140,35 @@ pub async fn load_checkpoint<S: KvStore>(new_store: &S) -> StoreResult<Checkpoin
 
 pub async fn save_checkpoint<S: KvStore>(
     new_store: &S,
+    direction: Direction,
     checkpoint: &Checkpoint,
 ) -> StoreResult<()> {
     let bytes = serde_json::to_vec(checkpoint).unwrap_or_default();
     new_store
-        .put(CHECKPOINT_KEY, &bytes, PutOptions::default())
+        .put(checkpoint_key(direction), &bytes, PutOptions::default())
         .await
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
+    pub direction: Direction,
     pub dry_run: bool,
     /// Stop after scanning this many keys (`None`: as many as the budget allows).
     pub max_records: Option<u64>,
+    /// A checkpoint started before this instant no longer counts and is started over
+    /// (the reverse sync restarts when the old store diverges again).
+    pub fresh_after_ms: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            direction: Direction::Forward,
+            dry_run: false,
+            max_records: None,
+            fresh_after_ms: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -157,12 +199,18 @@ pub async fn run<S: KvStore>(
         ..Default::default()
     };
     if !options.dry_run {
-        if let Some(reason) = take_lease(&stores.new, now_ms).await? {
+        if let Some(reason) = take_lease(&stores.new, lease_key(options.direction), now_ms).await? {
             report.skipped_because = Some(reason);
             return Ok(report);
         }
     }
-    let mut checkpoint = load_checkpoint(&stores.new).await?;
+    let mut checkpoint = load_checkpoint_of(&stores.new, options.direction).await?;
+    if checkpoint
+        .started_at
+        .is_some_and(|started| started < options.fresh_after_ms)
+    {
+        checkpoint = Checkpoint::default();
+    }
     checkpoint.started_at.get_or_insert(now_ms);
     checkpoint.runs += 1;
     report.ran = true;
@@ -179,8 +227,8 @@ pub async fn run<S: KvStore>(
     checkpoint.updated_at = now_ms;
     if !options.dry_run {
         // Whatever happened, keep what was done, then free the lease.
-        save_checkpoint(&stores.new, &checkpoint).await?;
-        stores.new.delete(LEASE_KEY).await?;
+        save_checkpoint(&stores.new, options.direction, &checkpoint).await?;
+        stores.new.delete(lease_key(options.direction)).await?;
     }
     result?;
     report.stage = checkpoint.stage;
@@ -200,7 +248,7 @@ async fn advance<S: KvStore>(
     while checkpoint.stage != Stage::Done && budget.affords(1) {
         let stage = checkpoint.stage;
         let page = stores
-            .old
+            .get(options.direction.source())
             .list(stage.prefix(), checkpoint.page_cursor.as_deref(), LIST_PAGE)
             .await?;
         if stage.counting() {
@@ -227,12 +275,13 @@ async fn advance<S: KvStore>(
             if chunk.is_empty() || !budget.affords(3 + chunk.len() as u32 + CHUNK_SLACK) {
                 return Ok(());
             }
-            let counts = copy::copy_chunk(stores, chunk, now_ms, options.dry_run).await?;
+            let counts =
+                copy::copy_chunk(stores, options.direction, chunk, now_ms, options.dry_run).await?;
             report.counts.add(&counts);
             checkpoint.counts.add(&counts);
             checkpoint.after_key = chunk.last().map(|k| k.name.clone());
             if !options.dry_run {
-                save_checkpoint(&stores.new, checkpoint).await?;
+                save_checkpoint(&stores.new, options.direction, checkpoint).await?;
             }
             if chunk.len() < whole_chunk.len() {
                 return Ok(()); // maxRecords reached inside this page
@@ -257,9 +306,13 @@ fn move_past_page(checkpoint: &mut Checkpoint, cursor: Option<String>, complete:
 }
 
 /// Takes the run lease unless another run holds it; returns why not, if not.
-async fn take_lease<S: KvStore>(new_store: &S, now_ms: u64) -> StoreResult<Option<String>> {
+async fn take_lease<S: KvStore>(
+    new_store: &S,
+    key: &str,
+    now_ms: u64,
+) -> StoreResult<Option<String>> {
     let held_until = new_store
-        .get(LEASE_KEY)
+        .get(key)
         .await?
         .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v.bytes).ok())
         .and_then(|v| v.get("until").and_then(serde_json::Value::as_u64));
@@ -271,11 +324,7 @@ async fn take_lease<S: KvStore>(new_store: &S, now_ms: u64) -> StoreResult<Optio
     }
     let lease = serde_json::json!({ "until": now_ms + LEASE_MS });
     new_store
-        .put(
-            LEASE_KEY,
-            lease.to_string().as_bytes(),
-            PutOptions::default(),
-        )
+        .put(key, lease.to_string().as_bytes(), PutOptions::default())
         .await?;
     Ok(None)
 }

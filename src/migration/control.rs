@@ -29,6 +29,10 @@ pub struct PhaseState {
     /// must not go back to it first until a reverse sync has caught it up.
     #[serde(default)]
     pub old_store_diverged: bool,
+    /// When the phase last moved from 3 or below to 4 or above: the reverse sync must
+    /// have started after this to vouch for the old store.
+    #[serde(default)]
+    pub left_old_store_at: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,7 @@ impl CurrentPhase {
                 changed_by: String::new(),
                 new_store_diverged: false,
                 old_store_diverged: false,
+                left_old_store_at: 0,
             },
             source: PhaseSource::Default,
         }
@@ -135,6 +140,15 @@ pub async fn current<S: KvStore>(
     }
 }
 
+/// The timings the gates are judged by, from the worker's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateSettings {
+    /// How long after a phase change isolates may still act on the previous phase.
+    pub settle_ms: u64,
+    /// How long phase 4 must run without fallback hits before phase 5.
+    pub verification_period_ms: u64,
+}
+
 /// What the gates need to know about the stores.
 #[derive(Debug, Clone, Default)]
 pub struct GateFacts {
@@ -146,6 +160,14 @@ pub struct GateFacts {
     pub backfill_progress: String,
     /// The last full verification: `None` if none has run.
     pub last_full_verification: Option<VerificationFacts>,
+    /// Whether a reverse sync finished that started after the old store last diverged.
+    pub reverse_sync_complete: bool,
+    pub reverse_sync_progress: String,
+    /// How much of the verification period in phase 4 is left (0: served).
+    pub verification_period_left_ms: u64,
+    /// Reads that fell back to the old store since phase 4 began.
+    pub fallback_hits_in_phase_4: usize,
+    pub fallback_keys_in_phase_4: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -211,10 +233,17 @@ pub fn unmet_gates(
             "writes skipped the new store while in phase 0; a clean full verification must show it caught up",
         ));
     }
-    if reads_move && to.primary_read_store() == StoreName::Old && state.old_store_diverged {
+    if reads_move
+        && to.primary_read_store() == StoreName::Old
+        && state.old_store_diverged
+        && !facts.reverse_sync_complete
+    {
         gates.push(unmet(
             "old_store_in_sync",
-            "writes since phase 4 reached only the new store; a reverse sync must copy them back first",
+            format!(
+                "writes since phase 4 reached only the new store; the reverse sync must copy them back first ({})",
+                facts.reverse_sync_progress
+            ),
         ));
     }
     let leaves_old_store = from < Phase::NewPrimary && to >= Phase::NewPrimary;
@@ -250,12 +279,40 @@ pub fn unmet_gates(
         ));
     }
     if from < Phase::Complete && to == Phase::Complete {
-        gates.push(unmet(
-            "verification_period",
-            "phase 5 stops reading the old store: it needs a verification period without fallback hits, which this worker cannot attest yet",
-        ));
+        verification_period_gates(from, facts, &mut gates);
     }
     gates
+}
+
+/// Phase 5 stops reading the old store: only after a verification period in phase 4
+/// during which no read needed it.
+fn verification_period_gates(from: Phase, facts: &GateFacts, gates: &mut Vec<UnmetGate>) {
+    if from != Phase::NewPrimary {
+        gates.push(unmet(
+            "verification_period",
+            "phase 5 follows a verification period in phase 4",
+        ));
+        return;
+    }
+    if facts.verification_period_left_ms > 0 {
+        gates.push(unmet(
+            "verification_period",
+            format!(
+                "{} s of the verification period in phase 4 are left",
+                facts.verification_period_left_ms.div_ceil(1000)
+            ),
+        ));
+    }
+    if facts.fallback_hits_in_phase_4 > 0 {
+        gates.push(unmet(
+            "no_fallback_hits",
+            format!(
+                "{} keys were read from the old store since phase 4 began: {}",
+                facts.fallback_hits_in_phase_4,
+                facts.fallback_keys_in_phase_4.join(", ")
+            ),
+        ));
+    }
 }
 
 /// An admin's request to change the phase, parsed from the body.
@@ -264,6 +321,16 @@ pub struct PhaseChangeRequest {
     pub to: Phase,
     pub force: bool,
     pub reason: Option<String>,
+    /// A step of a rollback (audited as one; see [`rollback_jump`]).
+    pub rollback: bool,
+}
+
+/// Whether a rollback may go from `from` to `to` in one move, without the usual gates:
+/// from phase 4 or 5 into phase 2 or 3 reads stay on the new store first and every write
+/// keeps reaching it, in every phase isolates may be in meanwhile; the old store only
+/// starts to be written again, which the reverse sync then completes.
+pub fn rollback_jump(from: Phase, to: Phase) -> bool {
+    from >= Phase::NewPrimary && (Phase::ReadNew..=Phase::Backfill).contains(&to)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +338,28 @@ pub struct PhaseChangeOutcome {
     pub from: Phase,
     pub to: Phase,
     pub forced_gates: Vec<UnmetGate>,
+}
+
+/// What a move does to the record of which store lags behind the other.
+fn apply_store_divergence(
+    next: &mut PhaseState,
+    from: Phase,
+    to: Phase,
+    facts: &GateFacts,
+    now_ms: u64,
+) {
+    if to == Phase::Legacy {
+        next.new_store_diverged = true;
+    }
+    if from < Phase::NewPrimary && to >= Phase::NewPrimary {
+        next.old_store_diverged = true;
+        next.left_old_store_at = now_ms;
+    }
+    // Reads return to the old store: it has caught up if the reverse sync vouches for
+    // it; a forced move without one leaves the old store marked as behind.
+    if to.primary_read_store() == StoreName::Old && facts.reverse_sync_complete {
+        next.old_store_diverged = false;
+    }
 }
 
 /// How long isolates may still run the phase before the current one: a cache lifetime
@@ -298,7 +387,11 @@ pub async fn change<S: KvStore>(
             forced_gates: Vec::new(),
         });
     }
-    let gates = unmet_gates(&current.state, from, to, facts);
+    let gates = if request.rollback && rollback_jump(from, to) {
+        Vec::new()
+    } else {
+        unmet_gates(&current.state, from, to, facts)
+    };
     if !gates.is_empty() && !request.force {
         let reasons: Vec<String> = gates
             .iter()
@@ -330,17 +423,16 @@ pub async fn change<S: KvStore>(
     next.phase = to.number();
     next.changed_at = now_ms;
     next.changed_by = who.to_owned();
-    if to == Phase::Legacy {
-        next.new_store_diverged = true;
-    }
-    if from < Phase::NewPrimary && to >= Phase::NewPrimary {
-        next.old_store_diverged = true;
-    }
+    apply_store_divergence(&mut next, from, to, facts, now_ms);
 
     let entry = AuditEntry {
         at: now_ms,
         who: who.to_owned(),
-        action: "phase_change".into(),
+        action: if request.rollback {
+            "rollback".into()
+        } else {
+            "phase_change".into()
+        },
         from: Some(from.number()),
         to: Some(to.number()),
         reason: request.reason.clone(),

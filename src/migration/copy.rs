@@ -1,58 +1,111 @@
-//! The copy routine the backfill and read-repair share: copy a key from the old store to
-//! the new one only when the new store lacks it or holds an older version, byte for byte
-//! with its metadata and expiration, then read the old store again and correct the copy
-//! if the key changed or vanished meanwhile.
+//! The copy routine the backfill, read-repair and the reverse sync share: copy a key from
+//! the source store to the target only when the target lacks it or holds an older
+//! version, byte for byte with its metadata and expiration, then read the source again
+//! and correct the copy if the key changed or vanished meanwhile.
 //!
-//! Why the re-read suffices: every request that writes a key the new store lacks writes
-//! the old store first (see `DataPlane::apply`), so a write that a copy could have
-//! overwritten in the new store reached the old store before the re-read.
+//! Why the re-read suffices: every request that writes a key writes the source first
+//! (see `DataPlane`): forward, a key the new store lacks goes to the old store first;
+//! in reverse, while the old store catches up after a rollback, every write goes to the
+//! new store first. A write that a copy could have overwritten in the target therefore
+//! reached the source before the re-read.
 
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{CustomerRecord, Tombstone, CUSTOMER_PREFIX};
-use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, StoredValue, Stores};
+use crate::store::{KvStore, ListedKey, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 use crate::time::{parse_rfc3339_ms, rfc3339};
+
+/// Which way data flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The migration: old store to new store.
+    Forward,
+    /// The reverse sync after a rollback from phase 4 or 5: writes since phase 4 reached
+    /// only the new store, which is therefore the source of truth.
+    Reverse,
+}
+
+impl Direction {
+    pub fn source(self) -> StoreName {
+        match self {
+            Direction::Forward => StoreName::Old,
+            Direction::Reverse => StoreName::New,
+        }
+    }
+
+    pub fn target(self) -> StoreName {
+        match self {
+            Direction::Forward => StoreName::New,
+            Direction::Reverse => StoreName::Old,
+        }
+    }
+}
 
 /// What to do with one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The new store lacks the key or holds an older version.
+    /// The target lacks the key or holds an older version.
     Copy,
-    /// The new store holds the same bytes and metadata.
+    /// The source holds a tombstone and the target the record it deleted (reverse only:
+    /// the old store keeps no tombstones).
+    Delete,
+    /// The target holds the same bytes and metadata.
     InSync,
-    /// The new store holds a newer version (dual writes put it there).
-    NewerInNew,
-    /// The new store holds a tombstone: the customer was deleted.
+    /// The target holds a newer version (dual writes put it there).
+    NewerInTarget,
+    /// The new store holds a tombstone: the customer was deleted (forward only).
     Deleted,
     /// Both stores hold different values that cannot be ordered; reported, not overwritten.
     Conflict,
     /// The key's expiration has passed; KV will drop it.
     Expired,
-    /// The key was listed but is gone from the old store.
+    /// The key was listed but is gone from the source.
     Gone,
 }
 
 pub fn decide(
-    old: Option<&StoredValue>,
-    new: Option<&StoredValue>,
+    direction: Direction,
+    source: Option<&StoredValue>,
+    target: Option<&StoredValue>,
     expiration: Option<u64>,
     now_ms: u64,
 ) -> Verdict {
     if expiration.is_some_and(|at| at * 1000 <= now_ms) {
         return Verdict::Expired;
     }
-    let Some(old) = old else { return Verdict::Gone };
-    let Some(new) = new else { return Verdict::Copy };
-    if Tombstone::is_tombstone(&new.bytes) {
+    let Some(source) = source else {
+        return Verdict::Gone;
+    };
+    if Tombstone::is_tombstone(&source.bytes) {
+        // Only the new store holds tombstones, so only a reverse sync meets one here.
+        return match target {
+            None => Verdict::InSync,
+            Some(target) => match (
+                Tombstone::deleted_at_ms(&source.bytes),
+                version(&target.bytes),
+            ) {
+                (Some(deleted), Some(updated)) if updated > deleted => Verdict::NewerInTarget,
+                _ => Verdict::Delete,
+            },
+        };
+    }
+    let Some(target) = target else {
+        return Verdict::Copy;
+    };
+    if Tombstone::is_tombstone(&target.bytes) {
         return Verdict::Deleted;
     }
-    if old.bytes == new.bytes && old.metadata == new.metadata {
+    if source.bytes == target.bytes && source.metadata == target.metadata {
         return Verdict::InSync;
     }
-    match (version(&old.bytes), version(&new.bytes)) {
-        (Some(old_at), Some(new_at)) if old_at > new_at => Verdict::Copy,
-        (Some(_), Some(_)) => Verdict::NewerInNew,
+    match (version(&source.bytes), version(&target.bytes)) {
+        (Some(source_at), Some(target_at)) if source_at > target_at => Verdict::Copy,
+        (Some(_), Some(_)) => Verdict::NewerInTarget,
+        // Since phase 4 every write reached the new store alone, so in reverse it wins
+        // even where versions cannot tell (an email mapping that was repointed).
+        _ if direction == Direction::Reverse => Verdict::Copy,
         _ => Verdict::Conflict,
     }
 }
@@ -81,7 +134,7 @@ pub struct CopyCounts {
     pub conflicts: u64,
     pub corrupt: u64,
     pub expired: u64,
-    /// Copies corrected because the old store changed while they were made.
+    /// Copies corrected because the source changed while they were made.
     pub corrected: u64,
     pub errors: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -110,11 +163,12 @@ fn extend_capped(into: &mut Vec<String>, from: &[String]) {
     into.extend(from.iter().take(room).cloned());
 }
 
-/// Copies at most [`crate::store::MAX_BULK_KEYS`] listed keys. Costs three bulk reads
-/// plus one write per copied key (and two more operations per correction).
-/// With `dry_run` it reads, decides and counts, and writes nothing.
+/// Copies at most [`crate::store::MAX_BULK_KEYS`] keys listed from the source. Costs
+/// three bulk reads plus one write per copied key (and two more operations per
+/// correction). With `dry_run` it reads, decides and counts, and writes nothing.
 pub async fn copy_chunk<S: KvStore>(
     stores: &Stores<S>,
+    direction: Direction,
     keys: &[ListedKey],
     now_ms: u64,
     dry_run: bool,
@@ -124,18 +178,25 @@ pub async fn copy_chunk<S: KvStore>(
         ..Default::default()
     };
     let names: Vec<String> = keys.iter().map(|k| k.name.clone()).collect();
-    let old_values = stores.old.get_many(&names).await?;
-    let new_values = stores.new.get_many(&names).await?;
+    let source_values = stores.get(direction.source()).get_many(&names).await?;
+    let target_values = stores.get(direction.target()).get_many(&names).await?;
 
-    let mut to_copy: Vec<(&ListedKey, StoredValue)> = Vec::new();
-    for ((listed, old), new) in keys.iter().zip(old_values).zip(new_values) {
-        match decide(old.as_ref(), new.as_ref(), listed.expiration, now_ms) {
-            Verdict::Copy => {
-                let Some(old) = old else { continue };
-                if is_corrupt_record(&listed.name, &old.bytes) {
+    let mut to_write: Vec<(&ListedKey, StoredValue)> = Vec::new();
+    for ((listed, source), target) in keys.iter().zip(source_values).zip(target_values) {
+        let verdict = decide(
+            direction,
+            source.as_ref(),
+            target.as_ref(),
+            listed.expiration,
+            now_ms,
+        );
+        match verdict {
+            Verdict::Copy | Verdict::Delete => {
+                let Some(source) = source else { continue };
+                if verdict == Verdict::Copy && is_corrupt_record(&listed.name, &source.bytes) {
                     counts.corrupt += 1;
                 }
-                to_copy.push((listed, old));
+                to_write.push((listed, source));
             }
             Verdict::Expired => counts.expired += 1,
             Verdict::Conflict => {
@@ -145,17 +206,17 @@ pub async fn copy_chunk<S: KvStore>(
                     std::slice::from_ref(&listed.name),
                 );
             }
-            Verdict::InSync | Verdict::NewerInNew | Verdict::Deleted | Verdict::Gone => {
+            Verdict::InSync | Verdict::NewerInTarget | Verdict::Deleted | Verdict::Gone => {
                 counts.skipped += 1
             }
         }
     }
     if dry_run {
-        counts.copied = to_copy.len() as u64;
+        counts.copied = to_write.len() as u64;
         return Ok(counts);
     }
 
-    let written = write_copies(stores, to_copy, now_ms, &mut counts).await?;
+    let written = write_copies(stores, direction, to_write, now_ms, &mut counts).await?;
     counts.copied = written;
     Ok(counts)
 }
@@ -163,20 +224,26 @@ pub async fn copy_chunk<S: KvStore>(
 /// Writes the copies, then re-reads and corrects them; returns how many were written.
 async fn write_copies<S: KvStore>(
     stores: &Stores<S>,
-    to_copy: Vec<(&ListedKey, StoredValue)>,
+    direction: Direction,
+    to_write: Vec<(&ListedKey, StoredValue)>,
     now_ms: u64,
     counts: &mut CopyCounts,
 ) -> StoreResult<u64> {
-    let writes = to_copy.iter().map(|(listed, value)| {
-        let options = PutOptions {
-            expiration: listed.expiration,
-            metadata: value.metadata.clone(),
-        };
-        stores.new.put(&listed.name, &value.bytes, options)
+    let target = stores.get(direction.target());
+    let writes = to_write.iter().map(|(listed, value)| {
+        if Tombstone::is_tombstone(&value.bytes) && direction == Direction::Reverse {
+            futures::future::Either::Left(target.delete(&listed.name))
+        } else {
+            let options = PutOptions {
+                expiration: listed.expiration,
+                metadata: value.metadata.clone(),
+            };
+            futures::future::Either::Right(target.put(&listed.name, &value.bytes, options))
+        }
     });
     let results = join_all(writes).await;
     let mut written = Vec::new();
-    for ((listed, value), result) in to_copy.into_iter().zip(results) {
+    for ((listed, value), result) in to_write.into_iter().zip(results) {
         match result {
             Ok(()) => written.push((listed.name.clone(), value)),
             Err(_) => {
@@ -186,14 +253,15 @@ async fn write_copies<S: KvStore>(
         }
     }
     let copied = written.len() as u64;
-    counts.corrected += recheck(stores, written, now_ms).await?;
+    counts.corrected += recheck(stores, direction, written, now_ms).await?;
     Ok(copied)
 }
 
-/// Re-reads the old store for keys just copied and corrects the copies of those that
+/// Re-reads the source for keys just copied and corrects the copies of those that
 /// changed or vanished. Returns how many were corrected.
 async fn recheck<S: KvStore>(
     stores: &Stores<S>,
+    direction: Direction,
     copied: Vec<(String, StoredValue)>,
     now_ms: u64,
 ) -> StoreResult<u64> {
@@ -203,7 +271,7 @@ async fn recheck<S: KvStore>(
     } else {
         3
     };
-    // What the old store held when the new store was last made to match it.
+    // What the source held when the target was last made to match it.
     let mut expected: Vec<(String, Option<StoredValue>)> = copied
         .into_iter()
         .map(|(key, value)| (key, Some(value)))
@@ -214,25 +282,15 @@ async fn recheck<S: KvStore>(
             break;
         }
         let names: Vec<String> = expected.iter().map(|(k, _)| k.clone()).collect();
-        let now_in_old = stores.old.get_many(&names).await?;
+        let now_in_source = stores.get(direction.source()).get_many(&names).await?;
         let mut changed = Vec::new();
-        for ((key, was), current) in expected.into_iter().zip(now_in_old) {
+        for ((key, was), current) in expected.into_iter().zip(now_in_source) {
             if current == was {
                 continue;
             }
             corrected += 1;
-            match &current {
-                // A writer changed it: its value carries no expiration (API writes have none).
-                Some(value) => {
-                    let options = PutOptions {
-                        expiration: None,
-                        metadata: value.metadata.clone(),
-                    };
-                    stores.new.put(&key, &value.bytes, options).await?;
-                }
-                None => remove_copy(&stores.new, &key, now_ms).await?,
-            }
-            // Check again: the old store may change once more while this correction lands.
+            match_source(stores, direction, &key, current.as_ref(), now_ms).await?;
+            // Check again: the source may change once more while this correction lands.
             changed.push((key, current));
         }
         expected = changed;
@@ -240,8 +298,34 @@ async fn recheck<S: KvStore>(
     Ok(corrected)
 }
 
-/// Undoes a copy whose source was deleted: a customer keeps a tombstone, so that the
-/// deletion holds whichever store is read.
+/// Makes the target hold what the source now holds for `key`.
+async fn match_source<S: KvStore>(
+    stores: &Stores<S>,
+    direction: Direction,
+    key: &str,
+    current: Option<&StoredValue>,
+    now_ms: u64,
+) -> StoreResult<()> {
+    let target = stores.get(direction.target());
+    match (current, direction) {
+        (Some(value), Direction::Reverse) if Tombstone::is_tombstone(&value.bytes) => {
+            target.delete(key).await
+        }
+        // A writer changed it: its value carries no expiration (API writes have none).
+        (Some(value), _) => {
+            let options = PutOptions {
+                expiration: None,
+                metadata: value.metadata.clone(),
+            };
+            target.put(key, &value.bytes, options).await
+        }
+        (None, Direction::Forward) => remove_copy(&stores.new, key, now_ms).await,
+        (None, Direction::Reverse) => target.delete(key).await,
+    }
+}
+
+/// Undoes a copy into the new store whose source was deleted: a customer keeps a
+/// tombstone, so that the deletion holds whichever store is read.
 async fn remove_copy<S: KvStore>(new_store: &S, key: &str, now_ms: u64) -> StoreResult<()> {
     if key.starts_with(CUSTOMER_PREFIX) {
         new_store
@@ -274,9 +358,16 @@ pub async fn repair_on_read<S: KvStore>(
         scanned: 1,
         ..Default::default()
     };
-    if decide(Some(served), None, listed.expiration, now_ms) == Verdict::Copy {
-        counts.copied =
-            write_copies(stores, vec![(&listed, served.clone())], now_ms, &mut counts).await?;
+    let direction = Direction::Forward;
+    if decide(direction, Some(served), None, listed.expiration, now_ms) == Verdict::Copy {
+        counts.copied = write_copies(
+            stores,
+            direction,
+            vec![(&listed, served.clone())],
+            now_ms,
+            &mut counts,
+        )
+        .await?;
     }
     Ok(counts)
 }

@@ -1,5 +1,6 @@
-//! What one cron invocation does: drain the repair journal, then, in phase 3 and unless
-//! paused, advance the backfill — all inside one invocation's KV budget.
+//! What one cron invocation does: drain the repair journal, then advance the backfill
+//! (phase 3, unless paused) or, after a rollback from phase 4 or 5, the reverse sync
+//! (phases 2 and 3) — all inside one invocation's KV budget.
 
 use serde::Serialize;
 
@@ -7,6 +8,7 @@ use super::backfill::{self, RunOptions, RunReport};
 use super::budget::{metered, Budget};
 use super::control;
 use super::repair::{self, RepairReport};
+use super::reverse;
 use crate::error::ApiError;
 use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
@@ -18,6 +20,8 @@ pub struct CronReport {
     pub repair: RepairReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill: Option<RunReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverse_sync: Option<RunReport>,
     pub operations: u32,
 }
 
@@ -35,10 +39,16 @@ pub async fn run<S: KvStore>(
     // Keys out of sync are a risk whichever store reads come from: repair in every phase.
     let repair = repair::drain(&stores, current.phase, now_ms, repair::ENTRIES_PER_RUN).await?;
     let mut backfill = None;
+    let mut reverse_sync = None;
     // Not while isolates may still run the previous phase: after a rollback from phase 4
-    // they write the new store alone, and a copy could overwrite such a write unnoticed.
+    // they write the new store alone, and a copy could overwrite such a write unnoticed
+    // (forward), or miss it (reverse).
     let settled = control::unsettled_ms(&current.state, settle_ms, now_ms) == 0;
-    if current.phase.cron_backfills() && settled {
+    if current.state.old_store_diverged {
+        if reverse::syncs_in(current.phase) && settled {
+            reverse_sync = reverse::advance(&stores, &budget, &current.state, now_ms).await?;
+        }
+    } else if current.phase.cron_backfills() && settled {
         let checkpoint = backfill::load_checkpoint(&stores.new).await?;
         if !checkpoint.paused && !checkpoint.complete() {
             backfill = Some(backfill::run(&stores, &budget, RunOptions::default(), now_ms).await?);
@@ -48,6 +58,7 @@ pub async fn run<S: KvStore>(
         phase: current.phase.number(),
         repair,
         backfill,
+        reverse_sync,
         operations: budget.used(),
     })
 }

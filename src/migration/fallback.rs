@@ -6,10 +6,15 @@ use serde_json::json;
 
 use super::FALLBACK_PREFIX;
 use crate::phase::Phase;
-use crate::store::{KvStore, PutOptions, StoreResult};
+use crate::store::{KvStore, ListedKey, PutOptions, StoreResult};
 
 pub fn entry_key(key: &str) -> String {
     format!("{FALLBACK_PREFIX}{key}")
+}
+
+/// When a listed fallback entry was last hit, from its metadata.
+pub fn recorded_at(listed: &ListedKey) -> Option<u64> {
+    listed.metadata.as_ref()?.get("at")?.as_u64()
 }
 
 pub async fn record<S: KvStore>(

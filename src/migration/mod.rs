@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod backfill;
+pub mod backup;
 pub mod budget;
 pub mod control;
 pub mod copy;
@@ -11,10 +12,14 @@ pub mod emails;
 pub mod fallback;
 pub mod journal;
 pub mod repair;
+pub mod reverse;
+pub mod rollback;
 pub mod verify;
 
 use crate::store::{KvStore, ListedKey, StoreResult};
 
+/// Every key of the migration's own state starts with this.
+pub const MIGRATION_PREFIX: &str = "__migration/";
 pub const PHASE_KEY: &str = "__migration/phase";
 pub const AUDIT_PREFIX: &str = "__migration/audit/";
 pub const JOURNAL_PREFIX: &str = "__migration/journal/";
@@ -27,6 +32,16 @@ pub struct KeySample {
     /// False when counting stopped at `max_pages` before the end.
     pub exact: bool,
     pub keys: Vec<String>,
+}
+
+impl Default for KeySample {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            exact: true,
+            keys: Vec::new(),
+        }
+    }
 }
 
 /// Counts the keys under `prefix` (the part after it is reported), reading at most

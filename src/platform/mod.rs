@@ -137,12 +137,18 @@ fn error_code(response: &ApiResponse) -> &str {
 
 fn to_response(response: &ApiResponse) -> Result<Response> {
     let headers = Headers::new();
-    headers.set("Content-Type", "application/json")?;
+    let (content_type, body) = match &response.raw {
+        Some((content_type, bytes)) => (*content_type, bytes.clone()),
+        None => (
+            "application/json",
+            serde_json::to_vec(&response.body).unwrap_or_default(),
+        ),
+    };
+    headers.set("Content-Type", content_type)?;
     headers.set("Cache-Control", "no-store")?;
     for (name, value) in &response.headers {
         headers.set(name, value)?;
     }
-    let body = serde_json::to_vec(&response.body).unwrap_or_default();
     Ok(Response::from_bytes(body)?
         .with_status(response.status)
         .with_headers(headers))

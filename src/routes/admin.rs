@@ -8,9 +8,12 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::audit::{self, AuditEntry};
 use crate::migration::backfill::{self, Checkpoint};
 use crate::migration::control::{
-    self, CurrentPhase, GateFacts, PhaseCache, PhaseChangeRequest, PhaseSource, VerificationFacts,
+    self, CurrentPhase, GateFacts, GateSettings, PhaseCache, PhaseChangeRequest, PhaseSource,
+    VerificationFacts,
 };
+use crate::migration::copy::Direction;
 use crate::migration::verify::{self, Verification};
+use crate::migration::{fallback, reverse};
 use crate::migration::{repair, sample_keys, KeySample, FALLBACK_PREFIX, JOURNAL_PREFIX};
 use crate::phase::Phase;
 use crate::routes::verify::report_json;
@@ -23,17 +26,19 @@ const STATUS_SAMPLE_KEYS: usize = 20;
 const MAX_REASON_CHARS: usize = 1_000;
 
 /// What the gates are judged on, read from the new store.
-struct Facts {
-    gates: GateFacts,
-    journal: KeySample,
-    checkpoint: Checkpoint,
-    last_full: Option<Verification>,
+pub struct Facts {
+    pub gates: GateFacts,
+    pub journal: KeySample,
+    pub checkpoint: Checkpoint,
+    pub reverse_sync: Checkpoint,
+    pub last_full: Option<Verification>,
+    pub fallback_in_phase_4: KeySample,
 }
 
-async fn gather_facts<S: KvStore>(
+pub async fn gather_facts<S: KvStore>(
     stores: &Stores<S>,
     current: &CurrentPhase,
-    settle_ms: u64,
+    settings: GateSettings,
     now_ms: u64,
 ) -> Result<Facts, ApiError> {
     let journal = sample_keys(
@@ -51,8 +56,25 @@ async fn gather_facts<S: KvStore>(
         let done = checkpoint.completed_at;
         done.is_some_and(|done| v.completed_at.is_some_and(|at| at >= done))
     });
+    let reverse_sync = backfill::load_checkpoint_of(&stores.new, Direction::Reverse).await?;
+    let state = &current.state;
+    let reverse_sync_complete = reverse::vouches(&reverse_sync, state);
+    let in_phase_4 = current.phase == Phase::NewPrimary;
+    let since = state.changed_at;
+    let fallback_in_phase_4 = if in_phase_4 {
+        sample_keys(
+            &stores.new,
+            FALLBACK_PREFIX,
+            STATUS_LIST_PAGES,
+            STATUS_SAMPLE_KEYS,
+            |k| fallback::recorded_at(k).is_some_and(|at| at >= since),
+        )
+        .await?
+    } else {
+        KeySample::default()
+    };
     let gates = GateFacts {
-        unsettled_ms: control::unsettled_ms(&current.state, settle_ms, now_ms),
+        unsettled_ms: control::unsettled_ms(state, settings.settle_ms, now_ms),
         repair_journal_size: journal.count,
         backfill_complete: checkpoint.complete(),
         backfill_progress: format!(
@@ -65,22 +87,37 @@ async fn gather_facts<S: KvStore>(
             mismatched: v.mismatched,
             extra: v.extra,
         }),
+        reverse_sync_complete,
+        reverse_sync_progress: format!(
+            "stage {:?}, {:.1}% scanned",
+            reverse_sync.stage,
+            reverse_sync.percent()
+        ),
+        verification_period_left_ms: if in_phase_4 {
+            (since + settings.verification_period_ms).saturating_sub(now_ms)
+        } else {
+            0
+        },
+        fallback_hits_in_phase_4: fallback_in_phase_4.count,
+        fallback_keys_in_phase_4: fallback_in_phase_4.keys.clone(),
     };
     Ok(Facts {
         gates,
         journal,
         checkpoint,
+        reverse_sync,
         last_full,
+        fallback_in_phase_4,
     })
 }
 
 pub async fn status<S: KvStore>(
     stores: &Stores<S>,
     current: &CurrentPhase,
-    settle_ms: u64,
+    settings: GateSettings,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
-    let facts = gather_facts(stores, current, settle_ms, now_ms).await?;
+    let facts = gather_facts(stores, current, settings, now_ms).await?;
     let fallback = sample_keys(
         &stores.new,
         FALLBACK_PREFIX,
@@ -92,13 +129,15 @@ pub async fn status<S: KvStore>(
     let recent = audit::recent(&stores.new, 50).await?;
     let history: Vec<_> = recent
         .iter()
-        .filter(|e| e.action == "phase_change")
+        .filter(|e| e.action == "phase_change" || e.action == "rollback")
         .collect();
     Ok(ApiResponse::ok(json!({
         "phase": phase_json(current),
         "gates": next_move_gates(current, &facts.gates),
         "history": history,
         "backfill": backfill_json(&facts.checkpoint),
+        "reverseSync": reverse_sync_json(current, &facts),
+        "verificationPeriod": verification_period_json(current, settings, &facts),
         "verification": {
             "current": verify::load(&stores.new, verify::PROGRESS_KEY).await?.as_ref().map(report_json),
             "lastFull": facts.last_full.as_ref().map(report_json),
@@ -109,6 +148,30 @@ pub async fn status<S: KvStore>(
         "oldStoreDiverged": current.state.old_store_diverged,
         "recentAudit": recent,
     })))
+}
+
+/// The reverse sync: needed while the old store lacks writes made since phase 4.
+pub fn reverse_sync_json(current: &CurrentPhase, facts: &Facts) -> Value {
+    let mut progress = backfill_json(&facts.reverse_sync);
+    progress["needed"] = json!(current.state.old_store_diverged);
+    progress["vouches"] = json!(facts.gates.reverse_sync_complete);
+    progress
+}
+
+fn verification_period_json(
+    current: &CurrentPhase,
+    settings: GateSettings,
+    facts: &Facts,
+) -> Value {
+    if current.phase != Phase::NewPrimary {
+        return Value::Null;
+    }
+    json!({
+        "startedAt": current.state.changed_at,
+        "periodMs": settings.verification_period_ms,
+        "leftMs": facts.gates.verification_period_left_ms,
+        "fallbackHits": facts.fallback_in_phase_4,
+    })
 }
 
 pub fn backfill_json(checkpoint: &Checkpoint) -> Value {
@@ -159,11 +222,11 @@ pub async fn change_phase<S: KvStore>(
     current: &CurrentPhase,
     caller: &Caller,
     request: &ApiRequest,
-    settle_ms: u64,
+    settings: GateSettings,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
-    let change = parse_phase_change(request.json_object()?)?;
-    let facts = gather_facts(stores, current, settle_ms, now_ms).await?;
+    let change = parse_phase_change(request.json_object()?, "phase")?;
+    let facts = gather_facts(stores, current, settings, now_ms).await?;
     let outcome = control::change(
         &stores.new,
         current,
@@ -182,6 +245,31 @@ pub async fn change_phase<S: KvStore>(
         "changed": outcome.from != outcome.to,
         "forced": !outcome.forced_gates.is_empty(),
         "forcedGates": outcome.forced_gates,
+    })))
+}
+
+/// Entries per audit page unless `limit` says otherwise.
+const AUDIT_PAGE: u32 = 50;
+
+/// `GET /admin/migrate/audit?limit=&cursor=`: admin actions, newest first, paged.
+pub async fn audit_log<S: KvStore>(
+    stores: &Stores<S>,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    let limit = match request.query_param("limit")? {
+        None => AUDIT_PAGE,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request("invalid_query", "limit must be 1 to 1000"))?,
+    };
+    let cursor = request.query_param("cursor")?.filter(|c| !c.is_empty());
+    let page = audit::page(&stores.new, limit, cursor.as_deref()).await?;
+    Ok(ApiResponse::ok(json!({
+        "entries": page.entries,
+        "cursor": page.cursor,
+        "complete": page.cursor.is_none(),
     })))
 }
 
@@ -205,12 +293,16 @@ pub async fn repair<S: KvStore>(
     Ok(ApiResponse::ok(json!({ "repair": report })))
 }
 
-fn parse_phase_change(body: Map<String, Value>) -> Result<PhaseChangeRequest, ApiError> {
+/// A move to the phase in `field`, with the optional `force` and `reason`.
+pub fn parse_phase_change(
+    body: Map<String, Value>,
+    field: &str,
+) -> Result<PhaseChangeRequest, ApiError> {
     let to = body
-        .get("phase")
+        .get(field)
         .and_then(Value::as_u64)
         .and_then(Phase::from_number)
-        .ok_or_else(|| ApiError::invalid_body("phase must be an integer from 0 to 5"))?;
+        .ok_or_else(|| ApiError::invalid_body(format!("{field} must be an integer from 0 to 5")))?;
     let force = optional_bool(&body, "force")?;
     let reason = match body.get("reason") {
         None | Some(Value::Null) => None,
@@ -222,7 +314,12 @@ fn parse_phase_change(body: Map<String, Value>) -> Result<PhaseChangeRequest, Ap
         }
         Some(_) => return Err(ApiError::invalid_body("reason must be a string")),
     };
-    Ok(PhaseChangeRequest { to, force, reason })
+    Ok(PhaseChangeRequest {
+        to,
+        force,
+        reason,
+        rollback: false,
+    })
 }
 
 /// A boolean field that defaults to false.

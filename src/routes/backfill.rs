@@ -9,6 +9,7 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::audit::{self, AuditEntry};
 use crate::migration::backfill::{self, RunOptions, CHECKPOINT_KEY, LEASE_KEY};
 use crate::migration::budget::{metered, Budget};
+use crate::migration::copy::Direction;
 use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
 
@@ -32,6 +33,7 @@ pub async fn run_batch<S: KvStore>(
     stores: &Stores<S>,
     phase: Phase,
     unsettled_ms: u64,
+    old_store_diverged: bool,
     caller: &Caller,
     request: &ApiRequest,
     now_ms: u64,
@@ -59,6 +61,14 @@ pub async fn run_batch<S: KvStore>(
             ),
         ));
     }
+    if old_store_diverged {
+        // The new store holds writes the old one lacks: copying old to new now could
+        // carry a value back that those writes replaced.
+        return Err(ApiError::conflict(
+            "backfill_not_allowed",
+            "writes since phase 4 reached only the new store; the reverse sync must finish before the backfill may run again",
+        ));
+    }
     if unsettled_ms > 0 {
         // Isolates still on phase 0 write the old store only: a copy made now could be
         // outdated by one of their writes without anything noticing.
@@ -74,6 +84,7 @@ pub async fn run_batch<S: KvStore>(
         RunOptions {
             dry_run,
             max_records,
+            ..RunOptions::default()
         },
         now_ms,
     )
@@ -115,7 +126,7 @@ pub async fn control<S: KvStore>(
         Control::Pause | Control::Resume => {
             let mut checkpoint = backfill::load_checkpoint(&stores.new).await?;
             checkpoint.paused = action == Control::Pause;
-            backfill::save_checkpoint(&stores.new, &checkpoint).await?;
+            backfill::save_checkpoint(&stores.new, Direction::Forward, &checkpoint).await?;
         }
         Control::Reset => {
             // The next run counts and copies from the start; copies already made stay,

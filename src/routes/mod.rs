@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod backfill;
+pub mod backup;
 pub mod customer;
 pub mod emails;
+pub mod rollback;
 pub mod verify;
 
 use percent_encoding::percent_decode_str;
@@ -29,6 +31,10 @@ pub enum Route {
     BackfillControl(backfill::Control),
     Verify,
     Emails,
+    Rollback,
+    Audit,
+    Export,
+    Import,
 }
 
 /// A request no route takes: the error, and for a 405 the methods the path accepts.
@@ -84,6 +90,12 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             (&["POST"], (*method == Post).then_some(Route::ChangePhase))
         }
         ["admin", "migrate", "repair"] => (&["POST"], (*method == Post).then_some(Route::Repair)),
+        ["admin", "migrate", "rollback"] => {
+            (&["POST"], (*method == Post).then_some(Route::Rollback))
+        }
+        ["admin", "migrate", "audit"] => (&["GET"], (*method == Get).then_some(Route::Audit)),
+        ["admin", "migrate", "export"] => (&["GET"], (*method == Get).then_some(Route::Export)),
+        ["admin", "migrate", "import"] => (&["POST"], (*method == Post).then_some(Route::Import)),
         ["admin", "migrate", "emails"] => (&["POST"], (*method == Post).then_some(Route::Emails)),
         ["admin", "migrate", "verify"] => (&["POST"], (*method == Post).then_some(Route::Verify)),
         ["admin", "migrate", "backfill"] => {

@@ -65,6 +65,7 @@ impl World {
                 default_phase: Phase::Legacy,
                 phase_cache_ms: 0,
                 request_margin_ms: 0,
+                verification_period_ms: 0,
             },
             cache: PhaseCache::default(),
             now_ms: START_MS,

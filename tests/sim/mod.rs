@@ -168,6 +168,7 @@ impl Sim {
                 phase_cache_ms,
                 // Requests here span up to a second or so of simulated time.
                 request_margin_ms: 3_000,
+                verification_period_ms: 0,
             },
             clock: Cell::new(START_MS),
             model: RefCell::new(BTreeMap::new()),

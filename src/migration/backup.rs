@@ -1,0 +1,171 @@
+//! Backups as NDJSON: one line per key with its value (as text where it is UTF-8, else
+//! base64), metadata and expiration, so a restore reproduces the key exactly.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::MIGRATION_PREFIX;
+use crate::store::{PutOptions, StoredValue};
+
+/// Workers KV's limits on a key and on its metadata.
+const MAX_KEY_BYTES: usize = 512;
+const MAX_METADATA_BYTES: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupLine {
+    pub key: String,
+    /// The value, when it is valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value in standard base64, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// Absolute, in seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<u64>,
+}
+
+impl BackupLine {
+    pub fn new(key: &str, stored: &StoredValue, expiration: Option<u64>) -> Self {
+        let (value, base64) = match std::str::from_utf8(&stored.bytes) {
+            Ok(text) => (Some(text.to_owned()), None),
+            Err(_) => (None, Some(BASE64.encode(&stored.bytes))),
+        };
+        Self {
+            key: key.to_owned(),
+            value,
+            base64,
+            metadata: stored.metadata.clone(),
+            expiration,
+        }
+    }
+
+    pub fn to_ndjson(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+/// A line ready to write back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restore {
+    pub key: String,
+    pub bytes: Vec<u8>,
+    pub options: PutOptions,
+}
+
+impl Restore {
+    /// The migration's own state is not restored: it describes the run that made the
+    /// backup, not the one restoring it.
+    pub fn is_migration_state(&self) -> bool {
+        self.key.starts_with(MIGRATION_PREFIX)
+    }
+}
+
+/// Parses a whole NDJSON body, or says which line is wrong and why. Blank lines are
+/// skipped.
+pub fn parse(body: &[u8]) -> Result<Vec<Restore>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?;
+    let mut restores = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let line_number = index + 1;
+        let restore =
+            parse_line(raw).map_err(|problem| format!("line {line_number}: {problem}"))?;
+        restores.push(restore);
+    }
+    Ok(restores)
+}
+
+fn parse_line(raw: &str) -> Result<Restore, String> {
+    let line: BackupLine =
+        serde_json::from_str(raw).map_err(|e| format!("not a backup line: {e}"))?;
+    if line.key.is_empty() || line.key.len() > MAX_KEY_BYTES {
+        return Err(format!("the key must be 1 to {MAX_KEY_BYTES} bytes"));
+    }
+    let bytes = match (line.value, line.base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => BASE64
+            .decode(encoded.as_bytes())
+            .map_err(|e| format!("base64 is not valid: {e}"))?,
+        _ => return Err("exactly one of value and base64 must be given".into()),
+    };
+    if let Some(metadata) = &line.metadata {
+        if serde_json::to_vec(metadata).map_or(0, |m| m.len()) > MAX_METADATA_BYTES {
+            return Err(format!(
+                "metadata is larger than {MAX_METADATA_BYTES} bytes"
+            ));
+        }
+    }
+    Ok(Restore {
+        key: line.key,
+        bytes,
+        options: PutOptions {
+            expiration: line.expiration,
+            metadata: line.metadata.filter(|m| !m.is_null()),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_and_binary_values_round_trip_with_metadata_and_expiration() {
+        let cases = [
+            (
+                b"{\"customerId\":\"c1\"}".to_vec(),
+                Some(json!({"v": 1})),
+                Some(2_000_000_000),
+            ),
+            (vec![0xff, 0x00, 0xfe, b'a'], None, None),
+            ("naïve ✓".as_bytes().to_vec(), None, Some(1)),
+        ];
+        for (bytes, metadata, expiration) in cases {
+            let stored = StoredValue {
+                bytes: bytes.clone(),
+                metadata: metadata.clone(),
+            };
+            let line = BackupLine::new("customer_c1", &stored, expiration).to_ndjson();
+            let restored = parse(&line).unwrap();
+            assert_eq!(
+                restored,
+                vec![Restore {
+                    key: "customer_c1".into(),
+                    bytes,
+                    options: PutOptions {
+                        expiration,
+                        metadata
+                    },
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn names_the_line_that_is_wrong() {
+        let body = b"{\"key\":\"a\",\"value\":\"1\"}\n\n{\"key\":\"b\"}\n";
+        assert_eq!(
+            parse(body).unwrap_err(),
+            "line 3: exactly one of value and base64 must be given"
+        );
+        assert!(parse(b"{\"key\":\"\",\"value\":\"x\"}")
+            .unwrap_err()
+            .contains("key"));
+        assert!(parse(b"{\"key\":\"a\",\"base64\":\"%%\"}")
+            .unwrap_err()
+            .contains("base64"));
+        assert!(parse(b"[1]").unwrap_err().starts_with("line 1"));
+        assert!(parse(b"{\"key\":\"a\",\"value\":\"x\",\"extra\":1}").is_err());
+    }
+}

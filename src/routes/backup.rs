@@ -1,0 +1,133 @@
+//! `GET /admin/migrate/export` and `POST /admin/migrate/import`: backups of either store
+//! as NDJSON pages (see [`crate::migration::backup`]), and their restore.
+
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::migration::audit::{self, AuditEntry};
+use crate::migration::backup::{self, BackupLine};
+use crate::migration::MIGRATION_PREFIX;
+use crate::store::{KvStore, StoreName, Stores, MAX_BULK_KEYS};
+
+/// Keys per export page: one list and ten bulk reads, far inside the operation cap.
+const EXPORT_PAGE: u32 = 1_000;
+/// Lines one import request may write, inside the 1,000 operations of an invocation.
+const MAX_IMPORT_LINES: usize = 500;
+
+fn store_param(request: &ApiRequest) -> Result<StoreName, ApiError> {
+    let raw = request.query_param("store")?.unwrap_or_default();
+    StoreName::parse(&raw)
+        .ok_or_else(|| ApiError::bad_request("invalid_query", "store must be old or new"))
+}
+
+/// One page of keys under `prefix` (all keys by default; the migration's own state only
+/// when the prefix asks for it), with the next cursor in `X-Export-Cursor`.
+pub async fn export<S: KvStore>(
+    stores: &Stores<S>,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    let store = stores.get(store_param(request)?);
+    let prefix = request.query_param("prefix")?.unwrap_or_default();
+    let cursor = request.query_param("cursor")?.filter(|c| !c.is_empty());
+    let limit = match request.query_param("limit")? {
+        None => EXPORT_PAGE,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=EXPORT_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_query", format!("limit must be 1 to {EXPORT_PAGE}"))
+            })?,
+    };
+    let page = store.list(&prefix, cursor.as_deref(), limit).await?;
+    let include_state = prefix.starts_with(MIGRATION_PREFIX);
+    let keys: Vec<_> = page
+        .keys
+        .into_iter()
+        .filter(|k| include_state || !k.name.starts_with(MIGRATION_PREFIX))
+        .collect();
+    let mut body = Vec::new();
+    for chunk in keys.chunks(MAX_BULK_KEYS) {
+        let names: Vec<String> = chunk.iter().map(|k| k.name.clone()).collect();
+        let values = store.get_many(&names).await?;
+        for (listed, value) in chunk.iter().zip(values) {
+            // Gone since it was listed (deleted or expired): nothing to back up.
+            if let Some(value) = value {
+                body.extend(BackupLine::new(&listed.name, &value, listed.expiration).to_ndjson());
+            }
+        }
+    }
+    let mut response = ApiResponse::raw("application/x-ndjson", body)
+        .with_header("X-Export-Complete", page.complete.to_string());
+    if let Some(next) = page.cursor.filter(|_| !page.complete) {
+        response = response.with_header("X-Export-Cursor", next);
+    }
+    Ok(response)
+}
+
+/// Writes the lines of an NDJSON body into a store: only keys it lacks by default, or
+/// every line with `mode=overwrite`. The body is checked whole before anything is
+/// written.
+pub async fn import<S: KvStore>(
+    stores: &Stores<S>,
+    caller: &Caller,
+    request: &ApiRequest,
+    now_ms: u64,
+) -> Result<ApiResponse, ApiError> {
+    let store_name = store_param(request)?;
+    let store = stores.get(store_name);
+    let overwrite = match request.query_param("mode")?.as_deref() {
+        None | Some("missing") => false,
+        Some("overwrite") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "mode must be missing or overwrite",
+            ))
+        }
+    };
+    let lines = backup::parse(&request.body).map_err(ApiError::invalid_body)?;
+    if lines.len() > MAX_IMPORT_LINES {
+        return Err(ApiError::invalid_body(format!(
+            "at most {MAX_IMPORT_LINES} lines per request; send the rest in another"
+        )));
+    }
+    let (state, data): (Vec<_>, Vec<_>) = lines.into_iter().partition(|l| l.is_migration_state());
+    let mut written = 0;
+    let mut present = 0;
+    for chunk in data.chunks(MAX_BULK_KEYS) {
+        let existing = if overwrite {
+            vec![None; chunk.len()]
+        } else {
+            let names: Vec<String> = chunk.iter().map(|l| l.key.clone()).collect();
+            store.get_many(&names).await?
+        };
+        for (line, existing) in chunk.iter().zip(existing) {
+            if existing.is_some() {
+                present += 1;
+                continue;
+            }
+            store
+                .put(&line.key, &line.bytes, line.options.clone())
+                .await?;
+            written += 1;
+        }
+    }
+    let detail = format!(
+        "{written} keys written to the {} store, {present} already there",
+        store_name.as_str()
+    );
+    audit::append(
+        &stores.new,
+        &AuditEntry::action(&caller.subject, "import", now_ms, Some(detail)),
+    )
+    .await?;
+    Ok(ApiResponse::ok(json!({
+        "store": store_name.as_str(),
+        "written": written,
+        "alreadyPresent": present,
+        "skippedMigrationState": state.len(),
+    })))
+}

@@ -25,10 +25,12 @@ pub fn syncs_in(phase: Phase) -> bool {
     matches!(phase, Phase::ReadNew | Phase::Backfill)
 }
 
-/// Whether `checkpoint` is a finished sync that vouches for the old store in `state`.
+/// Whether `checkpoint` is a finished sync that vouches for the old store in `state`:
+/// one without failed copies, started after the old store last diverged.
 pub fn vouches(checkpoint: &Checkpoint, state: &PhaseState) -> bool {
     state.old_store_diverged
         && checkpoint.complete()
+        && checkpoint.counts.errors == 0
         && checkpoint
             .started_at
             .is_some_and(|started| started >= state.left_old_store_at)
@@ -46,9 +48,15 @@ pub async fn advance<S: KvStore>(
     if vouches(&checkpoint, state) {
         return Ok(None);
     }
+    // A finished pass whose copies partly failed proves nothing: start another.
+    let fresh_after_ms = if checkpoint.complete() && checkpoint.counts.errors > 0 {
+        now_ms + 1
+    } else {
+        state.left_old_store_at
+    };
     let options = RunOptions {
         direction: Direction::Reverse,
-        fresh_after_ms: state.left_old_store_at,
+        fresh_after_ms,
         ..RunOptions::default()
     };
     backfill::run(stores, budget, options, now_ms)

@@ -95,7 +95,9 @@ impl World {
         token: Option<&str>,
         body: Option<Value>,
     ) -> ApiResponse {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let mut request = ApiRequest::new(Method::parse(method), path);
+        request.query = query.to_owned();
         request.authorization = token.map(|t| format!("Bearer {t}"));
         request.body = body
             .map(|b| serde_json::to_vec(&b).unwrap())

@@ -206,7 +206,7 @@ async fn dispatch<S: KvStore>(
         }
         Route::Emails => {
             caller.require_admin()?;
-            emails::run(app.stores, current.phase, caller, request, app.now_ms).await
+            emails::run(app.stores, current, caller, request, app.now_ms).await
         }
         Route::Verify => {
             caller.require_admin()?;

@@ -9,15 +9,15 @@ use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::audit::{self, AuditEntry};
 use crate::migration::budget::{metered, Budget};
+use crate::migration::control::CurrentPhase;
 use crate::migration::emails;
-use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
 
 const REQUEST_OVERHEAD_OPS: u32 = 4;
 
 pub async fn run<S: KvStore>(
     stores: &Stores<S>,
-    phase: Phase,
+    current: &CurrentPhase,
     caller: &Caller,
     request: &ApiRequest,
     now_ms: u64,
@@ -27,7 +27,8 @@ pub async fn run<S: KvStore>(
     let restart = optional_bool(&body, "restart")?;
     let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);
     let metered_stores = metered(stores, &budget);
-    let plane = DataPlane::new(&metered_stores, phase, now_ms);
+    let plane = DataPlane::new(&metered_stores, current.phase, now_ms)
+        .with_old_store_catching_up(current.state.old_store_diverged);
     let report = emails::run(&plane, &budget, dry_run, restart).await?;
     if !dry_run {
         let detail = format!(

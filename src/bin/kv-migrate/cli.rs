@@ -1,0 +1,157 @@
+//! The command line.
+
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kv-migrate",
+    version,
+    about = "Drive the OTP_AUTH_KV → CUSTOMER_KV migration through the worker's admin API",
+    after_help = "Exit codes: 0 done, 1 other failure, 2 bad command line, 3 refused or not finished \
+(gate, rollback under way, verification differences), 4 unauthorized, 5 worker or store failure, \
+6 worker unreachable, 7 invalid request."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct Global {
+    /// The worker's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "KV_MIGRATE_URL",
+        default_value = "http://127.0.0.1:8787"
+    )]
+    pub url: String,
+    /// An admin JWT. Without one, a short-lived admin token is minted from JWT_SECRET.
+    #[arg(long, global = true, env = "KV_MIGRATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The worker's signing secret, used only to mint tokens locally.
+    #[arg(long, global = true, env = "JWT_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Print the worker's answers as JSON (one document per line) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Phase, gates, backfill and reverse-sync progress, verification, journal, audit.
+    Status {
+        /// Redraw until the backfill (or reverse sync) finishes.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+    },
+    /// Move to phase N through the gates.
+    Phase {
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=5))]
+        phase: u8,
+        #[command(flatten)]
+        force: Force,
+    },
+    /// Run backfill batches now (the cron also runs them in phase 3).
+    Backfill {
+        /// Report what would be copied, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop after scanning this many keys.
+        #[arg(long)]
+        max_records: Option<u64>,
+        /// Keep running batches until the backfill is complete.
+        #[arg(long)]
+        until_done: bool,
+    },
+    /// Compare both stores key by key, until the verification is complete.
+    Verify {
+        /// Compare every key (the default).
+        #[arg(long, conflicts_with = "sample")]
+        full: bool,
+        /// Compare about one key in N.
+        #[arg(long, value_name = "N")]
+        sample: Option<u64>,
+    },
+    /// Audit and repair the email → customer mappings, until complete.
+    Emails {
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Roll back to phase N, syncing writes made since phase 4 back to the old store.
+    Rollback {
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=5))]
+        phase: u8,
+        #[command(flatten)]
+        force: Force,
+        /// Take one round of steps and exit (3 if not done) instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Write every key of a store as NDJSON to standard output.
+    Export {
+        #[arg(long, value_enum)]
+        store: StoreArg,
+        /// Only keys with this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Restore an NDJSON export into a store (keys it lacks, or all with --overwrite).
+    Import {
+        #[arg(long, value_enum)]
+        store: StoreArg,
+        /// Replace keys the store already holds.
+        #[arg(long)]
+        overwrite: bool,
+        /// The export file; `-` for standard input.
+        file: String,
+    },
+    /// Admin actions, newest first.
+    Audit {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Every entry, page after page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print a short-lived JWT minted from JWT_SECRET, for local use.
+    Token {
+        #[arg(long, default_value = "admin")]
+        role: String,
+        #[arg(long, default_value = "ops-admin")]
+        sub: String,
+        /// Lifetime in minutes.
+        #[arg(long, default_value_t = 15)]
+        minutes: u64,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct Force {
+    /// Override unmet gates (needs --reason; audited).
+    #[arg(long, requires = "reason")]
+    pub force: bool,
+    /// Why the gates are overridden.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StoreArg {
+    Old,
+    New,
+}
+
+impl StoreArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreArg::Old => "old",
+            StoreArg::New => "new",
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! One function per subcommand: the requests it makes and what it prints.
+
+use std::io::{BufRead, Write};
+use std::thread::sleep;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::cli::{Args, Command, Force, StoreArg};
+use crate::client::{mint_token, Client};
+use crate::outcome::{CommandResult, Failure};
+use crate::render;
+
+/// Requests a looping command makes before it gives up: far more than any run needs.
+const MAX_ROUNDS: usize = 100_000;
+/// An import request's body stays under the worker's 64 KiB limit, in at most this many
+/// lines (the worker takes 500).
+const IMPORT_BODY_BYTES: usize = 60 * 1024;
+const IMPORT_LINES: usize = 400;
+
+pub fn run(args: Args) -> CommandResult {
+    let json = args.global.json;
+    if let Command::Token { role, sub, minutes } = &args.command {
+        let secret = args.global.secret.as_deref().ok_or_else(|| {
+            Failure::Other("set JWT_SECRET (or pass --secret) to mint a token".into())
+        })?;
+        println!("{}", mint_token(secret, role, sub, *minutes)?);
+        return Ok(());
+    }
+    let client = Client::new(&args.global)?;
+    let out = Output { json };
+    match args.command {
+        Command::Status { watch, interval } => status(&client, &out, watch, interval),
+        Command::Phase { phase, force } => change_phase(&client, &out, phase, &force),
+        Command::Backfill {
+            dry_run,
+            max_records,
+            until_done,
+        } => backfill(&client, &out, dry_run, max_records, until_done),
+        Command::Verify { full: _, sample } => verify(&client, &out, sample),
+        Command::Emails { dry_run } => emails(&client, &out, dry_run),
+        Command::Rollback {
+            phase,
+            force,
+            no_wait,
+        } => rollback(&client, &out, phase, &force, no_wait),
+        Command::Export { store, prefix } => export(&client, store, &prefix),
+        Command::Import {
+            store,
+            overwrite,
+            file,
+        } => import(&client, &out, store, overwrite, &file),
+        Command::Audit { limit, all } => audit(&client, &out, limit, all),
+        Command::Token { .. } => Ok(()),
+    }
+}
+
+/// Prints either the worker's JSON or the human rendering of it.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn show(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{}", human(value));
+        }
+    }
+
+    /// Progress lines go to standard error in JSON mode, so standard output stays
+    /// one document per line.
+    fn progress(&self, line: &str) {
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+fn status(client: &Client, out: &Output, watch: bool, interval: u64) -> CommandResult {
+    let fetch = || client.get("/admin/migrate/status", &[])?.success();
+    if !watch {
+        let status = fetch()?;
+        out.show(&status, render::status);
+        return Ok(());
+    }
+    let interactive = !out.json && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        let status = fetch()?;
+        if out.json {
+            println!("{status}");
+        } else if interactive {
+            // Clear the screen and redraw in place.
+            println!("\x1b[2J\x1b[H{}", render::status(&status));
+        } else {
+            println!("{}", render::progress_line(&status));
+        }
+        std::io::stdout().flush().ok();
+        if render::nothing_running(&status) {
+            return Ok(());
+        }
+        sleep(Duration::from_secs(interval.max(1)));
+    }
+}
+
+fn force_fields(body: &mut Value, force: &Force) {
+    if force.force {
+        body["force"] = json!(true);
+    }
+    if let Some(reason) = &force.reason {
+        body["reason"] = json!(reason);
+    }
+}
+
+fn change_phase(client: &Client, out: &Output, phase: u8, force: &Force) -> CommandResult {
+    let mut body = json!({ "phase": phase });
+    force_fields(&mut body, force);
+    let answer = client.post_json("/admin/migrate/phase", &body)?.success()?;
+    out.show(&answer, render::phase_change);
+    Ok(())
+}
+
+fn backfill(
+    client: &Client,
+    out: &Output,
+    dry_run: bool,
+    max_records: Option<u64>,
+    until_done: bool,
+) -> CommandResult {
+    let mut body = json!({ "dryRun": dry_run });
+    if let Some(max) = max_records {
+        body["maxRecords"] = json!(max);
+    }
+    for _ in 0..MAX_ROUNDS {
+        let answer = client
+            .post_json("/admin/migrate/backfill", &body)?
+            .success()?;
+        out.show(&answer, render::backfill_batch);
+        let complete = answer["progress"]["complete"].as_bool().unwrap_or(false);
+        if !until_done || dry_run || complete {
+            return Ok(());
+        }
+    }
+    Err(Failure::Refused("the backfill did not finish".into()))
+}
+
+fn verify(client: &Client, out: &Output, sample: Option<u64>) -> CommandResult {
+    let mut body = match sample {
+        Some(n) => json!({ "mode": "sample", "sample": n }),
+        None => json!({ "mode": "full" }),
+    };
+    // A fresh verification, resumed call after call until it is complete.
+    body["restart"] = json!(true);
+    for _ in 0..MAX_ROUNDS {
+        let answer = client
+            .post_json("/admin/migrate/verify", &body)?
+            .success()?;
+        body["restart"] = json!(false);
+        if answer["complete"].as_bool().unwrap_or(false) {
+            out.show(&answer, render::verification);
+            return if answer["clean"].as_bool().unwrap_or(false) {
+                Ok(())
+            } else {
+                Err(Failure::Refused(
+                    "the stores differ: see the keys above".into(),
+                ))
+            };
+        }
+        out.progress(&format!(
+            "verifying: {} keys listed, {} compared",
+            answer["listed"], answer["valuesCompared"]
+        ));
+    }
+    Err(Failure::Refused("the verification did not finish".into()))
+}
+
+fn emails(client: &Client, out: &Output, dry_run: bool) -> CommandResult {
+    let body = json!({ "dryRun": dry_run });
+    for _ in 0..MAX_ROUNDS {
+        let answer = client
+            .post_json("/admin/migrate/emails", &body)?
+            .success()?;
+        if answer["complete"].as_bool().unwrap_or(false) {
+            out.show(&answer, render::email_audit);
+            return Ok(());
+        }
+        out.progress("auditing email mappings…");
+    }
+    Err(Failure::Refused("the email audit did not finish".into()))
+}
+
+fn rollback(
+    client: &Client,
+    out: &Output,
+    phase: u8,
+    force: &Force,
+    no_wait: bool,
+) -> CommandResult {
+    let mut body = json!({ "toPhase": phase });
+    force_fields(&mut body, force);
+    for _ in 0..MAX_ROUNDS {
+        let answer = client.post_json("/admin/migrate/rollback", &body)?;
+        if answer.status == 200 {
+            let done = answer.json()?;
+            out.show(&done, render::rollback);
+            return Ok(());
+        }
+        let progress = answer
+            .json()
+            .ok()
+            .filter(|v| answer.status == 409 && v["error"]["code"] == "rollback_in_progress");
+        let Some(progress) = progress else {
+            return Err(answer.failure());
+        };
+        out.show(&progress, render::rollback);
+        if no_wait {
+            return Err(Failure::Refused(format!(
+                "rollback to phase {phase} is not finished; run the command again"
+            )));
+        }
+        if progress["rollback"]["next"]["step"] == "blocked" {
+            return Err(answer.failure());
+        }
+        let wait_ms = progress["rollback"]["next"]["ms"].as_u64().unwrap_or(0);
+        sleep(Duration::from_millis(wait_ms.clamp(200, 10_000)));
+    }
+    Err(Failure::Refused("the rollback did not finish".into()))
+}
+
+fn export(client: &Client, store: StoreArg, prefix: &str) -> CommandResult {
+    let stdout = std::io::stdout();
+    let mut stdout = stdout.lock();
+    let mut cursor = String::new();
+    let mut keys = 0usize;
+    loop {
+        let query = [
+            ("store", store.as_str()),
+            ("prefix", prefix),
+            ("cursor", cursor.as_str()),
+        ];
+        let answer = client.get("/admin/migrate/export", &query)?;
+        if answer.status != 200 {
+            return Err(answer.failure());
+        }
+        keys += answer.body.lines().filter(|l| !l.trim().is_empty()).count();
+        stdout
+            .write_all(answer.body.as_bytes())
+            .map_err(|e| Failure::Other(format!("writing the export: {e}")))?;
+        let complete = answer.header("X-Export-Complete") == Some("true");
+        match answer.header("X-Export-Cursor") {
+            Some(next) if !complete => cursor = next.to_owned(),
+            _ => break,
+        }
+    }
+    stdout.flush().ok();
+    eprintln!("exported {keys} keys from the {} store", store.as_str());
+    Ok(())
+}
+
+fn import(
+    client: &Client,
+    out: &Output,
+    store: StoreArg,
+    overwrite: bool,
+    file: &str,
+) -> CommandResult {
+    let reader: Box<dyn BufRead> = if file == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let opened = std::fs::File::open(file)
+            .map_err(|e| Failure::Other(format!("cannot open {file}: {e}")))?;
+        Box::new(std::io::BufReader::new(opened))
+    };
+    let mode = if overwrite { "overwrite" } else { "missing" };
+    let mut totals = json!({ "store": store.as_str(), "written": 0, "alreadyPresent": 0, "skippedMigrationState": 0 });
+    let mut batch = String::new();
+    let mut lines_in_batch = 0;
+    let mut send = |batch: &mut String, lines: &mut usize| -> CommandResult {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let query = [("store", store.as_str()), ("mode", mode)];
+        let answer = client
+            .post(
+                "/admin/migrate/import",
+                &query,
+                "application/x-ndjson",
+                std::mem::take(batch).into_bytes(),
+            )?
+            .success()?;
+        for field in ["written", "alreadyPresent", "skippedMigrationState"] {
+            totals[field] =
+                json!(totals[field].as_u64().unwrap_or(0) + answer[field].as_u64().unwrap_or(0));
+        }
+        *lines = 0;
+        Ok(())
+    };
+    for (index, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Failure::Other(format!("reading {file}: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() + 1 > IMPORT_BODY_BYTES {
+            return Err(Failure::Invalid(format!(
+                "line {} is larger than one import request may carry ({IMPORT_BODY_BYTES} bytes)",
+                index + 1
+            )));
+        }
+        if batch.len() + line.len() + 1 > IMPORT_BODY_BYTES || lines_in_batch == IMPORT_LINES {
+            send(&mut batch, &mut lines_in_batch)?;
+        }
+        batch.push_str(&line);
+        batch.push('\n');
+        lines_in_batch += 1;
+    }
+    send(&mut batch, &mut lines_in_batch)?;
+    out.show(&totals, render::import);
+    Ok(())
+}
+
+fn audit(client: &Client, out: &Output, limit: u32, all: bool) -> CommandResult {
+    let mut cursor = String::new();
+    let limit = limit.to_string();
+    loop {
+        let answer = client
+            .get(
+                "/admin/migrate/audit",
+                &[("limit", &limit), ("cursor", &cursor)],
+            )?
+            .success()?;
+        out.show(&answer, render::audit_page);
+        match answer["cursor"].as_str() {
+            Some(next) if all => cursor = next.to_owned(),
+            _ => return Ok(()),
+        }
+    }
+}

@@ -14,8 +14,8 @@ failed=0
 echo "==> native tests (cargo test), with the deterministic simulation (10,000 histories)"
 cargo test --all-targets -- --nocapture || failed=1
 
-echo "==> building the worker"
-if bash scripts/build.sh; then
+echo "==> building the worker and the command-line client"
+if bash scripts/build.sh && cargo build --bin kv-migrate; then
   echo "==> end-to-end tests (workerd through Miniflare)"
   npm run --silent test:e2e || failed=1
 else

@@ -45,6 +45,7 @@ export const PHASE_KEY = "__migration/phase";
 
 /**
  * Starts the worker. Returns a harness:
+ *   h.url                     the worker's loopback URL, for other processes
  *   h.request(method, path, { token, body, rawBody, headers }) -> { status, json, text, headers }
  *   h.old(), h.new()          KV namespaces OTP_AUTH_KV and CUSTOMER_KV
  *   h.setPhase(n)             forced phase change through POST /admin/migrate/phase
@@ -63,6 +64,8 @@ export async function startWorker({ bindings = {} } = {}) {
     ],
     compatibilityDate: "2025-01-01",
     kvNamespaces: ["OTP_AUTH_KV", "CUSTOMER_KV"],
+    // A free loopback port, so a separate process (the command-line client) can reach it.
+    port: 0,
     bindings: {
       JWT_SECRET,
       DEFAULT_PHASE: "0",
@@ -71,7 +74,7 @@ export async function startWorker({ bindings = {} } = {}) {
       ...bindings,
     },
   });
-  await mf.ready;
+  const url = String(await mf.ready).replace(/\/$/, "");
   const oldKv = await mf.getKVNamespace("OTP_AUTH_KV");
   const newKv = await mf.getKVNamespace("CUSTOMER_KV");
 
@@ -139,6 +142,7 @@ export async function startWorker({ bindings = {} } = {}) {
 
   return {
     mf,
+    url,
     request,
     old: () => oldKv,
     new: () => newKv,

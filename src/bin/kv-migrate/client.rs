@@ -83,10 +83,12 @@ impl Answer {
 
 impl Client {
     pub fn new(global: &Global) -> CommandResult<Self> {
+        // An empty variable counts as unset.
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let token =
-            match (&global.token, &global.secret) {
-                (Some(token), _) => token.clone(),
-                (None, Some(secret)) => mint_token(secret, "admin", "kv-migrate", 15)?,
+            match (given(&global.token), given(&global.secret)) {
+                (Some(token), _) => token,
+                (None, Some(secret)) => mint_token(&secret, "admin", "kv-migrate", 15)?,
                 (None, None) => return Err(Failure::Unauthorized(
                     "no token: pass --token (or KV_MIGRATE_TOKEN), or set JWT_SECRET to mint one"
                         .into(),

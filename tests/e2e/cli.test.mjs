@@ -1,0 +1,195 @@
+// The operator's runbook, end to end in workerd, driven through the command-line client
+// (target/debug/kv-migrate, or $KV_MIGRATE_BIN): a backup first, phases 0→5 with the
+// backfill and a verification, a forced gate that shows up in the audit, a rollback from
+// 5 to 2 and then to 0 while a client keeps writing, and an export restored into an
+// empty store.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, test } from "node:test";
+import { generateLegacyData } from "../../scripts/legacy-data.mjs";
+import { JWT_SECRET, customerKey, getJson, startWorker } from "./harness.mjs";
+
+const CLI =
+  process.env.KV_MIGRATE_BIN ??
+  fileURLToPath(new URL("../../target/debug/kv-migrate", import.meta.url));
+if (!existsSync(CLI)) throw new Error(`${CLI} does not exist: run \`cargo build --bin kv-migrate\``);
+
+const work = mkdtempSync(join(tmpdir(), "kv-migrate-e2e-"));
+const backupFile = join(work, "old-store.ndjson");
+let h;
+let seeded; // the old store as seeded: key → { value (bytes), metadata, expiration }
+
+/** Runs the client against `worker`; resolves with its exit code and output. */
+function cli(args, worker = h) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(CLI, args, {
+      env: { ...process.env, KV_MIGRATE_URL: worker.url, JWT_SECRET, KV_MIGRATE_TOKEN: "" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const out = [];
+    const err = [];
+    child.stdout.on("data", (d) => out.push(d));
+    child.stderr.on("data", (d) => err.push(d));
+    child.on("error", reject);
+    child.on("close", (code) =>
+      resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+    );
+  });
+}
+
+async function ok(args, worker) {
+  const run = await cli(args, worker);
+  assert.equal(run.code, 0, `kv-migrate ${args.join(" ")} exited ${run.code}\n${run.stdout}\n${run.stderr}`);
+  return run;
+}
+
+/** Every key of a namespace with its bytes, metadata and expiration. */
+async function snapshot(kv) {
+  const result = new Map();
+  let cursor;
+  for (;;) {
+    const page = await kv.list({ cursor });
+    for (const key of page.keys) {
+      if (key.name.startsWith("__migration/")) continue;
+      const { value, metadata } = await kv.getWithMetadata(key.name, "arrayBuffer");
+      result.set(key.name, {
+        value: Buffer.from(value).toString("base64"),
+        metadata: metadata ?? null,
+        expiration: key.expiration ?? null,
+      });
+    }
+    if (page.list_complete) return result;
+    cursor = page.cursor;
+  }
+}
+
+before(async () => {
+  h = await startWorker({ bindings: { VERIFICATION_PERIOD_SECONDS: "3600" } });
+  const old = h.old();
+  const entries = generateLegacyData({ customers: 150, seed: 21 });
+  for (const { key, value, expiration, metadata } of entries) {
+    await old.put(key, value, { ...(expiration ? { expiration } : {}), ...(metadata ? { metadata } : {}) });
+  }
+  // A value that is not UTF-8 must survive the backup byte for byte.
+  await old.put("customer_binary_blob", new Uint8Array([0xff, 0x00, 0xfe, 0x41]), { metadata: { kind: "blob" } });
+  seeded = await snapshot(old);
+});
+after(async () => {
+  await h?.stop();
+});
+
+test("a token is minted locally and the status reads the default phase", async () => {
+  const token = await ok(["token"]);
+  assert.match(token.stdout.trim(), /^[\w-]+\.[\w-]+\.[\w-]+$/);
+  const status = await ok(["status"]);
+  assert.match(status.stdout, /^phase 0 legacy/m);
+  assert.match(status.stdout, /forward to 1: allowed/);
+  const json = JSON.parse((await ok(["status", "--json"])).stdout);
+  assert.equal(json.phase.current, 0);
+});
+
+test("exit codes tell scripts what happened", async () => {
+  assert.equal((await cli(["phase", "3"])).code, 3, "a refused gate exits 3");
+  const unauthorized = await cli(["status", "--token", "not-a-jwt"]);
+  assert.equal(unauthorized.code, 4);
+  assert.match(unauthorized.stderr, /invalid_token|unauthorized/);
+  assert.equal((await cli(["phase", "9"])).code, 2, "a bad command line exits 2");
+  assert.equal((await cli(["status", "--url", "http://127.0.0.1:9"])).code, 6, "an unreachable worker exits 6");
+  assert.equal((await cli(["rollback", "3"])).code, 7, "a rollback upwards is an invalid request");
+});
+
+test("backup first: the export of the old store holds every key", async () => {
+  const run = await ok(["export", "--store", "old"]);
+  writeFileSync(backupFile, run.stdout);
+  const lines = run.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(lines.length, seeded.size);
+  const blob = lines.find((l) => l.key === "customer_binary_blob");
+  assert.equal(blob.base64, Buffer.from([0xff, 0x00, 0xfe, 0x41]).toString("base64"));
+  assert.deepEqual(blob.metadata, { kind: "blob" });
+});
+
+test("phases 0→5 with the backfill, a verification and a forced gate in the audit", async () => {
+  for (const phase of ["1", "2", "3"]) await ok(["phase", phase]);
+  const dry = await ok(["backfill", "--dry-run", "--max-records", "50"]);
+  assert.match(dry.stdout, /dry run/);
+  await ok(["backfill", "--until-done"]);
+  const watched = await ok(["status", "--watch", "--interval", "1"]);
+  assert.match(watched.stdout, /complete/);
+  await ok(["emails", "--dry-run"]);
+  const verify = await ok(["verify", "--full"]);
+  assert.match(verify.stdout, /full clean/);
+  await ok(["phase", "4"]);
+
+  const refused = await cli(["phase", "5"]);
+  assert.equal(refused.code, 3, refused.stderr);
+  assert.match(refused.stderr, /verification_period/);
+  await ok(["phase", "5", "--force", "--reason", "runbook drill: skip the verification period"]);
+
+  const audit = JSON.parse((await ok(["audit", "--json", "--limit", "50"])).stdout);
+  const forced = audit.entries.find((e) => e.forced && e.to === 5);
+  assert.ok(forced, JSON.stringify(audit.entries));
+  assert.deepEqual(forced.unmetGates, ["verification_period"]);
+  assert.equal(forced.reason, "runbook drill: skip the verification period");
+  const human = await ok(["audit"]);
+  assert.match(human.stdout, /phase_change 4→5 FORCED \[verification_period\]/);
+});
+
+test("a rollback from 5 to 2 and on to 0 while a client keeps writing loses nothing", async () => {
+  const acknowledged = new Map(); // customer id → the last name acknowledged, or null once deleted
+  let writing = true;
+  let n = 0;
+  const writer = (async () => {
+    while (writing) {
+      n += 1;
+      const id = `cust_${String(n % 40).padStart(6, "0")}`;
+      const name = `written ${n}`;
+      const res =
+        n % 13 === 0
+          ? await h.request("DELETE", `/customer/${id}`, { token: h.serviceToken })
+          : await h.request("PATCH", `/customer/${id}`, { token: h.serviceToken, body: { name } });
+      if (res.status === 200) acknowledged.set(id, n % 13 === 0 ? null : name);
+      else assert.ok([404, 503].includes(res.status), `${res.status} ${res.text}`);
+    }
+  })();
+
+  const toTwo = await ok(["rollback", "2"]);
+  assert.match(toTwo.stdout, /moved phase 5 → 2/);
+  assert.match((await ok(["status"])).stdout, /reverse sync .*(copy|count|complete)/);
+  const toZero = await ok(["rollback", "0"]);
+  assert.match(toZero.stdout, /reverse sync: scanned/);
+  assert.match(toZero.stdout, /rollback complete: phase 0/);
+  await new Promise((r) => setTimeout(r, 300));
+  writing = false;
+  await writer;
+  assert.ok(acknowledged.size > 10, `the client wrote during the rollback (${n} requests)`);
+
+  // Phase 0 reads the old store alone: it must hold every acknowledged write.
+  for (const [id, name] of acknowledged) {
+    const stored = await getJson(h.old(), customerKey(id));
+    if (name === null) assert.equal(stored, null, `${id} was deleted`);
+    else assert.equal(stored?.name, name, `${id}: the old store lost an acknowledged write`);
+  }
+  const status = JSON.parse((await ok(["status", "--json"])).stdout);
+  assert.equal(status.phase.current, 0);
+  assert.equal(status.oldStoreDiverged, false);
+});
+
+test("an export restored into an empty store reproduces it exactly", async () => {
+  const empty = await startWorker();
+  try {
+    const restored = await ok(["import", "--store", "old", backupFile], empty);
+    assert.match(restored.stdout, new RegExp(`${seeded.size} written`));
+    assert.deepEqual(await snapshot(empty.old()), seeded);
+    // Importing again writes nothing: keys already there are kept.
+    const again = await ok(["import", "--store", "old", backupFile], empty);
+    assert.match(again.stdout, /0 written/);
+  } finally {
+    await empty.stop();
+  }
+  assert.ok(readFileSync(backupFile).length > 0);
+});

@@ -242,18 +242,21 @@ async fn write_copies<S: KvStore>(
         }
     });
     let results = join_all(writes).await;
-    let mut written = Vec::new();
+    let mut copied = 0;
+    // A write that reported failure may still have landed (a timeout after the write),
+    // so it is re-checked like the others: a source changed meanwhile is corrected.
+    let mut maybe_written = Vec::new();
     for ((listed, value), result) in to_write.into_iter().zip(results) {
         match result {
-            Ok(()) => written.push((listed.name.clone(), value)),
+            Ok(()) => copied += 1,
             Err(_) => {
                 counts.errors += 1;
                 extend_capped(&mut counts.error_keys, std::slice::from_ref(&listed.name));
             }
         }
+        maybe_written.push((listed.name.clone(), value));
     }
-    let copied = written.len() as u64;
-    counts.corrected += recheck(stores, direction, written, now_ms).await?;
+    counts.corrected += recheck(stores, direction, maybe_written, now_ms).await?;
     Ok(copied)
 }
 

@@ -13,10 +13,10 @@
 use serde::Serialize;
 
 use super::JOURNAL_PREFIX;
-use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::domain::{CustomerRecord, Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
-use crate::time::rfc3339;
+use crate::time::{parse_rfc3339_ms, rfc3339};
 
 /// Entries repaired per run: about seven KV operations each, well inside the 1,000
 /// operations one invocation may make.
@@ -78,21 +78,29 @@ async fn repair_key<S: KvStore>(
         (None, Some(&fallback)) => (fallback, stores.get(fallback).get(key).await?),
         (None, None) => (reads[0], None),
     };
-    let target_name = match source_name {
-        StoreName::Old => StoreName::New,
-        StoreName::New => StoreName::Old,
-    };
+    let mut source_name = source_name;
+    let mut target_name = other(source_name);
+    let in_target = stores.get(target_name).get(key).await?;
+    // Stores that already agree need no write — and a blind write here could land after
+    // a request's write to the target and hide it.
+    if same_state(seen.as_ref(), in_target.as_ref()) {
+        return Ok(true);
+    }
+    // A create over a deleted customer writes the old store first: a record there newer
+    // than the new store's tombstone is such a create, so the old store is the source
+    // (the re-read below must watch the store racing writers write first).
+    if source_name == StoreName::New
+        && record_newer_than_tombstone(in_target.as_ref(), seen.as_ref())
+    {
+        (source_name, target_name) = (StoreName::Old, StoreName::New);
+        seen = in_target;
+    }
     // From phase 4 on nobody writes the old store, so a copy from it into the new store
     // could overwrite a write it would never notice.
     if source_name == StoreName::Old && phase >= Phase::NewPrimary {
         return Ok(false);
     }
     let (source, target) = (stores.get(source_name), stores.get(target_name));
-    // Stores that already agree need no write — and a blind write here could land after
-    // a request's write to the target and hide it.
-    if same_state(seen.as_ref(), target.get(key).await?.as_ref()) {
-        return Ok(true);
-    }
     for _ in 0..COPY_ATTEMPTS {
         copy_state(target, key, seen.as_ref(), target_name, now_ms).await?;
         let again = source.get(key).await?;
@@ -102,6 +110,25 @@ async fn repair_key<S: KvStore>(
         seen = again;
     }
     Ok(false)
+}
+
+fn other(store: StoreName) -> StoreName {
+    match store {
+        StoreName::Old => StoreName::New,
+        StoreName::New => StoreName::Old,
+    }
+}
+
+/// Whether `record` is a customer record updated after the tombstone `marker` was set.
+fn record_newer_than_tombstone(record: Option<&StoredValue>, marker: Option<&StoredValue>) -> bool {
+    let (Some(record), Some(marker)) = (record, marker) else {
+        return false;
+    };
+    let deleted_at = Tombstone::deleted_at_ms(&marker.bytes);
+    let updated_at = CustomerRecord::from_stored(&record.bytes)
+        .ok()
+        .and_then(|r| r.updated_at().and_then(parse_rfc3339_ms));
+    matches!((deleted_at, updated_at), (Some(deleted), Some(updated)) if updated > deleted)
 }
 
 /// Mappings are derived from records and a mapping counts only when its record holds

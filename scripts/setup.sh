@@ -43,3 +43,5 @@ if [ ! -f .dev.vars ]; then
 fi
 # Locally no request runs long: phase moves settle 6 s apart instead of 35 s.
 grep -q '^PHASE_SETTLE_MARGIN_SECONDS=' .dev.vars || echo 'PHASE_SETTLE_MARGIN_SECONDS=1' >> .dev.vars
+# Locally the phase-4 verification period lasts a minute instead of a week.
+grep -q '^VERIFICATION_PERIOD_SECONDS=' .dev.vars || echo 'VERIFICATION_PERIOD_SECONDS=60' >> .dev.vars

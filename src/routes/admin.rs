@@ -131,8 +131,10 @@ pub async fn status<S: KvStore>(
         .iter()
         .filter(|e| e.action == "phase_change" || e.action == "rollback")
         .collect();
+    let mut phase = phase_json(current);
+    phase["unsettledMs"] = json!(facts.gates.unsettled_ms);
     Ok(ApiResponse::ok(json!({
-        "phase": phase_json(current),
+        "phase": phase,
         "gates": next_move_gates(current, &facts.gates),
         "history": history,
         "backfill": backfill_json(&facts.checkpoint),

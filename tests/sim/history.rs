@@ -277,7 +277,7 @@ async fn admin_task(sim: &Sim, actions: usize, mut rng: Rng) {
             }
         }
         let current = sim.stored_phase().number();
-        let r = match rng.below(6) {
+        let r = match rng.below(7) {
             0..=2 => {
                 let to = if current == 0 || (current < 5 && rng.below(4) != 0) {
                     current + 1
@@ -316,9 +316,24 @@ async fn admin_task(sim: &Sim, actions: usize, mut rng: Rng) {
                 )
                 .await
             }
-            _ => {
+            5 => {
                 sim.send(&cache, true, "POST", "/admin/migrate/repair", None)
                     .await
+            }
+            _ => {
+                // One call of a rollback: it takes the steps that are safe now.
+                let to = rng.below(u64::from(current.max(1))) as u8;
+                let r = sim
+                    .send(
+                        &cache,
+                        true,
+                        "POST",
+                        "/admin/migrate/rollback",
+                        Some(json!({ "toPhase": to })),
+                    )
+                    .await;
+                sim.note(format!("admin: rollback {current} -> {to}: {}", r.status));
+                r
             }
         };
         if r.status == 500 {
@@ -330,7 +345,10 @@ async fn admin_task(sim: &Sim, actions: usize, mut rng: Rng) {
 /// Runs one history and checks it.
 pub fn run(seed: u64) -> Outcome {
     let mut rng = Rng::new(seed);
-    let settings = Settings::for_seed(&mut rng);
+    let settings = Settings {
+        start_phase: Settings::start_phase_for_seed(seed),
+        ..Settings::for_seed(&mut rng)
+    };
     run_with(seed, settings, rng)
 }
 
@@ -338,6 +356,9 @@ pub fn run(seed: u64) -> Outcome {
 /// the seed's generator after drawing its settings.
 pub fn run_with(seed: u64, settings: Settings, mut rng: Rng) -> Outcome {
     let sim = Sim::new(seed, settings.fault_rate, settings.phase_cache_ms);
+    if settings.start_phase > 0 {
+        sim.start_in_phase(settings.start_phase);
+    }
     {
         let mut tasks: Vec<Option<Pin<Box<dyn Future<Output = ()> + '_>>>> = Vec::new();
         for k in 0..settings.clients {
@@ -391,6 +412,10 @@ fn converge_and_check(sim: &Sim) {
     }
     let cache = PhaseCache::default();
     block_on(sim.send(&cache, true, "POST", "/admin/migrate/repair", None));
+    if phase >= Phase::NewPrimary || sim.old_store_diverged() {
+        roll_back_to_the_old_store(sim, &ids);
+    }
+    let phase = sim.stored_phase();
     // Up to phase 3 by the gates; where a gate holds (after a rollback to phase 0), the
     // check below sees whether verification rightly refuses the new store.
     for to in phase.number() + 1..=3 {
@@ -462,6 +487,39 @@ fn converge_and_check(sim: &Sim) {
                 ));
             }
         }
+    }
+}
+
+/// Writes since phase 4 reached the new store alone: a rollback to phase 1 must bring
+/// every one back to the old store, which phase 1 reads.
+fn roll_back_to_the_old_store(sim: &Sim, ids: &[String]) {
+    let cache = PhaseCache::default();
+    for _ in 0..50 {
+        let r = block_on(sim.send(
+            &cache,
+            true,
+            "POST",
+            "/admin/migrate/rollback",
+            Some(json!({ "toPhase": 1 })),
+        ));
+        if r.status == 200 || sim.stored_phase() <= Phase::DualWrite {
+            break;
+        }
+        sim.clock.set(sim.clock.get() + 60_000);
+    }
+    if sim.stored_phase() != Phase::DualWrite {
+        sim.violation(format!(
+            "a rollback to phase 1 did not finish: phase {}",
+            sim.stored_phase().number()
+        ));
+        return;
+    }
+    for id in ids {
+        sim.expect(
+            id,
+            sim.read_path(Phase::DualWrite, id),
+            "in the old store after a rollback to phase 1",
+        );
     }
 }
 

@@ -37,6 +37,9 @@ pub struct Settings {
     pub admin_actions: usize,
     pub fault_rate: f64,
     pub phase_cache_ms: u64,
+    /// The phase the history starts in: 0, or 4 or 5 (empty stores already migrated,
+    /// so that rollbacks from there run under the clients' writes).
+    pub start_phase: u8,
 }
 
 impl Settings {
@@ -49,7 +52,15 @@ impl Settings {
             admin_actions: 1 + rng.below(10) as usize,
             fault_rate: [0.0, 0.02, 0.05, 0.1][rng.below(4) as usize],
             phase_cache_ms: [0, 500, 2_000][rng.below(3) as usize],
+            start_phase: 0,
         }
+    }
+
+    /// One history in three starts in phase 4 or 5. Drawn from its own stream so that
+    /// every other setting of a seed stays what it was before this one existed.
+    pub fn start_phase_for_seed(seed: u64) -> u8 {
+        let mut rng = Rng::new(seed ^ 0x0001_2011_bac4);
+        [0, 0, 0, 0, 4, 5][rng.below(6) as usize]
     }
 
     /// Settings one step smaller in each dimension that can shrink.
@@ -226,6 +237,37 @@ impl Sim {
             .and_then(|v| v["phase"].as_u64())
             .and_then(Phase::from_number)
             .unwrap_or(self.config.default_phase)
+    }
+
+    /// Starts the history in phase 4 or 5 of a finished migration (both stores empty),
+    /// an hour after the move to phase 4.
+    pub fn start_in_phase(&self, phase: u8) {
+        let moved_at = START_MS - 3_600_000;
+        let state = serde_json::json!({
+            "phase": phase,
+            "changedAt": moved_at,
+            "changedBy": "simulation",
+            "newStoreDiverged": false,
+            "oldStoreDiverged": true,
+            "leftOldStoreAt": moved_at,
+        });
+        self.stores.new.entries.borrow_mut().insert(
+            "__migration/phase".to_owned(),
+            store::Entry {
+                bytes: state.to_string().into_bytes(),
+                expiration: None,
+                metadata: None,
+            },
+        );
+    }
+
+    /// Whether the old store lacks writes made since phase 4 (a reverse sync is due).
+    pub fn old_store_diverged(&self) -> bool {
+        self.stores
+            .new
+            .peek("__migration/phase")
+            .and_then(|e| serde_json::from_slice::<Value>(&e.bytes).ok())
+            .is_some_and(|v| v["oldStoreDiverged"] == true)
     }
 
     /// When the last phase move settles: no isolate or request still runs the one before.

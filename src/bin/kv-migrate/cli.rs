@@ -56,6 +56,9 @@ pub enum Command {
         phase: u8,
         #[command(flatten)]
         force: Force,
+        /// First wait until the last move has settled (isolates all run it).
+        #[arg(long)]
+        wait: bool,
     },
     /// Run backfill batches now (the cron also runs them in phase 3).
     Backfill {

@@ -28,6 +28,14 @@ pub fn mint_token(secret: &str, role: &str, sub: &str, minutes: u64) -> CommandR
         .map_err(|e| Failure::Other(format!("could not sign a token: {e}")))
 }
 
+/// Who a locally minted token names, so the audit log says who acted.
+fn operator() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map_or_else(|| "operator".to_owned(), |u| format!("{u} (kv-migrate)"))
+}
+
 pub struct Client {
     base: String,
     token: String,
@@ -88,7 +96,7 @@ impl Client {
         let token =
             match (given(&global.token), given(&global.secret)) {
                 (Some(token), _) => token,
-                (None, Some(secret)) => mint_token(&secret, "admin", "kv-migrate", 15)?,
+                (None, Some(secret)) => mint_token(&secret, "admin", &operator(), 15)?,
                 (None, None) => return Err(Failure::Unauthorized(
                     "no token: pass --token (or KV_MIGRATE_TOKEN), or set JWT_SECRET to mint one"
                         .into(),

@@ -31,7 +31,12 @@ pub fn run(args: Args) -> CommandResult {
     let out = Output { json };
     match args.command {
         Command::Status { watch, interval } => status(&client, &out, watch, interval),
-        Command::Phase { phase, force } => change_phase(&client, &out, phase, &force),
+        Command::Phase { phase, force, wait } => {
+            if wait {
+                wait_until_settled(&client, &out)?;
+            }
+            change_phase(&client, &out, phase, &force)
+        }
         Command::Backfill {
             dry_run,
             max_records,
@@ -106,6 +111,21 @@ fn status(client: &Client, out: &Output, watch: bool, interval: u64) -> CommandR
     }
 }
 
+fn wait_until_settled(client: &Client, out: &Output) -> CommandResult {
+    loop {
+        let status = client.get("/admin/migrate/status", &[])?.success()?;
+        let left = status["phase"]["unsettledMs"].as_u64().unwrap_or(0);
+        if left == 0 {
+            return Ok(());
+        }
+        out.progress(&format!(
+            "waiting {} for the last phase move to settle",
+            render::duration(left)
+        ));
+        sleep(Duration::from_millis(left.min(60_000)));
+    }
+}
+
 fn force_fields(body: &mut Value, force: &Force) {
     if force.force {
         body["force"] = json!(true);
@@ -130,6 +150,8 @@ fn backfill(
     max_records: Option<u64>,
     until_done: bool,
 ) -> CommandResult {
+    // Batches are refused until the last phase move has settled.
+    wait_until_settled(client, out)?;
     let mut body = json!({ "dryRun": dry_run });
     if let Some(max) = max_records {
         body["maxRecords"] = json!(max);

@@ -155,7 +155,13 @@ pub fn status(s: &Value) -> String {
     out.push(gate_lines("forward", &s["gates"]["forward"]));
     out.push(gate_lines("back", &s["gates"]["back"]));
     out.push(progress("backfill", &s["backfill"]));
-    if s["reverseSync"]["needed"] == true {
+    let phase_number = phase["current"].as_u64().unwrap_or(0);
+    if s["reverseSync"]["needed"] == true && phase_number >= 4 {
+        out.push(
+            "reverse sync  due after a rollback: the old store lacks writes made since phase 4"
+                .into(),
+        );
+    } else if s["reverseSync"]["needed"] == true {
         out.push(progress("reverse sync", &s["reverseSync"]));
     } else {
         out.push("reverse sync  not needed (the old store has every write)".into());

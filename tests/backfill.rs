@@ -9,7 +9,7 @@ use common::*;
 use customer_kv_migration::migration::backfill::{self, RunOptions};
 use customer_kv_migration::migration::budget::{metered, Budget, PLATFORM_OPERATION_CAP};
 use customer_kv_migration::phase::Phase;
-use customer_kv_migration::store::{PutOptions, Stores};
+use customer_kv_migration::store::PutOptions;
 use serde_json::{json, Value};
 
 /// Every live key of the old store's two families is in the new store, identical.
@@ -283,20 +283,7 @@ fn a_write_during_a_copy_is_never_undone() {
                     assert_eq!(response.status, 200, "{}", response.body);
                     *told.borrow_mut() = Some(response.body);
                 })));
-            let hooked = Stores {
-                old: Hooked {
-                    inner: &world.stores.old,
-                    counter: &counter,
-                    at,
-                    hook: &hook,
-                },
-                new: Hooked {
-                    inner: &world.stores.new,
-                    counter: &counter,
-                    at,
-                    hook: &hook,
-                },
-            };
+            let hooked = world.hooked(&counter, at, &hook);
             let budget = Budget::new(PLATFORM_OPERATION_CAP);
             block_on(backfill::run(
                 &metered(&hooked, &budget),

@@ -11,7 +11,7 @@ use customer_kv_migration::migration::budget::{metered, Budget, PLATFORM_OPERATI
 use customer_kv_migration::migration::control;
 use customer_kv_migration::migration::reverse;
 use customer_kv_migration::phase::Phase;
-use customer_kv_migration::store::{Fault, Stores};
+use customer_kv_migration::store::Fault;
 use serde_json::{json, Value};
 
 fn move_to(world: &World, phase: u8) -> customer_kv_migration::http::ApiResponse {
@@ -317,20 +317,7 @@ fn a_write_racing_the_reverse_sync_is_never_undone_in_the_old_store() {
                     assert!(answer.status < 300, "{}", answer.body);
                     told.set(true);
                 })));
-            let hooked = Stores {
-                old: Hooked {
-                    inner: &world.stores.old,
-                    counter: &counter,
-                    at,
-                    hook: &hook,
-                },
-                new: Hooked {
-                    inner: &world.stores.new,
-                    counter: &counter,
-                    at,
-                    hook: &hook,
-                },
-            };
+            let hooked = world.hooked(&counter, at, &hook);
             let budget = Budget::new(PLATFORM_OPERATION_CAP);
             block_on(reverse::advance(
                 &metered(&hooked, &budget),

@@ -141,6 +141,25 @@ impl World {
         while self.run_cron().backfill.is_some() {}
     }
 
+    /// Both stores, running `hook` just before the `at`-th operation of either.
+    pub fn hooked<'a, 'h>(
+        &'a self,
+        counter: &'a std::cell::Cell<u32>,
+        at: u32,
+        hook: &'a std::cell::RefCell<Option<Box<dyn FnOnce() + 'h>>>,
+    ) -> Stores<Hooked<'a, 'h>> {
+        let wrap = |inner| Hooked {
+            inner,
+            counter,
+            at,
+            hook,
+        };
+        Stores {
+            old: wrap(&self.stores.old),
+            new: wrap(&self.stores.new),
+        }
+    }
+
     pub fn reset_counts(&self) {
         self.stores.old.reset_counts();
         self.stores.new.reset_counts();

@@ -2,7 +2,8 @@
 //! exact sequence of operations), backfill cost on synthetic legacy data, and the CPU
 //! time of the request hot path. Prints Markdown; `scripts/bench/run.sh` collects it.
 //!
-//! Run with `cargo bench --bench native` (optionally `-- --backfill-keys 10000,100000`).
+//! Run with `cargo bench --bench native` (options after `--`: `--only kv|backfill|hot`,
+//! `--backfill-keys 10000,100000`).
 //! Under `cargo test --all-targets` it is only compiled, then returns at once: timings
 //! are not assertions.
 
@@ -38,12 +39,21 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|list| list.split(',').map(|n| n.parse().unwrap()).collect())
         .unwrap_or_else(|| vec![10_000, 100_000]);
-    let skip_kv = args.iter().any(|a| a == "--no-kv");
-    if !skip_kv {
+    // `--only kv|backfill|hot` prints one section; by default all three.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    if matches!(only, None | Some("kv")) {
         kv_per_request();
+    }
+    if matches!(only, None | Some("backfill")) {
         backfill_cost(&backfill_keys);
     }
-    hot_path();
+    if matches!(only, None | Some("hot")) {
+        hot_path();
+    }
 }
 
 // ---------------------------------------------------------------------------------------

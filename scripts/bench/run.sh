@@ -17,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
+command_line="bash scripts/bench/run.sh${*:+ $*}"
 out=BENCHMARKS.md
 quick=0
 while [ $# -gt 0 ]; do
@@ -26,8 +27,6 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-command_line="bash scripts/bench/run.sh${*:+ $*}"
-[ "$quick" = 1 ] && command_line="bash scripts/bench/run.sh --quick"
 
 say() { printf '==> %s\n' "$*"; }
 

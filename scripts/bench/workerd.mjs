@@ -12,13 +12,12 @@
 // Options: --out-dir DIR  --duration S (per wrk run, 10)  --rounds N (3)  --connections C (8)
 //          --backfill-keys N (10000; 0 skips)  --starts N (3)
 
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { gzipSync } from "node:zlib";
 import { Miniflare } from "miniflare";
 import { mintToken } from "../dev-token.mjs";
 import { generateLegacyData } from "../legacy-data.mjs";
@@ -186,8 +185,9 @@ function startServer(name, config, state, port, inspectorPort, vars = []) {
   const started = performance.now();
   const child = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
-  child.stdout.on("data", (c) => (output += c));
-  child.stderr.on("data", (c) => (output += c));
+  const keep = (c) => (output = (output + c).slice(-20_000));
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
   const server = { name, child, port, started, output: () => output, url: `http://127.0.0.1:${port}` };
   running.add(server);
   return server;
@@ -235,18 +235,61 @@ function stopAllNow() {
 process.on("exit", stopAllNow);
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(130));
 
+/** The process and all its descendants (wrangler, its workerd), from /proc. */
+function processTree(pid) {
+  const pids = [pid];
+  for (let i = 0; i < pids.length; i++) {
+    try {
+      for (const task of readdirSync(`/proc/${pids[i]}/task`)) {
+        const children = readFileSync(`/proc/${pids[i]}/task/${task}/children`, "utf8").trim();
+        if (children) pids.push(...children.split(/\s+/).map(Number));
+      }
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+/** CPU seconds (user + system) used so far by the processes. */
+function cpuSeconds(pids) {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      // gone
+    }
+  }
+  return ticks / 100; // USER_HZ
+}
+
+/**
+ * One wrk run, bounded in time. Asynchronous on purpose: while it runs, this process must
+ * keep reading the dev servers' output, or a full pipe would stall them.
+ */
 function wrk(url, mode, token, first, count, duration) {
   const args = [
     "-t1", `-c${CONNECTIONS}`, `-d${duration}s`, "--timeout", "5s",
     "-s", join(BENCH, "wrk.lua"), url, "--", mode, token, String(first), String(count),
   ];
-  const text = execFileSync("wrk", args, { encoding: "utf8", timeout: (duration + 30) * 1000 });
-  const line = text.split("\n").find((l) => l.startsWith("BENCH_JSON "));
-  if (!line) throw new Error(`wrk printed no result:\n${text}`);
-  const r = JSON.parse(line.slice("BENCH_JSON ".length));
-  r.rps = r.requests / (r.duration_us / 1e6);
-  r.errors = r.connect + r.read + r.write + r.status + r.timeout;
-  return r;
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn("wrk", args, { stdio: ["ignore", "pipe", "pipe"] });
+    let text = "";
+    child.stdout.on("data", (c) => (text += c));
+    child.stderr.on("data", (c) => (text += c));
+    const timer = setTimeout(() => child.kill("SIGKILL"), (duration + 20) * 1000);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const line = text.split("\n").find((l) => l.startsWith("BENCH_JSON "));
+      if (!line) return reject(new Error(`wrk ${mode} ${url} gave no result (exit ${code ?? signal}):\n${text}`));
+      const r = JSON.parse(line.slice("BENCH_JSON ".length));
+      r.rps = r.requests / (r.duration_us / 1e6);
+      r.errors = r.connect + r.read + r.write + r.status + r.timeout;
+      resolvePromise(r);
+    });
+  });
 }
 
 // ---------------------------------------------------------------- main
@@ -255,7 +298,8 @@ async function main() {
   const wasm = readFileSync(join(ROOT, "build/index_bg.wasm"));
   const glue = readFileSync(join(ROOT, "build/index.js"));
   const minimalSrc = readFileSync(join(BENCH, "minimal-worker/worker.mjs"));
-  const gz = (b) => gzipSync(b, { level: 9 }).length;
+  // The gzip command itself, so the figures match `gzip -9 -c FILE | wc -c`.
+  const gz = (b) => execFileSync("gzip", ["-9", "-c"], { input: b, maxBuffer: 1 << 26 }).length;
   const sizes = {
     wasm: [wasm.length, gz(wasm)],
     glue: [glue.length, gz(glue)],
@@ -312,7 +356,7 @@ async function main() {
   }
 
   // 3. Load: warm-up, then rounds alternating which worker goes first.
-  for (const w of workers) wrk(w.server.url, "read", token, 1, READ_POOL, 3);
+  for (const w of workers) await wrk(w.server.url, "read", token, 1, READ_POOL, 3);
   const scenarios = ["read", "fallback", "update"];
   const results = {}; // scenario -> worker -> [runs]
   for (let round = 0; round < ROUNDS; round++) {
@@ -320,12 +364,15 @@ async function main() {
       for (const w of round % 2 ? [...workers].reverse() : workers) {
         const first = scenario === "fallback" ? READ_POOL + 1 + round * FALLBACK_PER_ROUND : 1;
         const count = scenario === "fallback" ? FALLBACK_PER_ROUND : READ_POOL;
-        const r = wrk(w.server.url, scenario, token, first, count, DURATION);
+        const pids = processTree(w.server.child.pid);
+        const cpuBefore = cpuSeconds(pids);
+        const r = await wrk(w.server.url, scenario, token, first, count, DURATION);
+        r.cpu_ms_per_request = ((cpuSeconds(pids) - cpuBefore) * 1000) / r.requests;
         if (scenario === "fallback" && r.requests > FALLBACK_PER_ROUND) {
           throw new Error(`fallback pool exhausted (${r.requests} requests): raise BENCH_FALLBACK_PER_ROUND`);
         }
         ((results[scenario] ??= {})[w.name] ??= []).push(r);
-        log(`round ${round + 1} ${scenario} ${w.name}: ${r.rps.toFixed(0)} req/s, p50 ${(r.p50_us / 1000).toFixed(2)} ms, p99 ${(r.p99_us / 1000).toFixed(2)} ms, errors ${r.errors}`);
+        log(`round ${round + 1} ${scenario} ${w.name}: ${r.rps.toFixed(0)} req/s, p50 ${(r.p50_us / 1000).toFixed(2)} ms, p99 ${(r.p99_us / 1000).toFixed(2)} ms, CPU ${r.cpu_ms_per_request.toFixed(3)} ms/req, errors ${r.errors}`);
       }
     }
   }
@@ -350,10 +397,10 @@ async function main() {
   out = fragments.load;
   md("## 3. Throughput and latency in workerd");
   md();
-  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite), ${ROUNDS} rounds; in each round every scenario runs against both workers back to back, the order alternating round by round. Figures are medians over the rounds. The product runs in phase 3 with a service token; the minimal worker (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the same KV operations, in the same order, with no authentication, validation or error handling. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit).`);
+  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite), ${ROUNDS} rounds; in each round every scenario runs against both workers back to back, the order alternating round by round. Figures are medians over the rounds. The product runs in phase 3 with a service token; the minimal worker (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the same KV operations, in the same order, with no authentication, validation or error handling. CPU per request is the user and system CPU time of the dev server's processes (wrangler and its workerd, which also runs the local KV) during the run, divided by the requests: the difference between the two workers is the product's own CPU per request. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit).`);
   md();
-  md("| scenario | KV ops | product req/s | minimal req/s | **ratio req/s** | product p50 / p99 | minimal p50 / p99 | ratio p50 / p99 | errors |");
-  md("|---|---|---|---|---|---|---|---|---|");
+  md("| scenario | KV ops | product req/s | minimal req/s | **ratio req/s** | product p50 / p99 | minimal p50 / p99 | ratio p50 / p99 | CPU per request, product / minimal | errors |");
+  md("|---|---|---|---|---|---|---|---|---|---|");
   const kvOps = { read: "1r", fallback: "4r 2w", update: "1r 2w" };
   const labels = { read: "read hit (phase 3)", fallback: "fallback read (phase 3)", update: "update (phase 3)" };
   const ms = (us) => (us / 1000).toFixed(2);
@@ -366,18 +413,19 @@ async function main() {
     const p50 = [median(p.map((r) => r.p50_us)), median(m.map((r) => r.p50_us))];
     const p99 = [median(p.map((r) => r.p99_us)), median(m.map((r) => r.p99_us))];
     const errors = [...p, ...m].reduce((a, r) => a + r.errors, 0);
+    const cpu = [median(p.map((r) => r.cpu_ms_per_request)), median(m.map((r) => r.cpu_ms_per_request))];
     ratios[s] = pr / mr;
-    md(`| ${labels[s]} | ${kvOps[s]} | ${pr.toFixed(0)} | ${mr.toFixed(0)} | **${(pr / mr).toFixed(2)}** | ${ms(p50[0])} / ${ms(p99[0])} ms | ${ms(p50[1])} / ${ms(p99[1])} ms | ${(p50[0] / p50[1]).toFixed(2)} / ${(p99[0] / p99[1]).toFixed(2)} | ${errors} |`);
+    md(`| ${labels[s]} | ${kvOps[s]} | ${pr.toFixed(0)} | ${mr.toFixed(0)} | **${(pr / mr).toFixed(2)}** | ${ms(p50[0])} / ${ms(p99[0])} ms | ${ms(p50[1])} / ${ms(p99[1])} ms | ${(p50[0] / p50[1]).toFixed(2)} / ${(p99[0] / p99[1]).toFixed(2)} | ${cpu[0].toFixed(3)} / ${cpu[1].toFixed(3)} ms (+${(cpu[0] - cpu[1]).toFixed(3)}) | ${errors} |`);
   }
   md();
   md("<details><summary>Every wrk run</summary>");
   md();
-  md("| round | scenario | worker | requests | req/s | p50 | p99 | mean | errors |");
-  md("|---|---|---|---|---|---|---|---|---|");
+  md("| round | scenario | worker | requests | req/s | p50 | p99 | mean | CPU per request | errors |");
+  md("|---|---|---|---|---|---|---|---|---|---|");
   for (const s of scenarios) {
     for (const w of workers) {
       results[s][w.name].forEach((r, i) => {
-        md(`| ${i + 1} | ${s} | ${w.name} | ${r.requests} | ${r.rps.toFixed(0)} | ${ms(r.p50_us)} ms | ${ms(r.p99_us)} ms | ${ms(r.mean_us)} ms | ${r.errors} |`);
+        md(`| ${i + 1} | ${s} | ${w.name} | ${r.requests} | ${r.rps.toFixed(0)} | ${ms(r.p50_us)} ms | ${ms(r.p99_us)} ms | ${ms(r.mean_us)} ms | ${r.cpu_ms_per_request.toFixed(3)} ms | ${r.errors} |`);
       });
     }
   }

@@ -295,16 +295,17 @@ function wrk(url, mode, token, first, count, duration) {
 // ---------------------------------------------------------------- main
 
 async function main() {
-  const wasm = readFileSync(join(ROOT, "build/index_bg.wasm"));
-  const glue = readFileSync(join(ROOT, "build/index.js"));
-  const minimalSrc = readFileSync(join(BENCH, "minimal-worker/worker.mjs"));
-  // The gzip command itself, so the figures match `gzip -9 -c FILE | wc -c`.
-  const gz = (b) => execFileSync("gzip", ["-9", "-c"], { input: b, maxBuffer: 1 << 26 }).length;
-  const sizes = {
-    wasm: [wasm.length, gz(wasm)],
-    glue: [glue.length, gz(glue)],
-    minimal: [minimalSrc.length, gz(minimalSrc)],
+  const files = {
+    wasm: join(ROOT, "build/index_bg.wasm"),
+    glue: join(ROOT, "build/index.js"),
+    minimal: join(BENCH, "minimal-worker/worker.mjs"),
   };
+  const wasm = readFileSync(files.wasm);
+  // The gzip command itself: the figures are `wc -c FILE` and `gzip -9 -c FILE | wc -c`.
+  const gz = (file) => execFileSync("gzip", ["-9", "-c", file], { maxBuffer: 1 << 26 }).length;
+  const sizes = Object.fromEntries(
+    Object.entries(files).map(([name, file]) => [name, [readFileSync(file).length, gz(file)]]),
+  );
 
   // 2. Backfill in workerd.
   const backfillKeys = Number(opt["backfill-keys"]);

@@ -186,7 +186,7 @@ fn check_kind(name: &str, kind: FieldKind, value: &Value) -> Result<(), RecordEr
         FieldKind::List if value.is_array() => Ok(()),
         FieldKind::List => Err(invalid(name, "must be an array")),
         FieldKind::Timestamp => match value.as_str() {
-            Some(text) if chrono::DateTime::parse_from_rfc3339(text).is_ok() => Ok(()),
+            Some(text) if crate::time::is_rfc3339(text) => Ok(()),
             _ => Err(invalid(name, "must be an RFC 3339 timestamp string")),
         },
         FieldKind::Email => match value.as_str() {

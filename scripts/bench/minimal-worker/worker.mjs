@@ -1,0 +1,62 @@
+// The minimal worker the benchmark compares the product against: plain JavaScript that
+// makes only the KV operations the product makes for the measured requests in phase 3
+// (read hit, fallback read with its read-repair, update), in the same order, with no
+// authentication, validation or error handling. See scripts/bench/README.md.
+
+const json = (status, body) =>
+  new Response(typeof body === "string" ? body : JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+
+const decoder = new TextDecoder();
+const text = (buffer) => decoder.decode(buffer);
+
+export default {
+  async fetch(request, env) {
+    const { pathname } = new URL(request.url);
+    if (pathname === "/health") return json(200, { status: "ok" });
+    const match = /^\/customer\/([A-Za-z0-9_-]+)$/.exec(pathname);
+    if (!match) return json(404, { error: "not_found" });
+    const key = `customer_${match[1]}`;
+    const newKv = env.CUSTOMER_KV;
+    const oldKv = env.OTP_AUTH_KV;
+
+    if (request.method === "GET") {
+      // Read hit: one get in the new store (with metadata, as the product reads).
+      const hit = await newKv.getWithMetadata(key, "arrayBuffer");
+      if (hit.value !== null) return json(200, text(hit.value));
+      // Fallback read: the old store, then the fallback-hit record and the read-repair
+      // (list for expiration and metadata, copy, bulk re-read of the source).
+      const found = await oldKv.getWithMetadata(key, "arrayBuffer");
+      if (found.value === null) return json(404, { error: "not_found" });
+      const served = text(found.value);
+      const entry = { at: Date.now(), phase: 3 };
+      await newKv.put(`__migration/fallback/${key}`, JSON.stringify(entry), { metadata: entry });
+      const page = await oldKv.list({ prefix: key, limit: 1 });
+      const listed = page.keys.find((k) => k.name === key);
+      if (listed) {
+        const options = {};
+        if (listed.expiration) options.expiration = listed.expiration;
+        if (listed.metadata) options.metadata = listed.metadata;
+        await newKv.put(key, served, options);
+        const again = await oldKv.getWithMetadata([key], "text");
+        if (again.get(key)?.value !== served) await newKv.delete(key);
+      }
+      return json(200, served);
+    }
+
+    if (request.method === "PATCH") {
+      // Update: read, merge, write the new store, then the old one.
+      const patch = await request.json();
+      const current = await newKv.getWithMetadata(key, "arrayBuffer");
+      if (current.value === null) return json(404, { error: "not_found" });
+      const record = { ...JSON.parse(text(current.value)), ...patch, updatedAt: new Date().toISOString() };
+      const bytes = JSON.stringify(record);
+      await newKv.put(key, bytes);
+      await oldKv.put(key, bytes);
+      return json(200, bytes);
+    }
+    return json(405, { error: "method_not_allowed" });
+  },
+};

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The benchmark: writes BENCHMARKS.md at the repository root. Installs what it needs
+# (scripts/setup.sh, wrk), builds the worker, then measures
+#   1. KV operations per request, every endpoint and phase, against the floor (native);
+#   2. backfill cost on 10,000 and 100,000 synthetic legacy keys (native count), plus one
+#      run of the built worker in workerd;
+#   3. throughput and latency under `wrangler dev` with wrk, the product against the
+#      minimal worker in scripts/bench/minimal-worker/, alternating;
+#   4. wasm size and dev-server start-up, for both workers;
+#   5. the CPU time of the request hot path (native).
+# Not part of the test command: timings are not assertions. Takes about 10 minutes and
+# stops by itself (every load run is bounded; the whole workerd part by BENCH_TIME_LIMIT_S).
+#
+# Options: --quick   short runs (1 round of 3 s, 2,000 keys in workerd) to try the harness
+#          --out F   where to write (default BENCHMARKS.md)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+command_line="bash scripts/bench/run.sh${*:+ $*}"
+out=BENCHMARKS.md
+quick=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1; shift ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '==> %s\n' "$*"; }
+
+bash scripts/setup.sh
+if ! command -v wrk >/dev/null; then
+  say "installing wrk"
+  apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+
+say "building the worker"
+bash scripts/build.sh >/dev/null 2>&1 || bash scripts/build.sh
+
+dir=target/bench
+mkdir -p "$dir"
+
+say "native figures (cargo bench --bench native)"
+cargo bench --bench native --no-run 2>/dev/null || cargo bench --bench native --no-run
+if [ "$quick" = 1 ]; then keys=10000; else keys=10000,100000; fi
+cargo bench -q --bench native -- --only kv > "$dir/kv.md"
+cargo bench -q --bench native -- --only backfill --backfill-keys "$keys" > "$dir/backfill-native.md"
+cargo bench -q --bench native -- --only hot > "$dir/hot.md"
+
+say "workerd figures (wrangler dev, wrk, Miniflare)"
+if [ "$quick" = 1 ]; then
+  BENCH_TIME_LIMIT_S=900 timeout 960 node scripts/bench/workerd.mjs --out-dir "$dir" \
+    --rounds 1 --duration 3 --backfill-keys 2000 --starts 1
+else
+  BENCH_TIME_LIMIT_S=1800 timeout 1860 node scripts/bench/workerd.mjs --out-dir "$dir" \
+    --rounds 3 --duration 10 --backfill-keys 10000 --starts 3
+fi
+
+say "writing $out"
+version_of() { node -p "require('./node_modules/$1/package.json').version"; }
+{
+  echo "# Benchmarks"
+  echo
+  echo "Produced by \`$command_line\` (see README, \"Benchmarks\"); every figure below"
+  echo "comes from that one command. Regenerate rather than edit."
+  echo
+  echo "## Machine"
+  echo
+  echo "| | |"
+  echo "|---|---|"
+  echo "| date | $(date -u +%Y-%m-%dT%H:%MZ) |"
+  echo "| commit | $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (with local changes)') |"
+  echo "| CPU | $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores available |"
+  echo "| memory | $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) |"
+  echo "| load average at start | $(cut -d' ' -f1-3 /proc/loadavg) |"
+  echo "| OS | $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r) |"
+  echo "| rustc | $(rustc --version) |"
+  echo "| node | $(node --version) |"
+  echo "| workerd | $(version_of @cloudflare/workerd-linux-64) (npm \`@cloudflare/workerd-linux-64\`) |"
+  echo "| wrangler / miniflare | $(version_of wrangler) / $(version_of miniflare) |"
+  echo "| wrk | $(wrk --version 2>&1 | head -1 | awk '{print $2}') |"
+  echo
+  echo "The machine is shared and small: absolute figures are noisy and far below what the"
+  echo "platform gives; the ratios between the two workers, measured in the same run and"
+  echo "alternating, are the comparable figures."
+  echo
+  cat "$dir/kv.md"
+  echo
+  cat "$dir/backfill-native.md"
+  cat "$dir/backfill.md"
+  cat scripts/bench/notes-backfill.md
+  echo
+  cat "$dir/load.md"
+  cat scripts/bench/notes-load.md
+  echo
+  cat "$dir/size.md"
+  cat scripts/bench/notes-size.md
+  echo
+  cat "$dir/hot.md"
+  cat scripts/bench/notes-writes.md
+} > "$out"
+say "wrote $out"

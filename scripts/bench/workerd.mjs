@@ -1,0 +1,510 @@
+#!/usr/bin/env node
+// The workerd half of the benchmark (scripts/bench/run.sh calls it; see its header):
+//   - backfill cost in workerd: the built worker in Miniflare over synthetic legacy keys,
+//     the cron fired until the backfill is done, each run's report collected;
+//   - start-up: time from spawning `wrangler dev` to the first answered request, for the
+//     product's worker and the minimal worker, alternating;
+//   - load: `wrk` against both workers under `wrangler dev`, in the same run, alternating
+//     round by round (read hit, fallback read and update in phase 3), with ratios.
+// Writes Markdown fragments (backfill.md, load.md, size.md) and results.json to --out-dir.
+// Loads only 127.0.0.1; every step is time-bounded (BENCH_TIME_LIMIT_S, default 1800).
+//
+// Options: --out-dir DIR  --duration S (per wrk run, 10)  --rounds N (3)  --connections C (8)
+//          --backfill-keys N (10000; 0 skips)  --starts N (3)
+
+import { execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { Miniflare } from "miniflare";
+import { mintToken } from "../dev-token.mjs";
+import { generateLegacyData } from "../legacy-data.mjs";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const BENCH = join(ROOT, "scripts/bench");
+const WRANGLER = join(ROOT, "node_modules/.bin/wrangler");
+const SHIM = join(ROOT, "build/worker/shim.mjs");
+const NAMESPACES = { OTP_AUTH_KV: "otp-auth-kv-local", CUSTOMER_KV: "customer-kv-local" };
+
+const { values: opt } = parseArgs({
+  options: {
+    "out-dir": { type: "string", default: join(ROOT, "target/bench") },
+    duration: { type: "string", default: "10" },
+    rounds: { type: "string", default: "3" },
+    connections: { type: "string", default: "8" },
+    "backfill-keys": { type: "string", default: "10000" },
+    starts: { type: "string", default: "3" },
+  },
+});
+const DURATION = Number(opt.duration);
+const ROUNDS = Number(opt.rounds);
+const CONNECTIONS = Number(opt.connections);
+const STARTS = Number(opt.starts);
+const READ_POOL = 1000; // customers in both stores: read hits and updates cycle through them
+// Customers only in the old store, per round and worker: each fallback read takes a fresh
+// one (the read-repair copies it, so a second read would be a hit).
+const FALLBACK_PER_ROUND = Number(process.env.BENCH_FALLBACK_PER_ROUND ?? 5000);
+const OUT = resolve(opt["out-dir"]);
+const STATE = join(OUT, "state");
+
+const log = (...args) => console.error("[bench]", ...args);
+const fragments = { backfill: [], load: [], size: [] };
+let out = fragments.backfill;
+const md = (line = "") => out.push(line);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+// ---------------------------------------------------------------- seeding
+
+/** A worker that writes many KV entries inside workerd: POST [{ns, key, value, ...}]. */
+const SEED_SCRIPT = `export default { async fetch(request, env) {
+  const items = await request.json();
+  await Promise.all(items.map((e) => {
+    const options = {};
+    if (e.expiration) options.expiration = e.expiration;
+    if (e.metadata) options.metadata = e.metadata;
+    return env[e.ns].put(e.key, e.value, options);
+  }));
+  return new Response(String(items.length));
+} };`;
+
+async function seedThrough(fetchSeed, entries) {
+  for (let i = 0; i < entries.length; i += 500) {
+    const res = await fetchSeed(JSON.stringify(entries.slice(i, i + 500)));
+    if (res.status !== 200) throw new Error(`seeding failed: ${res.status} ${await res.text()}`);
+  }
+}
+
+/** Seeds a wrangler --persist-to state folder, through Miniflare on the same files. */
+async function seedState(dir, entries) {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const mf = new Miniflare({
+    modules: true,
+    script: SEED_SCRIPT,
+    compatibilityDate: "2025-01-01",
+    kvNamespaces: NAMESPACES,
+    kvPersist: join(dir, "v3/kv"),
+  });
+  try {
+    await seedThrough(
+      (body) => mf.dispatchFetch("http://localhost/", { method: "POST", body }),
+      entries,
+    );
+  } finally {
+    await mf.dispose();
+  }
+}
+
+function loadData(customers) {
+  // Customers 1..READ_POOL in both stores, the rest only in the old store.
+  const legacy = generateLegacyData({ customers, seed: 1 }).filter((e) => /^customer_cust_\d+$/.test(e.key));
+  const entries = [];
+  for (const e of legacy) {
+    const n = Number(e.key.slice("customer_cust_".length));
+    entries.push({ ns: "OTP_AUTH_KV", key: e.key, value: e.value });
+    if (n <= READ_POOL) entries.push({ ns: "CUSTOMER_KV", key: e.key, value: e.value });
+  }
+  return entries;
+}
+
+// ---------------------------------------------------------------- backfill in workerd
+
+async function backfillInWorkerd(keys) {
+  const customers = Math.floor(keys / 2);
+  const entries = generateLegacyData({ customers, seed: 1 }).map((e) => ({ ns: "OTP_AUTH_KV", ...e }));
+  let stdout = "";
+  const mf = new Miniflare({
+    workers: [
+      {
+        name: "product",
+        modules: true,
+        scriptPath: SHIM,
+        modulesRules: [
+          { type: "ESModule", include: ["**/*.js"] },
+          { type: "CompiledWasm", include: ["**/*.wasm"] },
+        ],
+        compatibilityDate: "2025-01-01",
+        kvNamespaces: NAMESPACES,
+        bindings: {
+          JWT_SECRET: randomBytes(24).toString("hex"),
+          DEFAULT_PHASE: "3",
+          PHASE_CACHE_SECONDS: "0",
+          PHASE_SETTLE_MARGIN_SECONDS: "0",
+        },
+      },
+      { name: "seed", modules: true, script: SEED_SCRIPT, compatibilityDate: "2025-01-01", kvNamespaces: NAMESPACES },
+    ],
+    handleRuntimeStdio(stdoutStream, stderrStream) {
+      stdoutStream.on("data", (chunk) => (stdout += chunk));
+      stderrStream.on("data", () => {});
+    },
+  });
+  try {
+    const seeder = await mf.getWorker("seed");
+    const t0 = Date.now();
+    await seedThrough((body) => seeder.fetch("http://localhost/", { method: "POST", body }), entries);
+    log(`backfill: seeded ${entries.length} keys in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const product = await mf.getWorker("product");
+    const runs = [];
+    for (let i = 0; i < 1000; i++) {
+      const before = stdout.length;
+      const start = performance.now();
+      await product.scheduled({ cron: "* * * * *" });
+      const ms = performance.now() - start;
+      let report;
+      for (let wait = 0; wait < 100 && !report; wait++) {
+        const line = stdout.slice(before).split("\n").find((l) => l.includes("cron: {"));
+        if (line) report = JSON.parse(line.slice(line.indexOf("cron: ") + 6));
+        else await sleep(20);
+      }
+      if (!report) throw new Error(`no cron report in the worker's output: ${stdout.slice(before, before + 500)}`);
+      if (!report.backfill || !report.backfill.ran) break;
+      runs.push({ copied: report.backfill.counts.copied, operations: report.operations, ms });
+      if (report.backfill.complete) break;
+    }
+    return { keys: entries.length, runs };
+  } finally {
+    await mf.dispose();
+  }
+}
+
+// ---------------------------------------------------------------- wrangler dev servers
+
+function startServer(name, config, state, port, inspectorPort, vars = []) {
+  const args = [
+    "dev", "--config", config, "--persist-to", state, "--ip", "127.0.0.1", "--port", String(port),
+    "--inspector-port", String(inspectorPort), "--show-interactive-dev-session=false", "--log-level", "error",
+  ];
+  for (const v of vars) args.push("--var", v);
+  const started = performance.now();
+  const child = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  const keep = (c) => (output = (output + c).slice(-20_000));
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
+  const server = { name, child, port, started, output: () => output, url: `http://127.0.0.1:${port}` };
+  running.add(server);
+  return server;
+}
+
+async function firstAnswer(server, timeoutMs = 60_000) {
+  while (performance.now() - server.started < timeoutMs) {
+    try {
+      const res = await fetch(`${server.url}/health`, { signal: AbortSignal.timeout(2000) });
+      await res.text();
+      if (res.status === 200) return performance.now() - server.started;
+    } catch {
+      // not listening yet
+    }
+    if (server.child.exitCode !== null) break;
+    await sleep(20);
+  }
+  throw new Error(`${server.name} did not answer: ${server.output().slice(-2000)}`);
+}
+
+const running = new Set();
+async function stopServer(server) {
+  if (!running.delete(server)) return;
+  try {
+    process.kill(-server.child.pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 100 && server.child.exitCode === null && server.child.signalCode === null; i++) await sleep(50);
+  try {
+    process.kill(-server.child.pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+function stopAllNow() {
+  for (const s of running) {
+    try {
+      process.kill(-s.child.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+process.on("exit", stopAllNow);
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(130));
+
+/** The process and all its descendants (wrangler, its workerd), from /proc. */
+function processTree(pid) {
+  const pids = [pid];
+  for (let i = 0; i < pids.length; i++) {
+    try {
+      for (const task of readdirSync(`/proc/${pids[i]}/task`)) {
+        const children = readFileSync(`/proc/${pids[i]}/task/${task}/children`, "utf8").trim();
+        if (children) pids.push(...children.split(/\s+/).map(Number));
+      }
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+/** CPU seconds (user + system) used so far by the processes. */
+function cpuSeconds(pids) {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      // gone
+    }
+  }
+  return ticks / 100; // USER_HZ
+}
+
+/**
+ * One wrk run, bounded in time. Asynchronous on purpose: while it runs, this process must
+ * keep reading the dev servers' output, or a full pipe would stall them.
+ */
+function wrk(url, mode, token, first, count, duration) {
+  const args = [
+    "-t1", `-c${CONNECTIONS}`, `-d${duration}s`, "--timeout", "5s",
+    "-s", join(BENCH, "wrk.lua"), url, "--", mode, token, String(first), String(count),
+  ];
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn("wrk", args, { stdio: ["ignore", "pipe", "pipe"] });
+    let text = "";
+    child.stdout.on("data", (c) => (text += c));
+    child.stderr.on("data", (c) => (text += c));
+    const timer = setTimeout(() => child.kill("SIGKILL"), (duration + 20) * 1000);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const line = text.split("\n").find((l) => l.startsWith("BENCH_JSON "));
+      if (!line) return reject(new Error(`wrk ${mode} ${url} gave no result (exit ${code ?? signal}):\n${text}`));
+      const r = JSON.parse(line.slice("BENCH_JSON ".length));
+      r.rps = r.requests / (r.duration_us / 1e6);
+      r.errors = r.connect + r.read + r.write + r.status + r.timeout;
+      resolvePromise(r);
+    });
+  });
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  const files = {
+    wasm: join(ROOT, "build/index_bg.wasm"),
+    glue: join(ROOT, "build/index.js"),
+    minimal: join(BENCH, "minimal-worker/worker.mjs"),
+  };
+  const wasm = readFileSync(files.wasm);
+  // The gzip command itself: the figures are `wc -c FILE` and `gzip -9 -c FILE | wc -c`.
+  const gz = (file) => execFileSync("gzip", ["-9", "-c", file], { maxBuffer: 1 << 26 }).length;
+  const sizes = Object.fromEntries(
+    Object.entries(files).map(([name, file]) => [name, [readFileSync(file).length, gz(file)]]),
+  );
+
+  // 2. Backfill in workerd.
+  const backfillKeys = Number(opt["backfill-keys"]);
+  let backfill;
+  if (backfillKeys > 0) {
+    log(`backfill in workerd over ${backfillKeys} synthetic legacy keys`);
+    backfill = await backfillInWorkerd(backfillKeys);
+  }
+
+  // Seeding both workers' local stores identically.
+  const secret = randomBytes(32).toString("hex");
+  const token = mintToken({ secret, sub: "bench-service", role: "service", ttl: 6 * 3600 });
+  const customers = READ_POOL + ROUNDS * FALLBACK_PER_ROUND;
+  const entries = loadData(customers);
+  const workers = [
+    { name: "product", config: join(BENCH, "worker/wrangler.toml"), port: 8791, inspector: 9291, vars: [`JWT_SECRET:${secret}`] },
+    { name: "minimal", config: join(BENCH, "minimal-worker/wrangler.toml"), port: 8792, inspector: 9292, vars: [] },
+  ];
+  {
+    // Seeded once, then copied: both workers start from identical stores.
+    const t0 = Date.now();
+    await seedState(join(STATE, "seed"), entries);
+    log(`seeded ${entries.length} keys in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    for (const w of workers) {
+      w.state = join(STATE, w.name);
+      rmSync(w.state, { recursive: true, force: true });
+      cpSync(join(STATE, "seed"), w.state, { recursive: true });
+    }
+  }
+
+  // 4. Start-up, alternating; the last start of each stays up for the load.
+  for (const w of workers) w.starts = [];
+  for (let i = 0; i < STARTS; i++) {
+    for (const w of i % 2 ? [...workers].reverse() : workers) {
+      const server = startServer(w.name, w.config, w.state, w.port, w.inspector, w.vars);
+      w.starts.push(await firstAnswer(server));
+      log(`${w.name}: first answer after ${w.starts.at(-1).toFixed(0)} ms`);
+      if (i < STARTS - 1) await stopServer(server);
+      else w.server = server;
+    }
+  }
+
+  // Sanity: the product answers the pool with the token, in phase 3.
+  {
+    const res = await fetch(`${workers[0].server.url}/customer/cust_000001`, { headers: { authorization: `Bearer ${token}` } });
+    if (res.status !== 200) throw new Error(`product: GET /customer/cust_000001 answered ${res.status} ${await res.text()}`);
+    const health = await (await fetch(`${workers[0].server.url}/health`)).json();
+    if (health.phase !== 3) throw new Error(`product is in phase ${health.phase}, not 3`);
+  }
+
+  // 3. Load: warm-up, then rounds alternating which worker goes first.
+  for (const w of workers) await wrk(w.server.url, "read", token, 1, READ_POOL, 3);
+  const scenarios = ["read", "fallback", "update"];
+  const results = {}; // scenario -> worker -> [runs]
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const scenario of scenarios) {
+      for (const w of round % 2 ? [...workers].reverse() : workers) {
+        const first = scenario === "fallback" ? READ_POOL + 1 + round * FALLBACK_PER_ROUND : 1;
+        const count = scenario === "fallback" ? FALLBACK_PER_ROUND : READ_POOL;
+        const pids = processTree(w.server.child.pid);
+        const cpuBefore = cpuSeconds(pids);
+        const r = await wrk(w.server.url, scenario, token, first, count, DURATION);
+        r.cpu_ms_per_request = ((cpuSeconds(pids) - cpuBefore) * 1000) / r.requests;
+        if (scenario === "fallback" && r.requests > FALLBACK_PER_ROUND) {
+          throw new Error(`fallback pool exhausted (${r.requests} requests): raise BENCH_FALLBACK_PER_ROUND`);
+        }
+        ((results[scenario] ??= {})[w.name] ??= []).push(r);
+        log(`round ${round + 1} ${scenario} ${w.name}: ${r.rps.toFixed(0)} req/s, p50 ${(r.p50_us / 1000).toFixed(2)} ms, p99 ${(r.p99_us / 1000).toFixed(2)} ms, CPU ${r.cpu_ms_per_request.toFixed(3)} ms/req, errors ${r.errors}`);
+      }
+    }
+  }
+  for (const w of workers) await stopServer(w.server);
+
+  // ------------------------------------------------------------ report
+  if (backfill) {
+    const { keys, runs } = backfill;
+    const copied = runs.reduce((a, r) => a + r.copied, 0);
+    const ops = runs.reduce((a, r) => a + r.operations, 0);
+    const full = runs.slice(0, -1).map((r) => r.copied);
+    md("### Backfill in workerd (one run)");
+    md();
+    md(`The built worker in workerd (Miniflare ${await miniflareVersion()}), ${keys} synthetic legacy keys from \`scripts/legacy-data.mjs\` (customers with their mappings plus the messy cases) in the local \`OTP_AUTH_KV\`, phase 3, the scheduled event fired until the backfill reports complete. Operations are the worker's own count for each invocation (\`operations\` in its cron report).`);
+    md();
+    md("| legacy keys | cron runs | migrated per full run (min / median) | max ops in one run (cap 1000) | KV ops per migrated record | wall time per run (median) |");
+    md("|---|---|---|---|---|---|");
+    md(`| ${keys} | ${runs.length} | ${full.length ? Math.min(...full) : "-"} / ${full.length ? median(full) : "-"} | ${Math.max(...runs.map((r) => r.operations))} | ${(ops / copied).toFixed(3)} (${copied} migrated) | ${median(runs.map((r) => r.ms)).toFixed(0)} ms |`);
+    md();
+  }
+
+  out = fragments.load;
+  md("## 3. Throughput and latency in workerd");
+  md();
+  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite), ${ROUNDS} rounds; in each round every scenario runs against both workers back to back, the order alternating round by round. Figures are medians over the rounds. The product runs in phase 3 with a service token; the minimal worker (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the same KV operations, in the same order, with no authentication, validation or error handling. CPU per request is the user and system CPU time of the dev server's processes (wrangler and its workerd, which also runs the local KV) during the run, divided by the requests: the difference between the two workers is the product's own CPU per request. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit).`);
+  md();
+  md("| scenario | KV ops | product req/s | minimal req/s | **ratio req/s** | product p50 / p99 | minimal p50 / p99 | ratio p50 / p99 | CPU per request, product / minimal | errors |");
+  md("|---|---|---|---|---|---|---|---|---|---|");
+  const kvOps = { read: "1r", fallback: "4r 2w", update: "1r 2w" };
+  const labels = { read: "read hit (phase 3)", fallback: "fallback read (phase 3)", update: "update (phase 3)" };
+  const ms = (us) => (us / 1000).toFixed(2);
+  const ratios = {};
+  for (const s of scenarios) {
+    const p = results[s].product;
+    const m = results[s].minimal;
+    const pr = median(p.map((r) => r.rps));
+    const mr = median(m.map((r) => r.rps));
+    const p50 = [median(p.map((r) => r.p50_us)), median(m.map((r) => r.p50_us))];
+    const p99 = [median(p.map((r) => r.p99_us)), median(m.map((r) => r.p99_us))];
+    const errors = [...p, ...m].reduce((a, r) => a + r.errors, 0);
+    const cpu = [median(p.map((r) => r.cpu_ms_per_request)), median(m.map((r) => r.cpu_ms_per_request))];
+    ratios[s] = pr / mr;
+    md(`| ${labels[s]} | ${kvOps[s]} | ${pr.toFixed(0)} | ${mr.toFixed(0)} | **${(pr / mr).toFixed(2)}** | ${ms(p50[0])} / ${ms(p99[0])} ms | ${ms(p50[1])} / ${ms(p99[1])} ms | ${(p50[0] / p50[1]).toFixed(2)} / ${(p99[0] / p99[1]).toFixed(2)} | ${cpu[0].toFixed(3)} / ${cpu[1].toFixed(3)} ms (+${(cpu[0] - cpu[1]).toFixed(3)}) | ${errors} |`);
+  }
+  md();
+  md("<details><summary>Every wrk run</summary>");
+  md();
+  md("| round | scenario | worker | requests | req/s | p50 | p99 | mean | CPU per request | errors |");
+  md("|---|---|---|---|---|---|---|---|---|---|");
+  for (const s of scenarios) {
+    for (const w of workers) {
+      results[s][w.name].forEach((r, i) => {
+        md(`| ${i + 1} | ${s} | ${w.name} | ${r.requests} | ${r.rps.toFixed(0)} | ${ms(r.p50_us)} ms | ${ms(r.p99_us)} ms | ${ms(r.mean_us)} ms | ${r.cpu_ms_per_request.toFixed(3)} ms | ${r.errors} |`);
+      });
+    }
+  }
+  md();
+  md("</details>");
+  md();
+
+  out = fragments.size;
+  md("## 4. Size and start");
+  md();
+  md("| | product | minimal worker |");
+  md("|---|---|---|");
+  md(`| code, raw | wasm ${sizes.wasm[0]} B + JS glue ${sizes.glue[0]} B | ${sizes.minimal[0]} B of JavaScript |`);
+  md(`| code, \`gzip -9\` | wasm ${sizes.wasm[1]} B + JS glue ${sizes.glue[1]} B | ${sizes.minimal[1]} B |`);
+  const starts = workers.map((w) => w.starts.map((t) => t.toFixed(0)).join(", "));
+  md(`| \`wrangler dev\` spawned → first answered request (median of ${STARTS}) | ${median(workers[0].starts).toFixed(0)} ms (${starts[0]}) | ${median(workers[1].starts).toFixed(0)} ms (${starts[1]}) |`);
+  md();
+  md(`Start-up is measured from spawning \`node_modules/.bin/wrangler dev\` (no build step: \`scripts/bench/worker/wrangler.toml\` serves the already built \`build/worker/shim.mjs\`) to the first 200 answer to \`GET /health\`, polled every 20 ms; it includes wrangler's own start, its bundling, workerd's start and the compilation of the module. The two workers start alternately.`);
+  md();
+
+  const sections = wasmSections(wasm);
+  md("Where the wasm's bytes go (its sections, raw):");
+  md();
+  md("| section | bytes | share |");
+  md("|---|---|---|");
+  for (const [name, bytes] of sections) md(`| ${name} | ${bytes} | ${((100 * bytes) / wasm.length).toFixed(1)} % |`);
+  md();
+
+  mkdirSync(OUT, { recursive: true });
+  for (const [name, lines] of Object.entries(fragments)) writeFileSync(join(OUT, `${name}.md`), lines.join("\n") + "\n");
+  writeFileSync(join(OUT, "results.json"), JSON.stringify({ sizes, ratios, results, backfill, starts: workers.map((w) => w.starts) }, null, 1));
+  log(`wrote ${OUT}/{backfill,load,size}.md`);
+}
+
+/** The sizes of a wasm module's sections: code, data, and each custom section by name. */
+function wasmSections(bytes) {
+  const ids = { 1: "type", 2: "import", 3: "function", 4: "table", 5: "memory", 6: "global", 7: "export", 9: "element", 10: "code (functions)", 11: "data (constants, strings, tables)", 12: "data count" };
+  const leb = (i) => {
+    let value = 0, shift = 0, byte;
+    do {
+      byte = bytes[i++];
+      value += (byte & 0x7f) * 2 ** shift;
+      shift += 7;
+    } while (byte & 0x80);
+    return [value, i];
+  };
+  const sizes = new Map();
+  let i = 8;
+  while (i < bytes.length) {
+    const id = bytes[i++];
+    const [size, start] = leb(i);
+    let name = ids[id] ?? `section ${id}`;
+    if (id === 0) {
+      const [len, at] = leb(start);
+      name = `custom \`${new TextDecoder().decode(bytes.subarray(at, at + len))}\``;
+      if (name === "custom `name`") name += " (function names, kept by worker-build for stack traces)";
+    }
+    sizes.set(name, (sizes.get(name) ?? 0) + size);
+    i = start + size;
+  }
+  return [...sizes].sort((a, b) => b[1] - a[1]).slice(0, 6);
+}
+
+async function miniflareVersion() {
+  const pkg = JSON.parse(readFileSync(join(ROOT, "node_modules/miniflare/package.json"), "utf8"));
+  return pkg.version;
+}
+
+const deadline = setTimeout(() => {
+  console.error("[bench] time limit reached: stopping");
+  process.exit(124);
+}, Number(process.env.BENCH_TIME_LIMIT_S ?? 1800) * 1000);
+deadline.unref();
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

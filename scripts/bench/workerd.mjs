@@ -416,7 +416,7 @@ async function main() {
     const errors = [...p, ...m].reduce((a, r) => a + r.errors, 0);
     const cpu = [median(p.map((r) => r.cpu_ms_per_request)), median(m.map((r) => r.cpu_ms_per_request))];
     ratios[s] = pr / mr;
-    md(`| ${labels[s]} | ${kvOps[s]} | ${pr.toFixed(0)} | ${mr.toFixed(0)} | **${(pr / mr).toFixed(2)}** | ${ms(p50[0])} / ${ms(p99[0])} ms | ${ms(p50[1])} / ${ms(p99[1])} ms | ${(p50[0] / p50[1]).toFixed(2)} / ${(p99[0] / p99[1]).toFixed(2)} | ${cpu[0].toFixed(3)} / ${cpu[1].toFixed(3)} ms (+${(cpu[0] - cpu[1]).toFixed(3)}) | ${errors} |`);
+    md(`| ${labels[s]} | ${kvOps[s]} | ${pr.toFixed(0)} | ${mr.toFixed(0)} | **${(pr / mr).toFixed(2)}** | ${ms(p50[0])} / ${ms(p99[0])} ms | ${ms(p50[1])} / ${ms(p99[1])} ms | ${(p50[0] / p50[1]).toFixed(2)} / ${(p99[0] / p99[1]).toFixed(2)} | ${cpu[0].toFixed(3)} / ${cpu[1].toFixed(3)} ms (${cpu[0] >= cpu[1] ? "+" : "−"}${Math.abs(cpu[0] - cpu[1]).toFixed(3)}) | ${errors} |`);
   }
   md();
   md("<details><summary>Every wrk run</summary>");

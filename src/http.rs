@@ -77,6 +77,14 @@ impl ApiRequest {
     }
 }
 
+/// The query string of a URL, without `?` and without any fragment.
+pub fn query_of(url: &str) -> &str {
+    let without_fragment = url.split('#').next().unwrap_or_default();
+    without_fragment
+        .split_once('?')
+        .map_or("", |(_, query)| query)
+}
+
 fn decode_component(raw: &str) -> Result<String, ApiError> {
     percent_encoding::percent_decode_str(&raw.replace('+', " "))
         .decode_utf8()
@@ -129,5 +137,37 @@ impl ApiResponse {
 impl From<ApiError> for ApiResponse {
     fn from(err: ApiError) -> Self {
         ApiResponse::error(&err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_is_what_lies_between_the_question_mark_and_any_fragment() {
+        assert_eq!(query_of("https://w.dev/a?b=1&c=%2F"), "b=1&c=%2F");
+        assert_eq!(query_of("https://w.dev/a?b=1#frag?x"), "b=1");
+        assert_eq!(query_of("https://w.dev/a#f"), "");
+        assert_eq!(query_of("https://w.dev/a"), "");
+        assert_eq!(query_of("https://w.dev/?"), "");
+    }
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        let mut request = ApiRequest::new(Method::Get, "/x");
+        request.query = "store=old&prefix=a%2Bb+c&cursor=".into();
+        assert_eq!(
+            request.query_param("store").unwrap().as_deref(),
+            Some("old")
+        );
+        assert_eq!(
+            request.query_param("prefix").unwrap().as_deref(),
+            Some("a+b c")
+        );
+        assert_eq!(request.query_param("cursor").unwrap().as_deref(), Some(""));
+        assert_eq!(request.query_param("limit").unwrap(), None);
+        request.query = "store=%FF".into();
+        assert!(request.query_param("store").is_err());
     }
 }

@@ -82,13 +82,8 @@ pub fn decide(
         // Only the new store holds tombstones, so only a reverse sync meets one here.
         return match target {
             None => Verdict::InSync,
-            Some(target) => match (
-                Tombstone::deleted_at_ms(&source.bytes),
-                version(&target.bytes),
-            ) {
-                (Some(deleted), Some(updated)) if updated > deleted => Verdict::NewerInTarget,
-                _ => Verdict::Delete,
-            },
+            Some(target) if record_newer_than_tombstone(target, source) => Verdict::NewerInTarget,
+            Some(_) => Verdict::Delete,
         };
     }
     let Some(target) = target else {
@@ -107,6 +102,18 @@ pub fn decide(
         // even where versions cannot tell (an email mapping that was repointed).
         _ if direction == Direction::Reverse => Verdict::Copy,
         _ => Verdict::Conflict,
+    }
+}
+
+/// Whether `record` is a customer record updated after the tombstone `marker` was set:
+/// a write made after the delete, which must win over it.
+pub fn record_newer_than_tombstone(record: &StoredValue, marker: &StoredValue) -> bool {
+    match (
+        Tombstone::deleted_at_ms(&marker.bytes),
+        version(&record.bytes),
+    ) {
+        (Some(deleted), Some(updated)) => updated > deleted,
+        _ => false,
     }
 }
 

@@ -12,11 +12,12 @@
 
 use serde::Serialize;
 
+use super::copy::record_newer_than_tombstone;
 use super::JOURNAL_PREFIX;
-use crate::domain::{CustomerRecord, Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
-use crate::time::{parse_rfc3339_ms, rfc3339};
+use crate::time::rfc3339;
 
 /// Entries repaired per run: about seven KV operations each, well inside the 1,000
 /// operations one invocation may make.
@@ -90,7 +91,7 @@ async fn repair_key<S: KvStore>(
     // than the new store's tombstone is such a create, so the old store is the source
     // (the re-read below must watch the store racing writers write first).
     if source_name == StoreName::New
-        && record_newer_than_tombstone(in_target.as_ref(), seen.as_ref())
+        && matches!((&in_target, &seen), (Some(record), Some(marker)) if record_newer_than_tombstone(record, marker))
     {
         (source_name, target_name) = (StoreName::Old, StoreName::New);
         seen = in_target;
@@ -117,18 +118,6 @@ fn other(store: StoreName) -> StoreName {
         StoreName::Old => StoreName::New,
         StoreName::New => StoreName::Old,
     }
-}
-
-/// Whether `record` is a customer record updated after the tombstone `marker` was set.
-fn record_newer_than_tombstone(record: Option<&StoredValue>, marker: Option<&StoredValue>) -> bool {
-    let (Some(record), Some(marker)) = (record, marker) else {
-        return false;
-    };
-    let deleted_at = Tombstone::deleted_at_ms(&marker.bytes);
-    let updated_at = CustomerRecord::from_stored(&record.bytes)
-        .ok()
-        .and_then(|r| r.updated_at().and_then(parse_rfc3339_ms));
-    matches!((deleted_at, updated_at), (Some(deleted), Some(updated)) if updated > deleted)
 }
 
 /// Mappings are derived from records and a mapping counts only when its record holds

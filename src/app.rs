@@ -22,6 +22,9 @@ pub struct Config {
     pub phase_cache_ms: u64,
     /// How long a request may still be running on the phase it started with.
     pub request_margin_ms: u64,
+    /// How long a KV write may take to reach every location (reads elsewhere may return
+    /// the previous value until then).
+    pub consistency_window_ms: u64,
     /// How long phase 4 must run without fallback hits before phase 5.
     pub verification_period_ms: u64,
 }
@@ -31,19 +34,29 @@ impl Config {
     /// Workers requests rarely run longer; the margin covers one that started on the
     /// previous phase just before its isolate's cache expired.
     pub const DEFAULT_SETTLE_MARGIN_SECONDS: u64 = 30;
+    /// Workers KV documents that a write can take up to 60 s to be visible everywhere.
+    pub const DEFAULT_CONSISTENCY_WINDOW_SECONDS: u64 = 60;
     /// A week: long enough for weekly jobs and rarely active customers to show up.
     pub const DEFAULT_VERIFICATION_PERIOD_SECONDS: u64 = 7 * 24 * 3600;
 
     /// How long after a phase change something may still act on the previous phase:
-    /// an isolate's cached copy, plus a request that read it just before it expired.
+    /// a location that still reads the previous phase from KV, an isolate's cached copy
+    /// of it, plus a request that read it just before it expired.
     pub fn settle_ms(&self) -> u64 {
-        self.phase_cache_ms + self.request_margin_ms
+        self.consistency_window_ms + self.phase_cache_ms + self.request_margin_ms
+    }
+
+    /// How long after a copy its effect may still be hidden: until every location
+    /// sees it, and until a request that raced it has finished.
+    pub fn pass_delay_ms(&self) -> u64 {
+        self.consistency_window_ms + self.request_margin_ms
     }
 
     pub fn gate_settings(&self) -> GateSettings {
         GateSettings {
             settle_ms: self.settle_ms(),
             verification_period_ms: self.verification_period_ms,
+            pass_delay_ms: self.pass_delay_ms(),
         }
     }
 
@@ -74,6 +87,10 @@ impl Config {
             "PHASE_SETTLE_MARGIN_SECONDS",
             Self::DEFAULT_SETTLE_MARGIN_SECONDS,
         )?;
+        let window_seconds = seconds(
+            "KV_CONSISTENCY_WINDOW_SECONDS",
+            Self::DEFAULT_CONSISTENCY_WINDOW_SECONDS,
+        )?;
         let period_seconds = seconds(
             "VERIFICATION_PERIOD_SECONDS",
             Self::DEFAULT_VERIFICATION_PERIOD_SECONDS,
@@ -83,6 +100,7 @@ impl Config {
             default_phase,
             phase_cache_ms: cache_seconds.saturating_mul(1000),
             request_margin_ms: margin_seconds.saturating_mul(1000),
+            consistency_window_ms: window_seconds.saturating_mul(1000),
             verification_period_ms: period_seconds.saturating_mul(1000),
         })
     }
@@ -187,17 +205,21 @@ async fn dispatch<S: KvStore>(
         }
         Route::Repair => {
             caller.require_admin()?;
-            admin::repair(app.stores, current.phase, caller, app.now_ms).await
+            admin::repair(
+                app.stores,
+                current.phase,
+                app.config.gate_settings(),
+                caller,
+                app.now_ms,
+            )
+            .await
         }
         Route::Backfill => {
             caller.require_admin()?;
-            let unsettled_ms =
-                control::unsettled_ms(&current.state, app.config.settle_ms(), app.now_ms);
             backfill::run_batch(
                 app.stores,
-                current.phase,
-                unsettled_ms,
-                current.state.old_store_diverged,
+                current,
+                app.config.gate_settings(),
                 caller,
                 request,
                 app.now_ms,

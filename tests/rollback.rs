@@ -266,6 +266,7 @@ fn operations_of_one_sync(customers: usize) -> u32 {
         &metered(&world.stores, &budget),
         &budget,
         &state,
+        0,
         world.now_ms,
     ))
     .unwrap();
@@ -323,6 +324,7 @@ fn a_write_racing_the_reverse_sync_is_never_undone_in_the_old_store() {
                 &metered(&hooked, &budget),
                 &budget,
                 &state,
+                0,
                 world.now_ms,
             ))
             .unwrap();

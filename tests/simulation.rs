@@ -33,13 +33,15 @@ fn histories_keep_every_acknowledged_write() {
     }
     let histories = env_u64("SIM_HISTORIES").unwrap_or(10_000);
     let base = env_u64("SIM_SEED").unwrap_or(1);
-    let (mut faults, mut operations, mut failing, mut ran) = (0, 0, Vec::new(), 0);
+    let (mut faults, mut operations, mut stale_reads) = (0, 0, 0);
+    let (mut failing, mut ran) = (Vec::new(), 0);
     for n in 0..histories {
         ran += 1;
         let seed = base.wrapping_mul(1_000_003).wrapping_add(n);
         let outcome = sim::history::run(seed);
         faults += outcome.faults;
         operations += outcome.operations;
+        stale_reads += outcome.stale_reads;
         if !outcome.violations.is_empty() {
             failing.push((seed, outcome));
             if failing.len() >= 5 {
@@ -48,7 +50,8 @@ fn histories_keep_every_acknowledged_write() {
         }
     }
     println!(
-        "{ran} histories, {faults} faults injected, {} violations ({operations} KV operations)",
+        "{ran} histories, {faults} faults injected, {} violations \
+         ({operations} KV operations, {stale_reads} stale reads)",
         failing.len()
     );
     if let Some((seed, _)) = failing.first() {

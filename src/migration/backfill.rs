@@ -5,6 +5,14 @@
 //! ([`Direction::Reverse`]), with its own checkpoint.
 //! Copies are idempotent, so two overlapping runs do no harm (a lease makes them rare;
 //! counters may then count a chunk twice).
+//!
+//! KV reads are eventually consistent: for up to a minute a read may return a value
+//! another location already replaced, and a copy decided on such a read can overwrite a
+//! newer value (KV has no compare-and-swap to refuse it; the re-read after a copy can
+//! hit the same stale cache). So a pass that wrote anything is followed by another full
+//! pass once `RunOptions::pass_delay_ms` has passed since its last write; by then every
+//! read returns what was current after those writes, and the pass corrects what they
+//! got wrong. The run is complete only after a pass that wrote nothing.
 
 use serde::{Deserialize, Serialize};
 
@@ -84,12 +92,24 @@ pub struct Checkpoint {
     pub after_key: Option<String>,
     /// Keys in the old store's two families, as counted before copying.
     pub total: u64,
+    /// What the first pass found; later passes add the keys they scanned and the
+    /// writes they made (their findings repeat the first pass's).
     pub counts: CopyCounts,
     pub started_at: Option<u64>,
     pub updated_at: u64,
     pub completed_at: Option<u64>,
     pub runs: u64,
     pub paused: bool,
+    /// The pass over the keys, from 1; a pass that wrote is followed by another.
+    pub pass: u32,
+    /// Writes the current pass made or attempted (copies, deletes, corrections).
+    pub pass_writes: u64,
+    /// Keys scanned before the current pass began.
+    pub scanned_before_pass: u64,
+    /// When the current pass last wrote.
+    pub last_write_at: Option<u64>,
+    /// The current pass may not start before this instant.
+    pub pass_not_before: Option<u64>,
 }
 
 impl Checkpoint {
@@ -97,7 +117,7 @@ impl Checkpoint {
         self.stage == Stage::Done
     }
 
-    /// Percent of the counted keys scanned; 100 only when done.
+    /// Percent of the counted keys the current pass scanned; 100 only when done.
     pub fn percent(&self) -> f64 {
         if self.complete() {
             return 100.0;
@@ -105,7 +125,37 @@ impl Checkpoint {
         if self.total == 0 || self.stage.counting() {
             return 0.0;
         }
-        (self.counts.scanned as f64 * 100.0 / self.total as f64).min(99.9)
+        let scanned = self.counts.scanned.saturating_sub(self.scanned_before_pass);
+        (scanned as f64 * 100.0 / self.total as f64).min(99.9)
+    }
+
+    /// Whether copies were made that no later pass has re-read yet: until one has, a
+    /// copy decided on a stale read may hide a newer value in the target.
+    pub fn unsettled_copies(&self) -> bool {
+        !self.complete() && (self.pass_writes > 0 || self.pass > 1)
+    }
+
+    /// How long the next pass must still wait for KV's consistency window.
+    pub fn waiting_ms(&self, now_ms: u64) -> u64 {
+        self.pass_not_before
+            .map_or(0, |at| at.saturating_sub(now_ms))
+    }
+
+    /// Ends the current pass: done if it wrote nothing, else another pass, once the
+    /// writes it made are visible everywhere.
+    fn end_pass(&mut self, now_ms: u64, pass_delay_ms: u64) {
+        if self.pass_writes == 0 {
+            self.stage = Stage::Done;
+            self.completed_at.get_or_insert(now_ms);
+            return;
+        }
+        self.stage = Stage::CopyCustomers;
+        self.page_cursor = None;
+        self.after_key = None;
+        self.pass = self.pass.max(1) + 1;
+        self.pass_writes = 0;
+        self.scanned_before_pass = self.counts.scanned;
+        self.pass_not_before = Some(self.last_write_at.unwrap_or(now_ms) + pass_delay_ms);
     }
 
     /// Milliseconds left at the rate seen so far, once there is a rate.
@@ -158,6 +208,9 @@ pub struct RunOptions {
     /// A checkpoint started before this instant no longer counts and is started over
     /// (the reverse sync restarts when the old store diverges again).
     pub fresh_after_ms: u64,
+    /// How long after a pass's last write the next pass may start: KV's consistency
+    /// window plus the longest a request that raced the write may still run.
+    pub pass_delay_ms: u64,
 }
 
 impl Default for RunOptions {
@@ -167,6 +220,7 @@ impl Default for RunOptions {
             dry_run: false,
             max_records: None,
             fresh_after_ms: 0,
+            pass_delay_ms: 0,
         }
     }
 }
@@ -183,6 +237,9 @@ pub struct RunReport {
     pub counts: CopyCounts,
     pub operations: u32,
     pub complete: bool,
+    /// How long the next pass must wait before it may start (see the module's notes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
 /// One run: as many chunks as `budget` affords, from the stored checkpoint on.
@@ -212,6 +269,21 @@ pub async fn run<S: KvStore>(
         checkpoint = Checkpoint::default();
     }
     checkpoint.started_at.get_or_insert(now_ms);
+    let waiting_ms = checkpoint.waiting_ms(now_ms);
+    if waiting_ms > 0 && !checkpoint.complete() {
+        report.skipped_because = Some(format!(
+            "pass {} waits {waiting_ms} ms more for the last pass's copies to reach every KV location",
+            checkpoint.pass
+        ));
+        if !options.dry_run {
+            stores.new.delete(lease_key(options.direction)).await?;
+        }
+        report.wait_ms = Some(waiting_ms);
+        report.stage = checkpoint.stage;
+        report.operations = budget.used() - start_ops;
+        return Ok(report);
+    }
+    checkpoint.pass = checkpoint.pass.max(1);
     checkpoint.runs += 1;
     report.ran = true;
 
@@ -233,6 +305,7 @@ pub async fn run<S: KvStore>(
     result?;
     report.stage = checkpoint.stage;
     report.complete = checkpoint.complete();
+    report.wait_ms = Some(checkpoint.waiting_ms(now_ms)).filter(|ms| *ms > 0);
     report.operations = budget.used() - start_ops;
     Ok(report)
 }
@@ -278,7 +351,16 @@ async fn advance<S: KvStore>(
             let counts =
                 copy::copy_chunk(stores, options.direction, chunk, now_ms, options.dry_run).await?;
             report.counts.add(&counts);
-            checkpoint.counts.add(&counts);
+            checkpoint.counts.add(&if checkpoint.pass > 1 {
+                counts.scanned_and_writes()
+            } else {
+                counts.clone()
+            });
+            let writes = counts.copied + counts.corrected + counts.errors;
+            if writes > 0 {
+                checkpoint.pass_writes += writes;
+                checkpoint.last_write_at = Some(now_ms);
+            }
             checkpoint.after_key = chunk.last().map(|k| k.name.clone());
             if !options.dry_run {
                 save_checkpoint(&stores.new, options.direction, checkpoint).await?;
@@ -288,9 +370,12 @@ async fn advance<S: KvStore>(
             }
         }
         move_past_page(checkpoint, page.cursor, page.complete);
-    }
-    if checkpoint.stage == Stage::Done && checkpoint.completed_at.is_none() {
-        checkpoint.completed_at = Some(now_ms);
+        if checkpoint.stage == Stage::Done && !options.dry_run {
+            checkpoint.end_pass(now_ms, options.pass_delay_ms);
+            if checkpoint.waiting_ms(now_ms) > 0 {
+                return Ok(()); // the next pass waits for the consistency window
+            }
+        }
     }
     Ok(())
 }

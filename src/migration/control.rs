@@ -147,6 +147,8 @@ pub struct GateSettings {
     pub settle_ms: u64,
     /// How long phase 4 must run without fallback hits before phase 5.
     pub verification_period_ms: u64,
+    /// How long after a backfill or sync pass last wrote the next pass may start.
+    pub pass_delay_ms: u64,
 }
 
 /// What the gates need to know about the stores.
@@ -158,6 +160,8 @@ pub struct GateFacts {
     /// Whether the backfill has finished, and if not, how far it is.
     pub backfill_complete: bool,
     pub backfill_progress: String,
+    /// Whether backfill copies await the pass that re-reads them.
+    pub backfill_unsettled: bool,
     /// The last full verification: `None` if none has run.
     pub last_full_verification: Option<VerificationFacts>,
     /// Whether a reverse sync finished that started after the old store last diverged.
@@ -224,6 +228,15 @@ pub fn unmet_gates(
             format!(
                 "{} keys are out of sync between the stores (repair journal)",
                 facts.repair_journal_size
+            ),
+        ));
+    }
+    if reads_move && to.primary_read_store() == StoreName::New && facts.backfill_unsettled {
+        gates.push(unmet(
+            "backfill_settled",
+            format!(
+                "backfill batches copied keys that no later pass has re-read; a copy decided on a stale KV read would show an older value once reads go to the new store: finish the backfill first ({})",
+                facts.backfill_progress
             ),
         ));
     }

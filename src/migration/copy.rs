@@ -151,6 +151,18 @@ pub struct CopyCounts {
 }
 
 impl CopyCounts {
+    /// The keys scanned and the writes made, without the findings.
+    pub fn scanned_and_writes(&self) -> CopyCounts {
+        CopyCounts {
+            scanned: self.scanned,
+            copied: self.copied,
+            corrected: self.corrected,
+            errors: self.errors,
+            error_keys: self.error_keys.clone(),
+            ..CopyCounts::default()
+        }
+    }
+
     pub fn add(&mut self, other: &CopyCounts) {
         self.scanned += other.scanned;
         self.copied += other.copied;

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::backfill::{self, RunOptions, RunReport};
 use super::budget::{metered, Budget};
-use super::control;
+use super::control::{self, GateSettings};
 use super::repair::{self, RepairReport};
 use super::reverse;
 use crate::error::ApiError;
@@ -28,7 +28,7 @@ pub struct CronReport {
 pub async fn run<S: KvStore>(
     stores: &Stores<S>,
     default_phase: Phase,
-    settle_ms: u64,
+    timings: GateSettings,
     now_ms: u64,
 ) -> Result<CronReport, ApiError> {
     let budget = Budget::per_invocation(0);
@@ -37,21 +37,39 @@ pub async fn run<S: KvStore>(
     // the freshest state.
     let current = control::load(&stores.new, default_phase).await?;
     // Keys out of sync are a risk whichever store reads come from: repair in every phase.
-    let repair = repair::drain(&stores, current.phase, now_ms, repair::ENTRIES_PER_RUN).await?;
+    let repair = repair::drain(
+        &stores,
+        current.phase,
+        timings.pass_delay_ms,
+        now_ms,
+        repair::ENTRIES_PER_RUN,
+    )
+    .await?;
     let mut backfill = None;
     let mut reverse_sync = None;
     // Not while isolates may still run the previous phase: after a rollback from phase 4
     // they write the new store alone, and a copy could overwrite such a write unnoticed
     // (forward), or miss it (reverse).
-    let settled = control::unsettled_ms(&current.state, settle_ms, now_ms) == 0;
+    let settled = control::unsettled_ms(&current.state, timings.settle_ms, now_ms) == 0;
     if current.state.old_store_diverged {
         if reverse::syncs_in(current.phase) && settled {
-            reverse_sync = reverse::advance(&stores, &budget, &current.state, now_ms).await?;
+            reverse_sync = reverse::advance(
+                &stores,
+                &budget,
+                &current.state,
+                timings.pass_delay_ms,
+                now_ms,
+            )
+            .await?;
         }
     } else if current.phase.cron_backfills() && settled {
         let checkpoint = backfill::load_checkpoint(&stores.new).await?;
         if !checkpoint.paused && !checkpoint.complete() {
-            backfill = Some(backfill::run(&stores, &budget, RunOptions::default(), now_ms).await?);
+            let options = RunOptions {
+                pass_delay_ms: timings.pass_delay_ms,
+                ..RunOptions::default()
+            };
+            backfill = Some(backfill::run(&stores, &budget, options, now_ms).await?);
         }
     }
     Ok(CronReport {

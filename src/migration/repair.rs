@@ -9,8 +9,14 @@
 //! reading the source again afterwards and redone if it changed: every request writes
 //! the store its read was served from first, so a write the copy could have overwritten
 //! reached the source before that re-read.
+//!
+//! KV reads are eventually consistent, though: the source read, and the re-read, may
+//! return a value another location already replaced. So a repair that wrote keeps its
+//! journal entry, marked to be checked again once the write is visible everywhere
+//! (`pass_delay_ms`); the entry goes only when a check finds the stores agreeing.
 
 use serde::Serialize;
+use serde_json::json;
 
 use super::copy::record_newer_than_tombstone;
 use super::JOURNAL_PREFIX;
@@ -35,11 +41,33 @@ pub struct RepairReport {
     pub deferred: u32,
     /// The journal had more entries than one run repairs.
     pub more: bool,
+    /// Keys repaired and kept in the journal until a check after the consistency window.
+    pub settling: u32,
+    /// How long until the first of those checks is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// What a repair of one key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repaired {
+    /// The stores agree: the entry may go.
+    Agreed,
+    /// The lagging store was written: the entry stays until a later check agrees.
+    Written,
+    /// Not repaired now: a store failed, the source kept changing, or no safe source.
+    Deferred,
+}
+
+/// When a journal entry written by a repair is due to be checked again.
+fn check_after(metadata: Option<&serde_json::Value>) -> Option<u64> {
+    metadata?.get("checkAfter")?.as_u64()
 }
 
 pub async fn drain<S: KvStore>(
     stores: &Stores<S>,
     phase: Phase,
+    pass_delay_ms: u64,
     now_ms: u64,
     limit: u32,
 ) -> StoreResult<RepairReport> {
@@ -50,25 +78,53 @@ pub async fn drain<S: KvStore>(
     };
     for entry in page.keys {
         report.examined += 1;
+        if let Some(due) = check_after(entry.metadata.as_ref()).filter(|due| *due > now_ms) {
+            report.settling += 1;
+            let wait = due - now_ms;
+            report.wait_ms = Some(report.wait_ms.map_or(wait, |w| w.min(wait)));
+            continue;
+        }
         let key = &entry.name[JOURNAL_PREFIX.len()..];
-        match repair_key(stores, phase, key, now_ms).await {
-            Ok(true) => match forget(stores, &entry.name, entry.metadata.as_ref()).await {
-                Ok(()) => report.repaired += 1,
-                Err(_) => report.deferred += 1,
-            },
-            Ok(false) | Err(_) => report.deferred += 1,
+        let repaired = repair_key(stores, phase, key, now_ms)
+            .await
+            .unwrap_or(Repaired::Deferred);
+        let settled = match repaired {
+            Repaired::Agreed => true,
+            // With reads that are always current, the re-read after the copy suffices.
+            Repaired::Written => pass_delay_ms == 0,
+            Repaired::Deferred => {
+                report.deferred += 1;
+                continue;
+            }
+        };
+        let kept = if settled {
+            forget(stores, &entry.name, entry.metadata.as_ref()).await
+        } else {
+            check_later(stores, &entry.name, now_ms + pass_delay_ms).await
+        };
+        match (kept, settled) {
+            (Ok(()), true) => report.repaired += 1,
+            (Ok(()), false) => {
+                report.settling += 1;
+                report.wait_ms = Some(
+                    report
+                        .wait_ms
+                        .map_or(pass_delay_ms, |w| w.min(pass_delay_ms)),
+                );
+            }
+            (Err(_), _) => report.deferred += 1,
         }
     }
     Ok(report)
 }
 
-/// Makes the other store agree with the one serving `key`; true once confirmed.
+/// Makes the other store agree with the one serving `key`.
 async fn repair_key<S: KvStore>(
     stores: &Stores<S>,
     phase: Phase,
     key: &str,
     now_ms: u64,
-) -> StoreResult<bool> {
+) -> StoreResult<Repaired> {
     if key.starts_with(EMAIL_PREFIX) {
         return repair_mapping(stores, key).await;
     }
@@ -85,7 +141,7 @@ async fn repair_key<S: KvStore>(
     // Stores that already agree need no write — and a blind write here could land after
     // a request's write to the target and hide it.
     if same_state(seen.as_ref(), in_target.as_ref()) {
-        return Ok(true);
+        return Ok(Repaired::Agreed);
     }
     // A create over a deleted customer writes the old store first: a record there newer
     // than the new store's tombstone is such a create, so the old store is the source
@@ -99,18 +155,18 @@ async fn repair_key<S: KvStore>(
     // From phase 4 on nobody writes the old store, so a copy from it into the new store
     // could overwrite a write it would never notice.
     if source_name == StoreName::Old && phase >= Phase::NewPrimary {
-        return Ok(false);
+        return Ok(Repaired::Deferred);
     }
     let (source, target) = (stores.get(source_name), stores.get(target_name));
     for _ in 0..COPY_ATTEMPTS {
         copy_state(target, key, seen.as_ref(), target_name, now_ms).await?;
         let again = source.get(key).await?;
         if again == seen {
-            return Ok(true);
+            return Ok(Repaired::Written);
         }
         seen = again;
     }
-    Ok(false)
+    Ok(Repaired::Deferred)
 }
 
 fn other(store: StoreName) -> StoreName {
@@ -124,19 +180,19 @@ fn other(store: StoreName) -> StoreName {
 /// the email, so an extra mapping is harmless while a missing one hides a customer: a
 /// mapping one store lacks is copied from the other, and none is ever removed here
 /// (the email audit removes obsolete ones).
-async fn repair_mapping<S: KvStore>(stores: &Stores<S>, key: &str) -> StoreResult<bool> {
+async fn repair_mapping<S: KvStore>(stores: &Stores<S>, key: &str) -> StoreResult<Repaired> {
     let (old, new) = (stores.old.get(key).await?, stores.new.get(key).await?);
     let (present, lacking) = match (&old, &new) {
         (Some(value), None) => (value, &stores.new),
         (None, Some(value)) => (value, &stores.old),
-        _ => return Ok(true),
+        _ => return Ok(Repaired::Agreed),
     };
     let options = PutOptions {
         expiration: None,
         metadata: present.metadata.clone(),
     };
     lacking.put(key, &present.bytes, options).await?;
-    Ok(true)
+    Ok(Repaired::Written)
 }
 
 /// Whether two stores hold the same state of a key: the same bytes, or both nothing
@@ -177,6 +233,19 @@ async fn copy_state<S: KvStore>(
         }
         _ => target.delete(key).await,
     }
+}
+
+/// Keeps a journal entry, to be checked again at `due`.
+async fn check_later<S: KvStore>(stores: &Stores<S>, entry_key: &str, due: u64) -> StoreResult<()> {
+    let entry = json!({ "checkAfter": due });
+    let options = PutOptions {
+        expiration: None,
+        metadata: Some(entry.clone()),
+    };
+    stores
+        .new
+        .put(entry_key, entry.to_string().as_bytes(), options)
+        .await
 }
 
 /// Removes a journal entry unless a newer failure rewrote it while the key was repaired.

@@ -11,7 +11,9 @@
 //! It runs only in phases 2 and 3, once settled: there every write reaches both stores
 //! and reads still go to the new store first. It vouches for the old store only if it
 //! started after the old store last diverged (`PhaseState::left_old_store_at`); a sync
-//! from before that is started over.
+//! from before that is started over. Like the backfill, it is complete only after a
+//! pass that wrote nothing, made once its earlier copies were visible everywhere: a
+//! failed copy, or one decided on a stale read, is redone by the next pass.
 
 use super::backfill::{self, Checkpoint, RunOptions, RunReport};
 use super::budget::Budget;
@@ -26,11 +28,11 @@ pub fn syncs_in(phase: Phase) -> bool {
 }
 
 /// Whether `checkpoint` is a finished sync that vouches for the old store in `state`:
-/// one without failed copies, started after the old store last diverged.
+/// its last pass found nothing to copy, and it started after the old store last
+/// diverged.
 pub fn vouches(checkpoint: &Checkpoint, state: &PhaseState) -> bool {
     state.old_store_diverged
         && checkpoint.complete()
-        && checkpoint.counts.errors == 0
         && checkpoint
             .started_at
             .is_some_and(|started| started >= state.left_old_store_at)
@@ -42,21 +44,17 @@ pub async fn advance<S: KvStore>(
     stores: &Stores<S>,
     budget: &Budget,
     state: &PhaseState,
+    pass_delay_ms: u64,
     now_ms: u64,
 ) -> StoreResult<Option<RunReport>> {
     let checkpoint = backfill::load_checkpoint_of(&stores.new, Direction::Reverse).await?;
     if vouches(&checkpoint, state) {
         return Ok(None);
     }
-    // A finished pass whose copies partly failed proves nothing: start another.
-    let fresh_after_ms = if checkpoint.complete() && checkpoint.counts.errors > 0 {
-        now_ms + 1
-    } else {
-        state.left_old_store_at
-    };
     let options = RunOptions {
         direction: Direction::Reverse,
-        fresh_after_ms,
+        fresh_after_ms: state.left_old_store_at,
+        pass_delay_ms,
         ..RunOptions::default()
     };
     backfill::run(stores, budget, options, now_ms)

@@ -89,7 +89,14 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             return;
         }
     };
-    match cron::run(&stores, config.default_phase, config.settle_ms(), now_ms()).await {
+    match cron::run(
+        &stores,
+        config.default_phase,
+        config.gate_settings(),
+        now_ms(),
+    )
+    .await
+    {
         Ok(report) => console_log!(
             "cron: {}",
             serde_json::to_string(&report).unwrap_or_default()

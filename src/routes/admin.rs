@@ -35,6 +35,23 @@ pub struct Facts {
     pub fallback_in_phase_4: KeySample,
 }
 
+fn progress(checkpoint: &Checkpoint, now_ms: u64) -> String {
+    let waiting = checkpoint.waiting_ms(now_ms);
+    if waiting > 0 && !checkpoint.complete() {
+        return format!(
+            "pass {} starts in {} s, once the last pass's copies reach every KV location",
+            checkpoint.pass,
+            waiting.div_ceil(1000)
+        );
+    }
+    format!(
+        "pass {}, stage {:?}, {:.1}% scanned",
+        checkpoint.pass.max(1),
+        checkpoint.stage,
+        checkpoint.percent()
+    )
+}
+
 pub async fn gather_facts<S: KvStore>(
     stores: &Stores<S>,
     current: &CurrentPhase,
@@ -77,22 +94,15 @@ pub async fn gather_facts<S: KvStore>(
         unsettled_ms: control::unsettled_ms(state, settings.settle_ms, now_ms),
         repair_journal_size: journal.count,
         backfill_complete: checkpoint.complete(),
-        backfill_progress: format!(
-            "stage {:?}, {:.1}% scanned",
-            checkpoint.stage,
-            checkpoint.percent()
-        ),
+        backfill_unsettled: checkpoint.unsettled_copies(),
+        backfill_progress: progress(&checkpoint, now_ms),
         last_full_verification: vouching.map(|v| VerificationFacts {
             missing: v.missing,
             mismatched: v.mismatched,
             extra: v.extra,
         }),
         reverse_sync_complete,
-        reverse_sync_progress: format!(
-            "stage {:?}, {:.1}% scanned",
-            reverse_sync.stage,
-            reverse_sync.percent()
-        ),
+        reverse_sync_progress: progress(&reverse_sync, now_ms),
         verification_period_left_ms: if in_phase_4 {
             (since + settings.verification_period_ms).saturating_sub(now_ms)
         } else {
@@ -189,6 +199,9 @@ pub fn backfill_json(checkpoint: &Checkpoint) -> Value {
         "updatedAt": checkpoint.updated_at,
         "completedAt": checkpoint.completed_at,
         "runs": checkpoint.runs,
+        "pass": checkpoint.pass.max(1),
+        "passStartsAt": checkpoint.pass_not_before,
+        "unsettledCopies": checkpoint.unsettled_copies(),
     })
 }
 
@@ -279,13 +292,21 @@ pub async fn audit_log<S: KvStore>(
 pub async fn repair<S: KvStore>(
     stores: &Stores<S>,
     phase: Phase,
+    settings: GateSettings,
     caller: &Caller,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
-    let report = repair::drain(stores, phase, now_ms, repair::ENTRIES_PER_RUN).await?;
+    let report = repair::drain(
+        stores,
+        phase,
+        settings.pass_delay_ms,
+        now_ms,
+        repair::ENTRIES_PER_RUN,
+    )
+    .await?;
     let detail = format!(
-        "repaired {} of {} journaled keys",
-        report.repaired, report.examined
+        "repaired {} of {} journaled keys ({} settling)",
+        report.repaired, report.examined, report.settling
     );
     audit::append(
         &stores.new,

@@ -9,6 +9,7 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::audit::{self, AuditEntry};
 use crate::migration::backfill::{self, RunOptions, CHECKPOINT_KEY, LEASE_KEY};
 use crate::migration::budget::{metered, Budget};
+use crate::migration::control::{self, CurrentPhase, GateSettings};
 use crate::migration::copy::Direction;
 use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
@@ -31,13 +32,14 @@ pub enum Control {
 /// checked; in phase 0 the copies would go stale at the next write.
 pub async fn run_batch<S: KvStore>(
     stores: &Stores<S>,
-    phase: Phase,
-    unsettled_ms: u64,
-    old_store_diverged: bool,
+    current: &CurrentPhase,
+    timings: GateSettings,
     caller: &Caller,
     request: &ApiRequest,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
+    let phase = current.phase;
+    let unsettled_ms = control::unsettled_ms(&current.state, timings.settle_ms, now_ms);
     let body = request.json_object()?;
     let dry_run = optional_bool(&body, "dryRun")?;
     let max_records = match body.get("maxRecords") {
@@ -61,7 +63,7 @@ pub async fn run_batch<S: KvStore>(
             ),
         ));
     }
-    if old_store_diverged {
+    if current.state.old_store_diverged {
         // The new store holds writes the old one lacks: copying old to new now could
         // carry a value back that those writes replaced.
         return Err(ApiError::conflict(
@@ -84,6 +86,7 @@ pub async fn run_batch<S: KvStore>(
         RunOptions {
             dry_run,
             max_records,
+            pass_delay_ms: timings.pass_delay_ms,
             ..RunOptions::default()
         },
         now_ms,

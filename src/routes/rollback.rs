@@ -112,12 +112,17 @@ pub async fn run<S: KvStore>(
                 let report = repair::drain(
                     ctx.stores,
                     current.phase,
+                    ctx.settings.pass_delay_ms,
                     ctx.now_ms,
                     repair::ENTRIES_PER_RUN,
                 )
                 .await?;
                 let progressed = report.repaired > 0;
+                let wait_ms = report.wait_ms;
                 taken.push(json!({ "step": "repair", "report": report }));
+                if let Some(ms) = wait_ms.filter(|_| !progressed) {
+                    return Ok(in_progress(&current, target, taken, &Step::Wait { ms }, &facts, "repaired keys stay in the journal until a check once KV has spread the repair to every location; call again then"));
+                }
                 if !progressed {
                     return Ok(in_progress(
                         &current,
@@ -135,11 +140,18 @@ pub async fn run<S: KvStore>(
                     &metered(ctx.stores, &budget),
                     &budget,
                     &current.state,
+                    ctx.settings.pass_delay_ms,
                     ctx.now_ms,
                 )
                 .await?;
                 let synced = report.as_ref().is_some_and(|r| r.complete);
+                let wait_ms = report.as_ref().and_then(|r| r.wait_ms);
                 taken.push(json!({ "step": "sync", "report": report }));
+                if let Some(ms) = wait_ms.filter(|_| !synced) {
+                    let facts =
+                        admin::gather_facts(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;
+                    return Ok(in_progress(&current, target, taken, &Step::Wait { ms }, &facts, "the reverse sync's next pass re-reads what the last one copied once KV has spread those copies to every location; call again then"));
+                }
                 if !synced {
                     let facts =
                         admin::gather_facts(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;

@@ -65,6 +65,7 @@ impl World {
                 default_phase: Phase::Legacy,
                 phase_cache_ms: 0,
                 request_margin_ms: 0,
+                consistency_window_ms: 0,
                 verification_period_ms: 0,
             },
             cache: PhaseCache::default(),
@@ -130,7 +131,7 @@ impl World {
         block_on(customer_kv_migration::migration::cron::run(
             &self.stores,
             self.config.default_phase,
-            self.config.settle_ms(),
+            self.config.gate_settings(),
             self.now_ms,
         ))
         .unwrap()

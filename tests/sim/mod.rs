@@ -10,7 +10,7 @@ pub mod rng;
 pub mod store;
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -40,6 +40,9 @@ pub struct Settings {
     /// The phase the history starts in: 0, or 4 or 5 (empty stores already migrated,
     /// so that rollbacks from there run under the clients' writes).
     pub start_phase: u8,
+    /// KV's consistency window: how long a location may read what it saw before (0: reads
+    /// are current).
+    pub stale_window_ms: u64,
 }
 
 impl Settings {
@@ -53,7 +56,19 @@ impl Settings {
             fault_rate: [0.0, 0.02, 0.05, 0.1][rng.below(4) as usize],
             phase_cache_ms: [0, 500, 2_000][rng.below(3) as usize],
             start_phase: 0,
+            stale_window_ms: 0,
         }
+    }
+
+    /// The settings of `seed`, with those drawn from streams of their own.
+    pub fn of_seed(seed: u64) -> (Self, Rng) {
+        let mut rng = Rng::new(seed);
+        let settings = Self {
+            start_phase: Self::start_phase_for_seed(seed),
+            stale_window_ms: Self::stale_window_for_seed(seed),
+            ..Self::for_seed(&mut rng)
+        };
+        (settings, rng)
     }
 
     /// One history in three starts in phase 4 or 5. Drawn from its own stream so that
@@ -61,6 +76,13 @@ impl Settings {
     pub fn start_phase_for_seed(seed: u64) -> u8 {
         let mut rng = Rng::new(seed ^ 0x0001_2011_bac4);
         [0, 0, 0, 0, 4, 5][rng.below(6) as usize]
+    }
+
+    /// One history in three reads through KV's eventual consistency, with a window a few
+    /// times longer than a request (production's is 60 s against requests of tens of ms).
+    pub fn stale_window_for_seed(seed: u64) -> u64 {
+        let mut rng = Rng::new(seed ^ 0x57a1_e0c0_75e7);
+        [0, 0, 0, 0, 2_000, 10_000][rng.below(6) as usize]
     }
 
     /// Settings one step smaller in each dimension that can shrink.
@@ -103,6 +125,10 @@ impl Settings {
             phase_cache_ms: 0,
             ..*self
         });
+        push(Settings {
+            stale_window_ms: 0,
+            ..*self
+        });
         out
     }
 }
@@ -114,25 +140,40 @@ pub enum Known {
     Present { name: String, email: String },
 }
 
+/// Parts of a history that shrinking removed: steps of tasks (task, step), and
+/// injected faults by number.
+#[derive(Debug, Clone, Default)]
+pub struct Cuts {
+    pub steps: BTreeSet<(usize, usize)>,
+    pub faults: BTreeSet<u64>,
+}
+
 /// Outcome of one history.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub faults: u64,
     pub operations: u64,
+    pub stale_reads: u64,
     pub violations: Vec<String>,
     pub trace: Vec<String>,
+    /// The steps that ran and the faults injected: what shrinking may cut.
+    pub steps: Vec<(usize, usize)>,
+    pub injected: Vec<u64>,
 }
 
 pub struct Sim {
     pub stores: Stores<SimKv>,
     pub shared: Rc<Shared>,
     pub config: Config,
-    pub clock: Cell<u64>,
     /// Per customer id: every state the read path may show (one once it is certain).
     pub model: RefCell<BTreeMap<String, Vec<Known>>>,
+    /// Per customer id: states the model no longer allows, and when they stopped being
+    /// current (a stale read may still show them for the consistency window).
+    pub retired: RefCell<BTreeMap<String, Vec<(Known, u64)>>>,
     pub violations: RefCell<Vec<String>>,
-    pub trace: RefCell<Vec<String>>,
     pub seq: Cell<u64>,
+    pub cuts: Cuts,
+    pub steps: RefCell<Vec<(usize, usize)>>,
 }
 
 pub const SECRET: &[u8] = b"simulation-secret-0123456789abcdef";
@@ -160,17 +201,20 @@ thread_local! {
 }
 
 impl Sim {
-    pub fn new(seed: u64, fault_rate: f64, phase_cache_ms: u64) -> Self {
-        let shared = Rc::new(Shared {
-            rng: RefCell::new(Rng::new(seed ^ 0x5eed)),
-            fault_rate: Cell::new(fault_rate),
-            faults: Cell::new(0),
-            operations: Cell::new(0),
-        });
+    pub fn new(seed: u64, settings: &Settings, cuts: Cuts) -> Self {
+        let mut shared = Shared::new(
+            seed,
+            settings.fault_rate,
+            settings.stale_window_ms,
+            START_MS,
+        );
+        shared.spared_faults = cuts.faults.clone();
+        let shared = Rc::new(shared);
+        let phase_cache_ms = settings.phase_cache_ms;
         Self {
             stores: Stores {
-                old: SimKv::new(shared.clone()),
-                new: SimKv::new(shared.clone()),
+                old: SimKv::new("old", shared.clone()),
+                new: SimKv::new("new", shared.clone()),
             },
             shared,
             config: Config {
@@ -179,13 +223,15 @@ impl Sim {
                 phase_cache_ms,
                 // Requests here span up to a second or so of simulated time.
                 request_margin_ms: 3_000,
+                consistency_window_ms: settings.stale_window_ms,
                 verification_period_ms: 0,
             },
-            clock: Cell::new(START_MS),
             model: RefCell::new(BTreeMap::new()),
+            retired: RefCell::new(BTreeMap::new()),
             violations: RefCell::new(Vec::new()),
-            trace: RefCell::new(Vec::new()),
             seq: Cell::new(0),
+            cuts,
+            steps: RefCell::new(Vec::new()),
         }
     }
 
@@ -216,7 +262,7 @@ impl Sim {
             stores: &self.stores,
             config: &self.config,
             phase_cache: cache,
-            now_ms: self.clock.get(),
+            now_ms: self.now(),
         };
         handle(&app, &request).await.response
     }
@@ -226,7 +272,24 @@ impl Sim {
     }
 
     pub fn note(&self, text: String) {
-        self.trace.borrow_mut().push(text);
+        self.shared.note(text);
+    }
+
+    pub fn now(&self) -> u64 {
+        self.shared.clock.get()
+    }
+
+    pub fn advance_clock(&self, ms: u64) {
+        self.shared.clock.set(self.now() + ms);
+    }
+
+    /// Whether step `step` of task `task` runs (shrinking may have cut it); notes it.
+    pub fn takes_step(&self, task: usize, step: usize) -> bool {
+        if self.cuts.steps.contains(&(task, step)) {
+            return false;
+        }
+        self.steps.borrow_mut().push((task, step));
+        true
     }
 
     pub fn stored_phase(&self) -> Phase {
@@ -302,12 +365,14 @@ impl Sim {
     }
 }
 
-/// Runs tasks to completion, polling a randomly chosen one each step.
+/// Runs tasks to completion, polling a randomly chosen one each step; a task runs in
+/// the location of its index.
 pub fn run_tasks<'a>(
     rng: &mut Rng,
     mut tasks: Vec<Option<Pin<Box<dyn Future<Output = ()> + 'a>>>>,
-    clock: &Cell<u64>,
+    shared: &Shared,
 ) {
+    let clock = &shared.clock;
     let mut context = Context::from_waker(Waker::noop());
     loop {
         let live: Vec<usize> = tasks
@@ -321,6 +386,7 @@ pub fn run_tasks<'a>(
         }
         let chosen = live[rng.below(live.len() as u64) as usize];
         clock.set(clock.get() + 1 + rng.below(20));
+        shared.location.set(chosen);
         if let Some(task) = tasks[chosen].as_mut() {
             if let Poll::Ready(()) = task.as_mut().poll(&mut context) {
                 tasks[chosen] = None;
@@ -346,7 +412,7 @@ pub fn cron_once(
     cron::run(
         &sim.stores,
         sim.config.default_phase,
-        sim.config.phase_cache_ms,
-        sim.clock.get(),
+        sim.config.gate_settings(),
+        sim.now(),
     )
 }

@@ -1,8 +1,15 @@
 //! The simulated KV namespace: every operation is one scheduler step (it yields once
 //! before acting), and may fail before it acts or after it acted, as the seed decides.
+//!
+//! Reads can be stale the way Workers KV's are: a write takes up to the consistency
+//! window to reach other locations (here, a task is an isolate in a location of its
+//! own). A read returns any version of the key that was current within the window, as
+//! the seed decides, but never one older than what its location last saw or wrote
+//! (caches move forward; a location sees its own writes). `list` always sees the
+//! latest keys.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -22,17 +29,61 @@ pub struct Entry {
     pub metadata: Option<Value>,
 }
 
-/// What both namespaces share: the seeded randomness and the fault settings.
+/// What both namespaces share: the seeded randomness, the clock, the fault settings and
+/// the history's trace.
 pub struct Shared {
     pub rng: RefCell<Rng>,
+    pub clock: Cell<u64>,
     /// Probability that an operation fails.
     pub fault_rate: Cell<f64>,
     pub faults: Cell<u64>,
     pub operations: Cell<u64>,
+    /// Injected faults, by their number, that shrinking turned off: the operation
+    /// succeeds instead (the draw is still made, so later draws stay the same).
+    pub spared_faults: BTreeSet<u64>,
+    /// The faults injected so far, by number.
+    pub injected: RefCell<Vec<u64>>,
+    /// The task running now: each task is an isolate in a location of its own.
+    pub location: Cell<usize>,
+    /// How long a location may serve what it last saw of a key (0: reads are current).
+    pub stale_window_ms: u64,
+    /// Reads that returned something other than the latest write.
+    pub stale_reads: Cell<u64>,
+    pub trace: RefCell<Vec<String>>,
 }
 
+impl Shared {
+    pub fn new(seed: u64, fault_rate: f64, stale_window_ms: u64, start_ms: u64) -> Self {
+        Self {
+            rng: RefCell::new(Rng::new(seed ^ 0x5eed)),
+            clock: Cell::new(start_ms),
+            fault_rate: Cell::new(fault_rate),
+            faults: Cell::new(0),
+            operations: Cell::new(0),
+            spared_faults: BTreeSet::new(),
+            injected: RefCell::new(Vec::new()),
+            location: Cell::new(usize::MAX),
+            stale_window_ms,
+            stale_reads: Cell::new(0),
+            trace: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn note(&self, text: String) {
+        self.trace.borrow_mut().push(text);
+    }
+}
+
+/// One version of a key: from when it was current, and its value (`None`: absent).
+type Version = (u64, Option<Entry>);
+
 pub struct SimKv {
+    pub name: &'static str,
     pub entries: RefCell<BTreeMap<String, Entry>>,
+    /// Every version of each key written during the history, oldest first.
+    versions: RefCell<HashMap<String, Vec<Version>>>,
+    /// Per location and key: the newest version it has seen or written.
+    seen: RefCell<HashMap<(usize, String), usize>>,
     pub shared: Rc<Shared>,
 }
 
@@ -51,7 +102,7 @@ impl Future for YieldOnce {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Fate {
     Succeed,
     /// Fails before acting: nothing changed.
@@ -61,32 +112,100 @@ enum Fate {
 }
 
 impl SimKv {
-    pub fn new(shared: Rc<Shared>) -> Self {
+    pub fn new(name: &'static str, shared: Rc<Shared>) -> Self {
         Self {
+            name,
             entries: RefCell::new(BTreeMap::new()),
+            versions: RefCell::new(HashMap::new()),
+            seen: RefCell::new(HashMap::new()),
             shared,
         }
     }
 
-    async fn step(&self) -> Fate {
+    async fn step(&self, operation: &str, key: &str) -> Fate {
         YieldOnce(false).await;
-        self.shared.operations.set(self.shared.operations.get() + 1);
-        let rate = self.shared.fault_rate.get();
-        let mut rng = self.shared.rng.borrow_mut();
-        if rate > 0.0 && rng.chance(rate) {
-            self.shared.faults.set(self.shared.faults.get() + 1);
-            if rng.chance(0.5) {
-                Fate::FailBefore
-            } else {
-                Fate::FailAfter
-            }
-        } else {
-            Fate::Succeed
+        let shared = &self.shared;
+        shared.operations.set(shared.operations.get() + 1);
+        let rate = shared.fault_rate.get();
+        let mut rng = shared.rng.borrow_mut();
+        if !(rate > 0.0 && rng.chance(rate)) {
+            return Fate::Succeed;
         }
+        let fate = if rng.chance(0.5) {
+            Fate::FailBefore
+        } else {
+            Fate::FailAfter
+        };
+        let number = shared.faults.get();
+        shared.faults.set(number + 1);
+        if shared.spared_faults.contains(&number) {
+            return Fate::Succeed;
+        }
+        shared.injected.borrow_mut().push(number);
+        shared.note(format!(
+            "  fault #{number}: {} {operation} {key}: {fate:?}",
+            self.name
+        ));
+        fate
     }
 
+    /// The latest write, as the checks see it.
     pub fn peek(&self, key: &str) -> Option<Entry> {
         self.entries.borrow().get(key).cloned()
+    }
+
+    /// What the running location reads: a version current within the window, not
+    /// older than the one it saw last.
+    fn read(&self, key: &str) -> Option<Entry> {
+        let latest = self.peek(key);
+        let window = self.shared.stale_window_ms;
+        if window == 0 {
+            return latest;
+        }
+        let since = self.shared.clock.get().saturating_sub(window);
+        let versions = self.versions.borrow();
+        let Some(versions) = versions.get(key) else {
+            return latest; // never written during the history
+        };
+        let slot = (self.shared.location.get(), key.to_owned());
+        let floor = self.seen.borrow().get(&slot).copied().unwrap_or(0);
+        // Versions replaced before the window began are gone everywhere.
+        let first = (floor..versions.len())
+            .find(|&i| versions.get(i + 1).is_none_or(|(until, _)| *until > since))
+            .unwrap_or(versions.len() - 1);
+        let chosen = first
+            + self
+                .shared
+                .rng
+                .borrow_mut()
+                .below((versions.len() - first) as u64) as usize;
+        self.seen.borrow_mut().insert(slot, chosen);
+        if chosen + 1 < versions.len() {
+            self.shared
+                .stale_reads
+                .set(self.shared.stale_reads.get() + 1);
+        }
+        versions[chosen].1.clone()
+    }
+
+    fn write(&self, key: &str, entry: Option<Entry>) {
+        let before = match &entry {
+            Some(entry) => self
+                .entries
+                .borrow_mut()
+                .insert(key.to_owned(), entry.clone()),
+            None => self.entries.borrow_mut().remove(key),
+        };
+        if self.shared.stale_window_ms == 0 {
+            return;
+        }
+        let mut versions = self.versions.borrow_mut();
+        let versions = versions
+            .entry(key.to_owned())
+            .or_insert_with(|| vec![(0, before)]);
+        versions.push((self.shared.clock.get(), entry));
+        let slot = (self.shared.location.get(), key.to_owned());
+        self.seen.borrow_mut().insert(slot, versions.len() - 1);
     }
 }
 
@@ -97,34 +216,31 @@ fn injected(operation: &'static str) -> StoreError {
     }
 }
 
+fn stored(entry: Entry) -> StoredValue {
+    StoredValue {
+        bytes: entry.bytes,
+        metadata: entry.metadata,
+    }
+}
+
 impl KvStore for SimKv {
     async fn get(&self, key: &str) -> StoreResult<Option<StoredValue>> {
-        if self.step().await != Fate::Succeed {
+        if self.step("get", key).await != Fate::Succeed {
             return Err(injected("get"));
         }
-        Ok(self.peek(key).map(|e| StoredValue {
-            bytes: e.bytes,
-            metadata: e.metadata,
-        }))
+        Ok(self.read(key).map(stored))
     }
 
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>> {
-        if self.step().await != Fate::Succeed {
+        let first = keys.first().map_or("", String::as_str);
+        if self.step("get_many", first).await != Fate::Succeed {
             return Err(injected("get"));
         }
-        Ok(keys
-            .iter()
-            .map(|k| {
-                self.peek(k).map(|e| StoredValue {
-                    bytes: e.bytes,
-                    metadata: e.metadata,
-                })
-            })
-            .collect())
+        Ok(keys.iter().map(|k| self.read(k).map(stored)).collect())
     }
 
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()> {
-        let fate = self.step().await;
+        let fate = self.step("put", key).await;
         if fate == Fate::FailBefore {
             return Err(injected("put"));
         }
@@ -133,7 +249,7 @@ impl KvStore for SimKv {
             expiration: options.expiration,
             metadata: options.metadata,
         };
-        self.entries.borrow_mut().insert(key.to_owned(), entry);
+        self.write(key, Some(entry));
         if fate == Fate::FailAfter {
             return Err(injected("put"));
         }
@@ -141,11 +257,11 @@ impl KvStore for SimKv {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        let fate = self.step().await;
+        let fate = self.step("delete", key).await;
         if fate == Fate::FailBefore {
             return Err(injected("delete"));
         }
-        self.entries.borrow_mut().remove(key);
+        self.write(key, None);
         if fate == Fate::FailAfter {
             return Err(injected("delete"));
         }
@@ -153,7 +269,7 @@ impl KvStore for SimKv {
     }
 
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> StoreResult<ListPage> {
-        if self.step().await != Fate::Succeed {
+        if self.step("list", prefix).await != Fate::Succeed {
             return Err(injected("list"));
         }
         let entries = self.entries.borrow();

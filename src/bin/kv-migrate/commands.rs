@@ -165,6 +165,15 @@ fn backfill(
         if !until_done || dry_run || complete {
             return Ok(());
         }
+        // A pass that copied is followed by one that re-reads, once KV has spread the
+        // copies to every location.
+        if let Some(wait) = answer["report"]["waitMs"].as_u64().filter(|ms| *ms > 0) {
+            out.progress(&format!(
+                "waiting {} before the next pass re-reads what this one copied",
+                render::duration(wait)
+            ));
+            sleep(Duration::from_millis(wait.min(60_000)));
+        }
     }
     Err(Failure::Refused("the backfill did not finish".into()))
 }

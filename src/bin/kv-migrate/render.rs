@@ -40,6 +40,8 @@ fn progress(label: &str, p: &Value) -> String {
         "complete".to_owned()
     } else if p["paused"] == true {
         "paused".to_owned()
+    } else if p["pass"].as_u64().is_some_and(|pass| pass > 1) {
+        format!("pass {} {}", p["pass"], p["stage"].as_str().unwrap_or("?"))
     } else {
         p["stage"].as_str().unwrap_or("?").to_owned()
     };

@@ -136,145 +136,142 @@ async fn client_step(
     change_email: bool,
     (id, name, email, path): (String, String, String, String),
 ) {
-    let cache = cache;
     let at = format!("[{k}.{step}] client {k}");
-    {
-        match kind {
-            0 => {
+    match kind {
+        0 => {
+            let r = sim
+                .send(
+                    cache,
+                    false,
+                    "POST",
+                    "/customer",
+                    Some(json!({ "customerId": id, "email": email, "name": name })),
+                )
+                .await;
+            sim.note(format!(
+                "{at} (phase {}): create {id} -> {}",
+                seen_phase(cache),
+                r.status
+            ));
+            match r.status {
+                201 => sim.acknowledge(&id, Known::Present { name, email }),
+                409 => {
+                    if !sim
+                        .readable(&id)
+                        .iter()
+                        .any(|s| matches!(s, Known::Present { .. }))
+                    {
+                        sim.violation(format!(
+                            "create {id} answered 409 but the model says it is absent"
+                        ));
+                    }
+                }
+                _ if is_failure(&r) => sim.attempt(&id, Known::Present { name, email }),
+                other => sim.violation(format!("create {id}: unexpected {other} {}", r.body)),
+            }
+        }
+        1..=3 => {
+            let patch = if change_email {
+                json!({ "email": email })
+            } else {
+                json!({ "name": name })
+            };
+            let r = sim.send(cache, false, "PATCH", &path, Some(patch)).await;
+            sim.note(format!(
+                "{at} (phase {}): update {id} {} -> {} {}",
+                seen_phase(cache),
+                if change_email { "email" } else { "name" },
+                r.status,
+                r.body["email"]
+            ));
+            match r.status {
+                200 => sim.acknowledge(&id, observed(&r)),
+                404 => sim.expect(&id, Known::Absent, "update"),
+                _ if is_failure(&r) => {
+                    // The merge may have been made on any state the request could read.
+                    for base in sim.readable(&id) {
+                        let Known::Present { name: n, email: e } = base else {
+                            continue;
+                        };
+                        let attempted = if change_email {
+                            Known::Present {
+                                name: n,
+                                email: email.clone(),
+                            }
+                        } else {
+                            Known::Present {
+                                name: name.clone(),
+                                email: e,
+                            }
+                        };
+                        sim.attempt(&id, attempted);
+                    }
+                }
+                other => sim.violation(format!("update {id}: unexpected {other} {}", r.body)),
+            }
+        }
+        4 => {
+            let r = sim.send(cache, false, "DELETE", &path, None).await;
+            sim.note(format!(
+                "{at} (phase {}): delete {id} -> {}",
+                seen_phase(cache),
+                r.status
+            ));
+            match r.status {
+                200 => sim.acknowledge(&id, Known::Absent),
+                404 => sim.expect(&id, Known::Absent, "delete"),
+                _ if is_failure(&r) => sim.attempt(&id, Known::Absent),
+                other => sim.violation(format!("delete {id}: unexpected {other} {}", r.body)),
+            }
+        }
+        5 => {
+            let r = sim.send(cache, false, "GET", &path, None).await;
+            sim.note(format!(
+                "{at} (phase {}): read {id} -> {}",
+                seen_phase(cache),
+                r.status
+            ));
+            match r.status {
+                200 => sim.expect(&id, observed(&r), "read"),
+                404 => sim.expect(&id, Known::Absent, "read"),
+                _ => {}
+            }
+        }
+        _ => {
+            // By email, when the model is sure of the customer's email.
+            let possible = sim.possible(&id);
+            if let [Known::Present { email, .. }] = possible.as_slice() {
                 let r = sim
                     .send(
                         cache,
                         false,
-                        "POST",
-                        "/customer",
-                        Some(json!({ "customerId": id, "email": email, "name": name })),
+                        "GET",
+                        &format!("/customer/by-email/{email}"),
+                        None,
                     )
                     .await;
                 sim.note(format!(
-                    "{at} (phase {}): create {id} -> {}",
+                    "{at} (phase {}): read {id} by email -> {}",
                     seen_phase(cache),
                     r.status
                 ));
                 match r.status {
-                    201 => sim.acknowledge(&id, Known::Present { name, email }),
-                    409 => {
-                        if !sim
-                            .readable(&id)
-                            .iter()
-                            .any(|s| matches!(s, Known::Present { .. }))
-                        {
-                            sim.violation(format!(
-                                "create {id} answered 409 but the model says it is absent"
-                            ));
-                        }
+                    200 if r.body["customerId"] == id.as_str() => {
+                        sim.expect(&id, observed(&r), "read by email")
                     }
-                    _ if is_failure(&r) => sim.attempt(&id, Known::Present { name, email }),
-                    other => sim.violation(format!("create {id}: unexpected {other} {}", r.body)),
-                }
-            }
-            1..=3 => {
-                let patch = if change_email {
-                    json!({ "email": email })
-                } else {
-                    json!({ "name": name })
-                };
-                let r = sim.send(cache, false, "PATCH", &path, Some(patch)).await;
-                sim.note(format!(
-                    "{at} (phase {}): update {id} {} -> {} {}",
-                    seen_phase(cache),
-                    if change_email { "email" } else { "name" },
-                    r.status,
-                    r.body["email"]
-                ));
-                match r.status {
-                    200 => sim.acknowledge(&id, observed(&r)),
-                    404 => sim.expect(&id, Known::Absent, "update"),
-                    _ if is_failure(&r) => {
-                        // The merge may have been made on any state the request could read.
-                        for base in sim.readable(&id) {
-                            let Known::Present { name: n, email: e } = base else {
-                                continue;
-                            };
-                            let attempted = if change_email {
-                                Known::Present {
-                                    name: n,
-                                    email: email.clone(),
-                                }
-                            } else {
-                                Known::Present {
-                                    name: name.clone(),
-                                    email: e,
-                                }
-                            };
-                            sim.attempt(&id, attempted);
-                        }
-                    }
-                    other => sim.violation(format!("update {id}: unexpected {other} {}", r.body)),
-                }
-            }
-            4 => {
-                let r = sim.send(cache, false, "DELETE", &path, None).await;
-                sim.note(format!(
-                    "{at} (phase {}): delete {id} -> {}",
-                    seen_phase(cache),
-                    r.status
-                ));
-                match r.status {
-                    200 => sim.acknowledge(&id, Known::Absent),
-                    404 => sim.expect(&id, Known::Absent, "delete"),
-                    _ if is_failure(&r) => sim.attempt(&id, Known::Absent),
-                    other => sim.violation(format!("delete {id}: unexpected {other} {}", r.body)),
-                }
-            }
-            5 => {
-                let r = sim.send(cache, false, "GET", &path, None).await;
-                sim.note(format!(
-                    "{at} (phase {}): read {id} -> {}",
-                    seen_phase(cache),
-                    r.status
-                ));
-                match r.status {
-                    200 => sim.expect(&id, observed(&r), "read"),
-                    404 => sim.expect(&id, Known::Absent, "read"),
+                    200 => sim.violation(format!(
+                        "by email {email}: got {} instead of {id}",
+                        r.body["customerId"]
+                    )),
+                    // A stale read may still see the mapping or record as they were.
+                    404 if sim.readable(&id).iter().any(|s| match s {
+                        Known::Present { email: held, .. } => held != email,
+                        Known::Absent => true,
+                    }) => {}
+                    404 => sim.violation(format!(
+                        "by email {email}: {id} not found, the model says {possible:?}"
+                    )),
                     _ => {}
-                }
-            }
-            _ => {
-                // By email, when the model is sure of the customer's email.
-                let possible = sim.possible(&id);
-                if let [Known::Present { email, .. }] = possible.as_slice() {
-                    let r = sim
-                        .send(
-                            cache,
-                            false,
-                            "GET",
-                            &format!("/customer/by-email/{email}"),
-                            None,
-                        )
-                        .await;
-                    sim.note(format!(
-                        "{at} (phase {}): read {id} by email -> {}",
-                        seen_phase(cache),
-                        r.status
-                    ));
-                    match r.status {
-                        200 if r.body["customerId"] == id.as_str() => {
-                            sim.expect(&id, observed(&r), "read by email")
-                        }
-                        200 => sim.violation(format!(
-                            "by email {email}: got {} instead of {id}",
-                            r.body["customerId"]
-                        )),
-                        // A stale read may still see the mapping or record as they were.
-                        404 if sim.readable(&id).iter().any(|s| match s {
-                            Known::Present { email: held, .. } => held != email,
-                            Known::Absent => true,
-                        }) => {}
-                        404 => sim.violation(format!(
-                            "by email {email}: {id} not found, the model says {possible:?}"
-                        )),
-                        _ => {}
-                    }
                 }
             }
         }

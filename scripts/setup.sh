@@ -41,7 +41,9 @@ if [ ! -f .dev.vars ]; then
   say "writing .dev.vars with a random development JWT_SECRET"
   printf 'JWT_SECRET=%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > .dev.vars
 fi
-# Locally no request runs long: phase moves settle 6 s apart instead of 35 s.
+# Locally no request runs long and KV is strongly consistent: phase moves settle 6 s
+# apart instead of 95 s.
 grep -q '^PHASE_SETTLE_MARGIN_SECONDS=' .dev.vars || echo 'PHASE_SETTLE_MARGIN_SECONDS=1' >> .dev.vars
+grep -q '^KV_CONSISTENCY_WINDOW_SECONDS=' .dev.vars || echo 'KV_CONSISTENCY_WINDOW_SECONDS=0' >> .dev.vars
 # Locally the phase-4 verification period lasts a minute instead of a week.
 grep -q '^VERIFICATION_PERIOD_SECONDS=' .dev.vars || echo 'VERIFICATION_PERIOD_SECONDS=60' >> .dev.vars

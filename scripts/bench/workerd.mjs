@@ -136,6 +136,8 @@ async function backfillInWorkerd(keys) {
           DEFAULT_PHASE: "3",
           PHASE_CACHE_SECONDS: "0",
           PHASE_SETTLE_MARGIN_SECONDS: "0",
+          // Local KV is strongly consistent: no window to wait out.
+          KV_CONSISTENCY_WINDOW_SECONDS: "0",
         },
       },
       { name: "seed", modules: true, script: SEED_SCRIPT, compatibilityDate: "2025-01-01", kvNamespaces: NAMESPACES },

@@ -47,6 +47,42 @@ test("POST /admin/migrate/repair drains the journal on demand and reports it", a
   await h.new().put(`__migration/journal/${customerKey(record.customerId)}`, JSON.stringify(entry), { metadata: entry });
   const res = await h.request("POST", "/admin/migrate/repair", { token: h.adminToken });
   assert.equal(res.status, 200, res.text);
-  assert.deepEqual(res.json.repair, { examined: 1, repaired: 1, deferred: 0, more: false });
+  assert.deepEqual(res.json.repair, { examined: 1, repaired: 1, deferred: 0, more: false, settling: 0 });
   assert.deepEqual(await getJson(h.new(), customerKey(record.customerId)), record);
+});
+
+test("with a KV consistency window, a repair that wrote stays journaled until a later check agrees", async () => {
+  // Production KV may serve a stale read for up to the window, so the copy a repair made
+  // may rest on one: the entry stays until a check after the window finds the stores agree.
+  const w = await startWorker({ bindings: { KV_CONSISTENCY_WINDOW_SECONDS: "1" } });
+  try {
+    await w.reset();
+    await w.setPhase(1);
+    const record = sampleRecord("cron_repair_3", "cron.repair3@e2e.example.com");
+    const key = customerKey(record.customerId);
+    await w.old().put(key, JSON.stringify(record));
+    const entry = { lagging: "new", at: Date.now() };
+    await w.new().put(`__migration/journal/${key}`, JSON.stringify(entry), { metadata: entry });
+
+    const first = await w.request("POST", "/admin/migrate/repair", { token: w.adminToken });
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.json.repair.repaired, 0);
+    assert.equal(first.json.repair.settling, 1);
+    assert.ok(first.json.repair.waitMs > 0 && first.json.repair.waitMs <= 1000, first.text);
+    assert.deepEqual(await getJson(w.new(), key), record, "the copy is made at once");
+    const early = await w.request("POST", "/admin/migrate/repair", { token: w.adminToken });
+    assert.equal(early.json.repair.settling, 1, "not checked before the window has passed");
+
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const later = await w.request("POST", "/admin/migrate/repair", { token: w.adminToken });
+    assert.deepEqual(
+      { repaired: later.json.repair.repaired, settling: later.json.repair.settling },
+      { repaired: 1, settling: 0 },
+      later.text,
+    );
+    const { keys } = await w.new().list({ prefix: "__migration/journal/" });
+    assert.equal(keys.length, 0, "journal drained");
+  } finally {
+    await w.stop();
+  }
 });

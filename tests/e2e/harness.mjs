@@ -71,6 +71,8 @@ export async function startWorker({ bindings = {} } = {}) {
       DEFAULT_PHASE: "0",
       PHASE_CACHE_SECONDS: "0",
       PHASE_SETTLE_MARGIN_SECONDS: "0",
+      // Local KV is strongly consistent: no window to wait out.
+      KV_CONSISTENCY_WINDOW_SECONDS: "0",
       ...bindings,
     },
   });

@@ -53,13 +53,23 @@ impl Sim {
         }
     }
 
-    /// What a read may show now: a state the model allows, or, through KV's eventual
-    /// consistency, one it allowed within the consistency window.
+    /// What a read may show now: a state the model allows, one a write under way may
+    /// have put there, or, through KV's eventual consistency, one the model allowed
+    /// within the consistency window.
     fn readable(&self, id: &str) -> Vec<Known> {
+        self.readable_since(id, self.now())
+    }
+
+    /// What a read that began at `start_ms` may show: also any state current since.
+    fn readable_since(&self, id: &str, start_ms: u64) -> Vec<Known> {
         let mut readable = self.possible(id);
-        let window = self.shared.stale_window_ms;
-        if window > 0 {
-            let since = self.now().saturating_sub(window);
+        for state in self.in_flight.borrow().get(id).into_iter().flatten() {
+            if !readable.contains(state) {
+                readable.push(state.clone());
+            }
+        }
+        let since = start_ms.saturating_sub(self.shared.stale_window_ms);
+        {
             if let Some(retired) = self.retired.borrow().get(id) {
                 for (state, until) in retired {
                     if *until >= since && !readable.contains(state) {
@@ -69,6 +79,33 @@ impl Sim {
             }
         }
         readable
+    }
+
+    /// The states a write under way may leave, until its answer comes.
+    fn writing(&self, id: &str, states: Vec<Known>) {
+        self.in_flight.borrow_mut().insert(id.to_owned(), states);
+    }
+
+    fn written(&self, id: &str) {
+        self.in_flight.borrow_mut().remove(id);
+    }
+
+    /// An update's possible results: the change merged into any state it could read.
+    fn merged(&self, id: &str, change_email: bool, name: &str, email: &str) -> Vec<Known> {
+        self.readable(id)
+            .into_iter()
+            .filter_map(|base| match base {
+                Known::Present { name: n, .. } if change_email => Some(Known::Present {
+                    name: n,
+                    email: email.to_owned(),
+                }),
+                Known::Present { email: e, .. } => Some(Known::Present {
+                    name: name.to_owned(),
+                    email: e,
+                }),
+                Known::Absent => None,
+            })
+            .collect()
     }
 
     /// A request that failed may or may not have taken effect.
@@ -83,7 +120,11 @@ impl Sim {
     }
 
     fn expect(&self, id: &str, seen: Known, what: &str) {
-        let possible = self.readable(id);
+        self.expect_since(id, seen, what, self.now());
+    }
+
+    fn expect_since(&self, id: &str, seen: Known, what: &str, start_ms: u64) {
+        let possible = self.readable_since(id, start_ms);
         if !possible.contains(&seen) {
             self.violation(format!(
                 "{what}: {id} read as {seen:?}, the model allows {possible:?}"
@@ -110,6 +151,15 @@ async fn client(sim: &Sim, k: usize, settings: Settings, mut rng: Rng) {
         let kind = rng.below(7);
         let change_email = rng.below(3) == 0;
         let thinking = rng.below(20);
+        // Some reads are of another client's customer: from another location, so they
+        // may see its writes late, and their read-repair copies may race them.
+        let neighbour = (k + 1 + rng.below(settings.clients as u64) as usize) % settings.clients;
+        let (id, path) = if kind == 5 && neighbour != k {
+            let id = format!("c{neighbour}x{}", rng.below(settings.ids_per_client as u64));
+            (id.clone(), format!("/customer/{id}"))
+        } else {
+            (id, path)
+        };
         if sim.takes_step(k, step) {
             client_step(
                 sim,
@@ -139,6 +189,13 @@ async fn client_step(
     let at = format!("[{k}.{step}] client {k}");
     match kind {
         0 => {
+            sim.writing(
+                &id,
+                vec![Known::Present {
+                    name: name.clone(),
+                    email: email.clone(),
+                }],
+            );
             let r = sim
                 .send(
                     cache,
@@ -148,6 +205,7 @@ async fn client_step(
                     Some(json!({ "customerId": id, "email": email, "name": name })),
                 )
                 .await;
+            sim.written(&id);
             sim.note(format!(
                 "{at} (phase {}): create {id} -> {}",
                 seen_phase(cache),
@@ -176,7 +234,10 @@ async fn client_step(
             } else {
                 json!({ "name": name })
             };
+            let results = sim.merged(&id, change_email, &name, &email);
+            sim.writing(&id, results.clone());
             let r = sim.send(cache, false, "PATCH", &path, Some(patch)).await;
+            sim.written(&id);
             sim.note(format!(
                 "{at} (phase {}): update {id} {} -> {} {}",
                 seen_phase(cache),
@@ -188,22 +249,7 @@ async fn client_step(
                 200 => sim.acknowledge(&id, observed(&r)),
                 404 => sim.expect(&id, Known::Absent, "update"),
                 _ if is_failure(&r) => {
-                    // The merge may have been made on any state the request could read.
-                    for base in sim.readable(&id) {
-                        let Known::Present { name: n, email: e } = base else {
-                            continue;
-                        };
-                        let attempted = if change_email {
-                            Known::Present {
-                                name: n,
-                                email: email.clone(),
-                            }
-                        } else {
-                            Known::Present {
-                                name: name.clone(),
-                                email: e,
-                            }
-                        };
+                    for attempted in results {
                         sim.attempt(&id, attempted);
                     }
                 }
@@ -211,7 +257,9 @@ async fn client_step(
             }
         }
         4 => {
+            sim.writing(&id, vec![Known::Absent]);
             let r = sim.send(cache, false, "DELETE", &path, None).await;
+            sim.written(&id);
             sim.note(format!(
                 "{at} (phase {}): delete {id} -> {}",
                 seen_phase(cache),
@@ -225,6 +273,7 @@ async fn client_step(
             }
         }
         5 => {
+            let start = sim.now();
             let r = sim.send(cache, false, "GET", &path, None).await;
             sim.note(format!(
                 "{at} (phase {}): read {id} -> {}",
@@ -232,8 +281,8 @@ async fn client_step(
                 r.status
             ));
             match r.status {
-                200 => sim.expect(&id, observed(&r), "read"),
-                404 => sim.expect(&id, Known::Absent, "read"),
+                200 => sim.expect_since(&id, observed(&r), "read", start),
+                404 => sim.expect_since(&id, Known::Absent, "read", start),
                 _ => {}
             }
         }

@@ -170,6 +170,8 @@ pub struct Sim {
     /// Per customer id: states the model no longer allows, and when they stopped being
     /// current (a stale read may still show them for the consistency window).
     pub retired: RefCell<BTreeMap<String, Vec<(Known, u64)>>>,
+    /// Per customer id: what a write under way may have left (other clients read it).
+    pub in_flight: RefCell<BTreeMap<String, Vec<Known>>>,
     pub violations: RefCell<Vec<String>>,
     pub seq: Cell<u64>,
     pub cuts: Cuts,
@@ -228,6 +230,7 @@ impl Sim {
             },
             model: RefCell::new(BTreeMap::new()),
             retired: RefCell::new(BTreeMap::new()),
+            in_flight: RefCell::new(BTreeMap::new()),
             violations: RefCell::new(Vec::new()),
             seq: Cell::new(0),
             cuts,

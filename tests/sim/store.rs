@@ -49,6 +49,8 @@ pub struct Shared {
     pub stale_window_ms: u64,
     /// Reads that returned something other than the latest write.
     pub stale_reads: Cell<u64>,
+    /// When the history began: the trace gives times from it.
+    pub start_ms: u64,
     pub trace: RefCell<Vec<String>>,
 }
 
@@ -63,6 +65,7 @@ impl Shared {
             spared_faults: BTreeSet::new(),
             injected: RefCell::new(Vec::new()),
             location: Cell::new(usize::MAX),
+            start_ms,
             stale_window_ms,
             stale_reads: Cell::new(0),
             trace: RefCell::new(Vec::new()),
@@ -70,7 +73,8 @@ impl Shared {
     }
 
     pub fn note(&self, text: String) {
-        self.trace.borrow_mut().push(text);
+        let at = self.clock.get().saturating_sub(self.start_ms);
+        self.trace.borrow_mut().push(format!("{at:>7} ms  {text}"));
     }
 }
 

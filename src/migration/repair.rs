@@ -11,9 +11,10 @@
 //! reached the source before that re-read.
 //!
 //! KV reads are eventually consistent, though: the source read, and the re-read, may
-//! return a value another location already replaced. So a repair that wrote keeps its
-//! journal entry, marked to be checked again once the write is visible everywhere
-//! (`pass_delay_ms`); the entry goes only when a check finds the stores agreeing.
+//! return a value another location already replaced. So an entry is repaired only once
+//! the writes of the request that failed are visible everywhere (`pass_delay_ms` after
+//! it was journaled), and a repair that wrote keeps its entry, to be checked again once
+//! its own write is; the entry goes only when such a check finds the stores agreeing.
 
 use serde::Serialize;
 use serde_json::json;
@@ -59,9 +60,17 @@ enum Repaired {
     Deferred,
 }
 
-/// When a journal entry written by a repair is due to be checked again.
-fn check_after(metadata: Option<&serde_json::Value>) -> Option<u64> {
-    metadata?.get("checkAfter")?.as_u64()
+/// When a journal entry is due: once what was written before it is visible everywhere
+/// (a repair's own entry says when; a failed request's, when it was journaled).
+fn due_at(metadata: Option<&serde_json::Value>, pass_delay_ms: u64) -> Option<u64> {
+    let metadata = metadata?;
+    metadata
+        .get("checkAfter")
+        .and_then(|v| v.as_u64())
+        .or_else(|| {
+            let at = metadata.get("at")?.as_u64()?;
+            Some(at + pass_delay_ms)
+        })
 }
 
 pub async fn drain<S: KvStore>(
@@ -78,7 +87,8 @@ pub async fn drain<S: KvStore>(
     };
     for entry in page.keys {
         report.examined += 1;
-        if let Some(due) = check_after(entry.metadata.as_ref()).filter(|due| *due > now_ms) {
+        let due = due_at(entry.metadata.as_ref(), pass_delay_ms);
+        if let Some(due) = due.filter(|due| *due > now_ms) {
             report.settling += 1;
             let wait = due - now_ms;
             report.wait_ms = Some(report.wait_ms.map_or(wait, |w| w.min(wait)));

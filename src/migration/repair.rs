@@ -49,6 +49,14 @@ pub struct RepairReport {
     pub wait_ms: Option<u64>,
 }
 
+impl RepairReport {
+    /// Counts an entry kept until a check due in `wait_ms`.
+    fn settles_in(&mut self, wait_ms: u64) {
+        self.settling += 1;
+        self.wait_ms = Some(self.wait_ms.map_or(wait_ms, |w| w.min(wait_ms)));
+    }
+}
+
 /// What a repair of one key did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Repaired {
@@ -89,9 +97,7 @@ pub async fn drain<S: KvStore>(
         report.examined += 1;
         let due = due_at(entry.metadata.as_ref(), pass_delay_ms);
         if let Some(due) = due.filter(|due| *due > now_ms) {
-            report.settling += 1;
-            let wait = due - now_ms;
-            report.wait_ms = Some(report.wait_ms.map_or(wait, |w| w.min(wait)));
+            report.settles_in(due - now_ms);
             continue;
         }
         let key = &entry.name[JOURNAL_PREFIX.len()..];
@@ -114,14 +120,7 @@ pub async fn drain<S: KvStore>(
         };
         match (kept, settled) {
             (Ok(()), true) => report.repaired += 1,
-            (Ok(()), false) => {
-                report.settling += 1;
-                report.wait_ms = Some(
-                    report
-                        .wait_ms
-                        .map_or(pass_delay_ms, |w| w.min(pass_delay_ms)),
-                );
-            }
+            (Ok(()), false) => report.settles_in(pass_delay_ms),
             (Err(_), _) => report.deferred += 1,
         }
     }

@@ -69,13 +69,9 @@ impl Sim {
             }
         }
         let since = start_ms.saturating_sub(self.shared.stale_window_ms);
-        {
-            if let Some(retired) = self.retired.borrow().get(id) {
-                for (state, until) in retired {
-                    if *until >= since && !readable.contains(state) {
-                        readable.push(state.clone());
-                    }
-                }
+        for (state, until) in self.retired.borrow().get(id).into_iter().flatten() {
+            if *until >= since && !readable.contains(state) {
+                readable.push(state.clone());
             }
         }
         readable

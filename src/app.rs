@@ -52,6 +52,12 @@ impl Config {
         self.consistency_window_ms + self.request_margin_ms
     }
 
+    /// When a read-repair copy is checked again: once it is visible everywhere and any
+    /// request that raced it has finished (see `migration::settle`).
+    pub fn read_repair_check_after_ms(&self) -> u64 {
+        self.pass_delay_ms()
+    }
+
     pub fn gate_settings(&self) -> GateSettings {
         GateSettings {
             settle_ms: self.settle_ms(),
@@ -159,7 +165,12 @@ async fn serve<S: KvStore>(
     )?;
     let current = current_phase(app).await?;
     let plane = if request.method == Method::Get {
-        DataPlane::reading(app.stores, current.phase, app.now_ms)
+        DataPlane::reading(
+            app.stores,
+            current.phase,
+            app.now_ms,
+            app.config.read_repair_check_after_ms(),
+        )
     } else {
         DataPlane::new(app.stores, current.phase, app.now_ms)
     }
@@ -207,7 +218,7 @@ async fn dispatch<S: KvStore>(
             caller.require_admin()?;
             admin::repair(
                 app.stores,
-                current.phase,
+                current,
                 app.config.gate_settings(),
                 caller,
                 app.now_ms,

@@ -52,6 +52,9 @@ pub struct DataPlane<'a, S> {
     /// just read: a request that goes on to write the key relies on the new store
     /// lacking it (see [`DataPlane::apply_after_read`]).
     pub read_repair: bool,
+    /// How long after a read-repair its copy is checked again (0: reads are always
+    /// current, so the copy's own re-read suffices; see `migration::settle`).
+    pub settle_copies_after_ms: u64,
     /// Set while writes since phase 4 are missing from the old store (after a rollback,
     /// until the reverse sync has caught it up): the new store is then the source every
     /// copy reads, so every write goes to it first and no copy runs the other way.
@@ -66,6 +69,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             now_ms,
             warnings: RefCell::new(Vec::new()),
             read_repair: false,
+            settle_copies_after_ms: 0,
             old_store_catching_up: false,
         }
     }
@@ -81,10 +85,17 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         }
     }
 
-    /// A plane for a request that only reads: fallback hits are repaired.
-    pub fn reading(stores: &'a Stores<S>, phase: Phase, now_ms: u64) -> Self {
+    /// A plane for a request that only reads: fallback hits are repaired, and each copy
+    /// is checked again `settle_copies_after_ms` later.
+    pub fn reading(
+        stores: &'a Stores<S>,
+        phase: Phase,
+        now_ms: u64,
+        settle_copies_after_ms: u64,
+    ) -> Self {
         Self {
             read_repair: true,
+            settle_copies_after_ms,
             ..Self::new(stores, phase, now_ms)
         }
     }
@@ -295,7 +306,15 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         }
         if self.read_repair && !self.old_store_catching_up && self.phase.routing().writes.len() == 2
         {
-            if let Err(err) = copy::repair_on_read(self.stores, key, served, self.now_ms).await {
+            if let Err(err) = copy::repair_on_read(
+                self.stores,
+                key,
+                served,
+                self.settle_copies_after_ms,
+                self.now_ms,
+            )
+            .await
+            {
                 self.warn(format!("read-repair failed: {err}"));
             }
         }

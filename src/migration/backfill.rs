@@ -349,7 +349,20 @@ async fn advance<S: KvStore>(
                 return Ok(());
             }
             let counts =
-                copy::copy_chunk(stores, options.direction, chunk, now_ms, options.dry_run).await?;
+                match copy::copy_chunk(stores, options.direction, chunk, now_ms, options.dry_run)
+                    .await
+                {
+                    Ok(counts) => counts,
+                    Err(err) => {
+                        // The chunk may have written before it failed (its re-read, say):
+                        // its copies need the settling pass as much as counted ones.
+                        if !options.dry_run {
+                            checkpoint.pass_writes += 1;
+                            checkpoint.last_write_at = Some(now_ms);
+                        }
+                        return Err(err);
+                    }
+                };
             report.counts.add(&counts);
             checkpoint.counts.add(&if checkpoint.pass > 1 {
                 counts.scanned_and_writes()

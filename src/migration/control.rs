@@ -157,6 +157,8 @@ pub struct GateFacts {
     /// How much longer isolates may still be running the previous phase (0: settled).
     pub unsettled_ms: u64,
     pub repair_journal_size: usize,
+    /// Read-repair copies not yet checked after the consistency window.
+    pub unsettled_read_repairs: usize,
     /// Whether the backfill has finished, and if not, how far it is.
     pub backfill_complete: bool,
     pub backfill_progress: String,
@@ -240,7 +242,18 @@ pub fn unmet_gates(
             ),
         ));
     }
-    if reads_move && to.primary_read_store() == StoreName::New && state.new_store_diverged {
+    let leaves_old_store = from < Phase::NewPrimary && to >= Phase::NewPrimary;
+    let reads_go_new = reads_move && to.primary_read_store() == StoreName::New;
+    if (reads_go_new || leaves_old_store) && facts.unsettled_read_repairs > 0 {
+        gates.push(unmet(
+            "read_repairs_settled",
+            format!(
+                "{} read-repair copies await their check once the KV consistency window has passed; one decided on a stale read would show an older value (the cron checks them every minute, or POST /admin/migrate/repair)",
+                facts.unsettled_read_repairs
+            ),
+        ));
+    }
+    if reads_go_new && state.new_store_diverged {
         gates.push(unmet(
             "new_store_in_sync",
             "writes skipped the new store while in phase 0; a clean full verification must show it caught up",
@@ -259,7 +272,6 @@ pub fn unmet_gates(
             ),
         ));
     }
-    let leaves_old_store = from < Phase::NewPrimary && to >= Phase::NewPrimary;
     if leaves_old_store && !facts.backfill_complete {
         gates.push(unmet(
             "backfill_complete",

@@ -12,6 +12,7 @@
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
+use super::settle;
 use crate::domain::{CustomerRecord, Tombstone, CUSTOMER_PREFIX};
 use crate::store::{KvStore, ListedKey, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 use crate::time::{parse_rfc3339_ms, rfc3339};
@@ -363,12 +364,18 @@ async fn remove_copy<S: KvStore>(new_store: &S, key: &str, now_ms: u64) -> Store
 }
 
 /// Read-repair: copies a key the old store just served (and the new store lacked) into
-/// the new store, with the expiration `list` reports for it. Three operations: the
-/// list, the write and the re-read.
+/// the new store, with the expiration `list` reports for it, then re-reads the old store
+/// and corrects the copy if a write raced it. Three operations: the list, the write and
+/// the re-read.
+///
+/// Under eventual consistency (`check_after_ms` above 0) the re-read proves nothing on
+/// its own (see `migration::settle`): each write into the new store is then preceded by a
+/// settle entry, checked `check_after_ms` later, at one more operation.
 pub async fn repair_on_read<S: KvStore>(
     stores: &Stores<S>,
     key: &str,
     served: &StoredValue,
+    check_after_ms: u64,
     now_ms: u64,
 ) -> StoreResult<CopyCounts> {
     // The key itself sorts first among the keys it prefixes, so one entry is enough.
@@ -381,7 +388,10 @@ pub async fn repair_on_read<S: KvStore>(
         ..Default::default()
     };
     let direction = Direction::Forward;
-    if decide(direction, Some(served), None, listed.expiration, now_ms) == Verdict::Copy {
+    if decide(direction, Some(served), None, listed.expiration, now_ms) != Verdict::Copy {
+        return Ok(counts);
+    }
+    if check_after_ms == 0 {
         counts.copied = write_copies(
             stores,
             direction,
@@ -390,6 +400,22 @@ pub async fn repair_on_read<S: KvStore>(
             &mut counts,
         )
         .await?;
+        return Ok(counts);
+    }
+    let due_ms = now_ms + check_after_ms;
+    settle::expect(&stores.new, key, &[settle::digest(Some(served))], due_ms).await?;
+    let options = PutOptions {
+        expiration: listed.expiration,
+        metadata: served.metadata.clone(),
+    };
+    stores.new.put(key, &served.bytes, options).await?;
+    counts.copied = 1;
+    // A write that raced the copy from this location is visible already: correct it now
+    // rather than leave it to the check (which the correction's own entry still gets).
+    let again = stores.old.get(key).await?;
+    if again.as_ref() != Some(served) {
+        settle::correct(stores, key, Some(served), again, due_ms, now_ms).await?;
+        counts.corrected = 1;
     }
     Ok(counts)
 }

@@ -1,4 +1,5 @@
-//! What one cron invocation does: drain the repair journal, then advance the backfill
+//! What one cron invocation does: drain the repair journal, check the read-repair copies
+//! that are due (see `settle`), then advance the backfill
 //! (phase 3, unless paused) or, after a rollback from phase 4 or 5, the reverse sync
 //! (phases 2 and 3) — all inside one invocation's KV budget.
 
@@ -9,6 +10,7 @@ use super::budget::{metered, Budget};
 use super::control::{self, GateSettings};
 use super::repair::{self, RepairReport};
 use super::reverse;
+use super::settle::{self, SettleReport};
 use crate::error::ApiError;
 use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
@@ -18,6 +20,7 @@ use crate::store::{KvStore, Stores};
 pub struct CronReport {
     pub phase: u8,
     pub repair: RepairReport,
+    pub settle: SettleReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill: Option<RunReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,6 +46,14 @@ pub async fn run<S: KvStore>(
         timings.pass_delay_ms,
         now_ms,
         repair::ENTRIES_PER_RUN,
+    )
+    .await?;
+    let settle = settle::drain(
+        &stores,
+        &budget,
+        settle::may_correct(current.phase, current.state.old_store_diverged),
+        timings.pass_delay_ms,
+        now_ms,
     )
     .await?;
     let mut backfill = None;
@@ -75,6 +86,7 @@ pub async fn run<S: KvStore>(
     Ok(CronReport {
         phase: current.phase.number(),
         repair,
+        settle,
         backfill,
         reverse_sync,
         operations: budget.used(),

@@ -14,6 +14,7 @@ pub mod journal;
 pub mod repair;
 pub mod reverse;
 pub mod rollback;
+pub mod settle;
 pub mod verify;
 
 use crate::store::{KvStore, ListedKey, StoreResult};
@@ -24,6 +25,7 @@ pub const PHASE_KEY: &str = "__migration/phase";
 pub const AUDIT_PREFIX: &str = "__migration/audit/";
 pub const JOURNAL_PREFIX: &str = "__migration/journal/";
 pub const FALLBACK_PREFIX: &str = "__migration/fallback/";
+pub const SETTLE_PREFIX: &str = "__migration/settle/";
 
 /// A count of the keys under a prefix and the first few of them, read with `list` only.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

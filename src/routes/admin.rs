@@ -7,14 +7,18 @@ use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::audit::{self, AuditEntry};
 use crate::migration::backfill::{self, Checkpoint};
+use crate::migration::budget::{metered, Budget};
 use crate::migration::control::{
     self, CurrentPhase, GateFacts, GateSettings, PhaseCache, PhaseChangeRequest, PhaseSource,
     VerificationFacts,
 };
 use crate::migration::copy::Direction;
+use crate::migration::settle;
 use crate::migration::verify::{self, Verification};
 use crate::migration::{fallback, reverse};
-use crate::migration::{repair, sample_keys, KeySample, FALLBACK_PREFIX, JOURNAL_PREFIX};
+use crate::migration::{
+    repair, sample_keys, KeySample, FALLBACK_PREFIX, JOURNAL_PREFIX, SETTLE_PREFIX,
+};
 use crate::phase::Phase;
 use crate::routes::verify::report_json;
 use crate::store::{KvStore, Stores};
@@ -29,6 +33,8 @@ const MAX_REASON_CHARS: usize = 1_000;
 pub struct Facts {
     pub gates: GateFacts,
     pub journal: KeySample,
+    /// Read-repair copies not yet checked after the consistency window.
+    pub settling: KeySample,
     pub checkpoint: Checkpoint,
     pub reverse_sync: Checkpoint,
     pub last_full: Option<Verification>,
@@ -66,6 +72,14 @@ pub async fn gather_facts<S: KvStore>(
         |_| true,
     )
     .await?;
+    let settling = sample_keys(
+        &stores.new,
+        SETTLE_PREFIX,
+        STATUS_LIST_PAGES,
+        STATUS_SAMPLE_KEYS,
+        |_| true,
+    )
+    .await?;
     let checkpoint = backfill::load_checkpoint(&stores.new).await?;
     let last_full = verify::load(&stores.new, verify::LAST_FULL_KEY).await?;
     // Only a verification finished after the backfill vouches for what it copied.
@@ -93,6 +107,7 @@ pub async fn gather_facts<S: KvStore>(
     let gates = GateFacts {
         unsettled_ms: control::unsettled_ms(state, settings.settle_ms, now_ms),
         repair_journal_size: journal.count,
+        unsettled_read_repairs: settling.count,
         backfill_complete: checkpoint.complete(),
         backfill_unsettled: checkpoint.unsettled_copies(),
         backfill_progress: progress(&checkpoint, now_ms),
@@ -114,6 +129,7 @@ pub async fn gather_facts<S: KvStore>(
     Ok(Facts {
         gates,
         journal,
+        settling,
         checkpoint,
         reverse_sync,
         last_full,
@@ -156,6 +172,7 @@ pub async fn status<S: KvStore>(
         },
         "fallbackHits": fallback,
         "repairJournal": facts.journal,
+        "readRepairsSettling": facts.settling,
         "newStoreDiverged": current.state.new_store_diverged,
         "oldStoreDiverged": current.state.old_store_diverged,
         "recentAudit": recent,
@@ -288,32 +305,46 @@ pub async fn audit_log<S: KvStore>(
     })))
 }
 
-/// Drains the repair journal now (the cron does it every minute) and audits the run.
+/// Drains the repair journal and checks the due read-repair copies now (the cron does
+/// both every minute), and audits the run.
 pub async fn repair<S: KvStore>(
     stores: &Stores<S>,
-    phase: Phase,
+    current: &CurrentPhase,
     settings: GateSettings,
     caller: &Caller,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
+    // One invocation's KV budget: the journal first, then as many checks as fit.
+    let budget = Budget::per_invocation(0);
+    let metered = metered(stores, &budget);
     let report = repair::drain(
-        stores,
-        phase,
+        &metered,
+        current.phase,
         settings.pass_delay_ms,
         now_ms,
         repair::ENTRIES_PER_RUN,
     )
     .await?;
+    let settle = settle::drain(
+        &metered,
+        &budget,
+        settle::may_correct(current.phase, current.state.old_store_diverged),
+        settings.pass_delay_ms,
+        now_ms,
+    )
+    .await?;
     let detail = format!(
-        "repaired {} of {} journaled keys ({} settling)",
-        report.repaired, report.examined, report.settling
+        "repaired {} of {} journaled keys ({} settling); read-repair copies: {} settled, {} corrected, {} waiting",
+        report.repaired, report.examined, report.settling, settle.settled, settle.corrected, settle.waiting
     );
     audit::append(
         &stores.new,
         &AuditEntry::action(&caller.subject, "repair", now_ms, Some(detail)),
     )
     .await?;
-    Ok(ApiResponse::ok(json!({ "repair": report })))
+    Ok(ApiResponse::ok(
+        json!({ "repair": report, "settle": settle }),
+    ))
 }
 
 /// A move to the phase in `field`, with the optional `force` and `reason`.

@@ -90,3 +90,50 @@ test("with a KV consistency window, a journaled key is repaired after the window
     await w.stop();
   }
 });
+
+test("with a KV consistency window, a read-repair copy is checked after the window and corrected if it was stale", async () => {
+  // A read at another KV location may see the old store before a client's write reached
+  // it; the copy it makes is checked once the window has passed, with reads that see
+  // that write.
+  const w = await startWorker({ bindings: { KV_CONSISTENCY_WINDOW_SECONDS: "1" } });
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 1100));
+  const settle = async () => {
+    const res = await w.request("POST", "/admin/migrate/repair", { token: w.adminToken });
+    assert.equal(res.status, 200, res.text);
+    return res.json.settle;
+  };
+  const entries = async () => (await w.new().list({ prefix: "__migration/settle/" })).keys;
+  try {
+    await w.reset();
+    await w.setPhase(2);
+    const record = sampleRecord("cron_settle_1", "cron.settle1@e2e.example.com");
+    const key = customerKey(record.customerId);
+    await w.old().put(key, JSON.stringify(record));
+
+    const read = await w.request("GET", `/customer/${record.customerId}`, { token: w.serviceToken });
+    assert.equal(read.status, 200, read.text);
+    assert.deepEqual(await getJson(w.new(), key), record, "the fallback read copied the key");
+    const [entry] = await entries();
+    assert.ok(entry?.name.startsWith(`__migration/settle/${key}/`), JSON.stringify(entry));
+    const status = await w.request("GET", "/admin/migrate/status", { token: w.adminToken });
+    assert.equal(status.json.readRepairsSettling.count, 1);
+
+    // The old store changed behind the copy, as a write the copy's reads did not see.
+    const newer = { ...record, name: "Newer Name", updatedAt: new Date().toISOString() };
+    await w.old().put(key, JSON.stringify(newer));
+    const early = await settle();
+    assert.deepEqual({ waiting: early.waiting, corrected: early.corrected }, { waiting: 1, corrected: 0 });
+
+    await pause();
+    const corrected = await settle();
+    assert.equal(corrected.corrected, 1, JSON.stringify(corrected));
+    assert.deepEqual(await getJson(w.new(), key), newer, "the stale copy is corrected");
+
+    await pause();
+    const settled = await settle();
+    assert.equal(settled.settled, 1, JSON.stringify(settled));
+    assert.equal((await entries()).length, 0, "no copy awaits its check");
+  } finally {
+    await w.stop();
+  }
+});

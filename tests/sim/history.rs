@@ -5,7 +5,9 @@ use std::pin::Pin;
 
 use customer_kv_migration::http::ApiResponse;
 use customer_kv_migration::migration::control::PhaseCache;
+use customer_kv_migration::migration::SETTLE_PREFIX;
 use customer_kv_migration::phase::Phase;
+use customer_kv_migration::store::KvStore;
 use serde_json::json;
 
 use super::rng::Rng;
@@ -474,15 +476,15 @@ pub fn run_with(seed: u64, settings: Settings, mut rng: Rng, cuts: Cuts) -> Outc
         ))));
         run_tasks(&mut rng, tasks, &sim.shared);
     }
-    if std::env::var("SIM_REPLAY").is_ok() {
+    converge_and_check(&sim);
+    // A failing replay shows the stores as the checks left them.
+    if std::env::var("SIM_REPLAY").is_ok() && !sim.violations.borrow().is_empty() {
         for (name, kv) in [("old", &sim.stores.old), ("new", &sim.stores.new)] {
             for (key, entry) in kv.entries.borrow().iter() {
                 println!("{name} {key} = {}", String::from_utf8_lossy(&entry.bytes));
             }
         }
     }
-
-    converge_and_check(&sim);
     let shared = &sim.shared;
     let injected = shared.injected.take();
     Outcome {
@@ -503,9 +505,7 @@ fn converge_and_check(sim: &Sim) {
     // A location of its own, a minute on: every other location's view has caught up.
     sim.shared.location.set(usize::MAX);
     sim.advance_clock(60_000);
-    if sim.shared.stale_window_ms > 0 {
-        settle_backfill_copies(sim);
-    }
+    settle_copies(sim);
     let phase = sim.stored_phase();
     let ids: Vec<String> = sim.model.borrow().keys().cloned().collect();
     for id in &ids {
@@ -595,32 +595,50 @@ fn converge_and_check(sim: &Sim) {
     }
 }
 
-/// Under stale reads, a backfill copy may have overwritten a newer value; the weaker
-/// guarantee is that the next pass, once the window has passed, corrects it. So finish
-/// the passes an operator's batches began, as the gate to phase 2 asks, before checking.
-fn settle_backfill_copies(sim: &Sim) {
+/// Under stale reads, a backfill or read-repair copy may have overwritten a newer
+/// value; the weaker guarantee is that the check after the window corrects it. So
+/// finish the passes an operator's batches began, as the gate to phase 2 asks, and the
+/// checks of read-repair copies, as the gates to phases 2 and 4 ask, before checking.
+fn settle_copies(sim: &Sim) {
     let cache = PhaseCache::default();
+    // Outside phases 1 to 3 no batch runs, and nothing reads what the copies wrote first.
+    let mut batches_run = true;
     for _ in 0..50 {
         let checkpoint = block_on(customer_kv_migration::migration::backfill::load_checkpoint(
             &sim.stores.new,
         ))
         .unwrap_or_default();
-        if !checkpoint.unsettled_copies() {
+        let read_repairs = block_on(sim.stores.new.list(SETTLE_PREFIX, None, 1))
+            .map(|page| !page.keys.is_empty())
+            .unwrap_or(false);
+        let backfill = batches_run && checkpoint.unsettled_copies();
+        if !backfill && !read_repairs {
             return;
         }
-        let r = block_on(sim.send(
-            &cache,
-            true,
-            "POST",
-            "/admin/migrate/backfill",
-            Some(json!({})),
-        ));
-        if r.status != 200 {
-            return; // not in phases 1 to 3: nothing reads what the copies wrote first
+        let mut wait_ms = 0;
+        if read_repairs {
+            let r = block_on(sim.send(&cache, true, "POST", "/admin/migrate/repair", None));
+            wait_ms = r.body["settle"]["waitMs"].as_u64().unwrap_or(0);
+            // Outside phases 1 to 3 no correction is safe: the entries stay, and the
+            // checks below see whether that left an older value where reads look.
+            if r.body["settle"]["deferred"].as_u64().unwrap_or(0) > 0 {
+                return;
+            }
         }
-        sim.advance_clock(r.body["report"]["waitMs"].as_u64().unwrap_or(0) + 1);
+        if backfill {
+            let r = block_on(sim.send(
+                &cache,
+                true,
+                "POST",
+                "/admin/migrate/backfill",
+                Some(json!({})),
+            ));
+            batches_run = r.status == 200;
+            wait_ms = wait_ms.max(r.body["report"]["waitMs"].as_u64().unwrap_or(0));
+        }
+        sim.advance_clock(wait_ms + 1);
     }
-    sim.violation("the backfill's passes did not settle".into());
+    sim.violation("the backfill's passes or the read-repair checks did not settle".into());
 }
 
 /// Writes since phase 4 reached the new store alone: a rollback to phase 1 must bring

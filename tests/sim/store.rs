@@ -193,6 +193,17 @@ impl SimKv {
     }
 
     fn write(&self, key: &str, entry: Option<Entry>) {
+        // `SIM_WATCH=<key>` shows every write of that key, for diagnosing a replay.
+        if std::env::var("SIM_WATCH").is_ok_and(|watched| watched == key) {
+            let value = entry
+                .as_ref()
+                .map(|e| String::from_utf8_lossy(&e.bytes).into_owned());
+            let (at, location) = (self.shared.clock.get(), self.shared.location.get());
+            eprintln!(
+                "{at} ms, location {location}: {} {key} <- {value:?}",
+                self.name
+            );
+        }
         let before = match &entry {
             Some(entry) => self
                 .entries

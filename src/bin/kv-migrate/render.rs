@@ -187,6 +187,12 @@ pub fn status(s: &Value) -> String {
         ));
     }
     out.push(key_sample("repair journal", &s["repairJournal"]));
+    if !s["readRepairsSettling"].is_null() {
+        out.push(key_sample(
+            "read-repair copies awaiting their check",
+            &s["readRepairsSettling"],
+        ));
+    }
     out.push(key_sample("fallback hits", &s["fallbackHits"]));
     out.push("recent audit:".into());
     for entry in s["recentAudit"].as_array().into_iter().flatten().take(8) {

@@ -231,3 +231,18 @@ fn a_write_that_raced_the_copy_where_it_is_visible_is_corrected_at_once() {
         "the correction is checked in turn"
     );
 }
+
+#[test]
+fn a_record_changed_within_the_window_is_served_but_not_copied() {
+    let world = world(Phase::ReadNew);
+    let just_now = customer_kv_migration::time::rfc3339(world.now_ms - 1_000);
+    world
+        .stores
+        .old
+        .insert(KEY, &record("fresh", &just_now), Default::default());
+    let read = world.send("GET", "/customer/c1", Some(&service()), None);
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.body["name"], "fresh");
+    assert_eq!(world.new_value(KEY), None);
+    assert_eq!(settle_entries(&world), 0);
+}

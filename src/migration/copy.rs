@@ -370,7 +370,8 @@ async fn remove_copy<S: KvStore>(new_store: &S, key: &str, now_ms: u64) -> Store
 ///
 /// Under eventual consistency (`check_after_ms` above 0) the re-read proves nothing on
 /// its own (see `migration::settle`): each write into the new store is then preceded by a
-/// settle entry, checked `check_after_ms` later, at one more operation.
+/// settle entry, checked `check_after_ms` later, at one more operation, and a record
+/// changed within that time is not copied at all.
 pub async fn repair_on_read<S: KvStore>(
     stores: &Stores<S>,
     key: &str,
@@ -400,6 +401,14 @@ pub async fn repair_on_read<S: KvStore>(
             &mut counts,
         )
         .await?;
+        return Ok(counts);
+    }
+    // A record written this recently may already be replaced at another location, the
+    // way a customer created there and at once updated is: the copy could only show the
+    // older value until its check. The read is served all the same; a later read or
+    // the backfill copies the key.
+    if version(&served.bytes).is_some_and(|at| now_ms.saturating_sub(at) < check_after_ms) {
+        counts.skipped = 1;
         return Ok(counts);
     }
     let due_ms = now_ms + check_after_ms;

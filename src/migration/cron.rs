@@ -7,13 +7,13 @@ use serde::Serialize;
 
 use super::backfill::{self, RunOptions, RunReport};
 use super::budget::{metered, Budget};
-use super::control::{self, GateSettings};
+use super::control::{self, CurrentPhase, GateSettings};
 use super::repair::{self, RepairReport};
 use super::reverse;
 use super::settle::{self, SettleReport};
 use crate::error::ApiError;
 use crate::phase::Phase;
-use crate::store::{KvStore, Stores};
+use crate::store::{KvStore, StoreResult, Stores};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -39,23 +39,8 @@ pub async fn run<S: KvStore>(
     // The stored phase, not an isolate's cached copy: a cron run is rare and must act on
     // the freshest state.
     let current = control::load(&stores.new, default_phase).await?;
-    // Keys out of sync are a risk whichever store reads come from: repair in every phase.
-    let repair = repair::drain(
-        &stores,
-        current.phase,
-        timings.pass_delay_ms,
-        now_ms,
-        repair::ENTRIES_PER_RUN,
-    )
-    .await?;
-    let settle = settle::drain(
-        &stores,
-        &budget,
-        settle::may_correct(current.phase, current.state.old_store_diverged),
-        timings.pass_delay_ms,
-        now_ms,
-    )
-    .await?;
+    let (repair, settle) =
+        repair_and_settle(&stores, &budget, &current, timings.pass_delay_ms, now_ms).await?;
     let mut backfill = None;
     let mut reverse_sync = None;
     // Not while isolates may still run the previous phase: after a rollback from phase 4
@@ -91,4 +76,33 @@ pub async fn run<S: KvStore>(
         reverse_sync,
         operations: budget.used(),
     })
+}
+
+/// Drains the repair journal, then checks as many due read-repair copies as `budget`
+/// affords (`stores` should be metered by it). Keys out of sync are a risk whichever
+/// store reads come from, so both run in every phase.
+pub async fn repair_and_settle<S: KvStore>(
+    stores: &Stores<S>,
+    budget: &Budget,
+    current: &CurrentPhase,
+    pass_delay_ms: u64,
+    now_ms: u64,
+) -> StoreResult<(RepairReport, SettleReport)> {
+    let repair = repair::drain(
+        stores,
+        current.phase,
+        pass_delay_ms,
+        now_ms,
+        repair::ENTRIES_PER_RUN,
+    )
+    .await?;
+    let settle = settle::drain(
+        stores,
+        budget,
+        settle::may_correct(current.phase, current.state.old_store_diverged),
+        pass_delay_ms,
+        now_ms,
+    )
+    .await?;
+    Ok((repair, settle))
 }

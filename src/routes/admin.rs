@@ -13,12 +13,10 @@ use crate::migration::control::{
     VerificationFacts,
 };
 use crate::migration::copy::Direction;
-use crate::migration::settle;
+use crate::migration::cron;
 use crate::migration::verify::{self, Verification};
 use crate::migration::{fallback, reverse};
-use crate::migration::{
-    repair, sample_keys, KeySample, FALLBACK_PREFIX, JOURNAL_PREFIX, SETTLE_PREFIX,
-};
+use crate::migration::{sample_keys, KeySample, FALLBACK_PREFIX, JOURNAL_PREFIX, SETTLE_PREFIX};
 use crate::phase::Phase;
 use crate::routes::verify::report_json;
 use crate::store::{KvStore, Stores};
@@ -317,22 +315,8 @@ pub async fn repair<S: KvStore>(
     // One invocation's KV budget: the journal first, then as many checks as fit.
     let budget = Budget::per_invocation(0);
     let metered = metered(stores, &budget);
-    let report = repair::drain(
-        &metered,
-        current.phase,
-        settings.pass_delay_ms,
-        now_ms,
-        repair::ENTRIES_PER_RUN,
-    )
-    .await?;
-    let settle = settle::drain(
-        &metered,
-        &budget,
-        settle::may_correct(current.phase, current.state.old_store_diverged),
-        settings.pass_delay_ms,
-        now_ms,
-    )
-    .await?;
+    let (report, settle) =
+        cron::repair_and_settle(&metered, &budget, current, settings.pass_delay_ms, now_ms).await?;
     let detail = format!(
         "repaired {} of {} journaled keys ({} settling); read-repair copies: {} settled, {} corrected, {} waiting",
         report.repaired, report.examined, report.settling, settle.settled, settle.corrected, settle.waiting

@@ -53,7 +53,8 @@ pub struct DataPlane<'a, S> {
     /// lacking it (see [`DataPlane::apply_after_read`]).
     pub read_repair: bool,
     /// How long after a read-repair its copy is checked again (0: reads are always
-    /// current, so the copy's own re-read suffices; see `migration::settle`).
+    /// current and no request runs past the copy, so its own re-read suffices; see
+    /// `migration::settle`).
     pub settle_copies_after_ms: u64,
     /// Set while writes since phase 4 are missing from the old store (after a rollback,
     /// until the reverse sync has caught it up): the new store is then the source every

@@ -368,10 +368,11 @@ async fn remove_copy<S: KvStore>(new_store: &S, key: &str, now_ms: u64) -> Store
 /// and corrects the copy if a write raced it. Three operations: the list, the write and
 /// the re-read.
 ///
-/// Under eventual consistency (`check_after_ms` above 0) the re-read proves nothing on
-/// its own (see `migration::settle`): each write into the new store is then preceded by a
-/// settle entry, checked `check_after_ms` later, at one more operation, and a record
-/// changed within that time is not copied at all.
+/// A re-read made at once cannot see a write from another location that KV has not yet
+/// spread, nor one that a racing request has yet to make (see `migration::settle`). So
+/// with `check_after_ms` above 0 (a consistency window or a request margin) each write
+/// into the new store is preceded by a settle entry, checked `check_after_ms` later, at
+/// one more operation, and a record changed within that time is not copied at all.
 pub async fn repair_on_read<S: KvStore>(
     stores: &Stores<S>,
     key: &str,
@@ -379,6 +380,16 @@ pub async fn repair_on_read<S: KvStore>(
     check_after_ms: u64,
     now_ms: u64,
 ) -> StoreResult<CopyCounts> {
+    // A record written this recently may already be replaced at another location, the
+    // way a customer created there and at once updated is: the copy could only show the
+    // older value until its check. The read is served all the same (with no KV operation
+    // spent here); a later read or the backfill copies the key.
+    if version(&served.bytes).is_some_and(|at| now_ms.saturating_sub(at) < check_after_ms) {
+        return Ok(CopyCounts {
+            skipped: 1,
+            ..Default::default()
+        });
+    }
     // The key itself sorts first among the keys it prefixes, so one entry is enough.
     let page = stores.old.list(key, None, 1).await?;
     let Some(listed) = page.keys.into_iter().find(|k| k.name == key) else {
@@ -401,14 +412,6 @@ pub async fn repair_on_read<S: KvStore>(
             &mut counts,
         )
         .await?;
-        return Ok(counts);
-    }
-    // A record written this recently may already be replaced at another location, the
-    // way a customer created there and at once updated is: the copy could only show the
-    // older value until its check. The read is served all the same; a later read or
-    // the backfill copies the key.
-    if version(&served.bytes).is_some_and(|at| now_ms.saturating_sub(at) < check_after_ms) {
-        counts.skipped = 1;
         return Ok(counts);
     }
     let due_ms = now_ms + check_after_ms;

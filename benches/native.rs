@@ -19,9 +19,9 @@ use customer_kv_migration::app::{handle, App};
 use customer_kv_migration::auth::authenticate;
 use customer_kv_migration::domain::CustomerRecord;
 use customer_kv_migration::http::{ApiRequest, Method};
-use customer_kv_migration::migration::budget::PLATFORM_OPERATION_CAP;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::routes::route;
+use customer_kv_migration::store::budget::PLATFORM_OPERATION_CAP;
 use customer_kv_migration::store::{
     KvStore, ListPage, MemoryStore, PutOptions, StoreResult, StoredValue, Stores,
 };

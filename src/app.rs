@@ -7,7 +7,7 @@ use crate::auth::{authenticate, Caller};
 use crate::dataplane::DataPlane;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
-use crate::migration::control::{self, CurrentPhase, GateSettings, PhaseCache};
+use crate::migration::state::phase_record::{self, CurrentPhase, GateSettings, PhaseCache};
 use crate::phase::Phase;
 use crate::routes::{admin, backfill, backup, customer, emails, rollback, route, verify, Route};
 use crate::store::{KvStore, Stores};
@@ -53,7 +53,7 @@ impl Config {
     }
 
     /// When a read-repair copy is checked again: once it is visible everywhere and any
-    /// request that raced it has finished (see `migration::settle`).
+    /// request that raced it has finished (see `migration::healing::read_repair`).
     pub fn read_repair_check_after_ms(&self) -> u64 {
         self.pass_delay_ms()
     }
@@ -289,7 +289,7 @@ fn unreachable_health() -> Result<ApiResponse, ApiError> {
 }
 
 async fn current_phase<S: KvStore>(app: &App<'_, S>) -> Result<CurrentPhase, ApiError> {
-    control::current(
+    phase_record::current(
         app.phase_cache,
         &app.stores.new,
         app.config.default_phase,

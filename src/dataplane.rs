@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::domain::Tombstone;
 use crate::error::ApiError;
-use crate::migration::{copy, fallback, journal};
+use crate::migration::copying::copy;
+use crate::migration::healing::{fallback, journal};
 use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 use crate::time::rfc3339;
@@ -54,7 +55,7 @@ pub struct DataPlane<'a, S> {
     pub read_repair: bool,
     /// How long after a read-repair its copy is checked again (0: reads are always
     /// current and no request runs past the copy, so its own re-read suffices; see
-    /// `migration::settle`).
+    /// `migration::healing::read_repair`).
     pub settle_copies_after_ms: u64,
     /// Set while writes since phase 4 are missing from the old store (after a rollback,
     /// until the reverse sync has caught it up): the new store is then the source every
@@ -161,7 +162,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// when the phase writes it. A key served by the old store is absent from the new
     /// one, so the old store is the one reads see; writing it first also means a
     /// concurrent backfill copy that could overwrite this write in the new store sees
-    /// the change when it re-reads the old store (see `migration::copy`).
+    /// the change when it re-reads the old store (see `migration::copying::copy`).
     ///
     /// Returns whether the changes reached every store the phase writes (a second-store
     /// failure may be acknowledged, journaled, in phase 3).

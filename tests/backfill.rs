@@ -6,9 +6,9 @@ mod common;
 use std::cell::{Cell, RefCell};
 
 use common::*;
-use customer_kv_migration::migration::backfill::{self, RunOptions};
-use customer_kv_migration::migration::budget::{metered, Budget, PLATFORM_OPERATION_CAP};
+use customer_kv_migration::migration::copying::backfill::{self, RunOptions};
 use customer_kv_migration::phase::Phase;
+use customer_kv_migration::store::budget::{metered, Budget, PLATFORM_OPERATION_CAP};
 use customer_kv_migration::store::PutOptions;
 use serde_json::{json, Value};
 

@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use customer_kv_migration::migration::{copy, SETTLE_PREFIX};
+use customer_kv_migration::migration::copying::copy;
+use customer_kv_migration::migration::SETTLE_PREFIX;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::{KvStore, StoredValue};
 use serde_json::json;

@@ -7,10 +7,10 @@ mod common;
 use std::cell::{Cell, RefCell};
 
 use common::*;
-use customer_kv_migration::migration::budget::{metered, Budget, PLATFORM_OPERATION_CAP};
-use customer_kv_migration::migration::control;
-use customer_kv_migration::migration::reverse;
+use customer_kv_migration::migration::copying::reverse;
+use customer_kv_migration::migration::state::phase_record;
 use customer_kv_migration::phase::Phase;
+use customer_kv_migration::store::budget::{metered, Budget, PLATFORM_OPERATION_CAP};
 use customer_kv_migration::store::Fault;
 use serde_json::{json, Value};
 
@@ -88,8 +88,8 @@ fn read(world: &World, id: &str) -> customer_kv_migration::http::ApiResponse {
     world.send("GET", &format!("/customer/{id}"), Some(&service()), None)
 }
 
-fn stored_phase(world: &World) -> control::CurrentPhase {
-    block_on(control::load(&world.stores.new, Phase::Legacy)).unwrap()
+fn stored_phase(world: &World) -> phase_record::CurrentPhase {
+    block_on(phase_record::load(&world.stores.new, Phase::Legacy)).unwrap()
 }
 
 #[test]

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use customer_kv_migration::migration::budget::{metered, Budget};
-use customer_kv_migration::migration::verify::{self, Mode};
+use customer_kv_migration::migration::checking::verify::{self, Mode};
 use customer_kv_migration::phase::Phase;
+use customer_kv_migration::store::budget::{metered, Budget};
 use customer_kv_migration::store::PutOptions;
 use serde_json::json;
 

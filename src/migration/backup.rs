@@ -6,7 +6,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::MIGRATION_PREFIX;
+use crate::migration::MIGRATION_PREFIX;
 use crate::store::{PutOptions, StoredValue};
 
 /// Workers KV's limits on a key and on its metadata.

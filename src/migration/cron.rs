@@ -5,14 +5,14 @@
 
 use serde::Serialize;
 
-use super::backfill::{self, RunOptions, RunReport};
-use super::budget::{metered, Budget};
-use super::control::{self, CurrentPhase, GateSettings};
-use super::repair::{self, RepairReport};
-use super::reverse;
-use super::settle::{self, SettleReport};
 use crate::error::ApiError;
+use crate::migration::copying::backfill::{self, RunOptions, RunReport};
+use crate::migration::copying::reverse;
+use crate::migration::healing::read_repair::{self, SettleReport};
+use crate::migration::healing::repair::{self, RepairReport};
+use crate::migration::state::phase_record::{self, CurrentPhase, GateSettings};
 use crate::phase::Phase;
+use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, StoreResult, Stores};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,7 +38,7 @@ pub async fn run<S: KvStore>(
     let stores = metered(stores, &budget);
     // The stored phase, not an isolate's cached copy: a cron run is rare and must act on
     // the freshest state.
-    let current = control::load(&stores.new, default_phase).await?;
+    let current = phase_record::load(&stores.new, default_phase).await?;
     let (repair, settle) =
         repair_and_settle(&stores, &budget, &current, timings.pass_delay_ms, now_ms).await?;
     let mut backfill = None;
@@ -46,7 +46,7 @@ pub async fn run<S: KvStore>(
     // Not while isolates may still run the previous phase: after a rollback from phase 4
     // they write the new store alone, and a copy could overwrite such a write unnoticed
     // (forward), or miss it (reverse).
-    let settled = control::unsettled_ms(&current.state, timings.settle_ms, now_ms) == 0;
+    let settled = phase_record::unsettled_ms(&current.state, timings.settle_ms, now_ms) == 0;
     if current.state.old_store_diverged {
         if reverse::syncs_in(current.phase) && settled {
             reverse_sync = reverse::advance(
@@ -96,10 +96,10 @@ pub async fn repair_and_settle<S: KvStore>(
         repair::ENTRIES_PER_RUN,
     )
     .await?;
-    let settle = settle::drain(
+    let settle = read_repair::drain(
         stores,
         budget,
-        settle::may_correct(current.phase, current.state.old_store_diverged),
+        read_repair::may_correct(current.phase, current.state.old_store_diverged),
         pass_delay_ms,
         now_ms,
     )

@@ -1,21 +1,12 @@
 //! The migration's own state, all kept in `CUSTOMER_KV` under `__migration/`, a prefix
 //! that neither key family of the customer data can take.
 
-pub mod audit;
-pub mod backfill;
 pub mod backup;
-pub mod budget;
-pub mod control;
-pub mod copy;
+pub mod checking;
+pub mod copying;
 pub mod cron;
-pub mod emails;
-pub mod fallback;
-pub mod journal;
-pub mod repair;
-pub mod reverse;
-pub mod rollback;
-pub mod settle;
-pub mod verify;
+pub mod healing;
+pub mod state;
 
 use crate::store::{KvStore, ListedKey, StoreResult};
 

@@ -11,8 +11,8 @@ use worker::{
 
 use crate::app::{self, App, Config};
 use crate::http::{query_of, ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
-use crate::migration::control::PhaseCache;
 use crate::migration::cron;
+use crate::migration::state::phase_record::PhaseCache;
 use crate::store::Stores;
 use kv::WorkersKv;
 

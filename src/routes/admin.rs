@@ -5,20 +5,21 @@ use serde_json::{json, Map, Value};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::audit::{self, AuditEntry};
-use crate::migration::backfill::{self, Checkpoint};
-use crate::migration::budget::{metered, Budget};
-use crate::migration::control::{
+use crate::migration::checking::verify::{self, Verification};
+use crate::migration::copying::backfill::{self, Checkpoint};
+use crate::migration::copying::copy::Direction;
+use crate::migration::copying::reverse;
+use crate::migration::cron;
+use crate::migration::healing::fallback;
+use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::phase_record::{
     self, CurrentPhase, GateFacts, GateSettings, PhaseCache, PhaseChangeRequest, PhaseSource,
     VerificationFacts,
 };
-use crate::migration::copy::Direction;
-use crate::migration::cron;
-use crate::migration::verify::{self, Verification};
-use crate::migration::{fallback, reverse};
 use crate::migration::{sample_keys, KeySample, FALLBACK_PREFIX, JOURNAL_PREFIX, SETTLE_PREFIX};
 use crate::phase::Phase;
 use crate::routes::verify::report_json;
+use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
 
 /// Pages of 1,000 keys a status call may list per prefix, bounding its cost.
@@ -103,7 +104,7 @@ pub async fn gather_facts<S: KvStore>(
         KeySample::default()
     };
     let gates = GateFacts {
-        unsettled_ms: control::unsettled_ms(state, settings.settle_ms, now_ms),
+        unsettled_ms: phase_record::unsettled_ms(state, settings.settle_ms, now_ms),
         repair_journal_size: journal.count,
         unsettled_read_repairs: settling.count,
         backfill_complete: checkpoint.complete(),
@@ -225,7 +226,7 @@ pub fn backfill_json(checkpoint: &Checkpoint) -> Value {
 fn next_move_gates(current: &CurrentPhase, facts: &GateFacts) -> Value {
     let describe = |to: Option<Phase>| {
         to.map(|to| {
-            let unmet = control::unmet_gates(&current.state, current.phase, to, facts);
+            let unmet = phase_record::unmet_gates(&current.state, current.phase, to, facts);
             json!({ "to": to.number(), "met": unmet.is_empty(), "unmet": unmet })
         })
     };
@@ -257,7 +258,7 @@ pub async fn change_phase<S: KvStore>(
 ) -> Result<ApiResponse, ApiError> {
     let change = parse_phase_change(request.json_object()?, "phase")?;
     let facts = gather_facts(stores, current, settings, now_ms).await?;
-    let outcome = control::change(
+    let outcome = phase_record::change(
         &stores.new,
         current,
         change,

@@ -6,12 +6,12 @@ use super::admin::{backfill_json, optional_bool};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::audit::{self, AuditEntry};
-use crate::migration::backfill::{self, RunOptions, CHECKPOINT_KEY, LEASE_KEY};
-use crate::migration::budget::{metered, Budget};
-use crate::migration::control::{self, CurrentPhase, GateSettings};
-use crate::migration::copy::Direction;
+use crate::migration::copying::backfill::{self, RunOptions, CHECKPOINT_KEY, LEASE_KEY};
+use crate::migration::copying::copy::Direction;
+use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::phase_record::{self, CurrentPhase, GateSettings};
 use crate::phase::Phase;
+use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
 
 /// KV operations a request has made before the batch starts (token-free, but the phase
@@ -39,7 +39,7 @@ pub async fn run_batch<S: KvStore>(
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let phase = current.phase;
-    let unsettled_ms = control::unsettled_ms(&current.state, timings.settle_ms, now_ms);
+    let unsettled_ms = phase_record::unsettled_ms(&current.state, timings.settle_ms, now_ms);
     let body = request.json_object()?;
     let dry_run = optional_bool(&body, "dryRun")?;
     let max_records = match body.get("maxRecords") {

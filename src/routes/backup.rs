@@ -6,8 +6,8 @@ use serde_json::json;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::audit::{self, AuditEntry};
 use crate::migration::backup::{self, BackupLine};
+use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::MIGRATION_PREFIX;
 use crate::store::{KvStore, StoreName, Stores, MAX_BULK_KEYS};
 

@@ -7,10 +7,10 @@ use crate::auth::Caller;
 use crate::dataplane::DataPlane;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::audit::{self, AuditEntry};
-use crate::migration::budget::{metered, Budget};
-use crate::migration::control::CurrentPhase;
-use crate::migration::emails;
+use crate::migration::checking::emails;
+use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::phase_record::CurrentPhase;
+use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
 
 const REQUEST_OVERHEAD_OPS: u32 = 4;

@@ -12,11 +12,14 @@ use super::admin::{self, parse_phase_change};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::budget::{metered, Budget};
-use crate::migration::control::{self, CurrentPhase, GateSettings, PhaseCache, PhaseChangeRequest};
-use crate::migration::rollback::{self, Step};
-use crate::migration::{repair, reverse};
+use crate::migration::copying::reverse;
+use crate::migration::healing::repair;
+use crate::migration::state::phase_record::{
+    self, CurrentPhase, GateSettings, PhaseCache, PhaseChangeRequest,
+};
+use crate::migration::state::rollback::{self, Step};
 use crate::phase::Phase;
+use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
 
 /// Steps one call may take; a walk from 5 to 0 needs at most five moves and a sync.
@@ -52,7 +55,7 @@ pub async fn run<S: KvStore>(
     }
     if change.force {
         let facts = admin::gather_facts(ctx.stores, current, ctx.settings, ctx.now_ms).await?;
-        let outcome = control::change(
+        let outcome = phase_record::change(
             &ctx.stores.new,
             current,
             change,
@@ -95,7 +98,7 @@ pub async fn run<S: KvStore>(
                     reason: change.reason.clone(),
                     rollback: true,
                 };
-                let outcome = control::change(
+                let outcome = phase_record::change(
                     &ctx.stores.new,
                     &current,
                     request,
@@ -106,7 +109,7 @@ pub async fn run<S: KvStore>(
                 .await?;
                 ctx.cache.invalidate();
                 taken.push(json!({ "step": "move", "from": outcome.from.number(), "to": outcome.to.number() }));
-                current = control::load(&ctx.stores.new, ctx.default_phase).await?;
+                current = phase_record::load(&ctx.stores.new, ctx.default_phase).await?;
             }
             Step::Repair => {
                 let report = repair::drain(

@@ -7,13 +7,13 @@ use super::admin::optional_bool;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::audit::{self, AuditEntry};
-use crate::migration::backfill;
-use crate::migration::budget::{metered, Budget};
-use crate::migration::control::CurrentPhase;
-use crate::migration::verify::{self, Mode, Verification};
+use crate::migration::checking::verify::{self, Mode, Verification};
+use crate::migration::copying::backfill;
+use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::PHASE_KEY;
 use crate::phase::Phase;
+use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, PutOptions, Stores};
 
 const REQUEST_OVERHEAD_OPS: u32 = 4;

@@ -1,6 +1,7 @@
 //! The small async key-value interface every decision is written against. The worker's
 //! adapter implements it over Workers KV; [`MemoryStore`] implements it for native tests.
 
+pub mod budget;
 mod memory;
 
 pub use memory::{list_page, Fault, MemoryStore, OpCounts};

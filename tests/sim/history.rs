@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use customer_kv_migration::http::ApiResponse;
-use customer_kv_migration::migration::control::PhaseCache;
+use customer_kv_migration::migration::state::phase_record::PhaseCache;
 use customer_kv_migration::migration::SETTLE_PREFIX;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::KvStore;
@@ -604,9 +604,9 @@ fn settle_copies(sim: &Sim) {
     // Outside phases 1 to 3 no batch runs, and nothing reads what the copies wrote first.
     let mut batches_run = true;
     for _ in 0..50 {
-        let checkpoint = block_on(customer_kv_migration::migration::backfill::load_checkpoint(
-            &sim.stores.new,
-        ))
+        let checkpoint = block_on(
+            customer_kv_migration::migration::copying::backfill::load_checkpoint(&sim.stores.new),
+        )
         .unwrap_or_default();
         let read_repairs = block_on(sim.stores.new.list(SETTLE_PREFIX, None, 1))
             .map(|page| !page.keys.is_empty())

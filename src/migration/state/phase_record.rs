@@ -5,9 +5,9 @@ use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 
-use super::audit::{self, AuditEntry};
-use super::PHASE_KEY;
 use crate::error::ApiError;
+use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::PHASE_KEY;
 use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName};
 

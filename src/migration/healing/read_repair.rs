@@ -23,10 +23,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::budget::{Budget, BOOKKEEPING_RESERVE};
-use super::SETTLE_PREFIX;
 use crate::domain::{Tombstone, CUSTOMER_PREFIX};
+use crate::migration::SETTLE_PREFIX;
 use crate::phase::Phase;
+use crate::store::budget::{Budget, BOOKKEEPING_RESERVE};
 use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, StoredValue, Stores};
 use crate::time::rfc3339;
 

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::FALLBACK_PREFIX;
+use crate::migration::FALLBACK_PREFIX;
 use crate::phase::Phase;
 use crate::store::{KvStore, ListedKey, PutOptions, StoreResult};
 

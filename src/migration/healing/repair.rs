@@ -19,9 +19,9 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::copy::record_newer_than_tombstone;
-use super::JOURNAL_PREFIX;
 use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::migration::copying::copy::record_newer_than_tombstone;
+use crate::migration::JOURNAL_PREFIX;
 use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 use crate::time::rfc3339;

@@ -1,14 +1,14 @@
 //! Planning a rollback: the next step from the current phase towards a lower target.
 //!
 //! A rollback walks down one safe move at a time. From phase 4 or 5 it jumps straight
-//! into phase 2 or 3 (see [`control::rollback_jump`]), where writes reach both stores
+//! into phase 2 or 3 (see [`phase_record::rollback_jump`]), where writes reach both stores
 //! again; reads may only return to the old store (phase 1) once the reverse sync has
 //! copied back what phases 4 and 5 wrote to the new store alone.
 
 use serde::Serialize;
 
-use super::control::{self, GateFacts, PhaseState, UnmetGate};
-use super::reverse;
+use crate::migration::copying::reverse;
+use crate::migration::state::phase_record::{self, GateFacts, PhaseState, UnmetGate};
 use crate::phase::Phase;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,14 +38,14 @@ pub fn next_step(state: &PhaseState, current: Phase, target: Phase, facts: &Gate
         } else {
             target.max(Phase::ReadNew)
         };
-        if control::rollback_jump(current, to) {
+        if phase_record::rollback_jump(current, to) {
             return Step::Move { to: to.number() };
         }
     }
     let Some(to) = Phase::from_number(u64::from(current.number()) - 1) else {
         return Step::Done;
     };
-    let gates = control::unmet_gates(state, current, to, facts);
+    let gates = phase_record::unmet_gates(state, current, to, facts);
     if gates.is_empty() {
         return Step::Move { to: to.number() };
     }

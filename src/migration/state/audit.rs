@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::AUDIT_PREFIX;
+use crate::migration::AUDIT_PREFIX;
 use crate::store::{KvStore, PutOptions, StoreResult};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

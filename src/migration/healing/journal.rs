@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::JOURNAL_PREFIX;
+use crate::migration::JOURNAL_PREFIX;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult};
 
 pub fn entry_key(key: &str) -> String {

@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::budget::Budget;
 use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::store::budget::Budget;
 use crate::store::{KvStore, ListPage, ListedKey, PutOptions, StoreResult, Stores, MAX_BULK_KEYS};
 
 pub const PROGRESS_KEY: &str = "__migration/verify";

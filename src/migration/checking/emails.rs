@@ -13,12 +13,12 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::budget::Budget;
 use crate::dataplane::{Change, DataPlane};
 use crate::domain::{
     customer_key, email_key, CustomerId, CustomerRecord, Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX,
 };
 use crate::error::ApiError;
+use crate::store::budget::Budget;
 use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, StoredValue, MAX_BULK_KEYS};
 
 pub const PROGRESS_KEY: &str = "__migration/emails";

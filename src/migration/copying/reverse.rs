@@ -15,11 +15,11 @@
 //! pass that wrote nothing, made once its earlier copies were visible everywhere: a
 //! failed copy, or one decided on a stale read, is redone by the next pass.
 
-use super::backfill::{self, Checkpoint, RunOptions, RunReport};
-use super::budget::Budget;
-use super::control::PhaseState;
-use super::copy::Direction;
+use crate::migration::copying::backfill::{self, Checkpoint, RunOptions, RunReport};
+use crate::migration::copying::copy::Direction;
+use crate::migration::state::phase_record::PhaseState;
 use crate::phase::Phase;
+use crate::store::budget::Budget;
 use crate::store::{KvStore, StoreResult, Stores};
 
 /// The phases in which the reverse sync may run.

@@ -16,9 +16,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::budget::Budget;
-use super::copy::{self, CopyCounts, Direction};
 use crate::domain::{CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::migration::copying::copy::{self, CopyCounts, Direction};
+use crate::store::budget::Budget;
 use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, Stores, MAX_BULK_KEYS};
 
 pub const CHECKPOINT_KEY: &str = "__migration/backfill";
@@ -243,7 +243,7 @@ pub struct RunReport {
 }
 
 /// One run: as many chunks as `budget` affords, from the stored checkpoint on.
-/// `stores` should be metered by `budget` (see [`super::budget::metered`]).
+/// `stores` should be metered by `budget` (see [`crate::store::budget::metered`]).
 pub async fn run<S: KvStore>(
     stores: &Stores<S>,
     budget: &Budget,

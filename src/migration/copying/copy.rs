@@ -12,8 +12,8 @@
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use super::settle;
 use crate::domain::{CustomerRecord, Tombstone, CUSTOMER_PREFIX};
+use crate::migration::healing::read_repair;
 use crate::store::{KvStore, ListedKey, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 use crate::time::{parse_rfc3339_ms, rfc3339};
 
@@ -369,7 +369,7 @@ async fn remove_copy<S: KvStore>(new_store: &S, key: &str, now_ms: u64) -> Store
 /// the re-read.
 ///
 /// A re-read made at once cannot see a write from another location that KV has not yet
-/// spread, nor one that a racing request has yet to make (see `migration::settle`). So
+/// spread, nor one that a racing request has yet to make (see `migration::healing::read_repair`). So
 /// with `check_after_ms` above 0 (a consistency window or a request margin) each write
 /// into the new store is preceded by a settle entry, checked `check_after_ms` later, at
 /// one more operation, and a record changed within that time is not copied at all.
@@ -415,7 +415,13 @@ pub async fn repair_on_read<S: KvStore>(
         return Ok(counts);
     }
     let due_ms = now_ms + check_after_ms;
-    settle::expect(&stores.new, key, &[settle::digest(Some(served))], due_ms).await?;
+    read_repair::expect(
+        &stores.new,
+        key,
+        &[read_repair::digest(Some(served))],
+        due_ms,
+    )
+    .await?;
     let options = PutOptions {
         expiration: listed.expiration,
         metadata: served.metadata.clone(),
@@ -426,7 +432,7 @@ pub async fn repair_on_read<S: KvStore>(
     // rather than leave it to the check (which the correction's own entry still gets).
     let again = stores.old.get(key).await?;
     if again.as_ref() != Some(served) {
-        settle::correct(stores, key, Some(served), again, due_ms, now_ms).await?;
+        read_repair::correct(stores, key, Some(served), again, due_ms, now_ms).await?;
         counts.corrected = 1;
     }
     Ok(counts)

@@ -1,0 +1,6 @@
+//! The migration's own state and how it moves: the phase record (its only writer), the
+//! gates a move must pass, the audit log, and rollback planning.
+
+pub mod audit;
+pub mod phase_record;
+pub mod rollback;

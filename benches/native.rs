@@ -206,7 +206,7 @@ fn floor(endpoint: &str, phase: Phase) -> Cost {
 
 /// Why a request costs more than its floor, as the logged sequences show.
 fn explanation(endpoint: &str, phase: Phase) -> &'static str {
-    let falls_back = (2..=4).contains(&phase.number());
+    let falls_back = phase.falls_back();
     match (endpoint, phase.number()) {
         ("fallback read", 2 | 3) => {
             "+1w records the fallback hit (`__migration/fallback/<key>`, which the 4→5 gate \

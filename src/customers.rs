@@ -346,7 +346,7 @@ async fn store_new<S: KvStore>(
     Ok(Loaded {
         record,
         metadata: None,
-        served_by: plane.phase.routing().writes[0],
+        served_by: plane.phase.authoritative_store(),
     })
 }
 

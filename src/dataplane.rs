@@ -125,11 +125,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// Reads `key` from the store the phase does not read, if there is one. Only for
     /// values that are checked against the read path before they count.
     pub async fn read_elsewhere(&self, key: &str) -> StoreResult<Option<StoredValue>> {
-        let reads = self.phase.routing().reads;
-        match [StoreName::New, StoreName::Old]
-            .into_iter()
-            .find(|s| !reads.contains(s))
-        {
+        match self.phase.unread_store() {
             Some(store) => self.stores.get(store).get(key).await,
             None => Ok(None),
         }
@@ -148,8 +144,11 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// store may hold a tombstone for the key, so its write still has to succeed
     /// wherever the new store is read first.
     pub async fn apply_to_absent_key(&self, changes: &[Change]) -> Result<(), ApiError> {
-        let writes = self.phase.routing().writes;
-        if writes.len() == 2 && writes[0] == StoreName::New && !self.old_store_catching_up {
+        let phase = self.phase;
+        if phase.writes_both()
+            && phase.authoritative_store() == StoreName::New
+            && !self.old_store_catching_up
+        {
             self.apply_ordered(changes, &[StoreName::Old, StoreName::New], false)
                 .await
                 .map(|_| ())
@@ -171,14 +170,15 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         changes: &[Change],
         served_by: StoreName,
     ) -> Result<bool, ApiError> {
-        let writes = self.phase.routing().writes;
-        if writes.len() == 2 && writes[1] == served_by && !self.old_store_catching_up {
+        let phase = self.phase;
+        if phase.secondary_store() == Some(served_by) && !self.old_store_catching_up {
             // The new store lacked the key: a failed write there leaves it absent, and
             // every read falls through to the old store, which has the change.
-            self.apply_ordered(changes, &[writes[1], writes[0]], true)
-                .await
+            let order = [served_by, phase.authoritative_store()];
+            self.apply_ordered(changes, &order, true).await
         } else {
-            self.apply_ordered(changes, writes, false).await
+            self.apply_ordered(changes, phase.routing().writes, false)
+                .await
         }
     }
 
@@ -306,8 +306,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         if let Err(err) = fallback::record(&self.stores.new, key, self.phase, self.now_ms).await {
             self.warn(format!("could not record a fallback hit: {err}"));
         }
-        if self.read_repair && !self.old_store_catching_up && self.phase.routing().writes.len() == 2
-        {
+        if self.read_repair && !self.old_store_catching_up && self.phase.read_repairs() {
             if let Err(err) = copy::repair_on_read(
                 self.stores,
                 key,

@@ -48,7 +48,7 @@ pub async fn run<S: KvStore>(
     // (forward), or miss it (reverse).
     let settled = phase_record::unsettled_ms(&current.state, timings.settle_ms, now_ms) == 0;
     if current.state.old_store_diverged {
-        if reverse::syncs_in(current.phase) && settled {
+        if current.phase.reverse_sync_allowed() && settled {
             reverse_sync = reverse::advance(
                 &stores,
                 &budget,

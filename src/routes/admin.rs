@@ -89,7 +89,7 @@ pub async fn gather_facts<S: KvStore>(
     let reverse_sync = backfill::load_checkpoint_of(&stores.new, Direction::Reverse).await?;
     let state = &current.state;
     let reverse_sync_complete = reverse::vouches(&reverse_sync, state);
-    let in_phase_4 = current.phase == Phase::NewPrimary;
+    let in_phase_4 = current.phase.is_verification_period();
     let since = state.changed_at;
     let fallback_in_phase_4 = if in_phase_4 {
         sample_keys(
@@ -191,7 +191,7 @@ fn verification_period_json(
     settings: GateSettings,
     facts: &Facts,
 ) -> Value {
-    if current.phase != Phase::NewPrimary {
+    if !current.phase.is_verification_period() {
         return Value::Null;
     }
     json!({
@@ -230,10 +230,9 @@ fn next_move_gates(current: &CurrentPhase, facts: &GateFacts) -> Value {
             json!({ "to": to.number(), "met": unmet.is_empty(), "unmet": unmet })
         })
     };
-    let n = u64::from(current.phase.number());
     json!({
-        "forward": describe(Phase::from_number(n + 1)),
-        "back": describe(n.checked_sub(1).and_then(Phase::from_number)),
+        "forward": describe(current.phase.next()),
+        "back": describe(current.phase.previous()),
     })
 }
 

@@ -10,7 +10,6 @@ use crate::migration::copying::backfill::{self, RunOptions, CHECKPOINT_KEY, LEAS
 use crate::migration::copying::copy::Direction;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::phase_record::{self, CurrentPhase, GateSettings};
-use crate::phase::Phase;
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
 
@@ -54,7 +53,7 @@ pub async fn run_batch<S: KvStore>(
                 })?,
         ),
     };
-    if !(Phase::DualWrite..=Phase::Backfill).contains(&phase) {
+    if !phase.backfill_allowed() {
         return Err(ApiError::conflict(
             "backfill_not_allowed",
             format!(

@@ -18,7 +18,7 @@ use crate::migration::state::phase_record::{
     self, CurrentPhase, GateSettings, PhaseCache, PhaseChangeRequest,
 };
 use crate::migration::state::rollback::{self, Step};
-use crate::phase::Phase;
+use crate::phase::{Move, Phase};
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
 
@@ -44,7 +44,7 @@ pub async fn run<S: KvStore>(
     let mut change = parse_phase_change(request.json_object()?, "toPhase")?;
     change.rollback = true;
     let target = change.to;
-    if target > current.phase {
+    if Move::new(current.phase, target).goes_forward() {
         return Err(ApiError::bad_request(
             "invalid_rollback",
             format!(

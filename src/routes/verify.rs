@@ -12,7 +12,6 @@ use crate::migration::copying::backfill;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::PHASE_KEY;
-use crate::phase::Phase;
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, PutOptions, Stores};
 
@@ -84,7 +83,7 @@ fn proves_new_store_caught_up(
 ) -> bool {
     verification.clean()
         && verification.mode == Mode::Full
-        && current.phase >= Phase::DualWrite
+        && current.phase.verification_can_clear_new_store_divergence()
         && verification.started_at >= current.state.changed_at + settle_ms
 }
 

@@ -126,7 +126,7 @@ async fn advance<S: KvStore>(
 ) -> Result<(), ApiError> {
     let source = plane.stores.get(plane.phase.primary_read_store());
     // A chunk: its list, three bulk reads, and a write to each written store per key.
-    let chunk_cost = |n: usize| 4 + 2 * n as u32 * plane.phase.routing().writes.len() as u32;
+    let chunk_cost = |n: usize| 4 + 2 * n as u32 * plane.phase.stores_written() as u32;
     while !audit.complete() && budget.affords(chunk_cost(1)) {
         let prefix = if audit.pass == Pass::Records {
             CUSTOMER_PREFIX

@@ -18,14 +18,8 @@
 use crate::migration::copying::backfill::{self, Checkpoint, RunOptions, RunReport};
 use crate::migration::copying::copy::Direction;
 use crate::migration::state::phase_record::PhaseState;
-use crate::phase::Phase;
 use crate::store::budget::Budget;
 use crate::store::{KvStore, StoreResult, Stores};
-
-/// The phases in which the reverse sync may run.
-pub fn syncs_in(phase: Phase) -> bool {
-    matches!(phase, Phase::ReadNew | Phase::Backfill)
-}
 
 /// Whether `checkpoint` is a finished sync that vouches for the old store in `state`:
 /// its last pass found nothing to copy, and it started after the old store last

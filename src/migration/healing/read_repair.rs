@@ -148,7 +148,7 @@ fn agree(old: Option<&StoredValue>, new: Option<&StoredValue>) -> bool {
 /// Whether the old store may be copied from: every writer writes it, and it is not the
 /// store catching up after a rollback.
 pub fn may_correct(phase: Phase, old_store_diverged: bool) -> bool {
-    phase >= Phase::DualWrite && phase < Phase::NewPrimary && !old_store_diverged
+    phase.read_repairs() && !old_store_diverged
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -137,12 +137,12 @@ async fn repair_key<S: KvStore>(
     if key.starts_with(EMAIL_PREFIX) {
         return repair_mapping(stores, key).await;
     }
-    let reads = phase.routing().reads;
-    let first = stores.get(reads[0]).get(key).await?;
-    let (source_name, mut seen) = match (first, reads.get(1)) {
-        (Some(value), _) => (reads[0], Some(value)),
-        (None, Some(&fallback)) => (fallback, stores.get(fallback).get(key).await?),
-        (None, None) => (reads[0], None),
+    let primary = phase.primary_read_store();
+    let first = stores.get(primary).get(key).await?;
+    let (source_name, mut seen) = match (first, phase.fallback_store()) {
+        (Some(value), _) => (primary, Some(value)),
+        (None, Some(fallback)) => (fallback, stores.get(fallback).get(key).await?),
+        (None, None) => (primary, None),
     };
     let mut source_name = source_name;
     let mut target_name = other(source_name);
@@ -163,7 +163,7 @@ async fn repair_key<S: KvStore>(
     }
     // From phase 4 on nobody writes the old store, so a copy from it into the new store
     // could overwrite a write it would never notice.
-    if source_name == StoreName::Old && phase >= Phase::NewPrimary {
+    if source_name == StoreName::Old && !phase.old_store_is_a_copy_source() {
         return Ok(Repaired::Deferred);
     }
     let (source, target) = (stores.get(source_name), stores.get(target_name));

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::PHASE_KEY;
-use crate::phase::Phase;
+use crate::phase::{Move, Phase};
 use crate::store::{KvStore, PutOptions, StoreName};
 
 /// The stored phase record.
@@ -213,7 +213,8 @@ pub fn unmet_gates(
             ),
         ));
     }
-    if from.number().abs_diff(to.number()) > 1 {
+    let change = Move::new(from, to);
+    if change.skips_phases() {
         gates.push(unmet(
             "adjacent",
             format!(
@@ -223,7 +224,7 @@ pub fn unmet_gates(
             ),
         ));
     }
-    let reads_move = from.primary_read_store() != to.primary_read_store();
+    let reads_move = change.moves_reads();
     if reads_move && facts.repair_journal_size > 0 {
         gates.push(unmet(
             "repair_journal_empty",
@@ -233,7 +234,7 @@ pub fn unmet_gates(
             ),
         ));
     }
-    if reads_move && to.primary_read_store() == StoreName::New && facts.backfill_unsettled {
+    if change.sends_reads_to_new() && facts.backfill_unsettled {
         gates.push(unmet(
             "backfill_settled",
             format!(
@@ -242,8 +243,8 @@ pub fn unmet_gates(
             ),
         ));
     }
-    let leaves_old_store = from < Phase::NewPrimary && to >= Phase::NewPrimary;
-    let reads_go_new = reads_move && to.primary_read_store() == StoreName::New;
+    let leaves_old_store = change.stops_writing_old();
+    let reads_go_new = change.sends_reads_to_new();
     if (reads_go_new || leaves_old_store) && facts.unsettled_read_repairs > 0 {
         gates.push(unmet(
             "read_repairs_settled",
@@ -259,11 +260,7 @@ pub fn unmet_gates(
             "writes skipped the new store while in phase 0; a clean full verification must show it caught up",
         ));
     }
-    if reads_move
-        && to.primary_read_store() == StoreName::Old
-        && state.old_store_diverged
-        && !facts.reverse_sync_complete
-    {
+    if change.sends_reads_to_old() && state.old_store_diverged && !facts.reverse_sync_complete {
         gates.push(unmet(
             "old_store_in_sync",
             format!(
@@ -303,7 +300,7 @@ pub fn unmet_gates(
             ),
         ));
     }
-    if from < Phase::Complete && to == Phase::Complete {
+    if change.stops_reading_old() {
         verification_period_gates(from, facts, &mut gates);
     }
     gates
@@ -312,7 +309,7 @@ pub fn unmet_gates(
 /// Phase 5 stops reading the old store: only after a verification period in phase 4
 /// during which no read needed it.
 fn verification_period_gates(from: Phase, facts: &GateFacts, gates: &mut Vec<UnmetGate>) {
-    if from != Phase::NewPrimary {
+    if !from.is_verification_period() {
         gates.push(unmet(
             "verification_period",
             "phase 5 follows a verification period in phase 4",
@@ -355,7 +352,7 @@ pub struct PhaseChangeRequest {
 /// keeps reaching it, in every phase isolates may be in meanwhile; the old store only
 /// starts to be written again, which the reverse sync then completes.
 pub fn rollback_jump(from: Phase, to: Phase) -> bool {
-    from >= Phase::NewPrimary && (Phase::ReadNew..=Phase::Backfill).contains(&to)
+    Move::new(from, to).is_rollback_jump()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,10 +370,11 @@ fn apply_store_divergence(
     facts: &GateFacts,
     now_ms: u64,
 ) {
-    if to == Phase::Legacy {
+    let change = Move::new(from, to);
+    if change.stops_writing_new() {
         next.new_store_diverged = true;
     }
-    if from < Phase::NewPrimary && to >= Phase::NewPrimary {
+    if change.stops_writing_old() {
         next.old_store_diverged = true;
         next.left_old_store_at = now_ms;
     }

@@ -7,9 +7,8 @@
 
 use serde::Serialize;
 
-use crate::migration::copying::reverse;
 use crate::migration::state::phase_record::{self, GateFacts, PhaseState, UnmetGate};
-use crate::phase::Phase;
+use crate::phase::{Move, Phase};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
@@ -29,20 +28,13 @@ pub enum Step {
 }
 
 pub fn next_step(state: &PhaseState, current: Phase, target: Phase, facts: &GateFacts) -> Step {
-    if current <= target {
+    if !Move::new(current, target).goes_back() {
         return Step::Done;
     }
-    if current >= Phase::NewPrimary {
-        let to = if target >= Phase::NewPrimary {
-            target
-        } else {
-            target.max(Phase::ReadNew)
-        };
-        if phase_record::rollback_jump(current, to) {
-            return Step::Move { to: to.number() };
-        }
+    if let Some(to) = Move::rollback_jump_towards(current, target) {
+        return Step::Move { to: to.number() };
     }
-    let Some(to) = Phase::from_number(u64::from(current.number()) - 1) else {
+    let Some(to) = current.previous() else {
         return Step::Done;
     };
     let gates = phase_record::unmet_gates(state, current, to, facts);
@@ -59,7 +51,7 @@ pub fn next_step(state: &PhaseState, current: Phase, target: Phase, facts: &Gate
     }
     let syncable =
         |g: &UnmetGate| g.gate == "old_store_in_sync" || g.gate == "repair_journal_empty";
-    if reverse::syncs_in(current) && gates.iter().all(syncable) {
+    if current.reverse_sync_allowed() && gates.iter().all(syncable) {
         return Step::Sync;
     }
     Step::Blocked { gates }

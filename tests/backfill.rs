@@ -7,6 +7,8 @@ use std::cell::{Cell, RefCell};
 
 use common::*;
 use customer_kv_migration::migration::copying::backfill::{self, RunOptions};
+use customer_kv_migration::migration::copying::copy::Direction;
+use customer_kv_migration::migration::keys;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::budget::{metered, Budget, PLATFORM_OPERATION_CAP};
 use customer_kv_migration::store::PutOptions;
@@ -214,9 +216,9 @@ fn a_run_cut_off_at_any_operation_loses_nothing() {
             RunOptions::default(),
             world.now_ms,
         ));
-        world.stores.new.remove(backfill::LEASE_KEY); // a dead run's lease expires
+        world.stores.new.remove(keys::lease(Direction::Forward)); // a dead run's lease expires
         while world.run_cron().backfill.is_some() {
-            world.stores.new.remove(backfill::LEASE_KEY);
+            world.stores.new.remove(keys::lease(Direction::Forward));
         }
         assert_new_mirrors_old(&world);
     }
@@ -227,18 +229,20 @@ fn overlapping_runs_do_no_harm() {
     let world = World::in_phase(Phase::Backfill);
     seed_legacy(&world, 700);
     // Two runs start from the same checkpoint (the lease was not yet visible to the second).
-    let before = world.stores.new.peek(backfill::CHECKPOINT_KEY);
+    let before = world.stores.new.peek(keys::checkpoint(Direction::Forward));
     world.run_cron();
     match before {
-        Some(bytes) => {
-            world
-                .stores
-                .new
-                .insert(backfill::CHECKPOINT_KEY, &bytes, PutOptions::default())
-        }
-        None => world.stores.new.remove(backfill::CHECKPOINT_KEY),
+        Some(bytes) => world.stores.new.insert(
+            keys::checkpoint(Direction::Forward),
+            &bytes,
+            PutOptions::default(),
+        ),
+        None => world
+            .stores
+            .new
+            .remove(keys::checkpoint(Direction::Forward)),
     }
-    world.stores.new.remove(backfill::LEASE_KEY);
+    world.stores.new.remove(keys::lease(Direction::Forward));
     world.run_cron_until_backfill_stops();
     assert_new_mirrors_old(&world);
 }
@@ -248,7 +252,7 @@ fn a_second_run_while_the_lease_is_held_does_nothing() {
     let world = World::in_phase(Phase::Backfill);
     seed_legacy(&world, 10);
     world.stores.new.insert(
-        backfill::LEASE_KEY,
+        keys::lease(Direction::Forward),
         json!({ "until": world.now_ms + 30_000 })
             .to_string()
             .as_bytes(),
@@ -377,7 +381,11 @@ fn admin_batches_dry_run_and_phase_limits() {
         world.stores.new.peek("customer_cust_000000").is_none(),
         "a dry run writes nothing"
     );
-    assert!(world.stores.new.peek(backfill::CHECKPOINT_KEY).is_none());
+    assert!(world
+        .stores
+        .new
+        .peek(keys::checkpoint(Direction::Forward))
+        .is_none());
 
     let some = world.send(
         "POST",

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use customer_kv_migration::migration::copying::copy;
-use customer_kv_migration::migration::SETTLE_PREFIX;
+use customer_kv_migration::migration::keys::READ_REPAIR_CHECK_PREFIX as SETTLE_PREFIX;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::{KvStore, StoredValue};
 use serde_json::json;

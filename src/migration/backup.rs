@@ -6,7 +6,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::migration::MIGRATION_PREFIX;
+use crate::migration::keys;
 use crate::store::{PutOptions, StoredValue};
 
 /// Workers KV's limits on a key and on its metadata.
@@ -64,7 +64,7 @@ impl Restore {
     /// The migration's own state is not restored: it describes the run that made the
     /// backup, not the one restoring it.
     pub fn is_migration_state(&self) -> bool {
-        self.key.starts_with(MIGRATION_PREFIX)
+        keys::is_migration_state(&self.key)
     }
 }
 

@@ -1,22 +1,16 @@
-//! The migration's own state, all kept in `CUSTOMER_KV` under `__migration/`, a prefix
-//! that neither key family of the customer data can take.
+//! The migration core: everything that decides how customer data moves between the
+//! stores, free of HTTP and of the Workers runtime (docs/design.md §10).
 
 pub mod backup;
 pub mod checking;
 pub mod copying;
 pub mod cron;
 pub mod healing;
+pub mod keys;
 pub mod state;
+pub mod stored;
 
 use crate::store::{KvStore, ListedKey, StoreResult};
-
-/// Every key of the migration's own state starts with this.
-pub const MIGRATION_PREFIX: &str = "__migration/";
-pub const PHASE_KEY: &str = "__migration/phase";
-pub const AUDIT_PREFIX: &str = "__migration/audit/";
-pub const JOURNAL_PREFIX: &str = "__migration/journal/";
-pub const FALLBACK_PREFIX: &str = "__migration/fallback/";
-pub const SETTLE_PREFIX: &str = "__migration/settle/";
 
 /// A count of the keys under a prefix and the first few of them, read with `list` only.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -11,12 +11,13 @@ use crate::migration::copying::copy::Direction;
 use crate::migration::copying::reverse;
 use crate::migration::cron;
 use crate::migration::healing::fallback;
+use crate::migration::keys::{self, FALLBACK_PREFIX, JOURNAL_PREFIX, READ_REPAIR_CHECK_PREFIX};
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::phase_record::{
     self, CurrentPhase, GateFacts, GateSettings, PhaseCache, PhaseChangeRequest, PhaseSource,
     VerificationFacts,
 };
-use crate::migration::{sample_keys, KeySample, FALLBACK_PREFIX, JOURNAL_PREFIX, SETTLE_PREFIX};
+use crate::migration::{sample_keys, KeySample};
 use crate::phase::Phase;
 use crate::routes::verify::report_json;
 use crate::store::budget::{metered, Budget};
@@ -73,14 +74,14 @@ pub async fn gather_facts<S: KvStore>(
     .await?;
     let settling = sample_keys(
         &stores.new,
-        SETTLE_PREFIX,
+        READ_REPAIR_CHECK_PREFIX,
         STATUS_LIST_PAGES,
         STATUS_SAMPLE_KEYS,
         |_| true,
     )
     .await?;
     let checkpoint = backfill::load_checkpoint(&stores.new).await?;
-    let last_full = verify::load(&stores.new, verify::LAST_FULL_KEY).await?;
+    let last_full = verify::load(&stores.new, keys::LAST_FULL_VERIFICATION).await?;
     // Only a verification finished after the backfill vouches for what it copied.
     let vouching = last_full.as_ref().filter(|v| {
         let done = checkpoint.completed_at;
@@ -166,7 +167,7 @@ pub async fn status<S: KvStore>(
         "reverseSync": reverse_sync_json(current, &facts),
         "verificationPeriod": verification_period_json(current, settings, &facts),
         "verification": {
-            "current": verify::load(&stores.new, verify::PROGRESS_KEY).await?.as_ref().map(report_json),
+            "current": verify::load(&stores.new, keys::VERIFICATION).await?.as_ref().map(report_json),
             "lastFull": facts.last_full.as_ref().map(report_json),
         },
         "fallbackHits": fallback,

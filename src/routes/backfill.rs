@@ -6,8 +6,7 @@ use super::admin::{backfill_json, optional_bool};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::copying::backfill::{self, RunOptions, CHECKPOINT_KEY, LEASE_KEY};
-use crate::migration::copying::copy::Direction;
+use crate::migration::copying::backfill::{self, RunOptions};
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::phase_record::{self, CurrentPhase, GateSettings};
 use crate::store::budget::{metered, Budget};
@@ -126,16 +125,9 @@ pub async fn control<S: KvStore>(
     .await?;
     match action {
         Control::Pause | Control::Resume => {
-            let mut checkpoint = backfill::load_checkpoint(&stores.new).await?;
-            checkpoint.paused = action == Control::Pause;
-            backfill::save_checkpoint(&stores.new, Direction::Forward, &checkpoint).await?;
+            backfill::set_paused(&stores.new, action == Control::Pause).await?;
         }
-        Control::Reset => {
-            // The next run counts and copies from the start; copies already made stay,
-            // and are skipped as in sync.
-            stores.new.delete(CHECKPOINT_KEY).await?;
-            stores.new.delete(LEASE_KEY).await?;
-        }
+        Control::Reset => backfill::reset(&stores.new).await?,
     }
     let checkpoint = backfill::load_checkpoint(&stores.new).await?;
     Ok(ApiResponse::ok(

@@ -7,8 +7,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::backup::{self, BackupLine};
+use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
-use crate::migration::MIGRATION_PREFIX;
 use crate::store::{KvStore, StoreName, Stores, MAX_BULK_KEYS};
 
 /// Keys per export page: one list and ten bulk reads, far inside the operation cap.
@@ -42,11 +42,11 @@ pub async fn export<S: KvStore>(
             })?,
     };
     let page = store.list(&prefix, cursor.as_deref(), limit).await?;
-    let include_state = prefix.starts_with(MIGRATION_PREFIX);
+    let include_state = keys::is_migration_state(&prefix);
     let keys: Vec<_> = page
         .keys
         .into_iter()
-        .filter(|k| include_state || !k.name.starts_with(MIGRATION_PREFIX))
+        .filter(|k| include_state || !keys::is_migration_state(&k.name))
         .collect();
     let mut body = Vec::new();
     for chunk in keys.chunks(MAX_BULK_KEYS) {

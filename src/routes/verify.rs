@@ -9,11 +9,9 @@ use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::checking::verify::{self, Mode, Verification};
 use crate::migration::copying::backfill;
-use crate::migration::state::audit::{self, AuditEntry};
-use crate::migration::state::phase_record::CurrentPhase;
-use crate::migration::PHASE_KEY;
+use crate::migration::state::phase_record::{self, CurrentPhase};
 use crate::store::budget::{metered, Budget};
-use crate::store::{KvStore, PutOptions, Stores};
+use crate::store::{KvStore, Stores};
 
 const REQUEST_OVERHEAD_OPS: u32 = 4;
 /// Values compared in one key in this many when a sample is asked for and the number of
@@ -68,7 +66,13 @@ pub async fn run<S: KvStore>(
     if current.state.new_store_diverged
         && proves_new_store_caught_up(&verification, current, settle_ms)
     {
-        clear_new_store_divergence(stores, current, caller, now_ms).await?;
+        phase_record::clear_new_store_divergence(
+            &stores.new,
+            &current.state,
+            &caller.subject,
+            now_ms,
+        )
+        .await?;
     }
     Ok(ApiResponse::ok(report_json(&verification)))
 }
@@ -85,29 +89,6 @@ fn proves_new_store_caught_up(
         && verification.mode == Mode::Full
         && current.phase.verification_can_clear_new_store_divergence()
         && verification.started_at >= current.state.changed_at + settle_ms
-}
-
-/// Clears the flag, with an audit entry.
-async fn clear_new_store_divergence<S: KvStore>(
-    stores: &Stores<S>,
-    current: &CurrentPhase,
-    caller: &Caller,
-    now_ms: u64,
-) -> Result<(), ApiError> {
-    let detail = "a clean full verification cleared new_store_diverged".to_owned();
-    audit::append(
-        &stores.new,
-        &AuditEntry::action(&caller.subject, "verification_clean", now_ms, Some(detail)),
-    )
-    .await?;
-    let mut state = current.state.clone();
-    state.new_store_diverged = false;
-    let bytes = serde_json::to_vec(&state).unwrap_or_default();
-    stores
-        .new
-        .put(PHASE_KEY, &bytes, PutOptions::default())
-        .await?;
-    Ok(())
 }
 
 pub fn report_json(v: &Verification) -> Value {

@@ -12,7 +12,8 @@ use serde_json::Value;
 pub const MAX_BULK_KEYS: usize = 100;
 
 /// Which of the two namespaces an operation addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StoreName {
     /// `OTP_AUTH_KV`
     Old,

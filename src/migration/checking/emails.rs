@@ -18,11 +18,11 @@ use crate::domain::{
     customer_key, email_key, CustomerId, CustomerRecord, Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX,
 };
 use crate::error::ApiError;
+use crate::migration::keys;
+use crate::migration::stored::{self, Listing};
 use crate::store::budget::Budget;
-use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, StoredValue, MAX_BULK_KEYS};
+use crate::store::{KvStore, ListedKey, StoreResult, StoredValue, MAX_BULK_KEYS};
 
-pub const PROGRESS_KEY: &str = "__migration/emails";
-pub const DRY_RUN_PROGRESS_KEY: &str = "__migration/emails-dry-run";
 const LIST_PAGE: u32 = 1_000;
 const SAMPLES: usize = 20;
 
@@ -81,10 +81,7 @@ fn sample(into: &mut Vec<String>, text: String) {
 }
 
 pub async fn load<S: KvStore>(new_store: &S, key: &str) -> StoreResult<Option<EmailAudit>> {
-    Ok(new_store
-        .get(key)
-        .await?
-        .and_then(|v| serde_json::from_slice(&v.bytes).ok()))
+    stored::get(new_store, key).await
 }
 
 /// Starts or continues the audit and saves where it stands. `plane` must route over
@@ -96,9 +93,9 @@ pub async fn run<S: KvStore>(
     restart: bool,
 ) -> Result<EmailAudit, ApiError> {
     let progress_key = if dry_run {
-        DRY_RUN_PROGRESS_KEY
+        keys::EMAIL_AUDIT_DRY_RUN
     } else {
-        PROGRESS_KEY
+        keys::EMAIL_AUDIT
     };
     let new_store = &plane.stores.new;
     let mut audit = match load(new_store, progress_key).await? {
@@ -111,10 +108,7 @@ pub async fn run<S: KvStore>(
     };
     let result = advance(plane, budget, &mut audit).await;
     audit.updated_at = plane.now_ms;
-    let bytes = serde_json::to_vec(&audit).unwrap_or_default();
-    new_store
-        .put(progress_key, &bytes, PutOptions::default())
-        .await?;
+    stored::put(new_store, progress_key, &audit, Listing::ValueOnly).await?;
     result?;
     Ok(audit)
 }

@@ -11,11 +11,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::migration::keys;
+use crate::migration::stored::{self, Listing};
 use crate::store::budget::Budget;
-use crate::store::{KvStore, ListPage, ListedKey, PutOptions, StoreResult, Stores, MAX_BULK_KEYS};
+use crate::store::{KvStore, ListPage, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
 
-pub const PROGRESS_KEY: &str = "__migration/verify";
-pub const LAST_FULL_KEY: &str = "__migration/verify-last-full";
 const LIST_PAGE: u32 = 1_000;
 /// Keys named per category.
 const SAMPLE_KEYS: usize = 20;
@@ -96,11 +96,10 @@ enum Category {
     Mismatched,
 }
 
+/// The verification in progress (`keys::VERIFICATION`) or the last full one
+/// (`keys::LAST_FULL_VERIFICATION`).
 pub async fn load<S: KvStore>(new_store: &S, key: &str) -> StoreResult<Option<Verification>> {
-    Ok(new_store
-        .get(key)
-        .await?
-        .and_then(|v| serde_json::from_slice(&v.bytes).ok()))
+    stored::get(new_store, key).await
 }
 
 async fn save<S: KvStore>(
@@ -108,8 +107,7 @@ async fn save<S: KvStore>(
     key: &str,
     verification: &Verification,
 ) -> StoreResult<()> {
-    let bytes = serde_json::to_vec(verification).unwrap_or_default();
-    new_store.put(key, &bytes, PutOptions::default()).await
+    stored::put(new_store, key, verification, Listing::ValueOnly).await
 }
 
 /// One side's page of keys and where it came from.
@@ -343,15 +341,15 @@ pub async fn run<S: KvStore>(
     restart: bool,
     now_ms: u64,
 ) -> StoreResult<Verification> {
-    let mut verification = match load(&stores.new, PROGRESS_KEY).await? {
+    let mut verification = match load(&stores.new, keys::VERIFICATION).await? {
         Some(v) if !restart && !v.complete() && v.mode == mode && v.rate == rate.max(1) => v,
         _ => Verification::new(mode, rate, now_ms),
     };
     let result = advance(stores, budget, &mut verification, now_ms).await;
-    save(&stores.new, PROGRESS_KEY, &verification).await?;
+    save(&stores.new, keys::VERIFICATION, &verification).await?;
     result?;
     if verification.complete() && verification.mode == Mode::Full {
-        save(&stores.new, LAST_FULL_KEY, &verification).await?;
+        save(&stores.new, keys::LAST_FULL_VERIFICATION, &verification).await?;
     }
     Ok(verification)
 }

@@ -18,28 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::migration::copying::copy::{self, CopyCounts, Direction};
+use crate::migration::keys;
+use crate::migration::stored::{self, Listing};
 use crate::store::budget::Budget;
-use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, Stores, MAX_BULK_KEYS};
+use crate::store::{KvStore, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
 
-pub const CHECKPOINT_KEY: &str = "__migration/backfill";
-pub const LEASE_KEY: &str = "__migration/backfill-lease";
-/// The reverse sync's checkpoint and lease (see [`Direction::Reverse`]).
-pub const REVERSE_CHECKPOINT_KEY: &str = "__migration/reverse-sync";
-pub const REVERSE_LEASE_KEY: &str = "__migration/reverse-sync-lease";
-
-fn checkpoint_key(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Forward => CHECKPOINT_KEY,
-        Direction::Reverse => REVERSE_CHECKPOINT_KEY,
-    }
-}
-
-fn lease_key(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Forward => LEASE_KEY,
-        Direction::Reverse => REVERSE_LEASE_KEY,
-    }
-}
 /// How long a run may hold the lease; cron fires every minute.
 const LEASE_MS: u64 = 50_000;
 const LIST_PAGE: u32 = 1_000;
@@ -181,10 +164,8 @@ pub async fn load_checkpoint_of<S: KvStore>(
     new_store: &S,
     direction: Direction,
 ) -> StoreResult<Checkpoint> {
-    Ok(new_store
-        .get(checkpoint_key(direction))
+    Ok(stored::get(new_store, keys::checkpoint(direction))
         .await?
-        .and_then(|v| serde_json::from_slice(&v.bytes).ok())
         .unwrap_or_default())
 }
 
@@ -193,10 +174,8 @@ pub async fn save_checkpoint<S: KvStore>(
     direction: Direction,
     checkpoint: &Checkpoint,
 ) -> StoreResult<()> {
-    let bytes = serde_json::to_vec(checkpoint).unwrap_or_default();
-    new_store
-        .put(checkpoint_key(direction), &bytes, PutOptions::default())
-        .await
+    let key = keys::checkpoint(direction);
+    stored::put(new_store, key, checkpoint, Listing::ValueOnly).await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -256,7 +235,9 @@ pub async fn run<S: KvStore>(
         ..Default::default()
     };
     if !options.dry_run {
-        if let Some(reason) = take_lease(&stores.new, lease_key(options.direction), now_ms).await? {
+        if let Some(reason) =
+            take_lease(&stores.new, keys::lease(options.direction), now_ms).await?
+        {
             report.skipped_because = Some(reason);
             return Ok(report);
         }
@@ -276,7 +257,7 @@ pub async fn run<S: KvStore>(
             checkpoint.pass
         ));
         if !options.dry_run {
-            stores.new.delete(lease_key(options.direction)).await?;
+            stores.new.delete(keys::lease(options.direction)).await?;
         }
         report.wait_ms = Some(waiting_ms);
         report.stage = checkpoint.stage;
@@ -300,7 +281,7 @@ pub async fn run<S: KvStore>(
     if !options.dry_run {
         // Whatever happened, keep what was done, then free the lease.
         save_checkpoint(&stores.new, options.direction, &checkpoint).await?;
-        stores.new.delete(lease_key(options.direction)).await?;
+        stores.new.delete(keys::lease(options.direction)).await?;
     }
     result?;
     report.stage = checkpoint.stage;
@@ -409,20 +390,39 @@ async fn take_lease<S: KvStore>(
     key: &str,
     now_ms: u64,
 ) -> StoreResult<Option<String>> {
-    let held_until = new_store
-        .get(key)
-        .await?
-        .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v.bytes).ok())
-        .and_then(|v| v.get("until").and_then(serde_json::Value::as_u64));
-    if let Some(until) = held_until.filter(|until| *until > now_ms) {
+    let held: Option<Lease> = stored::get(new_store, key).await?;
+    if let Some(until) = held.map(|l| l.until).filter(|until| *until > now_ms) {
         return Ok(Some(format!(
             "another run holds the lease for {} more ms",
             until - now_ms
         )));
     }
-    let lease = serde_json::json!({ "until": now_ms + LEASE_MS });
-    new_store
-        .put(key, lease.to_string().as_bytes(), PutOptions::default())
-        .await?;
+    let lease = Lease {
+        until: now_ms + LEASE_MS,
+    };
+    stored::put(new_store, key, &lease, Listing::ValueOnly).await?;
     Ok(None)
+}
+
+/// A run's claim on the backfill or the reverse sync, until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Lease {
+    until: u64,
+}
+
+/// Pauses or resumes the backfill: the cron skips a paused one.
+pub async fn set_paused<S: KvStore>(new_store: &S, paused: bool) -> StoreResult<Checkpoint> {
+    let mut checkpoint = load_checkpoint(new_store).await?;
+    checkpoint.paused = paused;
+    save_checkpoint(new_store, Direction::Forward, &checkpoint).await?;
+    Ok(checkpoint)
+}
+
+/// Starts the backfill over: the next run counts and copies from the start. Copies
+/// already made stay, and are skipped as in sync.
+pub async fn reset<S: KvStore>(new_store: &S) -> StoreResult<()> {
+    new_store
+        .delete(keys::checkpoint(Direction::Forward))
+        .await?;
+    new_store.delete(keys::lease(Direction::Forward)).await
 }

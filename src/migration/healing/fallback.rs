@@ -2,19 +2,23 @@
 //! 4→5 needs to know there were none in the verification period, and which keys if there
 //! were; one key per customer key keeps the record bounded and listable.
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use crate::migration::FALLBACK_PREFIX;
+use crate::migration::keys;
+use crate::migration::stored::{self, Listing};
 use crate::phase::Phase;
-use crate::store::{KvStore, ListedKey, PutOptions, StoreResult};
+use crate::store::{KvStore, ListedKey, StoreResult};
 
-pub fn entry_key(key: &str) -> String {
-    format!("{FALLBACK_PREFIX}{key}")
+/// The last fallback hit of one key, in the value and in the metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackHit {
+    pub at: u64,
+    pub phase: u8,
 }
 
 /// When a listed fallback entry was last hit, from its metadata.
 pub fn recorded_at(listed: &ListedKey) -> Option<u64> {
-    listed.metadata.as_ref()?.get("at")?.as_u64()
+    stored::from_listing::<FallbackHit>(listed).map(|hit| hit.at)
 }
 
 pub async fn record<S: KvStore>(
@@ -23,11 +27,10 @@ pub async fn record<S: KvStore>(
     phase: Phase,
     now_ms: u64,
 ) -> StoreResult<()> {
-    let entry = json!({ "at": now_ms, "phase": phase.number() });
-    let bytes = serde_json::to_vec(&entry).unwrap_or_default();
-    let options = PutOptions {
-        expiration: None,
-        metadata: Some(entry),
+    let hit = FallbackHit {
+        at: now_ms,
+        phase: phase.number(),
     };
-    new_store.put(&entry_key(key), &bytes, options).await
+    let name = keys::fallback_entry(key);
+    stored::put(new_store, &name, &hit, Listing::AlsoInMetadata).await
 }

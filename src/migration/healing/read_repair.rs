@@ -19,12 +19,12 @@
 //! it (phases 1 to 3, with the old store not behind). A move that sends reads to the
 //! new store, or stops writing the old one, waits for the entries to settle.
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Tombstone, CUSTOMER_PREFIX};
-use crate::migration::SETTLE_PREFIX;
+use crate::migration::keys;
+use crate::migration::stored::{self, Listing};
 use crate::phase::Phase;
 use crate::store::budget::{Budget, BOOKKEEPING_RESERVE};
 use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, StoredValue, Stores};
@@ -34,12 +34,6 @@ use crate::time::rfc3339;
 pub const ENTRIES_PER_RUN: u32 = 1_000;
 /// Entries checked with one pair of bulk reads.
 const CHECK_CHUNK: usize = crate::store::MAX_BULK_KEYS;
-
-/// One entry per copy, so that checking one never removes another's: a key may be
-/// read-repaired at two locations before either copy is visible at the other.
-pub fn entry_key(key: &str, due_ms: u64) -> String {
-    format!("{SETTLE_PREFIX}{key}/{due_ms}")
-}
 
 /// A digest of a key's state in a store: its bytes and metadata, or its absence.
 pub fn digest(value: Option<&StoredValue>) -> String {
@@ -63,16 +57,20 @@ pub async fn expect<S: KvStore>(
     copied: &[String],
     due_ms: u64,
 ) -> StoreResult<()> {
-    let entry = json!({ "due": due_ms, "copied": copied });
-    let bytes = serde_json::to_vec(&entry).unwrap_or_default();
-    let options = PutOptions {
-        expiration: None,
-        // The entry rides in the metadata too, so listing the entries needs no reads.
-        metadata: Some(entry),
+    let check = CheckEntry {
+        due: due_ms,
+        copied: copied.to_vec(),
     };
-    new_store
-        .put(&entry_key(key, due_ms), &bytes, options)
-        .await
+    let name = keys::read_repair_check(key, due_ms);
+    stored::put(new_store, &name, &check, Listing::AlsoInMetadata).await
+}
+
+/// A stored check entry, in the value and in the metadata. Each digest is 64 hex
+/// characters and an entry holds at most two, well inside KV's 1,024-byte metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CheckEntry {
+    due: u64,
+    copied: Vec<String>,
 }
 
 /// An entry as listed.
@@ -88,23 +86,12 @@ impl Entry {
     /// An entry whose metadata is unreadable is due at once and vouches for no copy: it
     /// goes at its first check.
     fn from_listed(listed: &ListedKey) -> Entry {
-        let metadata = listed.metadata.as_ref();
-        let field = |name: &str| metadata.and_then(|m| m.get(name));
-        let suffix = &listed.name[SETTLE_PREFIX.len().min(listed.name.len())..];
-        let key = suffix.rsplit_once('/').map_or(suffix, |(key, _)| key);
+        let stored: Option<CheckEntry> = stored::from_listing(listed);
         Entry {
             name: listed.name.clone(),
-            key: key.to_owned(),
-            due_ms: field("due").and_then(Value::as_u64).unwrap_or(0),
-            copied: field("copied")
-                .and_then(Value::as_array)
-                .map(|digests| {
-                    digests
-                        .iter()
-                        .filter_map(|d| d.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            key: keys::read_repair_checked_key(&listed.name).to_owned(),
+            due_ms: stored.as_ref().map_or(0, |e| e.due),
+            copied: stored.map(|e| e.copied).unwrap_or_default(),
         }
     }
 }
@@ -187,7 +174,7 @@ pub async fn drain<S: KvStore>(
 ) -> StoreResult<SettleReport> {
     let page = stores
         .new
-        .list(SETTLE_PREFIX, None, ENTRIES_PER_RUN)
+        .list(keys::READ_REPAIR_CHECK_PREFIX, None, ENTRIES_PER_RUN)
         .await?;
     let mut report = SettleReport {
         more: !page.complete,
@@ -283,6 +270,7 @@ pub async fn correct<S: KvStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn value(bytes: &str) -> StoredValue {
         StoredValue {

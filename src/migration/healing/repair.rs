@@ -17,11 +17,11 @@
 //! its own write is; the entry goes only when such a check finds the stores agreeing.
 
 use serde::Serialize;
-use serde_json::json;
 
 use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::migration::copying::copy::record_newer_than_tombstone;
-use crate::migration::JOURNAL_PREFIX;
+use crate::migration::healing::journal::{self, JournalEntry};
+use crate::migration::keys;
 use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 use crate::time::rfc3339;
@@ -68,19 +68,6 @@ enum Repaired {
     Deferred,
 }
 
-/// When a journal entry is due: once what was written before it is visible everywhere
-/// (a repair's own entry says when; a failed request's, when it was journaled).
-fn due_at(metadata: Option<&serde_json::Value>, pass_delay_ms: u64) -> Option<u64> {
-    let metadata = metadata?;
-    metadata
-        .get("checkAfter")
-        .and_then(|v| v.as_u64())
-        .or_else(|| {
-            let at = metadata.get("at")?.as_u64()?;
-            Some(at + pass_delay_ms)
-        })
-}
-
 pub async fn drain<S: KvStore>(
     stores: &Stores<S>,
     phase: Phase,
@@ -88,19 +75,20 @@ pub async fn drain<S: KvStore>(
     now_ms: u64,
     limit: u32,
 ) -> StoreResult<RepairReport> {
-    let page = stores.new.list(JOURNAL_PREFIX, None, limit).await?;
+    let page = stores.new.list(keys::JOURNAL_PREFIX, None, limit).await?;
     let mut report = RepairReport {
         more: !page.complete,
         ..Default::default()
     };
     for entry in page.keys {
         report.examined += 1;
-        let due = due_at(entry.metadata.as_ref(), pass_delay_ms);
+        let journaled = JournalEntry::from_listing(&entry);
+        let due = journaled.and_then(|e| e.due_at(pass_delay_ms));
         if let Some(due) = due.filter(|due| *due > now_ms) {
             report.settles_in(due - now_ms);
             continue;
         }
-        let key = &entry.name[JOURNAL_PREFIX.len()..];
+        let key = &entry.name[keys::JOURNAL_PREFIX.len()..];
         let repaired = repair_key(stores, phase, key, now_ms)
             .await
             .unwrap_or(Repaired::Deferred);
@@ -114,9 +102,9 @@ pub async fn drain<S: KvStore>(
             }
         };
         let kept = if settled {
-            forget(stores, &entry.name, entry.metadata.as_ref()).await
+            journal::forget(&stores.new, &entry.name, journaled).await
         } else {
-            check_later(stores, &entry.name, now_ms + pass_delay_ms).await
+            journal::check_later(&stores.new, &entry.name, now_ms + pass_delay_ms).await
         };
         match (kept, settled) {
             (Ok(()), true) => report.repaired += 1,
@@ -242,30 +230,4 @@ async fn copy_state<S: KvStore>(
         }
         _ => target.delete(key).await,
     }
-}
-
-/// Keeps a journal entry, to be checked again at `due`.
-async fn check_later<S: KvStore>(stores: &Stores<S>, entry_key: &str, due: u64) -> StoreResult<()> {
-    let entry = json!({ "checkAfter": due });
-    let options = PutOptions {
-        expiration: None,
-        metadata: Some(entry.clone()),
-    };
-    stores
-        .new
-        .put(entry_key, entry.to_string().as_bytes(), options)
-        .await
-}
-
-/// Removes a journal entry unless a newer failure rewrote it while the key was repaired.
-async fn forget<S: KvStore>(
-    stores: &Stores<S>,
-    entry_key: &str,
-    repaired: Option<&serde_json::Value>,
-) -> StoreResult<()> {
-    let current = stores.new.get(entry_key).await?;
-    if current.as_ref().and_then(|v| v.metadata.as_ref()) != repaired {
-        return Ok(());
-    }
-    stores.new.delete(entry_key).await
 }

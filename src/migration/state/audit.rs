@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::migration::AUDIT_PREFIX;
-use crate::store::{KvStore, PutOptions, StoreResult};
+use crate::migration::keys::AUDIT_PREFIX;
+use crate::migration::stored;
+use crate::store::{KvStore, StoreResult};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,7 +56,7 @@ pub fn entry_key(entry: &AuditEntry, bytes: &[u8]) -> String {
 }
 
 pub async fn append<S: KvStore>(store: &S, entry: &AuditEntry) -> StoreResult<()> {
-    let bytes = serde_json::to_vec(entry).unwrap_or_default();
+    let bytes = stored::encode(entry)?;
     let mut summary = entry.clone();
     if let Some(reason) = &mut summary.reason {
         if reason.chars().count() > METADATA_REASON_CHARS {
@@ -66,11 +67,7 @@ pub async fn append<S: KvStore>(store: &S, entry: &AuditEntry) -> StoreResult<()
                 + "…";
         }
     }
-    let options = PutOptions {
-        expiration: None,
-        metadata: serde_json::to_value(&summary).ok(),
-    };
-    store.put(&entry_key(entry, &bytes), &bytes, options).await
+    stored::put_with_summary(store, &entry_key(entry, &bytes), entry, &summary).await
 }
 
 /// The newest `limit` entries (at most 1,000), read from metadata with one `list`.
@@ -96,8 +93,7 @@ pub async fn page<S: KvStore>(
         entries: listed
             .keys
             .into_iter()
-            .filter_map(|k| k.metadata)
-            .filter_map(|m| serde_json::from_value(m).ok())
+            .filter_map(|k| stored::from_listing(&k))
             .collect(),
         cursor: listed.cursor.filter(|_| !listed.complete),
     })

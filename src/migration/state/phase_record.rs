@@ -6,10 +6,11 @@ use std::cell::RefCell;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
-use crate::migration::PHASE_KEY;
+use crate::migration::stored::{self, Listing};
 use crate::phase::{Move, Phase};
-use crate::store::{KvStore, PutOptions, StoreName};
+use crate::store::{KvStore, StoreName};
 
 /// The stored phase record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,23 +68,34 @@ impl CurrentPhase {
 
 /// Reads the phase record from the new store; without one, the configured default.
 pub async fn load<S: KvStore>(new_store: &S, default: Phase) -> Result<CurrentPhase, ApiError> {
-    let Some(stored) = new_store.get(PHASE_KEY).await? else {
+    let Some(state) = load_state(new_store).await? else {
         return Ok(CurrentPhase::default_for(default));
     };
-    let corrupt = || {
-        ApiError::new(
-            500,
-            "corrupt_phase_state",
-            "the stored phase record is not valid",
-        )
-    };
-    let state: PhaseState = serde_json::from_slice(&stored.bytes).map_err(|_| corrupt())?;
-    let phase = Phase::from_number(state.phase.into()).ok_or_else(corrupt)?;
+    let phase = Phase::from_number(state.phase.into()).ok_or_else(corrupt_record)?;
     Ok(CurrentPhase {
         phase,
         state,
         source: PhaseSource::Stored,
     })
+}
+
+/// The stored record, if any; an unreadable one is an error, never a default (it would
+/// route writes by a guess).
+async fn load_state<S: KvStore>(new_store: &S) -> Result<Option<PhaseState>, ApiError> {
+    let Some(stored) = new_store.get(keys::PHASE).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&stored.bytes)
+        .map(Some)
+        .map_err(|_| corrupt_record())
+}
+
+fn corrupt_record() -> ApiError {
+    ApiError::new(
+        500,
+        "corrupt_phase_state",
+        "the stored phase record is not valid",
+    )
 }
 
 /// The isolate's copy of the phase. A request within `ttl_ms` of the last read pays no
@@ -391,6 +403,32 @@ pub fn unsettled_ms(state: &PhaseState, settle_ms: u64, now_ms: u64) -> u64 {
     (state.changed_at + settle_ms).saturating_sub(now_ms)
 }
 
+/// Clears `new_store_diverged` once a clean full verification showed the new store
+/// caught up, with an audit entry. `judged` is the record the verification was judged
+/// against: the flag is cleared from a fresh read, and only if no move came since (a
+/// move to phase 0 meanwhile diverges the store again). This module is the only writer
+/// of the record.
+pub async fn clear_new_store_divergence<S: KvStore>(
+    new_store: &S,
+    judged: &PhaseState,
+    who: &str,
+    now_ms: u64,
+) -> Result<(), ApiError> {
+    let Some(mut state) = load_state(new_store).await? else {
+        return Ok(());
+    };
+    let moved_since = state.phase != judged.phase || state.changed_at != judged.changed_at;
+    if !state.new_store_diverged || moved_since {
+        return Ok(());
+    }
+    let detail = "a clean full verification cleared new_store_diverged".to_owned();
+    let entry = AuditEntry::action(who, "verification_clean", now_ms, Some(detail));
+    audit::append(new_store, &entry).await?;
+    state.new_store_diverged = false;
+    stored::put(new_store, keys::PHASE, &state, Listing::ValueOnly).await?;
+    Ok(())
+}
+
 /// Applies a phase change through the gates: refused (409) when a gate is unmet unless
 /// forced with a reason; audited before the phase record is written, so no change can
 /// happen without its audit entry.
@@ -463,10 +501,7 @@ pub async fn change<S: KvStore>(
         unmet_gates: gates.iter().map(|g| g.gate.to_owned()).collect(),
     };
     audit::append(new_store, &entry).await?;
-    let bytes = serde_json::to_vec(&next).unwrap_or_default();
-    new_store
-        .put(PHASE_KEY, &bytes, PutOptions::default())
-        .await?;
+    stored::put(new_store, keys::PHASE, &next, Listing::ValueOnly).await?;
     Ok(PhaseChangeOutcome {
         from,
         to,

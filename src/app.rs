@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::auth::{authenticate, Caller};
 use crate::dataplane::DataPlane;
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::migration::state::phase_record::{self, CurrentPhase, GateSettings, PhaseCache};
 use crate::phase::Phase;
@@ -297,6 +297,7 @@ async fn current_phase<S: KvStore>(app: &App<'_, S>) -> Result<CurrentPhase, Api
         app.config.phase_cache_ms,
     )
     .await
+    .map_err(ApiError::from)
 }
 
 pub fn payload_too_large() -> ApiError {

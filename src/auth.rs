@@ -5,7 +5,7 @@ use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
 
 use crate::domain::CustomerId;
-use crate::error::ApiError;
+use crate::http::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

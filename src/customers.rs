@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::dataplane::{Change, DataPlane, Found};
 use crate::domain::{customer_key, email_key, CustomerId, CustomerRecord, Email};
-use crate::error::ApiError;
+use crate::error::{Error, Input};
 use crate::store::{KvStore, StoreName, StoredValue};
 use crate::time::{parse_rfc3339_ms, rfc3339};
 
@@ -22,55 +22,48 @@ pub struct Loaded {
 /// How many derived ids `ensure`/`create` try for one email before giving up.
 const DERIVED_ID_ATTEMPTS: usize = 5;
 
-pub async fn get<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    id: &CustomerId,
-) -> Result<Loaded, ApiError> {
+pub async fn get<S: KvStore>(plane: &DataPlane<'_, S>, id: &CustomerId) -> Result<Loaded, Error> {
     find(plane, id)
         .await?
-        .ok_or_else(|| ApiError::customer_not_found(id.as_str()))
+        .ok_or_else(|| Error::CustomerNotFound(Some(id.as_str().to_owned())))
 }
 
 pub async fn get_by_email<S: KvStore>(
     plane: &DataPlane<'_, S>,
     email: &Email,
-) -> Result<Loaded, ApiError> {
+) -> Result<Loaded, Error> {
     owner_of(plane, email)
         .await?
-        .ok_or_else(|| ApiError::new(404, "customer_not_found", "no customer with that email"))
+        .ok_or(Error::CustomerNotFound(None))
 }
 
 /// Creates a record. Without a `customerId`, one is derived from the email.
 pub async fn create<S: KvStore>(
     plane: &DataPlane<'_, S>,
     mut body: Map<String, Value>,
-) -> Result<Loaded, ApiError> {
+) -> Result<Loaded, Error> {
     let email = parse_email_field(&body)?;
     let id = match body.get("customerId") {
         Some(Value::String(raw)) => {
-            CustomerId::parse(raw).map_err(|m| ApiError::bad_request("invalid_customer_id", m))?
+            CustomerId::parse(raw).map_err(|m| Error::invalid(Input::CustomerId, m))?
         }
-        Some(_) => return Err(ApiError::invalid_body("customerId must be a string")),
+        Some(_) => return Err(Error::invalid(Input::Body, "customerId must be a string")),
         None => {
             let email = email
                 .as_ref()
-                .ok_or_else(|| ApiError::invalid_body("customerId or email is required"))?;
+                .ok_or_else(|| Error::invalid(Input::Body, "customerId or email is required"))?;
             free_derived_id(plane, email).await?
         }
     };
     body.remove("customerId");
     if find(plane, &id).await?.is_some() {
-        return Err(ApiError::conflict(
-            "customer_exists",
-            format!("customer '{id}' already exists"),
-        ));
+        return Err(Error::CustomerExists(format!(
+            "customer '{id}' already exists"
+        )));
     }
     if let Some(email) = &email {
         if owner_of(plane, email).await?.is_some() {
-            return Err(ApiError::conflict(
-                "email_taken",
-                "another customer holds that email",
-            ));
+            return Err(Error::EmailTaken);
         }
     }
     let mut record = CustomerRecord::from_input(id, body)?;
@@ -89,9 +82,9 @@ pub async fn create<S: KvStore>(
 pub async fn ensure<S: KvStore>(
     plane: &DataPlane<'_, S>,
     mut body: Map<String, Value>,
-) -> Result<(Loaded, bool), ApiError> {
-    let email =
-        parse_email_field(&body)?.ok_or_else(|| ApiError::invalid_body("email is required"))?;
+) -> Result<(Loaded, bool), Error> {
+    let email = parse_email_field(&body)?
+        .ok_or_else(|| Error::invalid(Input::Body, "email is required"))?;
     if let Some(existing) = owner_of(plane, &email).await? {
         return Ok((existing, false));
     }
@@ -114,9 +107,8 @@ pub async fn ensure<S: KvStore>(
             Some(_) => continue,
         }
     }
-    Err(ApiError::conflict(
-        "customer_exists",
-        "no free customer id could be derived from that email",
+    Err(Error::CustomerExists(
+        "no free customer id could be derived from that email".to_owned(),
     ))
 }
 
@@ -125,7 +117,7 @@ pub async fn update<S: KvStore>(
     plane: &DataPlane<'_, S>,
     id: &CustomerId,
     patch: Map<String, Value>,
-) -> Result<Loaded, ApiError> {
+) -> Result<Loaded, Error> {
     let Loaded {
         mut record,
         metadata,
@@ -144,10 +136,7 @@ pub async fn update<S: KvStore>(
         if let Some(email) = &new_email {
             if let Some(holder) = owner_of(plane, email).await? {
                 if holder.record.id() != id {
-                    return Err(ApiError::conflict(
-                        "email_taken",
-                        "another customer holds that email",
-                    ));
+                    return Err(Error::EmailTaken);
                 }
             }
             changes.push(mapping_change(email, id));
@@ -175,12 +164,12 @@ pub async fn update<S: KvStore>(
 
 /// Deletes the record (a tombstone where the phase keeps one) and then its mapping.
 /// A corrupt record can be deleted too; it has no email to unmap.
-pub async fn delete<S: KvStore>(plane: &DataPlane<'_, S>, id: &CustomerId) -> Result<(), ApiError> {
+pub async fn delete<S: KvStore>(plane: &DataPlane<'_, S>, id: &CustomerId) -> Result<(), Error> {
     let key = customer_key(id);
     let found = plane
         .read(&key)
         .await?
-        .ok_or_else(|| ApiError::customer_not_found(id.as_str()))?;
+        .ok_or_else(|| Error::CustomerNotFound(Some(id.as_str().to_owned())))?;
     let email = CustomerRecord::from_stored(&found.value.bytes)
         .ok()
         .and_then(|r| r.email());
@@ -210,7 +199,7 @@ async fn apply_then_clean_up<S: KvStore>(
     changes: &[Change],
     cleanup: &[Change],
     served_by: StoreName,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let everywhere = plane.apply_after_read(changes, served_by).await?;
     if everywhere && !cleanup.is_empty() {
         plane.apply_after_read(cleanup, served_by).await?;
@@ -221,7 +210,7 @@ async fn apply_then_clean_up<S: KvStore>(
 async fn find<S: KvStore>(
     plane: &DataPlane<'_, S>,
     id: &CustomerId,
-) -> Result<Option<Loaded>, ApiError> {
+) -> Result<Option<Loaded>, Error> {
     let Some(Found {
         value: StoredValue { bytes, metadata },
         store: served_by,
@@ -231,11 +220,9 @@ async fn find<S: KvStore>(
     };
     let record = CustomerRecord::from_stored(&bytes)?;
     if record.id() != id {
-        return Err(ApiError::new(
-            500,
-            "corrupt_record",
-            format!("record under '{id}' names another customerId"),
-        ));
+        return Err(Error::CorruptRecord(format!(
+            "record under '{id}' names another customerId"
+        )));
     }
     Ok(Some(Loaded {
         record,
@@ -248,7 +235,7 @@ async fn find<S: KvStore>(
 async fn owner_of<S: KvStore>(
     plane: &DataPlane<'_, S>,
     email: &Email,
-) -> Result<Option<Loaded>, ApiError> {
+) -> Result<Option<Loaded>, Error> {
     let Some(id) = mapped_id(plane, email).await? else {
         return Ok(None);
     };
@@ -256,7 +243,7 @@ async fn owner_of<S: KvStore>(
         Ok(Some(loaded)) if loaded.record.email().as_ref() == Some(email) => Ok(Some(loaded)),
         Ok(_) => Ok(None),
         // A corrupt record cannot prove it holds the email; it must not block others.
-        Err(err) if err.code == "corrupt_record" => Ok(None),
+        Err(err) if err.is_corrupt_record() => Ok(None),
         Err(err) => Err(err),
     }
 }
@@ -264,7 +251,7 @@ async fn owner_of<S: KvStore>(
 async fn mapped_id<S: KvStore>(
     plane: &DataPlane<'_, S>,
     email: &Email,
-) -> Result<Option<CustomerId>, ApiError> {
+) -> Result<Option<CustomerId>, Error> {
     let key = email_key(&email.hash());
     let value = match plane.read(&key).await? {
         Some(found) => found.value,
@@ -285,22 +272,21 @@ async fn mapping_points_to<S: KvStore>(
     plane: &DataPlane<'_, S>,
     email: &Email,
     id: &CustomerId,
-) -> Result<bool, ApiError> {
+) -> Result<bool, Error> {
     Ok(mapped_id(plane, email).await?.as_ref() == Some(id))
 }
 
 async fn free_derived_id<S: KvStore>(
     plane: &DataPlane<'_, S>,
     email: &Email,
-) -> Result<CustomerId, ApiError> {
+) -> Result<CustomerId, Error> {
     for id in derived_ids(email) {
         if find(plane, &id).await?.is_none() {
             return Ok(id);
         }
     }
-    Err(ApiError::conflict(
-        "customer_exists",
-        "no free customer id could be derived from that email",
+    Err(Error::CustomerExists(
+        "no free customer id could be derived from that email".to_owned(),
     ))
 }
 
@@ -317,16 +303,13 @@ fn derived_ids(email: &Email) -> impl Iterator<Item = CustomerId> {
     })
 }
 
-fn parse_email_field(body: &Map<String, Value>) -> Result<Option<Email>, ApiError> {
+fn parse_email_field(body: &Map<String, Value>) -> Result<Option<Email>, Error> {
     match body.get("email") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(raw)) => Email::parse(raw)
             .map(Some)
-            .map_err(|m| ApiError::bad_request("invalid_email", m)),
-        Some(_) => Err(ApiError::bad_request(
-            "invalid_email",
-            "email must be a string",
-        )),
+            .map_err(|m| Error::invalid(Input::Email, m)),
+        Some(_) => Err(Error::invalid(Input::Email, "email must be a string")),
     }
 }
 
@@ -336,7 +319,7 @@ fn parse_email_field(body: &Map<String, Value>) -> Result<Option<Email>, ApiErro
 async fn store_new<S: KvStore>(
     plane: &DataPlane<'_, S>,
     record: CustomerRecord,
-) -> Result<Loaded, ApiError> {
+) -> Result<Loaded, Error> {
     let mut changes = Vec::new();
     if let Some(email) = record.email() {
         changes.push(mapping_change(&email, record.id()));

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use serde_json::Value;
 
 use crate::domain::Tombstone;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::migration::copying::copy;
 use crate::migration::healing::{fallback, journal};
 use crate::phase::Phase;
@@ -132,7 +132,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     }
 
     /// Applies `changes` to the stores the phase writes, the authoritative one first.
-    pub async fn apply(&self, changes: &[Change]) -> Result<(), ApiError> {
+    pub async fn apply(&self, changes: &[Change]) -> Result<(), Error> {
         self.apply_ordered(changes, self.phase.routing().writes, false)
             .await
             .map(|_| ())
@@ -143,7 +143,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// repair racing the create then sees it when it re-reads the old store. The new
     /// store may hold a tombstone for the key, so its write still has to succeed
     /// wherever the new store is read first.
-    pub async fn apply_to_absent_key(&self, changes: &[Change]) -> Result<(), ApiError> {
+    pub async fn apply_to_absent_key(&self, changes: &[Change]) -> Result<(), Error> {
         let phase = self.phase;
         if phase.writes_both()
             && phase.authoritative_store() == StoreName::New
@@ -169,7 +169,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         &self,
         changes: &[Change],
         served_by: StoreName,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, Error> {
         let phase = self.phase;
         if phase.secondary_store() == Some(served_by) && !self.old_store_catching_up {
             // The new store lacked the key: a failed write there leaves it absent, and
@@ -199,7 +199,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         changes: &[Change],
         order: &[StoreName],
         second_lacked_keys: bool,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, Error> {
         let first = order[0];
         for (index, change) in changes.iter().enumerate() {
             if let Err(err) = self.apply_to(first, change).await {
@@ -237,31 +237,23 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             if let Err(journal_err) =
                 journal::record(&self.stores.new, change.key(), second, self.now_ms).await
             {
-                return Err(ApiError::new(
-                    503,
-                    "store_unavailable",
-                    format!(
+                return Err(Error::NotAcknowledged(format!(
                         "the write reached the {} store but neither the {} store nor the repair journal: {journal_err}",
                         first.as_str(),
                         second.as_str()
-                    ),
-                ));
+                )));
             }
         }
         // The `mutant-ack-lagging` build acknowledges every write whose second store
         // missed it, as if no isolate could be reading that store first.
         let tolerated = cfg!(feature = "mutant-ack-lagging") || second_lacked_keys;
         if missed && !tolerated && self.phase.read_first_nearby(second) {
-            return Err(ApiError::new(
-                503,
-                "store_unavailable",
-                format!(
+            return Err(Error::NotAcknowledged(format!(
                     "the write reached the {} store but not the {} store, which isolates in phase {} or an adjacent phase read first; it is journaled for repair: retry",
                     first.as_str(),
                     second.as_str(),
                     self.phase.number()
-                ),
-            ));
+            )));
         }
         Ok(!missed)
     }

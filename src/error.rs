@@ -1,77 +1,71 @@
-//! The one error type handlers return; it becomes `{"error": {"code", "message"}}`.
-
-use serde_json::json;
+//! The core's errors, in the core's terms: what went wrong, never how to answer it. The
+//! HTTP edge gives each its status and code (`http::ApiError`).
 
 use crate::domain::RecordError;
 use crate::store::StoreError;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
+/// Which input a validation error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    Email,
+    CustomerId,
+    Body,
 }
 
-impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A KV operation failed (or the run's operation budget is spent).
+    Store(StoreError),
+    /// A stored record is unreadable, or an input field of a record is invalid.
+    Record(RecordError),
+    InvalidInput {
+        input: Input,
+        message: String,
+    },
+    /// No such customer: by id (`Some`), or by email (`None`, naming no address).
+    CustomerNotFound(Option<String>),
+    CustomerExists(String),
+    EmailTaken,
+    /// A stored record that is valid JSON but not the customer it is stored under.
+    CorruptRecord(String),
+    CorruptPhaseState,
+    /// A gate refused the move; the message names each unmet gate.
+    PhaseChangeRefused(String),
+    /// A forced move without a reason.
+    ReasonRequired,
+    BackfillNotAllowed(String),
+    InvalidRollback(String),
+    /// A write reached one store but not one a reader may go to first: not acknowledged.
+    NotAcknowledged(String),
+}
+
+impl Error {
+    pub fn invalid(input: Input, message: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            input,
             message: message.into(),
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(400, code, message)
-    }
-
-    pub fn invalid_body(message: impl Into<String>) -> Self {
-        Self::new(400, "invalid_body", message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, "forbidden", message)
-    }
-
-    pub fn customer_not_found(id: &str) -> Self {
-        Self::new(
-            404,
-            "customer_not_found",
-            format!("no customer with id '{id}'"),
+    /// Whether a stored record could not be read as a customer.
+    pub fn is_corrupt_record(&self) -> bool {
+        matches!(
+            self,
+            Error::CorruptRecord(_) | Error::Record(RecordError::Corrupt(_))
         )
     }
-
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(409, code, message)
-    }
-
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "internal_error", message)
-    }
-
-    pub fn body(&self) -> serde_json::Value {
-        json!({ "error": { "code": self.code, "message": self.message } })
-    }
 }
 
-impl From<StoreError> for ApiError {
+impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
-        Self::new(503, "store_unavailable", err.to_string())
+        Self::Store(err)
     }
 }
 
-impl From<RecordError> for ApiError {
+impl From<RecordError> for Error {
     fn from(err: RecordError) -> Self {
-        match err {
-            RecordError::Corrupt(message) => Self::new(500, "corrupt_record", message),
-            RecordError::InvalidField { field, message } => {
-                let code = match field.as_str() {
-                    "email" => "invalid_email",
-                    "customerId" => "invalid_customer_id",
-                    _ => "invalid_body",
-                };
-                Self::bad_request(code, message)
-            }
-        }
+        Self::Record(err)
     }
 }
+
+pub type CoreResult<T> = Result<T, Error>;

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::migration::copying::backfill::{self, RunOptions, RunReport};
 use crate::migration::copying::reverse;
 use crate::migration::healing::read_repair::{self, SettleReport};
@@ -33,7 +33,7 @@ pub async fn run<S: KvStore>(
     default_phase: Phase,
     timings: GateSettings,
     now_ms: u64,
-) -> Result<CronReport, ApiError> {
+) -> Result<CronReport, Error> {
     let budget = Budget::per_invocation(0);
     let stores = metered(stores, &budget);
     // The stored phase, not an isolate's cached copy: a cron run is rare and must act on

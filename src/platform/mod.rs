@@ -48,7 +48,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Ok(config) => config,
         Err(problem) => {
             console_error!("configuration error: {problem}");
-            return to_response(&ApiResponse::error(&crate::error::ApiError::internal(
+            return to_response(&ApiResponse::error(&crate::http::ApiError::internal(
                 "the worker is misconfigured",
             )));
         }
@@ -122,7 +122,7 @@ async fn read_request(req: &mut Request) -> std::result::Result<ApiRequest, ApiR
     // wasm) out of the build.
     let url = req.inner().url();
     let body = req.bytes().await.map_err(|_| {
-        ApiResponse::error(&crate::error::ApiError::bad_request(
+        ApiResponse::error(&crate::http::ApiError::bad_request(
             "invalid_body",
             "the body could not be read",
         ))

@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::checking::verify::{self, Verification};
 use crate::migration::copying::backfill::{self, Checkpoint};

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::admin::{backfill_json, optional_bool};
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::copying::backfill::{self, RunOptions};
 use crate::migration::state::audit::{self, AuditEntry};

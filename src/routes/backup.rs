@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::backup::{self, BackupLine};
 use crate::migration::keys;

@@ -7,7 +7,7 @@ use crate::auth::{Caller, Role, OWNER_PROTECTED_FIELDS};
 use crate::customers::{self, Loaded};
 use crate::dataplane::DataPlane;
 use crate::domain::{CustomerId, Email};
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::store::KvStore;
 

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::admin::optional_bool;
 use crate::auth::Caller;
 use crate::dataplane::DataPlane;
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::checking::emails;
 use crate::migration::state::audit::{self, AuditEntry};

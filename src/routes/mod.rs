@@ -11,7 +11,7 @@ pub mod verify;
 
 use percent_encoding::percent_decode_str;
 
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::Method;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

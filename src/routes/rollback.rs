@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::admin::{self, parse_phase_change};
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::copying::reverse;
 use crate::migration::healing::repair;

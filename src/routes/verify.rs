@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::admin::optional_bool;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::checking::verify::{self, Mode, Verification};
 use crate::migration::copying::backfill;

@@ -411,7 +411,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 
 pub fn cron_once(
     sim: &Sim,
-) -> impl Future<Output = Result<cron::CronReport, customer_kv_migration::error::ApiError>> + '_ {
+) -> impl Future<Output = Result<cron::CronReport, customer_kv_migration::error::Error>> + '_ {
     cron::run(
         &sim.stores,
         sim.config.default_phase,

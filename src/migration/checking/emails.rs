@@ -17,7 +17,7 @@ use crate::dataplane::{Change, DataPlane};
 use crate::domain::{
     customer_key, email_key, CustomerId, CustomerRecord, Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX,
 };
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::migration::keys;
 use crate::migration::stored::{self, Listing};
 use crate::store::budget::Budget;
@@ -91,7 +91,7 @@ pub async fn run<S: KvStore>(
     budget: &Budget,
     dry_run: bool,
     restart: bool,
-) -> Result<EmailAudit, ApiError> {
+) -> Result<EmailAudit, Error> {
     let progress_key = if dry_run {
         keys::EMAIL_AUDIT_DRY_RUN
     } else {
@@ -117,7 +117,7 @@ async fn advance<S: KvStore>(
     plane: &DataPlane<'_, S>,
     budget: &Budget,
     audit: &mut EmailAudit,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let source = plane.stores.get(plane.phase.primary_read_store());
     // A chunk: its list, three bulk reads, and a write to each written store per key.
     let chunk_cost = |n: usize| 4 + 2 * n as u32 * plane.phase.stores_written() as u32;
@@ -213,7 +213,7 @@ async fn audit_records<S: KvStore>(
     plane: &DataPlane<'_, S>,
     audit: &mut EmailAudit,
     names: &[String],
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let values = plane
         .stores
         .get(plane.phase.primary_read_store())
@@ -305,7 +305,7 @@ async fn audit_mappings<S: KvStore>(
     plane: &DataPlane<'_, S>,
     audit: &mut EmailAudit,
     names: &[String],
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let values = read_many(plane, names).await?;
     let targets: Vec<(String, CustomerId)> = names
         .iter()

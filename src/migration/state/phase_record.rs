@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::stored::{self, Listing};
@@ -67,7 +67,7 @@ impl CurrentPhase {
 }
 
 /// Reads the phase record from the new store; without one, the configured default.
-pub async fn load<S: KvStore>(new_store: &S, default: Phase) -> Result<CurrentPhase, ApiError> {
+pub async fn load<S: KvStore>(new_store: &S, default: Phase) -> Result<CurrentPhase, Error> {
     let Some(state) = load_state(new_store).await? else {
         return Ok(CurrentPhase::default_for(default));
     };
@@ -81,7 +81,7 @@ pub async fn load<S: KvStore>(new_store: &S, default: Phase) -> Result<CurrentPh
 
 /// The stored record, if any; an unreadable one is an error, never a default (it would
 /// route writes by a guess).
-async fn load_state<S: KvStore>(new_store: &S) -> Result<Option<PhaseState>, ApiError> {
+async fn load_state<S: KvStore>(new_store: &S) -> Result<Option<PhaseState>, Error> {
     let Some(stored) = new_store.get(keys::PHASE).await? else {
         return Ok(None);
     };
@@ -90,12 +90,8 @@ async fn load_state<S: KvStore>(new_store: &S) -> Result<Option<PhaseState>, Api
         .map_err(|_| corrupt_record())
 }
 
-fn corrupt_record() -> ApiError {
-    ApiError::new(
-        500,
-        "corrupt_phase_state",
-        "the stored phase record is not valid",
-    )
+fn corrupt_record() -> Error {
+    Error::CorruptPhaseState
 }
 
 /// The isolate's copy of the phase. A request within `ttl_ms` of the last read pays no
@@ -139,7 +135,7 @@ pub async fn current<S: KvStore>(
     default: Phase,
     now_ms: u64,
     ttl_ms: u64,
-) -> Result<CurrentPhase, ApiError> {
+) -> Result<CurrentPhase, Error> {
     if let Some(current) = cache.fresh(now_ms, ttl_ms) {
         return Ok(current);
     }
@@ -413,7 +409,7 @@ pub async fn clear_new_store_divergence<S: KvStore>(
     judged: &PhaseState,
     who: &str,
     now_ms: u64,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let Some(mut state) = load_state(new_store).await? else {
         return Ok(());
     };
@@ -439,7 +435,7 @@ pub async fn change<S: KvStore>(
     who: &str,
     facts: &GateFacts,
     now_ms: u64,
-) -> Result<PhaseChangeOutcome, ApiError> {
+) -> Result<PhaseChangeOutcome, Error> {
     let (from, to) = (current.phase, request.to);
     if from == to {
         return Ok(PhaseChangeOutcome {
@@ -458,15 +454,12 @@ pub async fn change<S: KvStore>(
             .iter()
             .map(|g| format!("{}: {}", g.gate, g.reason))
             .collect();
-        return Err(ApiError::conflict(
-            "phase_change_refused",
-            format!(
-                "phase {} to {} refused: {}. Pass force with a reason to override.",
-                from.number(),
-                to.number(),
-                reasons.join("; ")
-            ),
-        ));
+        return Err(Error::PhaseChangeRefused(format!(
+            "phase {} to {} refused: {}. Pass force with a reason to override.",
+            from.number(),
+            to.number(),
+            reasons.join("; ")
+        )));
     }
     if !gates.is_empty()
         && request
@@ -474,10 +467,7 @@ pub async fn change<S: KvStore>(
             .as_deref()
             .is_none_or(|r| r.trim().is_empty())
     {
-        return Err(ApiError::bad_request(
-            "reason_required",
-            "forcing a gate needs a reason",
-        ));
+        return Err(Error::ReasonRequired);
     }
 
     let mut next = current.state.clone();

@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use crate::error::ApiError;
+mod error;
+
+pub use error::ApiError;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

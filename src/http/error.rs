@@ -1,0 +1,115 @@
+//! The one error type handlers return; it becomes `{"error": {"code", "message"}}`.
+//! The core's errors become one here: each kind gets its status and code in one place.
+
+use serde_json::json;
+
+use crate::domain::RecordError;
+use crate::error::{Error, Input};
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+
+    pub fn invalid_body(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_body", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "forbidden", message)
+    }
+
+    pub fn customer_not_found(id: &str) -> Self {
+        Self::new(
+            404,
+            "customer_not_found",
+            format!("no customer with id '{id}'"),
+        )
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(409, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "internal_error", message)
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "error": { "code": self.code, "message": self.message } })
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Store(err) => err.into(),
+            Error::Record(err) => err.into(),
+            Error::InvalidInput { input, message } => {
+                let code = match input {
+                    Input::Email => "invalid_email",
+                    Input::CustomerId => "invalid_customer_id",
+                    Input::Body => "invalid_body",
+                };
+                Self::bad_request(code, message)
+            }
+            Error::CustomerNotFound(Some(id)) => Self::customer_not_found(&id),
+            Error::CustomerNotFound(None) => {
+                Self::new(404, "customer_not_found", "no customer with that email")
+            }
+            Error::CustomerExists(message) => Self::conflict("customer_exists", message),
+            Error::EmailTaken => Self::conflict("email_taken", "another customer holds that email"),
+            Error::CorruptRecord(message) => Self::new(500, "corrupt_record", message),
+            Error::CorruptPhaseState => Self::new(
+                500,
+                "corrupt_phase_state",
+                "the stored phase record is not valid",
+            ),
+            Error::PhaseChangeRefused(message) => Self::conflict("phase_change_refused", message),
+            Error::ReasonRequired => {
+                Self::bad_request("reason_required", "forcing a gate needs a reason")
+            }
+            Error::BackfillNotAllowed(message) => Self::conflict("backfill_not_allowed", message),
+            Error::InvalidRollback(message) => Self::bad_request("invalid_rollback", message),
+            Error::NotAcknowledged(message) => Self::new(503, "store_unavailable", message),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        Self::new(503, "store_unavailable", err.to_string())
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(err: RecordError) -> Self {
+        match err {
+            RecordError::Corrupt(message) => Self::new(500, "corrupt_record", message),
+            RecordError::InvalidField { field, message } => {
+                let code = match field.as_str() {
+                    "email" => "invalid_email",
+                    "customerId" => "invalid_customer_id",
+                    _ => "invalid_body",
+                };
+                Self::bad_request(code, message)
+            }
+        }
+    }
+}

@@ -7,7 +7,9 @@ use crate::auth::{authenticate, Caller};
 use crate::dataplane::DataPlane;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
-use crate::migration::state::phase_record::{self, CurrentPhase, GateSettings, PhaseCache};
+use crate::migration::state::gates::GateSettings;
+use crate::migration::state::phase_cache::{self, PhaseCache};
+use crate::migration::state::phase_record::CurrentPhase;
 use crate::phase::Phase;
 use crate::routes::{admin, backfill, backup, customer, emails, rollback, route, verify, Route};
 use crate::store::{KvStore, Stores};
@@ -255,14 +257,14 @@ async fn dispatch<S: KvStore>(
         }
         Route::Rollback => {
             caller.require_admin()?;
-            let ctx = rollback::Context {
+            let ctx = crate::migration::state::rollback::Context {
                 stores: app.stores,
-                cache: app.phase_cache,
                 default_phase: app.config.default_phase,
                 settings: app.config.gate_settings(),
+                who: &caller.subject,
                 now_ms: app.now_ms,
             };
-            rollback::run(&ctx, current, caller, request).await
+            rollback::run(&ctx, app.phase_cache, current, request).await
         }
         Route::Audit => {
             caller.require_admin()?;
@@ -289,7 +291,7 @@ fn unreachable_health() -> Result<ApiResponse, ApiError> {
 }
 
 async fn current_phase<S: KvStore>(app: &App<'_, S>) -> Result<CurrentPhase, ApiError> {
-    phase_record::current(
+    phase_cache::current(
         app.phase_cache,
         &app.stores.new,
         app.config.default_phase,

@@ -14,6 +14,13 @@ pub enum Phase {
     Complete = 5,
 }
 
+/// A phase is stored and shown as its number.
+impl serde::Serialize for Phase {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(self.number())
+    }
+}
+
 /// Where a phase sends reads and writes. The first store of each list is the
 /// authoritative one: its failure fails the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

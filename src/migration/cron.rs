@@ -10,7 +10,8 @@ use crate::migration::copying::backfill::{self, RunOptions, RunReport};
 use crate::migration::copying::reverse;
 use crate::migration::healing::read_repair::{self, SettleReport};
 use crate::migration::healing::repair::{self, RepairReport};
-use crate::migration::state::phase_record::{self, CurrentPhase, GateSettings};
+use crate::migration::state::gates::{self, GateSettings};
+use crate::migration::state::phase_record::{self, CurrentPhase};
 use crate::phase::Phase;
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, StoreResult, Stores};
@@ -46,7 +47,7 @@ pub async fn run<S: KvStore>(
     // Not while isolates may still run the previous phase: after a rollback from phase 4
     // they write the new store alone, and a copy could overwrite such a write unnoticed
     // (forward), or miss it (reverse).
-    let settled = phase_record::unsettled_ms(&current.state, timings.settle_ms, now_ms) == 0;
+    let settled = gates::unsettled_ms(&current.state, timings.settle_ms, now_ms) == 0;
     if current.state.old_store_diverged {
         if current.phase.reverse_sync_allowed() && settled {
             reverse_sync = reverse::advance(

@@ -12,7 +12,7 @@ use worker::{
 use crate::app::{self, App, Config};
 use crate::http::{query_of, ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::migration::cron;
-use crate::migration::state::phase_record::PhaseCache;
+use crate::migration::state::phase_cache::PhaseCache;
 use crate::store::Stores;
 use kv::WorkersKv;
 

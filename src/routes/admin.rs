@@ -5,137 +5,24 @@ use serde_json::{json, Map, Value};
 use crate::auth::Caller;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::checking::verify::{self, Verification};
-use crate::migration::copying::backfill::{self, Checkpoint};
-use crate::migration::copying::copy::Direction;
-use crate::migration::copying::reverse;
+use crate::migration::checking::verify::{self};
+use crate::migration::copying::backfill::Checkpoint;
 use crate::migration::cron;
-use crate::migration::healing::fallback;
-use crate::migration::keys::{self, FALLBACK_PREFIX, JOURNAL_PREFIX, READ_REPAIR_CHECK_PREFIX};
+use crate::migration::keys::{self, FALLBACK_PREFIX};
+use crate::migration::sample_keys;
 use crate::migration::state::audit::{self, AuditEntry};
-use crate::migration::state::phase_record::{
-    self, CurrentPhase, GateFacts, GateSettings, PhaseCache, PhaseChangeRequest, PhaseSource,
-    VerificationFacts,
-};
-use crate::migration::{sample_keys, KeySample};
+use crate::migration::state::gates::{self, Facts, GateFacts, GateSettings};
+use crate::migration::state::phase_cache::PhaseCache;
+use crate::migration::state::phase_record::{self, CurrentPhase, PhaseChangeRequest, PhaseSource};
 use crate::phase::Phase;
 use crate::routes::verify::report_json;
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
 
-/// Pages of 1,000 keys a status call may list per prefix, bounding its cost.
-const STATUS_LIST_PAGES: u32 = 5;
-/// Keys named per category in a status answer.
-const STATUS_SAMPLE_KEYS: usize = 20;
 const MAX_REASON_CHARS: usize = 1_000;
-
-/// What the gates are judged on, read from the new store.
-pub struct Facts {
-    pub gates: GateFacts,
-    pub journal: KeySample,
-    /// Read-repair copies not yet checked after the consistency window.
-    pub settling: KeySample,
-    pub checkpoint: Checkpoint,
-    pub reverse_sync: Checkpoint,
-    pub last_full: Option<Verification>,
-    pub fallback_in_phase_4: KeySample,
-}
-
-fn progress(checkpoint: &Checkpoint, now_ms: u64) -> String {
-    let waiting = checkpoint.waiting_ms(now_ms);
-    if waiting > 0 && !checkpoint.complete() {
-        return format!(
-            "pass {} starts in {} s, once the last pass's copies reach every KV location",
-            checkpoint.pass,
-            waiting.div_ceil(1000)
-        );
-    }
-    format!(
-        "pass {}, stage {:?}, {:.1}% scanned",
-        checkpoint.pass.max(1),
-        checkpoint.stage,
-        checkpoint.percent()
-    )
-}
-
-pub async fn gather_facts<S: KvStore>(
-    stores: &Stores<S>,
-    current: &CurrentPhase,
-    settings: GateSettings,
-    now_ms: u64,
-) -> Result<Facts, ApiError> {
-    let journal = sample_keys(
-        &stores.new,
-        JOURNAL_PREFIX,
-        STATUS_LIST_PAGES,
-        STATUS_SAMPLE_KEYS,
-        |_| true,
-    )
-    .await?;
-    let settling = sample_keys(
-        &stores.new,
-        READ_REPAIR_CHECK_PREFIX,
-        STATUS_LIST_PAGES,
-        STATUS_SAMPLE_KEYS,
-        |_| true,
-    )
-    .await?;
-    let checkpoint = backfill::load_checkpoint(&stores.new).await?;
-    let last_full = verify::load(&stores.new, keys::LAST_FULL_VERIFICATION).await?;
-    // Only a verification finished after the backfill vouches for what it copied.
-    let vouching = last_full.as_ref().filter(|v| {
-        let done = checkpoint.completed_at;
-        done.is_some_and(|done| v.completed_at.is_some_and(|at| at >= done))
-    });
-    let reverse_sync = backfill::load_checkpoint_of(&stores.new, Direction::Reverse).await?;
-    let state = &current.state;
-    let reverse_sync_complete = reverse::vouches(&reverse_sync, state);
-    let in_phase_4 = current.phase.is_verification_period();
-    let since = state.changed_at;
-    let fallback_in_phase_4 = if in_phase_4 {
-        sample_keys(
-            &stores.new,
-            FALLBACK_PREFIX,
-            STATUS_LIST_PAGES,
-            STATUS_SAMPLE_KEYS,
-            |k| fallback::recorded_at(k).is_some_and(|at| at >= since),
-        )
-        .await?
-    } else {
-        KeySample::default()
-    };
-    let gates = GateFacts {
-        unsettled_ms: phase_record::unsettled_ms(state, settings.settle_ms, now_ms),
-        repair_journal_size: journal.count,
-        unsettled_read_repairs: settling.count,
-        backfill_complete: checkpoint.complete(),
-        backfill_unsettled: checkpoint.unsettled_copies(),
-        backfill_progress: progress(&checkpoint, now_ms),
-        last_full_verification: vouching.map(|v| VerificationFacts {
-            missing: v.missing,
-            mismatched: v.mismatched,
-            extra: v.extra,
-        }),
-        reverse_sync_complete,
-        reverse_sync_progress: progress(&reverse_sync, now_ms),
-        verification_period_left_ms: if in_phase_4 {
-            (since + settings.verification_period_ms).saturating_sub(now_ms)
-        } else {
-            0
-        },
-        fallback_hits_in_phase_4: fallback_in_phase_4.count,
-        fallback_keys_in_phase_4: fallback_in_phase_4.keys.clone(),
-    };
-    Ok(Facts {
-        gates,
-        journal,
-        settling,
-        checkpoint,
-        reverse_sync,
-        last_full,
-        fallback_in_phase_4,
-    })
-}
+/// Pages of 1,000 keys a status call may list per prefix, bounding its cost.
+const STATUS_LIST_PAGES: u32 = gates::STATUS_LIST_PAGES;
+const STATUS_SAMPLE_KEYS: usize = gates::STATUS_SAMPLE_KEYS;
 
 pub async fn status<S: KvStore>(
     stores: &Stores<S>,
@@ -143,7 +30,7 @@ pub async fn status<S: KvStore>(
     settings: GateSettings,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
-    let facts = gather_facts(stores, current, settings, now_ms).await?;
+    let facts = gates::gather(stores, current, settings, now_ms).await?;
     let fallback = sample_keys(
         &stores.new,
         FALLBACK_PREFIX,
@@ -227,7 +114,7 @@ pub fn backfill_json(checkpoint: &Checkpoint) -> Value {
 fn next_move_gates(current: &CurrentPhase, facts: &GateFacts) -> Value {
     let describe = |to: Option<Phase>| {
         to.map(|to| {
-            let unmet = phase_record::unmet_gates(&current.state, current.phase, to, facts);
+            let unmet = gates::unmet_gates(&current.state, current.phase, to, facts);
             json!({ "to": to.number(), "met": unmet.is_empty(), "unmet": unmet })
         })
     };
@@ -257,7 +144,7 @@ pub async fn change_phase<S: KvStore>(
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let change = parse_phase_change(request.json_object()?, "phase")?;
-    let facts = gather_facts(stores, current, settings, now_ms).await?;
+    let facts = gates::gather(stores, current, settings, now_ms).await?;
     let outcome = phase_record::change(
         &stores.new,
         current,

@@ -8,7 +8,8 @@ use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::copying::backfill::{self, RunOptions};
 use crate::migration::state::audit::{self, AuditEntry};
-use crate::migration::state::phase_record::{self, CurrentPhase, GateSettings};
+use crate::migration::state::gates::{self, GateSettings};
+use crate::migration::state::phase_record::CurrentPhase;
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
 
@@ -37,7 +38,7 @@ pub async fn run_batch<S: KvStore>(
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let phase = current.phase;
-    let unsettled_ms = phase_record::unsettled_ms(&current.state, timings.settle_ms, now_ms);
+    let unsettled_ms = gates::unsettled_ms(&current.state, timings.settle_ms, now_ms);
     let body = request.json_object()?;
     let dry_run = optional_bool(&body, "dryRun")?;
     let max_records = match body.get("maxRecords") {

@@ -3,7 +3,7 @@
 
 use customer_kv_migration::app::{handle, App, Config};
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
-use customer_kv_migration::migration::state::phase_record::PhaseCache;
+use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::{MemoryStore, Stores};
 use jwt_simple::prelude::*;

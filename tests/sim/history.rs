@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use customer_kv_migration::http::ApiResponse;
 use customer_kv_migration::migration::keys::READ_REPAIR_CHECK_PREFIX as SETTLE_PREFIX;
-use customer_kv_migration::migration::state::phase_record::PhaseCache;
+use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::KvStore;
 use serde_json::json;

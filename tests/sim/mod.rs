@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use customer_kv_migration::app::{handle, App, Config};
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
 use customer_kv_migration::migration::cron;
-use customer_kv_migration::migration::state::phase_record::PhaseCache;
+use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::Stores;
 use serde_json::Value;

@@ -1,14 +1,23 @@
-//! Planning a rollback: the next step from the current phase towards a lower target.
+//! A rollback (docs/design.md §9): the next step from the current phase towards a lower
+//! target ([`next_step`], pure), and [`advance`], which takes as many steps as one call
+//! may and says where it stands.
 //!
 //! A rollback walks down one safe move at a time. From phase 4 or 5 it jumps straight
-//! into phase 2 or 3 (see [`phase_record::rollback_jump`]), where writes reach both stores
+//! into phase 2 or 3 (see [`Move::is_rollback_jump`]), where writes reach both stores
 //! again; reads may only return to the old store (phase 1) once the reverse sync has
 //! copied back what phases 4 and 5 wrote to the new store alone.
 
 use serde::Serialize;
 
-use crate::migration::state::phase_record::{self, GateFacts, PhaseState, UnmetGate};
+use crate::error::Error;
+use crate::migration::copying::backfill::RunReport;
+use crate::migration::copying::reverse;
+use crate::migration::healing::repair::{self, RepairReport};
+use crate::migration::state::gates::{self, Facts, Gate, GateFacts, GateSettings, UnmetGate};
+use crate::migration::state::phase_record::{self, CurrentPhase, PhaseChangeRequest, PhaseState};
 use crate::phase::{Move, Phase};
+use crate::store::budget::{metered, Budget};
+use crate::store::{KvStore, Stores};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
@@ -16,7 +25,7 @@ pub enum Step {
     /// The target phase is reached.
     Done,
     /// Move to this phase now.
-    Move { to: u8 },
+    Move { to: Phase },
     /// Drain the repair journal: reads may not change stores while keys are out of sync.
     Repair,
     /// Advance the reverse sync: the old store lacks writes made since phase 4.
@@ -32,29 +41,261 @@ pub fn next_step(state: &PhaseState, current: Phase, target: Phase, facts: &Gate
         return Step::Done;
     }
     if let Some(to) = Move::rollback_jump_towards(current, target) {
-        return Step::Move { to: to.number() };
+        return Step::Move { to };
     }
     let Some(to) = current.previous() else {
         return Step::Done;
     };
-    let gates = phase_record::unmet_gates(state, current, to, facts);
+    let gates = gates::unmet_gates(state, current, to, facts);
     if gates.is_empty() {
-        return Step::Move { to: to.number() };
+        return Step::Move { to };
     }
-    if gates.iter().any(|g| g.gate == "settled") {
+    if gates.iter().any(|g| g.gate == Gate::Settled) {
         return Step::Wait {
             ms: facts.unsettled_ms,
         };
     }
-    if gates.iter().all(|g| g.gate == "repair_journal_empty") {
+    if gates.iter().all(|g| g.gate == Gate::RepairJournalEmpty) {
         return Step::Repair;
     }
     let syncable =
-        |g: &UnmetGate| g.gate == "old_store_in_sync" || g.gate == "repair_journal_empty";
+        |g: &UnmetGate| g.gate == Gate::OldStoreInSync || g.gate == Gate::RepairJournalEmpty;
     if current.reverse_sync_allowed() && gates.iter().all(syncable) {
         return Step::Sync;
     }
     Step::Blocked { gates }
+}
+
+/// Steps one call may take; a walk from 5 to 0 needs at most five moves and a sync.
+const MAX_STEPS_PER_CALL: usize = 8;
+/// KV operations the request spends outside the sync batch (phase, gates, moves).
+const REQUEST_OVERHEAD_OPS: u32 = 150;
+
+/// What a rollback call needs besides the stores.
+pub struct Context<'a, S> {
+    pub stores: &'a Stores<S>,
+    pub default_phase: Phase,
+    pub settings: GateSettings,
+    pub who: &'a str,
+    pub now_ms: u64,
+}
+
+/// A step one call took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Taken {
+    Move {
+        from: Phase,
+        to: Phase,
+        #[serde(rename = "forcedGates", skip_serializing_if = "Option::is_none")]
+        forced_gates: Option<Vec<UnmetGate>>,
+    },
+    Repair {
+        report: RepairReport,
+    },
+    Sync {
+        report: Option<RunReport>,
+    },
+}
+
+/// Where a rollback stands after a call.
+pub struct Progress {
+    /// The phase the call ended in.
+    pub current: CurrentPhase,
+    pub target: Phase,
+    pub steps: Vec<Taken>,
+    /// `None` once the target is reached; else the step the rollback waits to take.
+    pub next: Option<Step>,
+    /// Why it stopped short of the target, for the operator.
+    pub waiting_for: &'static str,
+    /// The gates' facts at the end (`None` after a forced rollback).
+    pub facts: Option<Facts>,
+}
+
+impl Progress {
+    pub fn done(&self) -> bool {
+        self.next.is_none()
+    }
+
+    /// Whether the call moved the phase (an isolate's cached copy is then stale).
+    pub fn moved(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Taken::Move { .. }))
+    }
+}
+
+/// Walks the phase down towards `request.to` as far as is safe right now: the moves,
+/// one reverse-sync batch and one repair pass one call affords. `force` (with a reason)
+/// moves straight to the target, past every gate, audited as forced.
+pub async fn advance<S: KvStore>(
+    ctx: &Context<'_, S>,
+    current: &CurrentPhase,
+    mut request: PhaseChangeRequest,
+) -> Result<Progress, Error> {
+    request.rollback = true;
+    let target = request.to;
+    if Move::new(current.phase, target).goes_forward() {
+        return Err(Error::InvalidRollback(format!(
+            "a rollback goes to a lower phase; the phase is {} (use /admin/migrate/phase to move forward)",
+            current.phase.number()
+        )));
+    }
+    if request.force {
+        let facts = gates::gather(ctx.stores, current, ctx.settings, ctx.now_ms).await?;
+        let outcome = phase_record::change(
+            &ctx.stores.new,
+            current,
+            request,
+            ctx.who,
+            &facts.gates,
+            ctx.now_ms,
+        )
+        .await?;
+        let mut current = current.clone();
+        current.phase = target;
+        return Ok(Progress {
+            current,
+            target,
+            steps: vec![Taken::Move {
+                from: outcome.from,
+                to: outcome.to,
+                forced_gates: Some(outcome.forced_gates),
+            }],
+            next: None,
+            waiting_for: "",
+            facts: None,
+        });
+    }
+    let mut current = current.clone();
+    let mut steps = Vec::new();
+    for _ in 0..MAX_STEPS_PER_CALL {
+        let facts = gates::gather(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;
+        let step = next_step(&current.state, current.phase, target, &facts.gates);
+        let at = (&current, target);
+        match step {
+            Step::Done => {
+                return Ok(Progress {
+                    next: None,
+                    ..stopped(at, steps, Step::Done, facts, "")
+                });
+            }
+            Step::Move { to } => {
+                let move_request = PhaseChangeRequest {
+                    to,
+                    force: false,
+                    reason: request.reason.clone(),
+                    rollback: true,
+                };
+                let outcome = phase_record::change(
+                    &ctx.stores.new,
+                    &current,
+                    move_request,
+                    ctx.who,
+                    &facts.gates,
+                    ctx.now_ms,
+                )
+                .await?;
+                steps.push(Taken::Move {
+                    from: outcome.from,
+                    to: outcome.to,
+                    forced_gates: None,
+                });
+                current = phase_record::load(&ctx.stores.new, ctx.default_phase).await?;
+            }
+            Step::Repair => {
+                let report = repair::drain(
+                    ctx.stores,
+                    current.phase,
+                    ctx.settings.pass_delay_ms,
+                    ctx.now_ms,
+                    repair::ENTRIES_PER_RUN,
+                )
+                .await?;
+                let progressed = report.repaired > 0;
+                let wait_ms = report.wait_ms;
+                steps.push(Taken::Repair { report });
+                if let Some(ms) = wait_ms.filter(|_| !progressed) {
+                    return Ok(stopped(at, steps, Step::Wait { ms }, facts, "repaired keys stay in the journal until a check once KV has spread the repair to every location; call again then"));
+                }
+                if !progressed {
+                    return Ok(stopped(
+                        at,
+                        steps,
+                        step,
+                        facts,
+                        "the repair journal could not be drained; see the repair report",
+                    ));
+                }
+            }
+            Step::Sync => {
+                let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);
+                let report = reverse::advance(
+                    &metered(ctx.stores, &budget),
+                    &budget,
+                    &current.state,
+                    ctx.settings.pass_delay_ms,
+                    ctx.now_ms,
+                )
+                .await?;
+                let synced = report.as_ref().is_some_and(|r| r.complete);
+                let wait_ms = report.as_ref().and_then(|r| r.wait_ms);
+                steps.push(Taken::Sync { report });
+                if synced {
+                    continue;
+                }
+                let facts = gates::gather(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;
+                let at = (&current, target);
+                return Ok(match wait_ms {
+                    Some(ms) => stopped(at, steps, Step::Wait { ms }, facts, "the reverse sync's next pass re-reads what the last one copied once KV has spread those copies to every location; call again then"),
+                    None => stopped(at, steps, step, facts, "the reverse sync is copying writes made since phase 4 back to the old store; call again (the cron also advances it every minute)"),
+                });
+            }
+            Step::Wait { .. } => {
+                return Ok(stopped(
+                    at,
+                    steps,
+                    step,
+                    facts,
+                    "isolates may still run the previous phase; call again once it has settled",
+                ));
+            }
+            Step::Blocked { .. } => {
+                return Ok(stopped(
+                    at,
+                    steps,
+                    step,
+                    facts,
+                    "a gate blocks the next move; resolve it, or force the rollback with a reason",
+                ));
+            }
+        }
+    }
+    let facts = gates::gather(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;
+    Ok(Progress {
+        current,
+        target,
+        steps,
+        next: Some(Step::Wait { ms: 0 }),
+        waiting_for: "call again to continue",
+        facts: Some(facts),
+    })
+}
+
+/// The progress of a call that stops at `at` (phase, target) before `next`.
+fn stopped(
+    (current, target): (&CurrentPhase, Phase),
+    steps: Vec<Taken>,
+    next: Step,
+    facts: Facts,
+    why: &'static str,
+) -> Progress {
+    Progress {
+        current: current.clone(),
+        target,
+        steps,
+        next: Some(next),
+        waiting_for: why,
+        facts: Some(facts),
+    }
 }
 
 #[cfg(test)]
@@ -78,19 +319,23 @@ mod tests {
         let s = state(true);
         assert_eq!(
             next_step(&s, Phase::Complete, Phase::Legacy, &facts),
-            Step::Move { to: 2 }
+            Step::Move { to: Phase::ReadNew }
         );
         assert_eq!(
             next_step(&s, Phase::Complete, Phase::Backfill, &facts),
-            Step::Move { to: 3 }
+            Step::Move {
+                to: Phase::Backfill
+            }
         );
         assert_eq!(
             next_step(&s, Phase::Complete, Phase::NewPrimary, &facts),
-            Step::Move { to: 4 }
+            Step::Move {
+                to: Phase::NewPrimary
+            }
         );
         assert_eq!(
             next_step(&s, Phase::NewPrimary, Phase::DualWrite, &facts),
-            Step::Move { to: 2 }
+            Step::Move { to: Phase::ReadNew }
         );
     }
 
@@ -115,11 +360,13 @@ mod tests {
         facts.repair_journal_size = 0;
         assert_eq!(
             next_step(&s, Phase::ReadNew, Phase::Legacy, &facts),
-            Step::Move { to: 1 }
+            Step::Move {
+                to: Phase::DualWrite
+            }
         );
         assert_eq!(
             next_step(&state(false), Phase::DualWrite, Phase::Legacy, &facts),
-            Step::Move { to: 0 }
+            Step::Move { to: Phase::Legacy }
         );
     }
 

@@ -6,8 +6,12 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::Error;
 use crate::migration::keys;
-use crate::store::{PutOptions, StoredValue};
+use crate::migration::state::audit::{self, AuditEntry};
+use crate::store::{
+    KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores, MAX_BULK_KEYS,
+};
 
 /// Workers KV's limits on a key and on its metadata.
 const MAX_KEY_BYTES: usize = 512;
@@ -113,6 +117,104 @@ fn parse_line(raw: &str) -> Result<Restore, String> {
             metadata: line.metadata.filter(|m| !m.is_null()),
         },
     })
+}
+
+/// One page of an export: NDJSON lines, and where the next page starts.
+pub struct ExportPage {
+    pub ndjson: Vec<u8>,
+    pub cursor: Option<String>,
+    pub complete: bool,
+}
+
+/// One page of keys under `prefix` as backup lines: customer data only, unless the
+/// prefix asks for the migration's own state. One list and a bulk read per 100 keys.
+pub async fn export_page<S: KvStore>(
+    store: &S,
+    prefix: &str,
+    cursor: Option<&str>,
+    limit: u32,
+) -> StoreResult<ExportPage> {
+    let page = store.list(prefix, cursor, limit).await?;
+    let include_state = keys::is_migration_state(prefix);
+    let listed: Vec<_> = page
+        .keys
+        .into_iter()
+        .filter(|k| include_state || !keys::is_migration_state(&k.name))
+        .collect();
+    let mut ndjson = Vec::new();
+    for chunk in listed.chunks(MAX_BULK_KEYS) {
+        let names: Vec<String> = chunk.iter().map(|k| k.name.clone()).collect();
+        let values = store.get_many(&names).await?;
+        for (key, value) in chunk.iter().zip(values) {
+            // Gone since it was listed (deleted or expired): nothing to back up.
+            if let Some(value) = value {
+                ndjson.extend(BackupLine::new(&key.name, &value, key.expiration).to_ndjson());
+            }
+        }
+    }
+    Ok(ExportPage {
+        ndjson,
+        cursor: page.cursor.filter(|_| !page.complete),
+        complete: page.complete,
+    })
+}
+
+/// What an import wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    pub written: u64,
+    pub already_present: u64,
+    /// Lines of the migration's own state, never restored.
+    pub skipped_migration_state: u64,
+}
+
+/// Writes `lines` into `store_name`: only keys it lacks, or every line with
+/// `overwrite`; audited.
+pub async fn import<S: KvStore>(
+    stores: &Stores<S>,
+    store_name: StoreName,
+    lines: Vec<Restore>,
+    overwrite: bool,
+    who: &str,
+    now_ms: u64,
+) -> Result<Imported, Error> {
+    let store = stores.get(store_name);
+    let (state, data): (Vec<_>, Vec<_>) = lines.into_iter().partition(|l| l.is_migration_state());
+    let mut imported = Imported {
+        written: 0,
+        already_present: 0,
+        skipped_migration_state: state.len() as u64,
+    };
+    for chunk in data.chunks(MAX_BULK_KEYS) {
+        let existing = if overwrite {
+            vec![None; chunk.len()]
+        } else {
+            let names: Vec<String> = chunk.iter().map(|l| l.key.clone()).collect();
+            store.get_many(&names).await?
+        };
+        for (line, existing) in chunk.iter().zip(existing) {
+            if existing.is_some() {
+                imported.already_present += 1;
+                continue;
+            }
+            store
+                .put(&line.key, &line.bytes, line.options.clone())
+                .await?;
+            imported.written += 1;
+        }
+    }
+    let detail = format!(
+        "{} keys written to the {} store, {} already there",
+        imported.written,
+        store_name.as_str(),
+        imported.already_present
+    );
+    audit::append(
+        &stores.new,
+        &AuditEntry::action(who, "import", now_ms, Some(detail)),
+    )
+    .await?;
+    Ok(imported)
 }
 
 #[cfg(test)]

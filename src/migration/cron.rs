@@ -10,6 +10,7 @@ use crate::migration::copying::backfill::{self, RunOptions, RunReport};
 use crate::migration::copying::reverse;
 use crate::migration::healing::read_repair::{self, SettleReport};
 use crate::migration::healing::repair::{self, RepairReport};
+use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::gates::{self, GateSettings};
 use crate::migration::state::phase_record::{self, CurrentPhase};
 use crate::phase::Phase;
@@ -59,7 +60,9 @@ pub async fn run<S: KvStore>(
             )
             .await?;
         }
-    } else if current.phase.cron_backfills() && settled {
+    } else if current.phase.cron_backfills()
+        && backfill::may_run(&current, timings.settle_ms, now_ms).is_ok()
+    {
         let checkpoint = backfill::load_checkpoint(&stores.new).await?;
         if !checkpoint.paused && !checkpoint.complete() {
             let options = RunOptions {
@@ -106,4 +109,26 @@ pub async fn repair_and_settle<S: KvStore>(
     )
     .await?;
     Ok((repair, settle))
+}
+
+/// `POST /admin/migrate/repair`: what the cron does first, now, within one invocation's
+/// budget (the journal first, then as many checks as fit), audited.
+pub async fn repair_now<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+    pass_delay_ms: u64,
+    who: &str,
+    now_ms: u64,
+) -> Result<(RepairReport, SettleReport), Error> {
+    let budget = Budget::per_invocation(0);
+    let metered = metered(stores, &budget);
+    let (report, settle) =
+        repair_and_settle(&metered, &budget, current, pass_delay_ms, now_ms).await?;
+    let detail = format!(
+        "repaired {} of {} journaled keys ({} settling); read-repair copies: {} settled, {} corrected, {} waiting",
+        report.repaired, report.examined, report.settling, settle.settled, settle.corrected, settle.waiting
+    );
+    let entry = AuditEntry::action(who, "repair", now_ms, Some(detail));
+    audit::append(&stores.new, &entry).await?;
+    Ok((report, settle))
 }

@@ -8,6 +8,7 @@ pub mod cron;
 pub mod healing;
 pub mod keys;
 pub mod state;
+pub mod status;
 pub mod stored;
 
 use crate::store::{KvStore, ListedKey, StoreResult};

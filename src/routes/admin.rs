@@ -5,24 +5,18 @@ use serde_json::{json, Map, Value};
 use crate::auth::Caller;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::checking::verify::{self};
 use crate::migration::copying::backfill::Checkpoint;
 use crate::migration::cron;
-use crate::migration::keys::{self, FALLBACK_PREFIX};
-use crate::migration::sample_keys;
-use crate::migration::state::audit::{self, AuditEntry};
-use crate::migration::state::gates::{self, Facts, GateFacts, GateSettings};
+use crate::migration::state::audit::{self};
+use crate::migration::state::gates::{Facts, GateSettings};
 use crate::migration::state::phase_cache::PhaseCache;
 use crate::migration::state::phase_record::{self, CurrentPhase, PhaseChangeRequest, PhaseSource};
+use crate::migration::status::{self, NextMove};
 use crate::phase::Phase;
 use crate::routes::verify::report_json;
-use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
 
 const MAX_REASON_CHARS: usize = 1_000;
-/// Pages of 1,000 keys a status call may list per prefix, bounding its cost.
-const STATUS_LIST_PAGES: u32 = gates::STATUS_LIST_PAGES;
-const STATUS_SAMPLE_KEYS: usize = gates::STATUS_SAMPLE_KEYS;
 
 pub async fn status<S: KvStore>(
     stores: &Stores<S>,
@@ -30,39 +24,36 @@ pub async fn status<S: KvStore>(
     settings: GateSettings,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
-    let facts = gates::gather(stores, current, settings, now_ms).await?;
-    let fallback = sample_keys(
-        &stores.new,
-        FALLBACK_PREFIX,
-        STATUS_LIST_PAGES,
-        STATUS_SAMPLE_KEYS,
-        |_| true,
-    )
-    .await?;
-    let recent = audit::recent(&stores.new, 50).await?;
-    let history: Vec<_> = recent
+    let status = status::gather(stores, current, settings, now_ms).await?;
+    let facts = &status.facts;
+    let history: Vec<_> = status
+        .recent_audit
         .iter()
         .filter(|e| e.action == "phase_change" || e.action == "rollback")
         .collect();
     let mut phase = phase_json(current);
     phase["unsettledMs"] = json!(facts.gates.unsettled_ms);
+    let next_move = |m: &Option<NextMove>| {
+        m.as_ref()
+            .map(|m| json!({ "to": m.to, "met": m.unmet.is_empty(), "unmet": m.unmet }))
+    };
     Ok(ApiResponse::ok(json!({
         "phase": phase,
-        "gates": next_move_gates(current, &facts.gates),
+        "gates": { "forward": next_move(&status.forward), "back": next_move(&status.back) },
         "history": history,
         "backfill": backfill_json(&facts.checkpoint),
-        "reverseSync": reverse_sync_json(current, &facts),
-        "verificationPeriod": verification_period_json(current, settings, &facts),
+        "reverseSync": reverse_sync_json(current, facts),
+        "verificationPeriod": verification_period_json(current, settings, facts),
         "verification": {
-            "current": verify::load(&stores.new, keys::VERIFICATION).await?.as_ref().map(report_json),
+            "current": status.verification.as_ref().map(report_json),
             "lastFull": facts.last_full.as_ref().map(report_json),
         },
-        "fallbackHits": fallback,
+        "fallbackHits": status.fallback_hits,
         "repairJournal": facts.journal,
         "readRepairsSettling": facts.settling,
         "newStoreDiverged": current.state.new_store_diverged,
         "oldStoreDiverged": current.state.old_store_diverged,
-        "recentAudit": recent,
+        "recentAudit": status.recent_audit,
     })))
 }
 
@@ -109,21 +100,6 @@ pub fn backfill_json(checkpoint: &Checkpoint) -> Value {
     })
 }
 
-/// The gates of a move one phase up and one phase down, so an operator sees what the
-/// next step needs before trying it.
-fn next_move_gates(current: &CurrentPhase, facts: &GateFacts) -> Value {
-    let describe = |to: Option<Phase>| {
-        to.map(|to| {
-            let unmet = gates::unmet_gates(&current.state, current.phase, to, facts);
-            json!({ "to": to.number(), "met": unmet.is_empty(), "unmet": unmet })
-        })
-    };
-    json!({
-        "forward": describe(current.phase.next()),
-        "back": describe(current.phase.previous()),
-    })
-}
-
 pub fn phase_json(current: &CurrentPhase) -> Value {
     json!({
         "current": current.phase.number(),
@@ -144,16 +120,9 @@ pub async fn change_phase<S: KvStore>(
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let change = parse_phase_change(request.json_object()?, "phase")?;
-    let facts = gates::gather(stores, current, settings, now_ms).await?;
-    let outcome = phase_record::change(
-        &stores.new,
-        current,
-        change,
-        &caller.subject,
-        &facts.gates,
-        now_ms,
-    )
-    .await?;
+    let outcome =
+        phase_record::move_phase(stores, current, change, &caller.subject, settings, now_ms)
+            .await?;
     // This isolate sees its own change at once; others within the cache lifetime.
     cache.invalidate();
     Ok(ApiResponse::ok(json!({
@@ -192,7 +161,7 @@ pub async fn audit_log<S: KvStore>(
 }
 
 /// Drains the repair journal and checks the due read-repair copies now (the cron does
-/// both every minute), and audits the run.
+/// both every minute).
 pub async fn repair<S: KvStore>(
     stores: &Stores<S>,
     current: &CurrentPhase,
@@ -200,18 +169,12 @@ pub async fn repair<S: KvStore>(
     caller: &Caller,
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
-    // One invocation's KV budget: the journal first, then as many checks as fit.
-    let budget = Budget::per_invocation(0);
-    let metered = metered(stores, &budget);
-    let (report, settle) =
-        cron::repair_and_settle(&metered, &budget, current, settings.pass_delay_ms, now_ms).await?;
-    let detail = format!(
-        "repaired {} of {} journaled keys ({} settling); read-repair copies: {} settled, {} corrected, {} waiting",
-        report.repaired, report.examined, report.settling, settle.settled, settle.corrected, settle.waiting
-    );
-    audit::append(
-        &stores.new,
-        &AuditEntry::action(&caller.subject, "repair", now_ms, Some(detail)),
+    let (report, settle) = cron::repair_now(
+        stores,
+        current,
+        settings.pass_delay_ms,
+        &caller.subject,
+        now_ms,
     )
     .await?;
     Ok(ApiResponse::ok(

@@ -6,10 +6,8 @@ use serde_json::json;
 use crate::auth::Caller;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::backup::{self, BackupLine};
-use crate::migration::keys;
-use crate::migration::state::audit::{self, AuditEntry};
-use crate::store::{KvStore, StoreName, Stores, MAX_BULK_KEYS};
+use crate::migration::backup::{self};
+use crate::store::{KvStore, StoreName, Stores};
 
 /// Keys per export page: one list and ten bulk reads, far inside the operation cap.
 const EXPORT_PAGE: u32 = 1_000;
@@ -41,27 +39,10 @@ pub async fn export<S: KvStore>(
                 ApiError::bad_request("invalid_query", format!("limit must be 1 to {EXPORT_PAGE}"))
             })?,
     };
-    let page = store.list(&prefix, cursor.as_deref(), limit).await?;
-    let include_state = keys::is_migration_state(&prefix);
-    let keys: Vec<_> = page
-        .keys
-        .into_iter()
-        .filter(|k| include_state || !keys::is_migration_state(&k.name))
-        .collect();
-    let mut body = Vec::new();
-    for chunk in keys.chunks(MAX_BULK_KEYS) {
-        let names: Vec<String> = chunk.iter().map(|k| k.name.clone()).collect();
-        let values = store.get_many(&names).await?;
-        for (listed, value) in chunk.iter().zip(values) {
-            // Gone since it was listed (deleted or expired): nothing to back up.
-            if let Some(value) = value {
-                body.extend(BackupLine::new(&listed.name, &value, listed.expiration).to_ndjson());
-            }
-        }
-    }
-    let mut response = ApiResponse::raw("application/x-ndjson", body)
+    let page = backup::export_page(store, &prefix, cursor.as_deref(), limit).await?;
+    let mut response = ApiResponse::raw("application/x-ndjson", page.ndjson)
         .with_header("X-Export-Complete", page.complete.to_string());
-    if let Some(next) = page.cursor.filter(|_| !page.complete) {
+    if let Some(next) = page.cursor {
         response = response.with_header("X-Export-Cursor", next);
     }
     Ok(response)
@@ -77,7 +58,6 @@ pub async fn import<S: KvStore>(
     now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let store_name = store_param(request)?;
-    let store = stores.get(store_name);
     let overwrite = match request.query_param("mode")?.as_deref() {
         None | Some("missing") => false,
         Some("overwrite") => true,
@@ -94,40 +74,19 @@ pub async fn import<S: KvStore>(
             "at most {MAX_IMPORT_LINES} lines per request; send the rest in another"
         )));
     }
-    let (state, data): (Vec<_>, Vec<_>) = lines.into_iter().partition(|l| l.is_migration_state());
-    let mut written = 0;
-    let mut present = 0;
-    for chunk in data.chunks(MAX_BULK_KEYS) {
-        let existing = if overwrite {
-            vec![None; chunk.len()]
-        } else {
-            let names: Vec<String> = chunk.iter().map(|l| l.key.clone()).collect();
-            store.get_many(&names).await?
-        };
-        for (line, existing) in chunk.iter().zip(existing) {
-            if existing.is_some() {
-                present += 1;
-                continue;
-            }
-            store
-                .put(&line.key, &line.bytes, line.options.clone())
-                .await?;
-            written += 1;
-        }
-    }
-    let detail = format!(
-        "{written} keys written to the {} store, {present} already there",
-        store_name.as_str()
-    );
-    audit::append(
-        &stores.new,
-        &AuditEntry::action(&caller.subject, "import", now_ms, Some(detail)),
+    let imported = backup::import(
+        stores,
+        store_name,
+        lines,
+        overwrite,
+        &caller.subject,
+        now_ms,
     )
     .await?;
     Ok(ApiResponse::ok(json!({
         "store": store_name.as_str(),
-        "written": written,
-        "alreadyPresent": present,
-        "skippedMigrationState": state.len(),
+        "written": imported.written,
+        "alreadyPresent": imported.already_present,
+        "skippedMigrationState": imported.skipped_migration_state,
     })))
 }

@@ -28,7 +28,7 @@ pub enum Route {
     ChangePhase,
     Repair,
     Backfill,
-    BackfillControl(backfill::Control),
+    BackfillControl(crate::migration::copying::backfill::Control),
     Verify,
     Emails,
     Rollback,
@@ -103,9 +103,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         }
         ["admin", "migrate", "backfill", action] => {
             let control = match *action {
-                "pause" => backfill::Control::Pause,
-                "resume" => backfill::Control::Resume,
-                "reset" => backfill::Control::Reset,
+                "pause" => crate::migration::copying::backfill::Control::Pause,
+                "resume" => crate::migration::copying::backfill::Control::Resume,
+                "reset" => crate::migration::copying::backfill::Control::Reset,
                 _ => return Err(ApiError::new(404, "route_not_found", "no such route").into()),
             };
             (

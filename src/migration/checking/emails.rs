@@ -19,8 +19,12 @@ use crate::domain::{
 };
 use crate::error::Error;
 use crate::migration::keys;
+use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::stored::{self, Listing};
+use crate::store::budget::metered;
 use crate::store::budget::Budget;
+use crate::store::Stores;
 use crate::store::{KvStore, ListedKey, StoreResult, StoredValue, MAX_BULK_KEYS};
 
 const LIST_PAGE: u32 = 1_000;
@@ -355,4 +359,33 @@ async fn audit_mappings<S: KvStore>(
         plane.apply(&changes).await?;
     }
     Ok(())
+}
+
+/// KV operations an admin request has made before the audit starts.
+const REQUEST_OVERHEAD_OPS: u32 = 4;
+
+/// Starts or continues the audit within one invocation's budget, routed by the current
+/// phase, and audits a real run.
+pub async fn run_requested<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+    dry_run: bool,
+    restart: bool,
+    who: &str,
+    now_ms: u64,
+) -> Result<EmailAudit, Error> {
+    let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);
+    let metered_stores = metered(stores, &budget);
+    let plane = DataPlane::new(&metered_stores, current.phase, now_ms)
+        .with_old_store_catching_up(current.state.old_store_diverged);
+    let report = run(&plane, &budget, dry_run, restart).await?;
+    if !dry_run {
+        let detail = format!(
+            "derived {}, repointed {}, re-keyed {}; {} conflicts, {} orphans",
+            report.derived, report.repointed, report.rekeyed, report.conflicts, report.orphans
+        );
+        let entry = AuditEntry::action(who, "email_repair", now_ms, Some(detail));
+        audit::append(&stores.new, &entry).await?;
+    }
+    Ok(report)
 }

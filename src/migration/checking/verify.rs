@@ -11,9 +11,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::error::Error;
+use crate::migration::copying::backfill;
 use crate::migration::keys;
+use crate::migration::state::phase_record::{self, CurrentPhase};
 use crate::migration::stored::{self, Listing};
-use crate::store::budget::Budget;
+use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, ListPage, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
 
 const LIST_PAGE: u32 = 1_000;
@@ -352,4 +355,73 @@ pub async fn run<S: KvStore>(
         save(&stores.new, keys::LAST_FULL_VERIFICATION, &verification).await?;
     }
     Ok(verification)
+}
+
+/// KV operations an admin request has made before the verification starts.
+const REQUEST_OVERHEAD_OPS: u32 = 4;
+/// Values compared in one key in this many when a sample is asked for and the number of
+/// keys is not known yet (the backfill counts them).
+const DEFAULT_SAMPLE_RATE: u64 = 10;
+
+/// What an admin asked to verify: every value, or a sample of about `keys` values
+/// (`None`: one in [`DEFAULT_SAMPLE_RATE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    Full,
+    Sample { keys: Option<u64> },
+}
+
+/// Starts or continues a verification within one invocation's budget. A clean full one
+/// that proves the new store caught up after writes skipped it clears
+/// `new_store_diverged` (through the phase record's writer).
+pub async fn run_requested<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+    requested: Requested,
+    restart: bool,
+    who: &str,
+    settle_ms: u64,
+    now_ms: u64,
+) -> Result<Verification, Error> {
+    let (mode, rate) = match requested {
+        Requested::Full => (Mode::Full, 1),
+        Requested::Sample { keys } => {
+            let total = backfill::load_checkpoint(&stores.new).await?.total;
+            let rate = match keys {
+                Some(n) if total > 0 => total.div_ceil(n).max(1),
+                _ => DEFAULT_SAMPLE_RATE,
+            };
+            (Mode::Sample, rate)
+        }
+    };
+    let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);
+    let verification = run(
+        &metered(stores, &budget),
+        &budget,
+        mode,
+        rate,
+        restart,
+        now_ms,
+    )
+    .await?;
+    if current.state.new_store_diverged
+        && proves_new_store_caught_up(&verification, current, settle_ms)
+    {
+        phase_record::clear_new_store_divergence(&stores.new, &current.state, who, now_ms).await?;
+    }
+    Ok(verification)
+}
+
+/// A clean full verification shows that the new store caught up after writes skipped
+/// it — if it started once every isolate writes the new store again: in phase 1 or
+/// later, a cache lifetime after the phase changed.
+fn proves_new_store_caught_up(
+    verification: &Verification,
+    current: &CurrentPhase,
+    settle_ms: u64,
+) -> bool {
+    verification.clean()
+        && verification.mode == Mode::Full
+        && current.phase.verification_can_clear_new_store_divergence()
+        && verification.started_at >= current.state.changed_at + settle_ms
 }

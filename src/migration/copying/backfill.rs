@@ -17,10 +17,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::error::Error;
 use crate::migration::copying::copy::{self, CopyCounts, Direction};
 use crate::migration::keys;
+use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::gates::{self, GateSettings};
+use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::stored::{self, Listing};
-use crate::store::budget::Budget;
+use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
 
 /// How long a run may hold the lease; cron fires every minute.
@@ -425,4 +429,105 @@ pub async fn reset<S: KvStore>(new_store: &S) -> StoreResult<()> {
         .delete(keys::checkpoint(Direction::Forward))
         .await?;
     new_store.delete(keys::lease(Direction::Forward)).await
+}
+
+/// Why a backfill batch may not run now, if it may not (docs/design.md §8): only in
+/// phases 1 to 3 ([`Phase::backfill_allowed`]), not while the old store is behind the new
+/// one (copying old to new could carry back a value those writes replaced), and not
+/// while isolates may still run the previous phase (a copy could be outdated by a
+/// phase-0 write nothing notices).
+pub fn may_run(current: &CurrentPhase, settle_ms: u64, now_ms: u64) -> Result<(), Error> {
+    let phase = current.phase;
+    if !phase.backfill_allowed() {
+        return Err(Error::BackfillNotAllowed(format!(
+            "backfill batches run in phases 1 to 3; the phase is {}",
+            phase.number()
+        )));
+    }
+    if current.state.old_store_diverged {
+        return Err(Error::BackfillNotAllowed(
+            "writes since phase 4 reached only the new store; the reverse sync must finish before the backfill may run again".to_owned(),
+        ));
+    }
+    let unsettled_ms = gates::unsettled_ms(&current.state, settle_ms, now_ms);
+    if unsettled_ms > 0 {
+        return Err(Error::BackfillNotAllowed(format!(
+            "the phase changed moments ago; isolates may run the previous phase for {unsettled_ms} ms more"
+        )));
+    }
+    Ok(())
+}
+
+/// KV operations an admin request has made before its batch starts (the phase may have
+/// been read); the batch's budget is what is left of the invocation's.
+const REQUEST_OVERHEAD_OPS: u32 = 4;
+
+/// A batch run on an admin's request, and where the backfill stands after it.
+pub struct Batch {
+    pub report: RunReport,
+    pub checkpoint: Checkpoint,
+}
+
+/// Runs one batch now, if [`may_run`] allows, and audits it unless it was a dry run.
+pub async fn run_batch<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+    settings: GateSettings,
+    options: RunOptions,
+    who: &str,
+    now_ms: u64,
+) -> Result<Batch, Error> {
+    may_run(current, settings.settle_ms, now_ms)?;
+    let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);
+    let options = RunOptions {
+        pass_delay_ms: settings.pass_delay_ms,
+        ..options
+    };
+    let report = run(&metered(stores, &budget), &budget, options, now_ms).await?;
+    if !options.dry_run && report.ran {
+        let detail = format!(
+            "scanned {}, copied {}",
+            report.counts.scanned, report.counts.copied
+        );
+        let entry = AuditEntry::action(who, "backfill_batch", now_ms, Some(detail));
+        audit::append(&stores.new, &entry).await?;
+    }
+    let checkpoint = load_checkpoint(&stores.new).await?;
+    Ok(Batch { report, checkpoint })
+}
+
+/// What an admin may do to the backfill besides running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Pause,
+    Resume,
+    Reset,
+}
+
+impl Control {
+    fn audit_name(self) -> &'static str {
+        match self {
+            Control::Pause => "backfill_pause",
+            Control::Resume => "backfill_resume",
+            Control::Reset => "backfill_reset",
+        }
+    }
+}
+
+/// Pauses, resumes or resets the backfill, audited first; returns where it stands.
+pub async fn control<S: KvStore>(
+    new_store: &S,
+    action: Control,
+    who: &str,
+    now_ms: u64,
+) -> Result<Checkpoint, Error> {
+    let entry = AuditEntry::action(who, action.audit_name(), now_ms, None);
+    audit::append(new_store, &entry).await?;
+    match action {
+        Control::Pause | Control::Resume => {
+            set_paused(new_store, action == Control::Pause).await?;
+        }
+        Control::Reset => reset(new_store).await?,
+    }
+    Ok(load_checkpoint(new_store).await?)
 }

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
-use crate::migration::state::gates::{unmet_gates, GateFacts, UnmetGate};
+use crate::migration::state::gates::{self, unmet_gates, GateFacts, GateSettings, UnmetGate};
 use crate::migration::stored::{self, Listing};
 use crate::phase::{Move, Phase};
-use crate::store::{KvStore, StoreName};
+use crate::store::{KvStore, StoreName, Stores};
 
 /// The stored phase record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,4 +240,17 @@ pub async fn change<S: KvStore>(
         to,
         forced_gates: gates,
     })
+}
+
+/// An admin's move: the gates judged on facts gathered now, then [`change`].
+pub async fn move_phase<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+    request: PhaseChangeRequest,
+    who: &str,
+    settings: GateSettings,
+    now_ms: u64,
+) -> Result<PhaseChangeOutcome, Error> {
+    let facts = gates::gather(stores, current, settings, now_ms).await?;
+    change(&stores.new, current, request, who, &facts.gates, now_ms).await
 }

@@ -1,0 +1,66 @@
+//! Where the migration stands, for `GET /admin/migrate/status`: the gates' facts and the
+//! gates of the next move each way, fallback hits, the verification under way and recent
+//! audit entries. Reads only; its cost is bounded by [`gates::STATUS_LIST_PAGES`].
+
+use crate::migration::checking::verify::{self, Verification};
+use crate::migration::keys::{self, FALLBACK_PREFIX};
+use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::gates::{self, Facts, GateSettings, UnmetGate};
+use crate::migration::state::phase_record::CurrentPhase;
+use crate::migration::{sample_keys, KeySample};
+use crate::phase::Phase;
+use crate::store::{KvStore, StoreResult, Stores};
+
+/// Audit entries a status shows.
+const RECENT_AUDIT_ENTRIES: u32 = 50;
+
+/// A move one step up or down and the gates it would fail now.
+pub struct NextMove {
+    pub to: Phase,
+    pub unmet: Vec<UnmetGate>,
+}
+
+pub struct Status {
+    pub facts: Facts,
+    pub forward: Option<NextMove>,
+    pub back: Option<NextMove>,
+    /// Every key read from the old store since the hits were last cleared.
+    pub fallback_hits: KeySample,
+    pub verification: Option<Verification>,
+    pub recent_audit: Vec<AuditEntry>,
+}
+
+pub async fn gather<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+    settings: GateSettings,
+    now_ms: u64,
+) -> StoreResult<Status> {
+    let facts = gates::gather(stores, current, settings, now_ms).await?;
+    let fallback_hits = sample_keys(
+        &stores.new,
+        FALLBACK_PREFIX,
+        gates::STATUS_LIST_PAGES,
+        gates::STATUS_SAMPLE_KEYS,
+        |_| true,
+    )
+    .await?;
+    let recent_audit = audit::recent(&stores.new, RECENT_AUDIT_ENTRIES).await?;
+    let verification = verify::load(&stores.new, keys::VERIFICATION).await?;
+    let next_move = |to: Option<Phase>| {
+        to.map(|to| NextMove {
+            to,
+            unmet: gates::unmet_gates(&current.state, current.phase, to, &facts.gates),
+        })
+    };
+    let forward = next_move(current.phase.next());
+    let back = next_move(current.phase.previous());
+    Ok(Status {
+        facts,
+        forward,
+        back,
+        fallback_hits,
+        verification,
+        recent_audit,
+    })
+}

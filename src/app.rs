@@ -4,9 +4,9 @@
 use serde_json::json;
 
 use crate::auth::{authenticate, Caller};
-use crate::dataplane::DataPlane;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
+use crate::migration::dataplane::DataPlane;
 use crate::migration::state::gates::GateSettings;
 use crate::migration::state::phase_cache::{self, PhaseCache};
 use crate::migration::state::phase_record::CurrentPhase;

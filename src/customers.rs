@@ -5,9 +5,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::dataplane::{Change, DataPlane, Found};
-use crate::domain::{customer_key, email_key, CustomerId, CustomerRecord, Email};
+use crate::domain::{customer_key, email_key, mapping_target, CustomerId, CustomerRecord, Email};
 use crate::error::{Error, Input};
+use crate::migration::dataplane::{Change, DataPlane, Found};
 use crate::store::{KvStore, StoreName, StoredValue};
 use crate::time::{parse_rfc3339_ms, rfc3339};
 
@@ -149,7 +149,6 @@ pub async fn update<S: KvStore>(
             if mapping_points_to(plane, old, id).await? {
                 cleanup.push(Change::Remove {
                     key: email_key(&old.hash()),
-                    tombstone: false,
                 });
             }
         }
@@ -173,16 +172,12 @@ pub async fn delete<S: KvStore>(plane: &DataPlane<'_, S>, id: &CustomerId) -> Re
     let email = CustomerRecord::from_stored(&found.value.bytes)
         .ok()
         .and_then(|r| r.email());
-    let removal = [Change::Remove {
-        key,
-        tombstone: true,
-    }];
+    let removal = [Change::Remove { key }];
     let mut cleanup = Vec::new();
     if let Some(email) = email {
         if mapping_points_to(plane, &email, id).await? {
             cleanup.push(Change::Remove {
                 key: email_key(&email.hash()),
-                tombstone: false,
             });
         }
     }
@@ -264,8 +259,7 @@ async fn mapped_id<S: KvStore>(
             None => return Ok(None),
         },
     };
-    let text = String::from_utf8_lossy(&value.bytes);
-    Ok(CustomerId::parse(text.trim()).ok())
+    Ok(mapping_target(&value.bytes))
 }
 
 async fn mapping_points_to<S: KvStore>(

@@ -9,7 +9,6 @@
 pub mod app;
 pub mod auth;
 pub mod customers;
-pub mod dataplane;
 pub mod domain;
 pub mod error;
 pub mod http;

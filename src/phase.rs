@@ -147,14 +147,6 @@ impl Phase {
         self.falls_back() && !self.writes_to(StoreName::Old)
     }
 
-    /// Whether a delete leaves a tombstone in the new store rather than removing the key.
-    /// From phase 1 on the new store may be read (now or after a move) while the old store
-    /// still holds the record, so a plain delete there could be undone by a fallback read
-    /// or the backfill; a tombstone also lets a rollback carry the delete back.
-    pub fn tombstones_deletes(self) -> bool {
-        self.writes_to(StoreName::New)
-    }
-
     /// Whether this phase or an adjacent one (which isolates that have not yet seen a
     /// phase change may still be in) reads `store` first.
     pub fn read_first_nearby(self, store: StoreName) -> bool {
@@ -324,7 +316,7 @@ mod tests {
     #[test]
     fn named_questions_match_the_table() {
         type Question = fn(Phase) -> bool;
-        let table: [(&str, Question, [bool; 6]); 10] = [
+        let table: [(&str, Question, [bool; 6]); 9] = [
             (
                 "writes_both",
                 Phase::writes_both,
@@ -369,11 +361,6 @@ mod tests {
                 "is_verification_period",
                 Phase::is_verification_period,
                 [false, false, false, false, true, false],
-            ),
-            (
-                "tombstones_deletes",
-                Phase::tombstones_deletes,
-                [false, true, true, true, true, true],
             ),
         ];
         for (name, question, expected) in table {

@@ -8,5 +8,8 @@ mod record;
 
 pub use customer_id::CustomerId;
 pub use email::{Email, EmailHash};
-pub use keys::{customer_key, email_key, is_migrated_key, CUSTOMER_PREFIX, EMAIL_PREFIX};
+pub use keys::{
+    customer_key, email_key, is_customer_key, is_migrated_key, mapping_target, CUSTOMER_PREFIX,
+    EMAIL_PREFIX,
+};
 pub use record::{CustomerRecord, RecordError, Tombstone};

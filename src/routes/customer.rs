@@ -5,10 +5,10 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{Caller, Role, OWNER_PROTECTED_FIELDS};
 use crate::customers::{self, Loaded};
-use crate::dataplane::DataPlane;
 use crate::domain::{CustomerId, Email};
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
+use crate::migration::dataplane::DataPlane;
 use crate::store::KvStore;
 
 fn parse_id(raw: &str) -> Result<CustomerId, ApiError> {

@@ -13,11 +13,12 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::{Change, DataPlane};
 use crate::domain::{
-    customer_key, email_key, CustomerId, CustomerRecord, Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX,
+    customer_key, email_key, mapping_target, CustomerId, CustomerRecord, Tombstone,
+    CUSTOMER_PREFIX, EMAIL_PREFIX,
 };
 use crate::error::Error;
+use crate::migration::dataplane::{Change, DataPlane};
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::phase_record::CurrentPhase;
@@ -173,44 +174,8 @@ async fn advance<S: KvStore>(
     Ok(())
 }
 
-/// Values of `keys` by the phase's read order: the first store, then the old one for
-/// what it lacks. Tombstones count as absent.
-async fn read_many<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    keys: &[String],
-) -> StoreResult<Vec<Option<StoredValue>>> {
-    let reads = plane.phase.routing().reads;
-    let mut values = plane.stores.get(reads[0]).get_many(keys).await?;
-    if let Some(&fallback) = reads.get(1) {
-        let missing: Vec<String> = keys
-            .iter()
-            .zip(&values)
-            .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
-        if !missing.is_empty() {
-            let mut found: HashMap<String, Option<StoredValue>> = missing
-                .iter()
-                .cloned()
-                .zip(plane.stores.get(fallback).get_many(&missing).await?)
-                .collect();
-            for (key, value) in keys.iter().zip(values.iter_mut()) {
-                if value.is_none() {
-                    *value = found.remove(key).flatten();
-                }
-            }
-        }
-    }
-    Ok(values
-        .into_iter()
-        .map(|v| v.filter(|v| !Tombstone::is_tombstone(&v.bytes)))
-        .collect())
-}
-
 fn mapped_id(value: &Option<StoredValue>) -> Option<CustomerId> {
-    value
-        .as_ref()
-        .and_then(|v| CustomerId::parse(String::from_utf8_lossy(&v.bytes).trim()).ok())
+    value.as_ref().and_then(|v| mapping_target(&v.bytes))
 }
 
 async fn audit_records<S: KvStore>(
@@ -239,7 +204,7 @@ async fn audit_records<S: KvStore>(
         }
     }
     let mapping_keys: Vec<String> = holders.iter().map(|(_, k)| k.clone()).collect();
-    let mappings = read_many(plane, &mapping_keys).await?;
+    let mappings = plane.read_many(&mapping_keys).await?;
     // Customers the mappings point to instead, to tell a rival claim from a stale one.
     let rivals: Vec<String> = holders
         .iter()
@@ -253,7 +218,7 @@ async fn audit_records<S: KvStore>(
     let rival_records: HashMap<String, Option<StoredValue>> = rivals
         .iter()
         .cloned()
-        .zip(read_many(plane, &rivals).await?)
+        .zip(plane.read_many(&rivals).await?)
         .collect();
 
     let mut changes = Vec::new();
@@ -310,7 +275,7 @@ async fn audit_mappings<S: KvStore>(
     audit: &mut EmailAudit,
     names: &[String],
 ) -> Result<(), Error> {
-    let values = read_many(plane, names).await?;
+    let values = plane.read_many(names).await?;
     let targets: Vec<(String, CustomerId)> = names
         .iter()
         .zip(&values)
@@ -318,7 +283,7 @@ async fn audit_mappings<S: KvStore>(
         .collect();
     audit.mappings_scanned += names.len() as u64;
     let record_keys: Vec<String> = targets.iter().map(|(_, id)| customer_key(id)).collect();
-    let records = read_many(plane, &record_keys).await?;
+    let records = plane.read_many(&record_keys).await?;
     // The mapping each target's current email should be under, to see it is in place.
     let mut own_keys = Vec::new();
     let mut candidates = Vec::new();
@@ -340,7 +305,7 @@ async fn audit_mappings<S: KvStore>(
             candidates.push((key.clone(), id.clone()));
         }
     }
-    let own_mappings = read_many(plane, &own_keys).await?;
+    let own_mappings = plane.read_many(&own_keys).await?;
     let mut changes = Vec::new();
     for ((key, id), own) in candidates.into_iter().zip(own_mappings) {
         // Only once the customer is found by its own mapping is this one safe to drop; a
@@ -349,10 +314,7 @@ async fn audit_mappings<S: KvStore>(
         if own_target.as_ref() == Some(&id) || (audit.dry_run && own_target.is_none()) {
             audit.rekeyed += 1;
             sample(&mut audit.rekeyed_samples, format!("{key} -> {id}"));
-            changes.push(Change::Remove {
-                key,
-                tombstone: false,
-            });
+            changes.push(Change::Remove { key });
         }
     }
     if !audit.dry_run && !changes.is_empty() {

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{CustomerRecord, Tombstone, CUSTOMER_PREFIX};
 use crate::migration::healing::read_repair;
+use crate::migration::key_state;
 use crate::store::{KvStore, ListedKey, PutOptions, StoreName, StoreResult, StoredValue, Stores};
-use crate::time::{parse_rfc3339_ms, rfc3339};
+use crate::time::parse_rfc3339_ms;
 
 /// Which way data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,16 +251,15 @@ async fn write_copies<S: KvStore>(
     counts: &mut CopyCounts,
 ) -> StoreResult<u64> {
     let target = stores.get(direction.target());
-    let writes = to_write.iter().map(|(listed, value)| {
-        if Tombstone::is_tombstone(&value.bytes) && direction == Direction::Reverse {
-            futures::future::Either::Left(target.delete(&listed.name))
-        } else {
-            let options = PutOptions {
-                expiration: listed.expiration,
-                metadata: value.metadata.clone(),
-            };
-            futures::future::Either::Right(target.put(&listed.name, &value.bytes, options))
-        }
+    // A tombstone in the source (reverse only) deletes the key from the old store.
+    let states: Vec<Option<StoredValue>> = to_write
+        .iter()
+        .map(|(listed, value)| {
+            key_state::matching(direction.target(), &listed.name, Some(value), now_ms)
+        })
+        .collect();
+    let writes = to_write.iter().zip(&states).map(|((listed, _), state)| {
+        key_state::write(target, &listed.name, state.as_ref(), listed.expiration)
     });
     let results = join_all(writes).await;
     let mut copied = 0;
@@ -321,7 +321,8 @@ async fn recheck<S: KvStore>(
     Ok(corrected)
 }
 
-/// Makes the target hold what the source now holds for `key`.
+/// Makes the target hold what the source now holds for `key`. A writer changed it: its
+/// value carries no expiration (API writes have none).
 async fn match_source<S: KvStore>(
     stores: &Stores<S>,
     direction: Direction,
@@ -329,38 +330,9 @@ async fn match_source<S: KvStore>(
     current: Option<&StoredValue>,
     now_ms: u64,
 ) -> StoreResult<()> {
-    let target = stores.get(direction.target());
-    match (current, direction) {
-        (Some(value), Direction::Reverse) if Tombstone::is_tombstone(&value.bytes) => {
-            target.delete(key).await
-        }
-        // A writer changed it: its value carries no expiration (API writes have none).
-        (Some(value), _) => {
-            let options = PutOptions {
-                expiration: None,
-                metadata: value.metadata.clone(),
-            };
-            target.put(key, &value.bytes, options).await
-        }
-        (None, Direction::Forward) => remove_copy(&stores.new, key, now_ms).await,
-        (None, Direction::Reverse) => target.delete(key).await,
-    }
-}
-
-/// Undoes a copy into the new store whose source was deleted: a customer keeps a
-/// tombstone, so that the deletion holds whichever store is read.
-async fn remove_copy<S: KvStore>(new_store: &S, key: &str, now_ms: u64) -> StoreResult<()> {
-    if key.starts_with(CUSTOMER_PREFIX) {
-        new_store
-            .put(
-                key,
-                &Tombstone::bytes(&rfc3339(now_ms)),
-                PutOptions::default(),
-            )
-            .await
-    } else {
-        new_store.delete(key).await
-    }
+    let target = direction.target();
+    let state = key_state::matching(target, key, current, now_ms);
+    key_state::write(stores.get(target), key, state.as_ref(), None).await
 }
 
 /// Read-repair: copies a key the old store just served (and the new store lacked) into

@@ -22,13 +22,12 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Tombstone, CUSTOMER_PREFIX};
+use crate::migration::key_state;
 use crate::migration::keys;
 use crate::migration::stored::{self, Listing};
 use crate::phase::Phase;
 use crate::store::budget::{Budget, BOOKKEEPING_RESERVE};
-use crate::store::{KvStore, ListedKey, PutOptions, StoreResult, StoredValue, Stores};
-use crate::time::rfc3339;
+use crate::store::{KvStore, ListedKey, StoreName, StoreResult, StoredValue, Stores};
 
 /// Entries listed per run; how many are checked is bounded by the run's budget.
 pub const ENTRIES_PER_RUN: u32 = 1_000;
@@ -115,7 +114,7 @@ pub fn check(
     new: Option<&StoredValue>,
     may_correct: bool,
 ) -> Check {
-    if !copied.contains(&digest(new)) || agree(old, new) {
+    if !copied.contains(&digest(new)) || key_state::agree(old, new) {
         return Check::Settled;
     }
     if may_correct {
@@ -123,13 +122,6 @@ pub fn check(
     } else {
         Check::Defer
     }
-}
-
-/// The stores agree when they hold the same bytes and metadata, or the old store lacks
-/// a key the new store holds a tombstone for.
-fn agree(old: Option<&StoredValue>, new: Option<&StoredValue>) -> bool {
-    let live = |v: Option<&StoredValue>| v.filter(|v| !Tombstone::is_tombstone(&v.bytes)).cloned();
-    live(old) == live(new)
 }
 
 /// Whether the old store may be copied from: every writer writes it, and it is not the
@@ -239,15 +231,7 @@ pub async fn correct<S: KvStore>(
     due_ms: u64,
     now_ms: u64,
 ) -> StoreResult<()> {
-    let target = match state {
-        Some(value) => Some(value),
-        // A customer keeps a tombstone, so the deletion holds whichever store is read.
-        None if key.starts_with(CUSTOMER_PREFIX) => Some(StoredValue {
-            bytes: Tombstone::bytes(&rfc3339(now_ms)),
-            metadata: None,
-        }),
-        None => None,
-    };
+    let target = key_state::matching(StoreName::New, key, state.as_ref(), now_ms);
     expect(
         &stores.new,
         key,
@@ -255,21 +239,13 @@ pub async fn correct<S: KvStore>(
         due_ms,
     )
     .await?;
-    match target {
-        Some(value) => {
-            let options = PutOptions {
-                expiration: None,
-                metadata: value.metadata.clone(),
-            };
-            stores.new.put(key, &value.bytes, options).await
-        }
-        None => stores.new.delete(key).await,
-    }
+    key_state::write(&stores.new, key, target.as_ref(), None).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Tombstone;
     use serde_json::json;
 
     fn value(bytes: &str) -> StoredValue {

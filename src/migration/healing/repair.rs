@@ -18,13 +18,13 @@
 
 use serde::Serialize;
 
-use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::domain::EMAIL_PREFIX;
 use crate::migration::copying::copy::record_newer_than_tombstone;
 use crate::migration::healing::journal::{self, JournalEntry};
+use crate::migration::key_state;
 use crate::migration::keys;
 use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
-use crate::time::rfc3339;
 
 /// Entries repaired per run: about seven KV operations each, well inside the 1,000
 /// operations one invocation may make.
@@ -137,7 +137,7 @@ async fn repair_key<S: KvStore>(
     let in_target = stores.get(target_name).get(key).await?;
     // Stores that already agree need no write — and a blind write here could land after
     // a request's write to the target and hide it.
-    if same_state(seen.as_ref(), in_target.as_ref()) {
+    if key_state::agree(seen.as_ref(), in_target.as_ref()) {
         return Ok(Repaired::Agreed);
     }
     // A create over a deleted customer writes the old store first: a record there newer
@@ -192,16 +192,7 @@ async fn repair_mapping<S: KvStore>(stores: &Stores<S>, key: &str) -> StoreResul
     Ok(Repaired::Written)
 }
 
-/// Whether two stores hold the same state of a key: the same bytes, or both nothing
-/// (a tombstone counts as nothing).
-fn same_state(a: Option<&StoredValue>, b: Option<&StoredValue>) -> bool {
-    let live = |v: Option<&StoredValue>| {
-        v.filter(|v| !Tombstone::is_tombstone(&v.bytes))
-            .map(|v| v.bytes.clone())
-    };
-    live(a) == live(b)
-}
-
+/// Makes the lagging store match the source's state (see [`key_state::matching`]).
 async fn copy_state<S: KvStore>(
     target: &S,
     key: &str,
@@ -209,25 +200,6 @@ async fn copy_state<S: KvStore>(
     target_name: StoreName,
     now_ms: u64,
 ) -> StoreResult<()> {
-    let deleted = state.is_none_or(|v| Tombstone::is_tombstone(&v.bytes));
-    match (deleted, state) {
-        (false, Some(value)) => {
-            let options = PutOptions {
-                expiration: None,
-                metadata: value.metadata.clone(),
-            };
-            target.put(key, &value.bytes, options).await
-        }
-        // The new store keeps a tombstone for a deleted record so the old copy cannot return.
-        _ if target_name == StoreName::New && key.starts_with(CUSTOMER_PREFIX) => {
-            target
-                .put(
-                    key,
-                    &Tombstone::bytes(&rfc3339(now_ms)),
-                    PutOptions::default(),
-                )
-                .await
-        }
-        _ => target.delete(key).await,
-    }
+    let state = key_state::matching(target_name, key, state, now_ms);
+    key_state::write(target, key, state.as_ref(), None).await
 }

@@ -3,6 +3,7 @@
 //! second write fails.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use serde_json::Value;
 
@@ -10,9 +11,9 @@ use crate::domain::Tombstone;
 use crate::error::Error;
 use crate::migration::copying::copy;
 use crate::migration::healing::{fallback, journal};
+use crate::migration::key_state;
 use crate::phase::Phase;
 use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
-use crate::time::rfc3339;
 
 /// A value found by the read path, and which store served it.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,9 +30,9 @@ pub enum Change {
         bytes: Vec<u8>,
         metadata: Option<Value>,
     },
-    /// Removes a key; with `tombstone`, the new store keeps a tombstone instead where
-    /// the phase asks for one (customer records, never email mappings).
-    Remove { key: String, tombstone: bool },
+    /// Removes a key: a customer record keeps a tombstone in the new store
+    /// (see [`key_state::removed`]).
+    Remove { key: String },
 }
 
 impl Change {
@@ -120,6 +121,37 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             return Ok(Some(Found { value, store }));
         }
         Ok(None)
+    }
+
+    /// Values of `keys` (at most [`crate::store::MAX_BULK_KEYS`]) in the phase's read
+    /// order: a bulk read of the first store, then one of the fallback store for what it
+    /// lacks. A tombstone counts as absent. No fallback hit is recorded: only for
+    /// background checks, not for the reads of the API.
+    pub async fn read_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>> {
+        let first = self.stores.get(self.phase.primary_read_store());
+        let mut values = first.get_many(keys).await?;
+        if let Some(fallback) = self.phase.fallback_store() {
+            let missing: Vec<String> = keys
+                .iter()
+                .zip(&values)
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !missing.is_empty() {
+                let found = self.stores.get(fallback).get_many(&missing).await?;
+                let mut found: HashMap<String, Option<StoredValue>> =
+                    missing.into_iter().zip(found).collect();
+                for (key, value) in keys.iter().zip(values.iter_mut()) {
+                    if value.is_none() {
+                        *value = found.remove(key).flatten();
+                    }
+                }
+            }
+        }
+        Ok(values
+            .into_iter()
+            .map(|v| v.filter(|v| !Tombstone::is_tombstone(&v.bytes)))
+            .collect())
     }
 
     /// Reads `key` from the store the phase does not read, if there is one. Only for
@@ -272,20 +304,15 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
                 };
                 kv.put(key, bytes, options).await
             }
-            Change::Remove { key, tombstone } => {
+            Change::Remove { key } => {
                 // The `mutant-no-tombstone` build deletes instead, to show the simulation
                 // notices a deleted customer coming back from the old store.
-                let keep_tombstone = !cfg!(feature = "mutant-no-tombstone");
-                if keep_tombstone
-                    && *tombstone
-                    && store == StoreName::New
-                    && self.phase.tombstones_deletes()
-                {
-                    let marker = Tombstone::bytes(&rfc3339(self.now_ms));
-                    kv.put(key, &marker, PutOptions::default()).await
+                let state = if cfg!(feature = "mutant-no-tombstone") {
+                    None
                 } else {
-                    kv.delete(key).await
-                }
+                    key_state::removed(store, key, self.now_ms)
+                };
+                key_state::write(kv, key, state.as_ref(), None).await
             }
         }
     }

@@ -1,4 +1,9 @@
 //! The worker's entry points: convert between the runtime and the pure request pipeline.
+//!
+//! Panics: `worker` 0.8.7 installs a panic hook when the module starts (its `init`, a
+//! `wasm_bindgen(start)` function) that logs "Rust panic: <message>" with
+//! `console.error` and re-instantiates the module after an abort, so this crate adds
+//! none of its own.
 
 mod kv;
 
@@ -10,7 +15,7 @@ use worker::{
 };
 
 use crate::app::{self, App, Config};
-use crate::http::{query_of, ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
+use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::migration::cron;
 use crate::migration::state::phase_cache::PhaseCache;
 use crate::store::Stores;
@@ -48,7 +53,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Ok(config) => config,
         Err(problem) => {
             console_error!("configuration error: {problem}");
-            return to_response(&ApiResponse::error(&crate::http::ApiError::internal(
+            return to_response(&ApiResponse::error(&ApiError::internal(
                 "the worker is misconfigured",
             )));
         }
@@ -57,7 +62,16 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Ok(request) => request,
         Err(response) => return to_response(&response),
     };
-    let stores = stores(&env)?;
+    let stores = match stores(&env) {
+        Ok(stores) => stores,
+        Err(problem) => {
+            // A binding name is configuration, not private data.
+            console_error!("configuration error: {problem}");
+            return to_response(&ApiResponse::error(&ApiError::internal(
+                "the worker is misconfigured",
+            )));
+        }
+    };
     let cache = PHASE_CACHE.with(Rc::clone);
     let app = App {
         stores: &stores,
@@ -101,7 +115,10 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             "cron: {}",
             serde_json::to_string(&report).unwrap_or_default()
         ),
-        Err(err) => console_error!("cron failed: {} {}", err.code, err.message),
+        Err(err) => {
+            let err = ApiError::from(err);
+            console_error!("cron failed: {} {}", err.code, err.message)
+        }
     }
 }
 
@@ -122,7 +139,7 @@ async fn read_request(req: &mut Request) -> std::result::Result<ApiRequest, ApiR
     // wasm) out of the build.
     let url = req.inner().url();
     let body = req.bytes().await.map_err(|_| {
-        ApiResponse::error(&crate::http::ApiError::bad_request(
+        ApiResponse::error(&ApiError::bad_request(
             "invalid_body",
             "the body could not be read",
         ))

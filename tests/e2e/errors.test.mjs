@@ -364,3 +364,17 @@ describe("corrupt stored data", () => {
     assertStatus(await h.request("GET", "/health"), 200, "health");
   });
 });
+
+describe("configuration", () => {
+  test("a missing KV binding: 500 internal_error in the JSON shape, naming no secret", async () => {
+    const broken = await startWorker({ kvNamespaces: ["OTP_AUTH_KV"] });
+    try {
+      const res = await broken.request("GET", "/customer/me", { token: broken.serviceToken });
+      assertError(res, 500, "internal_error");
+      assert.equal(res.json.error.message, "the worker is misconfigured");
+      assert.equal(res.headers.get("content-type"), "application/json");
+    } finally {
+      await broken.stop();
+    }
+  });
+});

@@ -53,7 +53,7 @@ export const PHASE_KEY = "__migration/phase";
  *   h.reset()                 empties both stores (the phase falls back to DEFAULT_PHASE)
  *   h.stop()
  */
-export async function startWorker({ bindings = {} } = {}) {
+export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV", "CUSTOMER_KV"] } = {}) {
   if (!existsSync(SHIM)) throw new Error(BUILD_MISSING);
   const mf = new Miniflare({
     modules: true,
@@ -63,7 +63,7 @@ export async function startWorker({ bindings = {} } = {}) {
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
     compatibilityDate: "2025-01-01",
-    kvNamespaces: ["OTP_AUTH_KV", "CUSTOMER_KV"],
+    kvNamespaces,
     // A free loopback port, so a separate process (the command-line client) can reach it.
     port: 0,
     bindings: {
@@ -77,8 +77,9 @@ export async function startWorker({ bindings = {} } = {}) {
     },
   });
   const url = String(await mf.ready).replace(/\/$/, "");
-  const oldKv = await mf.getKVNamespace("OTP_AUTH_KV");
-  const newKv = await mf.getKVNamespace("CUSTOMER_KV");
+  const namespace = (name) => (kvNamespaces.includes(name) ? mf.getKVNamespace(name) : undefined);
+  const oldKv = await namespace("OTP_AUTH_KV");
+  const newKv = await namespace("CUSTOMER_KV");
 
   const token = (options = {}) =>
     mintToken({ secret: JWT_SECRET, sub: "e2e-admin", role: "admin", ...options });

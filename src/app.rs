@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::auth::{authenticate, Caller};
+use crate::auth::authenticate;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::migration::dataplane::DataPlane;
@@ -11,7 +11,7 @@ use crate::migration::state::gates::GateSettings;
 use crate::migration::state::phase_cache::{self, PhaseCache};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::phase::Phase;
-use crate::routes::{admin, backfill, backup, customer, emails, rollback, route, verify, Route};
+use crate::routes::{dispatch, route, Ctx, Route};
 use crate::store::{KvStore, Stores};
 
 /// Settings read from the worker's environment (`wrangler.toml` vars and secrets).
@@ -177,117 +177,18 @@ async fn serve<S: KvStore>(
         DataPlane::new(app.stores, current.phase, app.now_ms)
     }
     .with_old_store_catching_up(current.state.old_store_diverged);
-    let result = dispatch(app, &plane, &current, &caller, route, request).await;
+    let ctx = Ctx {
+        stores: app.stores,
+        plane: &plane,
+        config: app.config,
+        cache: app.phase_cache,
+        current: &current,
+        caller: &caller,
+        now_ms: app.now_ms,
+    };
+    let result = dispatch(&ctx, route, request).await;
     warnings.extend(plane.warnings.take());
     result.map_err(ApiResponse::from)
-}
-
-async fn dispatch<S: KvStore>(
-    app: &App<'_, S>,
-    plane: &DataPlane<'_, S>,
-    current: &CurrentPhase,
-    caller: &Caller,
-    route: Route,
-    request: &ApiRequest,
-) -> Result<ApiResponse, ApiError> {
-    match route {
-        Route::Health => unreachable_health(),
-        Route::Me => customer::me(plane, caller).await,
-        Route::GetCustomer(id) => customer::get(plane, caller, &id).await,
-        Route::ByEmail(email) => customer::by_email(plane, caller, &email).await,
-        Route::Create => customer::create(plane, caller, request).await,
-        Route::Ensure => customer::ensure(plane, caller, request).await,
-        Route::UpdateCustomer(id) => customer::update(plane, caller, &id, request).await,
-        Route::DeleteCustomer(id) => customer::delete(plane, caller, &id).await,
-        Route::MigrationStatus => {
-            caller.require_admin()?;
-            admin::status(app.stores, current, app.config.gate_settings(), app.now_ms).await
-        }
-        Route::ChangePhase => {
-            caller.require_admin()?;
-            admin::change_phase(
-                app.stores,
-                app.phase_cache,
-                current,
-                caller,
-                request,
-                app.config.gate_settings(),
-                app.now_ms,
-            )
-            .await
-        }
-        Route::Repair => {
-            caller.require_admin()?;
-            admin::repair(
-                app.stores,
-                current,
-                app.config.gate_settings(),
-                caller,
-                app.now_ms,
-            )
-            .await
-        }
-        Route::Backfill => {
-            caller.require_admin()?;
-            backfill::run_batch(
-                app.stores,
-                current,
-                app.config.gate_settings(),
-                caller,
-                request,
-                app.now_ms,
-            )
-            .await
-        }
-        Route::Emails => {
-            caller.require_admin()?;
-            emails::run(app.stores, current, caller, request, app.now_ms).await
-        }
-        Route::Verify => {
-            caller.require_admin()?;
-            verify::run(
-                app.stores,
-                current,
-                caller,
-                request,
-                app.config.settle_ms(),
-                app.now_ms,
-            )
-            .await
-        }
-        Route::Rollback => {
-            caller.require_admin()?;
-            let ctx = crate::migration::state::rollback::Context {
-                stores: app.stores,
-                default_phase: app.config.default_phase,
-                settings: app.config.gate_settings(),
-                who: &caller.subject,
-                now_ms: app.now_ms,
-            };
-            rollback::run(&ctx, app.phase_cache, current, request).await
-        }
-        Route::Audit => {
-            caller.require_admin()?;
-            admin::audit_log(app.stores, request).await
-        }
-        Route::Export => {
-            caller.require_admin()?;
-            backup::export(app.stores, request).await
-        }
-        Route::Import => {
-            caller.require_admin()?;
-            backup::import(app.stores, caller, request, app.now_ms).await
-        }
-        Route::BackfillControl(action) => {
-            caller.require_admin()?;
-            backfill::control(app.stores, caller, action, app.now_ms).await
-        }
-    }
-}
-
-/// `/health` is answered before authentication and never reaches dispatch.
-fn unreachable_health() -> Result<ApiResponse, ApiError> {
-    Err(ApiError::internal("health is served before dispatch"))
 }
 
 async fn current_phase<S: KvStore>(app: &App<'_, S>) -> Result<CurrentPhase, ApiError> {

@@ -64,6 +64,14 @@ impl ApiRequest {
     }
 
     /// The body as a JSON object; an absent body counts as `{}`.
+    /// The body as a typed request (an empty body reads as `{}`): 400 `invalid_json`
+    /// when it is not JSON, `invalid_body` when it does not fit `T`.
+    pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let object = self.json_object()?;
+        serde_json::from_value(Value::Object(object))
+            .map_err(|e| ApiError::invalid_body(format!("the body does not fit: {e}")))
+    }
+
     pub fn json_object(&self) -> Result<serde_json::Map<String, Value>, ApiError> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(serde_json::Map::new());

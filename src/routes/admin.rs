@@ -1,37 +1,30 @@
-//! The `/admin/migrate` handlers for what the migration is doing and for its phase.
+//! The `/admin/migrate` handlers for what the migration is doing, its phase, its audit
+//! log and the repair now.
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
-use crate::auth::Caller;
-use crate::http::ApiError;
-use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::copying::backfill::Checkpoint;
+use super::{bodies, render, Ctx};
+use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::cron;
-use crate::migration::state::audit::{self};
-use crate::migration::state::gates::{Facts, GateSettings};
-use crate::migration::state::phase_cache::PhaseCache;
-use crate::migration::state::phase_record::{self, CurrentPhase, PhaseChangeRequest, PhaseSource};
+use crate::migration::state::audit;
+use crate::migration::state::phase_record;
 use crate::migration::status::{self, NextMove};
-use crate::phase::Phase;
-use crate::routes::verify::report_json;
-use crate::store::{KvStore, Stores};
+use crate::store::KvStore;
 
-const MAX_REASON_CHARS: usize = 1_000;
+/// Entries per audit page unless `limit` says otherwise.
+const AUDIT_PAGE: u32 = 50;
 
-pub async fn status<S: KvStore>(
-    stores: &Stores<S>,
-    current: &CurrentPhase,
-    settings: GateSettings,
-    now_ms: u64,
-) -> Result<ApiResponse, ApiError> {
-    let status = status::gather(stores, current, settings, now_ms).await?;
+/// `GET /admin/migrate/status`.
+pub async fn status<S: KvStore>(ctx: &Ctx<'_, S>) -> Result<ApiResponse, ApiError> {
+    let (current, settings) = (ctx.current, ctx.config.gate_settings());
+    let status = status::gather(ctx.stores, current, settings, ctx.now_ms).await?;
     let facts = &status.facts;
     let history: Vec<_> = status
         .recent_audit
         .iter()
         .filter(|e| e.action == "phase_change" || e.action == "rollback")
         .collect();
-    let mut phase = phase_json(current);
+    let mut phase = render::phase(current);
     phase["unsettledMs"] = json!(facts.gates.unsettled_ms);
     let next_move = |m: &Option<NextMove>| {
         m.as_ref()
@@ -41,12 +34,12 @@ pub async fn status<S: KvStore>(
         "phase": phase,
         "gates": { "forward": next_move(&status.forward), "back": next_move(&status.back) },
         "history": history,
-        "backfill": backfill_json(&facts.checkpoint),
-        "reverseSync": reverse_sync_json(current, facts),
-        "verificationPeriod": verification_period_json(current, settings, facts),
+        "backfill": render::backfill(&facts.checkpoint),
+        "reverseSync": render::reverse_sync(current, facts),
+        "verificationPeriod": render::verification_period(current, settings, facts),
         "verification": {
-            "current": status.verification.as_ref().map(report_json),
-            "lastFull": facts.last_full.as_ref().map(report_json),
+            "current": status.verification.as_ref().map(render::verification),
+            "lastFull": facts.last_full.as_ref().map(render::verification),
         },
         "fallbackHits": status.fallback_hits,
         "repairJournal": facts.journal,
@@ -57,74 +50,23 @@ pub async fn status<S: KvStore>(
     })))
 }
 
-/// The reverse sync: needed while the old store lacks writes made since phase 4.
-pub fn reverse_sync_json(current: &CurrentPhase, facts: &Facts) -> Value {
-    let mut progress = backfill_json(&facts.reverse_sync);
-    progress["needed"] = json!(current.state.old_store_diverged);
-    progress["vouches"] = json!(facts.gates.reverse_sync_complete);
-    progress
-}
-
-fn verification_period_json(
-    current: &CurrentPhase,
-    settings: GateSettings,
-    facts: &Facts,
-) -> Value {
-    if !current.phase.is_verification_period() {
-        return Value::Null;
-    }
-    json!({
-        "startedAt": current.state.changed_at,
-        "periodMs": settings.verification_period_ms,
-        "leftMs": facts.gates.verification_period_left_ms,
-        "fallbackHits": facts.fallback_in_phase_4,
-    })
-}
-
-pub fn backfill_json(checkpoint: &Checkpoint) -> Value {
-    json!({
-        "stage": checkpoint.stage,
-        "complete": checkpoint.complete(),
-        "paused": checkpoint.paused,
-        "total": checkpoint.total,
-        "counts": checkpoint.counts,
-        "percent": (checkpoint.percent() * 10.0).round() / 10.0,
-        "etaMs": checkpoint.eta_ms(),
-        "startedAt": checkpoint.started_at,
-        "updatedAt": checkpoint.updated_at,
-        "completedAt": checkpoint.completed_at,
-        "runs": checkpoint.runs,
-        "pass": checkpoint.pass.max(1),
-        "passStartsAt": checkpoint.pass_not_before,
-        "unsettledCopies": checkpoint.unsettled_copies(),
-    })
-}
-
-pub fn phase_json(current: &CurrentPhase) -> Value {
-    json!({
-        "current": current.phase.number(),
-        "name": current.phase.name(),
-        "source": match current.source { PhaseSource::Stored => "stored", PhaseSource::Default => "default" },
-        "changedAt": current.state.changed_at,
-        "changedBy": current.state.changed_by,
-    })
-}
-
+/// `POST /admin/migrate/phase {phase, force?, reason?}`.
 pub async fn change_phase<S: KvStore>(
-    stores: &Stores<S>,
-    cache: &PhaseCache,
-    current: &CurrentPhase,
-    caller: &Caller,
+    ctx: &Ctx<'_, S>,
     request: &ApiRequest,
-    settings: GateSettings,
-    now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
-    let change = parse_phase_change(request.json_object()?, "phase")?;
-    let outcome =
-        phase_record::move_phase(stores, current, change, &caller.subject, settings, now_ms)
-            .await?;
+    let change = request.json_body::<bodies::PhaseMove>()?.into_request()?;
+    let outcome = phase_record::move_phase(
+        ctx.stores,
+        ctx.current,
+        change,
+        &ctx.caller.subject,
+        ctx.config.gate_settings(),
+        ctx.now_ms,
+    )
+    .await?;
     // This isolate sees its own change at once; others within the cache lifetime.
-    cache.invalidate();
+    ctx.cache.invalidate();
     Ok(ApiResponse::ok(json!({
         "phase": outcome.to.number(),
         "name": outcome.to.name(),
@@ -135,12 +77,9 @@ pub async fn change_phase<S: KvStore>(
     })))
 }
 
-/// Entries per audit page unless `limit` says otherwise.
-const AUDIT_PAGE: u32 = 50;
-
 /// `GET /admin/migrate/audit?limit=&cursor=`: admin actions, newest first, paged.
 pub async fn audit_log<S: KvStore>(
-    stores: &Stores<S>,
+    ctx: &Ctx<'_, S>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let limit = match request.query_param("limit")? {
@@ -152,7 +91,7 @@ pub async fn audit_log<S: KvStore>(
             .ok_or_else(|| ApiError::bad_request("invalid_query", "limit must be 1 to 1000"))?,
     };
     let cursor = request.query_param("cursor")?.filter(|c| !c.is_empty());
-    let page = audit::page(&stores.new, limit, cursor.as_deref()).await?;
+    let page = audit::page(&ctx.stores.new, limit, cursor.as_deref()).await?;
     Ok(ApiResponse::ok(json!({
         "entries": page.entries,
         "cursor": page.cursor,
@@ -160,62 +99,18 @@ pub async fn audit_log<S: KvStore>(
     })))
 }
 
-/// Drains the repair journal and checks the due read-repair copies now (the cron does
-/// both every minute).
-pub async fn repair<S: KvStore>(
-    stores: &Stores<S>,
-    current: &CurrentPhase,
-    settings: GateSettings,
-    caller: &Caller,
-    now_ms: u64,
-) -> Result<ApiResponse, ApiError> {
-    let (report, settle) = cron::repair_now(
-        stores,
-        current,
-        settings.pass_delay_ms,
-        &caller.subject,
-        now_ms,
+/// `POST /admin/migrate/repair`: drains the repair journal and checks the due
+/// read-repair copies now (the cron does both every minute).
+pub async fn repair<S: KvStore>(ctx: &Ctx<'_, S>) -> Result<ApiResponse, ApiError> {
+    let (report, checks) = cron::repair_now(
+        ctx.stores,
+        ctx.current,
+        ctx.config.pass_delay_ms(),
+        &ctx.caller.subject,
+        ctx.now_ms,
     )
     .await?;
     Ok(ApiResponse::ok(
-        json!({ "repair": report, "settle": settle }),
+        json!({ "repair": report, "settle": checks }),
     ))
-}
-
-/// A move to the phase in `field`, with the optional `force` and `reason`.
-pub fn parse_phase_change(
-    body: Map<String, Value>,
-    field: &str,
-) -> Result<PhaseChangeRequest, ApiError> {
-    let to = body
-        .get(field)
-        .and_then(Value::as_u64)
-        .and_then(Phase::from_number)
-        .ok_or_else(|| ApiError::invalid_body(format!("{field} must be an integer from 0 to 5")))?;
-    let force = optional_bool(&body, "force")?;
-    let reason = match body.get("reason") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(r)) if r.chars().count() <= MAX_REASON_CHARS => Some(r.clone()),
-        Some(Value::String(_)) => {
-            return Err(ApiError::invalid_body(format!(
-                "reason is longer than {MAX_REASON_CHARS} characters"
-            )))
-        }
-        Some(_) => return Err(ApiError::invalid_body("reason must be a string")),
-    };
-    Ok(PhaseChangeRequest {
-        to,
-        force,
-        reason,
-        rollback: false,
-    })
-}
-
-/// A boolean field that defaults to false.
-pub fn optional_bool(body: &Map<String, Value>, field: &str) -> Result<bool, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(ApiError::invalid_body(format!("{field} must be a boolean"))),
-    }
 }

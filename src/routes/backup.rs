@@ -3,11 +3,10 @@
 
 use serde_json::json;
 
-use crate::auth::Caller;
-use crate::http::ApiError;
-use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::backup::{self};
-use crate::store::{KvStore, StoreName, Stores};
+use super::Ctx;
+use crate::http::{ApiError, ApiRequest, ApiResponse};
+use crate::migration::backup;
+use crate::store::{KvStore, StoreName};
 
 /// Keys per export page: one list and ten bulk reads, far inside the operation cap.
 const EXPORT_PAGE: u32 = 1_000;
@@ -23,10 +22,10 @@ fn store_param(request: &ApiRequest) -> Result<StoreName, ApiError> {
 /// One page of keys under `prefix` (all keys by default; the migration's own state only
 /// when the prefix asks for it), with the next cursor in `X-Export-Cursor`.
 pub async fn export<S: KvStore>(
-    stores: &Stores<S>,
+    ctx: &Ctx<'_, S>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    let store = stores.get(store_param(request)?);
+    let store = ctx.stores.get(store_param(request)?);
     let prefix = request.query_param("prefix")?.unwrap_or_default();
     let cursor = request.query_param("cursor")?.filter(|c| !c.is_empty());
     let limit = match request.query_param("limit")? {
@@ -52,10 +51,8 @@ pub async fn export<S: KvStore>(
 /// every line with `mode=overwrite`. The body is checked whole before anything is
 /// written.
 pub async fn import<S: KvStore>(
-    stores: &Stores<S>,
-    caller: &Caller,
+    ctx: &Ctx<'_, S>,
     request: &ApiRequest,
-    now_ms: u64,
 ) -> Result<ApiResponse, ApiError> {
     let store_name = store_param(request)?;
     let overwrite = match request.query_param("mode")?.as_deref() {
@@ -75,12 +72,12 @@ pub async fn import<S: KvStore>(
         )));
     }
     let imported = backup::import(
-        stores,
+        ctx.stores,
         store_name,
         lines,
         overwrite,
-        &caller.subject,
-        now_ms,
+        &ctx.caller.subject,
+        ctx.now_ms,
     )
     .await?;
     Ok(ApiResponse::ok(json!({

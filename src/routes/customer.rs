@@ -3,12 +3,12 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::auth::{Caller, Role, OWNER_PROTECTED_FIELDS};
+use super::Ctx;
+use crate::auth::{Role, OWNER_PROTECTED_FIELDS};
 use crate::customers::{self, Loaded};
 use crate::domain::{CustomerId, Email};
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::migration::dataplane::DataPlane;
 use crate::store::KvStore;
 
 fn parse_id(raw: &str) -> Result<CustomerId, ApiError> {
@@ -19,36 +19,29 @@ fn record_response(status: u16, loaded: &Loaded) -> ApiResponse {
     ApiResponse::json(status, loaded.record.to_json())
 }
 
-pub async fn me<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    caller: &Caller,
-) -> Result<ApiResponse, ApiError> {
+pub async fn me<S: KvStore>(ctx: &Ctx<'_, S>) -> Result<ApiResponse, ApiError> {
     // A service or admin token's subject need not be a customer id.
-    let id = CustomerId::parse(&caller.subject)
-        .map_err(|_| ApiError::customer_not_found(&caller.subject))?;
-    Ok(record_response(200, &customers::get(plane, &id).await?))
+    let id = CustomerId::parse(&ctx.caller.subject)
+        .map_err(|_| ApiError::customer_not_found(&ctx.caller.subject))?;
+    Ok(record_response(200, &customers::get(ctx.plane, &id).await?))
 }
 
-pub async fn get<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    caller: &Caller,
-    raw_id: &str,
-) -> Result<ApiResponse, ApiError> {
+pub async fn get<S: KvStore>(ctx: &Ctx<'_, S>, raw_id: &str) -> Result<ApiResponse, ApiError> {
     let id = parse_id(raw_id)?;
-    caller.require_owner_or_privileged(&id)?;
-    Ok(record_response(200, &customers::get(plane, &id).await?))
+    ctx.caller.require_owner_or_privileged(&id)?;
+    Ok(record_response(200, &customers::get(ctx.plane, &id).await?))
 }
 
 pub async fn by_email<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    caller: &Caller,
+    ctx: &Ctx<'_, S>,
     raw_email: &str,
 ) -> Result<ApiResponse, ApiError> {
     let email = Email::parse(raw_email).map_err(|m| ApiError::bad_request("invalid_email", m))?;
-    let loaded = customers::get_by_email(plane, &email).await?;
+    let loaded = customers::get_by_email(ctx.plane, &email).await?;
     // Answer 404, not 403, to a customer asking for another's email: the difference
     // would tell them which addresses have accounts.
-    if caller
+    if ctx
+        .caller
         .require_owner_or_privileged(loaded.record.id())
         .is_err()
     {
@@ -62,52 +55,48 @@ pub async fn by_email<S: KvStore>(
 }
 
 pub async fn create<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    caller: &Caller,
+    ctx: &Ctx<'_, S>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require_privileged()?;
+    ctx.caller.require_privileged()?;
     let body = request.json_object()?;
-    Ok(record_response(201, &customers::create(plane, body).await?))
+    Ok(record_response(
+        201,
+        &customers::create(ctx.plane, body).await?,
+    ))
 }
 
 pub async fn ensure<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    caller: &Caller,
+    ctx: &Ctx<'_, S>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require_privileged()?;
+    ctx.caller.require_privileged()?;
     let body = request.json_object()?;
-    let (loaded, created) = customers::ensure(plane, body).await?;
+    let (loaded, created) = customers::ensure(ctx.plane, body).await?;
     Ok(record_response(if created { 201 } else { 200 }, &loaded))
 }
 
 pub async fn update<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    caller: &Caller,
+    ctx: &Ctx<'_, S>,
     raw_id: &str,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let id = parse_id(raw_id)?;
-    caller.require_owner_or_privileged(&id)?;
+    ctx.caller.require_owner_or_privileged(&id)?;
     let patch = request.json_object()?;
-    if caller.role == Role::Customer {
+    if ctx.caller.role == Role::Customer {
         refuse_protected_fields(&patch)?;
     }
     Ok(record_response(
         200,
-        &customers::update(plane, &id, patch).await?,
+        &customers::update(ctx.plane, &id, patch).await?,
     ))
 }
 
-pub async fn delete<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    caller: &Caller,
-    raw_id: &str,
-) -> Result<ApiResponse, ApiError> {
+pub async fn delete<S: KvStore>(ctx: &Ctx<'_, S>, raw_id: &str) -> Result<ApiResponse, ApiError> {
     let id = parse_id(raw_id)?;
-    caller.require_privileged()?;
-    customers::delete(plane, &id).await?;
+    ctx.caller.require_privileged()?;
+    customers::delete(ctx.plane, &id).await?;
     Ok(ApiResponse::ok(
         json!({ "deleted": true, "customerId": id.as_str() }),
     ))

@@ -1,18 +1,39 @@
-//! Which handler a method and path go to. Paths are matched segment by segment after
-//! percent-decoding; a known path with the wrong method is a 405 naming the right ones.
+//! The HTTP edge: which handler a method and path go to, and the handlers, each of which
+//! parses its input, calls one core function and renders the result. Paths are matched
+//! segment by segment after percent-decoding; a known path with the wrong method is a
+//! 405 naming the right ones.
 
 pub mod admin;
 pub mod backfill;
 pub mod backup;
+mod bodies;
 pub mod customer;
 pub mod emails;
+mod render;
 pub mod rollback;
 pub mod verify;
 
 use percent_encoding::percent_decode_str;
 
-use crate::http::ApiError;
-use crate::http::Method;
+use crate::app::Config;
+use crate::auth::Caller;
+use crate::http::{ApiError, ApiRequest, ApiResponse, Method};
+use crate::migration::dataplane::DataPlane;
+use crate::migration::state::phase_cache::PhaseCache;
+use crate::migration::state::phase_record::CurrentPhase;
+use crate::store::{KvStore, Stores};
+
+/// What a handler may use: one authenticated request in the phase it is served in.
+pub struct Ctx<'a, S> {
+    pub stores: &'a Stores<S>,
+    /// The stores as the phase routes them, for the customer API.
+    pub plane: &'a DataPlane<'a, S>,
+    pub config: &'a Config,
+    pub cache: &'a PhaseCache,
+    pub current: &'a CurrentPhase,
+    pub caller: &'a Caller,
+    pub now_ms: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -35,6 +56,56 @@ pub enum Route {
     Audit,
     Export,
     Import,
+}
+
+impl Route {
+    /// Whether only an admin may take this route: every `/admin/migrate` route.
+    pub fn requires_admin(&self) -> bool {
+        !matches!(
+            self,
+            Route::Health
+                | Route::Me
+                | Route::Create
+                | Route::Ensure
+                | Route::ByEmail(_)
+                | Route::GetCustomer(_)
+                | Route::UpdateCustomer(_)
+                | Route::DeleteCustomer(_)
+        )
+    }
+}
+
+/// Calls the route's handler; `/health` is answered before authentication and never
+/// comes here.
+pub async fn dispatch<S: KvStore>(
+    ctx: &Ctx<'_, S>,
+    route: Route,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    if route.requires_admin() {
+        ctx.caller.require_admin()?;
+    }
+    match route {
+        Route::Health => Err(ApiError::internal("health is served before dispatch")),
+        Route::Me => customer::me(ctx).await,
+        Route::GetCustomer(id) => customer::get(ctx, &id).await,
+        Route::ByEmail(email) => customer::by_email(ctx, &email).await,
+        Route::Create => customer::create(ctx, request).await,
+        Route::Ensure => customer::ensure(ctx, request).await,
+        Route::UpdateCustomer(id) => customer::update(ctx, &id, request).await,
+        Route::DeleteCustomer(id) => customer::delete(ctx, &id).await,
+        Route::MigrationStatus => admin::status(ctx).await,
+        Route::ChangePhase => admin::change_phase(ctx, request).await,
+        Route::Repair => admin::repair(ctx).await,
+        Route::Audit => admin::audit_log(ctx, request).await,
+        Route::Backfill => backfill::run_batch(ctx, request).await,
+        Route::BackfillControl(action) => backfill::control(ctx, action).await,
+        Route::Emails => emails::run(ctx, request).await,
+        Route::Verify => verify::run(ctx, request).await,
+        Route::Rollback => rollback::run(ctx, request).await,
+        Route::Export => backup::export(ctx, request).await,
+        Route::Import => backup::import(ctx, request).await,
+    }
 }
 
 /// A request no route takes: the error, and for a 405 the methods the path accepts.
@@ -143,6 +214,38 @@ mod tests {
             route(&Method::Delete, "/customer/c1/"),
             Ok(Route::DeleteCustomer("c1".into()))
         );
+    }
+
+    #[test]
+    fn every_admin_route_and_only_those_requires_an_admin() {
+        let cases = [
+            ("GET", "/customer/me"),
+            ("GET", "/customer/c1"),
+            ("POST", "/customer"),
+            ("POST", "/customer/ensure"),
+            ("GET", "/customer/by-email/a%40b.io"),
+            ("PATCH", "/customer/c1"),
+            ("DELETE", "/customer/c1"),
+            ("GET", "/admin/migrate/status"),
+            ("POST", "/admin/migrate/phase"),
+            ("POST", "/admin/migrate/repair"),
+            ("POST", "/admin/migrate/rollback"),
+            ("GET", "/admin/migrate/audit"),
+            ("GET", "/admin/migrate/export"),
+            ("POST", "/admin/migrate/import"),
+            ("POST", "/admin/migrate/emails"),
+            ("POST", "/admin/migrate/verify"),
+            ("POST", "/admin/migrate/backfill"),
+            ("POST", "/admin/migrate/backfill/pause"),
+        ];
+        for (method, path) in cases {
+            let route = route(&Method::parse(method), path).unwrap();
+            assert_eq!(
+                route.requires_admin(),
+                path.starts_with("/admin/"),
+                "{path}"
+            );
+        }
     }
 
     #[test]

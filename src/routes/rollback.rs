@@ -5,23 +5,27 @@
 
 use serde_json::json;
 
-use super::admin::{self, parse_phase_change};
+use super::{bodies, render as shared, Ctx};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
-use crate::migration::state::phase_cache::PhaseCache;
 use crate::migration::state::rollback::{self, Progress};
 use crate::store::KvStore;
 
 pub async fn run<S: KvStore>(
-    ctx: &rollback::Context<'_, S>,
-    cache: &PhaseCache,
-    current: &crate::migration::state::phase_record::CurrentPhase,
+    ctx: &Ctx<'_, S>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    let change = parse_phase_change(request.json_object()?, "toPhase")?;
-    let progress = rollback::advance(ctx, current, change).await?;
+    let change = request.json_body::<bodies::Rollback>()?.into_request()?;
+    let rollback = rollback::Context {
+        stores: ctx.stores,
+        default_phase: ctx.config.default_phase,
+        settings: ctx.config.gate_settings(),
+        who: &ctx.caller.subject,
+        now_ms: ctx.now_ms,
+    };
+    let progress = rollback::advance(&rollback, ctx.current, change).await?;
     if progress.moved() {
         // This isolate sees its own moves at once; others within the cache lifetime.
-        cache.invalidate();
+        ctx.cache.invalidate();
     }
     Ok(render(&progress))
 }
@@ -34,7 +38,7 @@ fn render(progress: &Progress) -> ApiResponse {
         "steps": progress.steps,
     });
     if let Some(facts) = &progress.facts {
-        body["reverseSync"] = admin::reverse_sync_json(&progress.current, facts);
+        body["reverseSync"] = shared::reverse_sync(&progress.current, facts);
     }
     let Some(next) = &progress.next else {
         return ApiResponse::ok(json!({ "rollback": body }));

@@ -1,0 +1,186 @@
+//! The bodies of the admin requests, as typed input: unknown fields are refused, every
+//! optional field may be absent or `null`, and ranges are checked here, at the edge.
+
+use serde::Deserialize;
+
+use crate::http::ApiError;
+use crate::migration::checking::verify::Requested;
+use crate::migration::copying::backfill::RunOptions;
+use crate::migration::state::phase_record::PhaseChangeRequest;
+use crate::phase::Phase;
+
+const MAX_REASON_CHARS: usize = 1_000;
+const MAX_RECORDS_LIMIT: u64 = 1_000_000;
+
+/// `POST /admin/migrate/phase`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PhaseMove {
+    phase: i64,
+    force: Option<bool>,
+    reason: Option<String>,
+}
+
+impl PhaseMove {
+    pub fn into_request(self) -> Result<PhaseChangeRequest, ApiError> {
+        change_request("phase", self.phase, self.force, self.reason, false)
+    }
+}
+
+/// `POST /admin/migrate/rollback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rollback {
+    to_phase: i64,
+    force: Option<bool>,
+    reason: Option<String>,
+}
+
+impl Rollback {
+    pub fn into_request(self) -> Result<PhaseChangeRequest, ApiError> {
+        change_request("toPhase", self.to_phase, self.force, self.reason, true)
+    }
+}
+
+fn change_request(
+    field: &str,
+    phase: i64,
+    force: Option<bool>,
+    reason: Option<String>,
+    rollback: bool,
+) -> Result<PhaseChangeRequest, ApiError> {
+    let to = u64::try_from(phase)
+        .ok()
+        .and_then(Phase::from_number)
+        .ok_or_else(|| ApiError::invalid_body(format!("{field} must be an integer from 0 to 5")))?;
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
+    {
+        return Err(ApiError::invalid_body(format!(
+            "reason is longer than {MAX_REASON_CHARS} characters"
+        )));
+    }
+    Ok(PhaseChangeRequest {
+        to,
+        force: force.unwrap_or(false),
+        reason,
+        rollback,
+    })
+}
+
+/// `POST /admin/migrate/backfill`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackfillBatch {
+    dry_run: Option<bool>,
+    max_records: Option<u64>,
+}
+
+impl BackfillBatch {
+    pub fn into_options(self) -> Result<RunOptions, ApiError> {
+        if self
+            .max_records
+            .is_some_and(|n| !(1..=MAX_RECORDS_LIMIT).contains(&n))
+        {
+            return Err(ApiError::invalid_body(format!(
+                "maxRecords must be an integer from 1 to {MAX_RECORDS_LIMIT}"
+            )));
+        }
+        Ok(RunOptions {
+            dry_run: self.dry_run.unwrap_or(false),
+            max_records: self.max_records,
+            ..RunOptions::default()
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum VerifyMode {
+    Full,
+    Sample,
+}
+
+/// `POST /admin/migrate/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Verify {
+    mode: Option<VerifyMode>,
+    sample: Option<u64>,
+    restart: Option<bool>,
+}
+
+impl Verify {
+    /// What to verify, and whether to start over.
+    pub fn into_request(self) -> Result<(Requested, bool), ApiError> {
+        let requested = match self.mode.unwrap_or(VerifyMode::Full) {
+            VerifyMode::Full => Requested::Full,
+            VerifyMode::Sample => {
+                if self.sample == Some(0) {
+                    return Err(ApiError::invalid_body(
+                        "sample must be a positive integer (keys to compare)",
+                    ));
+                }
+                Requested::Sample { keys: self.sample }
+            }
+        };
+        Ok((requested, self.restart.unwrap_or(false)))
+    }
+}
+
+/// `POST /admin/migrate/emails`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EmailAudit {
+    dry_run: Option<bool>,
+    restart: Option<bool>,
+}
+
+impl EmailAudit {
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+
+    pub fn restart(&self) -> bool {
+        self.restart.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_phase_move_is_checked_at_the_edge() {
+        let ok: PhaseMove = parse(json!({ "phase": 2, "force": null, "reason": null })).unwrap();
+        assert_eq!(ok.into_request().unwrap().to, Phase::ReadNew);
+        for phase in [6, -1] {
+            let body: PhaseMove = parse(json!({ "phase": phase })).unwrap();
+            assert!(body.into_request().is_err(), "{phase}");
+        }
+        assert!(parse::<PhaseMove>(json!({ "phase": "2" })).is_err());
+        assert!(parse::<PhaseMove>(json!({})).is_err());
+        assert!(parse::<PhaseMove>(json!({ "phase": 1, "frobnicate": true })).is_err());
+        let long: PhaseMove = parse(json!({ "phase": 1, "reason": "x".repeat(1_001) })).unwrap();
+        assert!(long.into_request().is_err());
+    }
+
+    #[test]
+    fn batch_and_verification_bodies_keep_their_ranges() {
+        let zero: BackfillBatch = parse(json!({ "maxRecords": 0 })).unwrap();
+        assert!(zero.into_options().is_err());
+        let none: BackfillBatch = parse(json!({ "maxRecords": null })).unwrap();
+        assert_eq!(none.into_options().unwrap().max_records, None);
+        let sample: Verify = parse(json!({ "mode": "sample", "sample": 0 })).unwrap();
+        assert!(sample.into_request().is_err());
+        assert!(parse::<Verify>(json!({ "mode": "quick" })).is_err());
+        let full: Verify = parse(json!({})).unwrap();
+        assert_eq!(full.into_request().unwrap(), (Requested::Full, false));
+    }
+}

@@ -54,12 +54,6 @@ impl Config {
         self.consistency_window_ms + self.request_margin_ms
     }
 
-    /// When a read-repair copy is checked again: once it is visible everywhere and any
-    /// request that raced it has finished (see `migration::healing::read_repair`).
-    pub fn read_repair_check_after_ms(&self) -> u64 {
-        self.pass_delay_ms()
-    }
-
     pub fn gate_settings(&self) -> GateSettings {
         GateSettings {
             settle_ms: self.settle_ms(),
@@ -171,7 +165,7 @@ async fn serve<S: KvStore>(
             app.stores,
             current.phase,
             app.now_ms,
-            app.config.read_repair_check_after_ms(),
+            app.config.pass_delay_ms(),
         )
     } else {
         DataPlane::new(app.stores, current.phase, app.now_ms)

@@ -269,7 +269,7 @@ impl Move {
 mod tests {
     use super::*;
 
-    /// The table of DESIGN §3, restated so a change to `routing` must be deliberate.
+    /// The table of docs/design.md §3, restated so a change to `routing` must be deliberate.
     #[test]
     fn routing_matches_the_design_table() {
         let expected: [(&[StoreName], &[StoreName]); 6] = [

@@ -1,4 +1,4 @@
-//! Where each customer operation lands in each phase (DESIGN §3), seen in both stores.
+//! Where each customer operation lands in each phase (docs/design.md §3), seen in both stores.
 
 mod common;
 

@@ -45,7 +45,7 @@ fn stale_read_repair(world: &World) {
         bytes: older,
         metadata: None,
     };
-    let check_after = world.config.read_repair_check_after_ms();
+    let check_after = world.config.pass_delay_ms();
     block_on(copy::repair_on_read(
         &world.stores,
         KEY,
@@ -82,7 +82,7 @@ fn a_fallback_read_leaves_a_check_for_its_copy() {
     let entry = &block_on(world.stores.new.list(SETTLE_PREFIX, None, 10))
         .unwrap()
         .keys[0];
-    let due = world.now_ms + world.config.read_repair_check_after_ms();
+    let due = world.now_ms + world.config.pass_delay_ms();
     assert_eq!(entry.name, format!("{SETTLE_PREFIX}{KEY}/{due}"));
 
     let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
@@ -108,7 +108,7 @@ fn a_copy_decided_on_a_stale_read_is_corrected_after_the_window_and_checked_agai
     );
     assert_eq!(world.new_value(KEY).unwrap()["name"], "older");
 
-    world.now_ms += world.config.read_repair_check_after_ms();
+    world.now_ms += world.config.pass_delay_ms();
     let due = world.run_cron();
     assert_eq!(due.settle.corrected, 1, "{:?}", due.settle);
     assert_eq!(world.new_value(KEY).unwrap()["name"], "newer");
@@ -118,7 +118,7 @@ fn a_copy_decided_on_a_stale_read_is_corrected_after_the_window_and_checked_agai
         "the correction is checked in turn"
     );
 
-    world.now_ms += world.config.read_repair_check_after_ms();
+    world.now_ms += world.config.pass_delay_ms();
     let again = world.run_cron();
     assert_eq!(again.settle.settled, 1, "{:?}", again.settle);
     assert_eq!(settle_entries(&world), 0);
@@ -136,7 +136,7 @@ fn a_copy_a_client_replaced_since_is_left_alone() {
     );
     assert_eq!(update.status, 200, "{}", update.body);
 
-    world.now_ms += world.config.read_repair_check_after_ms();
+    world.now_ms += world.config.pass_delay_ms();
     let report = world.run_cron();
     assert_eq!(report.settle.settled, 1, "{:?}", report.settle);
     assert_eq!(world.new_value(KEY).unwrap()["name"], "latest");
@@ -148,7 +148,7 @@ fn a_copy_of_a_customer_deleted_meanwhile_becomes_a_tombstone() {
     stale_read_repair(&world);
     world.stores.old.remove(KEY);
 
-    world.now_ms += world.config.read_repair_check_after_ms();
+    world.now_ms += world.config.pass_delay_ms();
     assert_eq!(world.run_cron().settle.corrected, 1);
     let read = world.send("GET", "/customer/c1", Some(&service()), None);
     assert_eq!(read.status, 404, "{}", read.body);
@@ -158,7 +158,7 @@ fn a_copy_of_a_customer_deleted_meanwhile_becomes_a_tombstone() {
 fn in_phase_4_the_old_store_is_no_source_and_the_check_waits() {
     let mut world = world(Phase::NewPrimary);
     stale_read_repair(&world);
-    world.now_ms += world.config.read_repair_check_after_ms();
+    world.now_ms += world.config.pass_delay_ms();
     let report = world.run_cron();
     assert_eq!(report.settle.deferred, 1, "{:?}", report.settle);
     assert_eq!(world.new_value(KEY).unwrap()["name"], "older");
@@ -187,11 +187,11 @@ fn reads_move_to_the_new_store_and_phase_4_only_once_copies_are_checked() {
             refused.body
         );
 
-        world.now_ms += world.config.read_repair_check_after_ms();
+        world.now_ms += world.config.pass_delay_ms();
         let repair = world.send("POST", "/admin/migrate/repair", Some(&admin()), None);
         assert_eq!(repair.status, 200, "{}", repair.body);
         assert_eq!(repair.body["settle"]["corrected"], 1, "{}", repair.body);
-        world.now_ms += world.config.read_repair_check_after_ms();
+        world.now_ms += world.config.pass_delay_ms();
         let repair = world.send("POST", "/admin/migrate/repair", Some(&admin()), None);
         assert_eq!(repair.body["settle"]["settled"], 1, "{}", repair.body);
         assert_eq!(settle_entries(&world), 0);
@@ -218,7 +218,7 @@ fn a_write_that_raced_the_copy_where_it_is_visible_is_corrected_at_once() {
         &world.stores,
         KEY,
         &served,
-        world.config.read_repair_check_after_ms(),
+        world.config.pass_delay_ms(),
         world.now_ms,
     ))
     .unwrap();

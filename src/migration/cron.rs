@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::migration::copying::backfill::{self, RunOptions, RunReport};
 use crate::migration::copying::reverse;
-use crate::migration::healing::read_repair::{self, SettleReport};
+use crate::migration::healing::read_repair::{self, CheckReport};
 use crate::migration::healing::repair::{self, RepairReport};
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::gates::{self, GateSettings};
@@ -22,7 +22,7 @@ use crate::store::{KvStore, StoreResult, Stores};
 pub struct CronReport {
     pub phase: u8,
     pub repair: RepairReport,
-    pub settle: SettleReport,
+    pub settle: CheckReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill: Option<RunReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,7 +42,7 @@ pub async fn run<S: KvStore>(
     // the freshest state.
     let current = phase_record::load(&stores.new, default_phase).await?;
     let (repair, settle) =
-        repair_and_settle(&stores, &budget, &current, timings.pass_delay_ms, now_ms).await?;
+        repair_and_check(&stores, &budget, &current, timings.pass_delay_ms, now_ms).await?;
     let mut backfill = None;
     let mut reverse_sync = None;
     // Not while isolates may still run the previous phase: after a rollback from phase 4
@@ -85,13 +85,13 @@ pub async fn run<S: KvStore>(
 /// Drains the repair journal, then checks as many due read-repair copies as `budget`
 /// affords (`stores` should be metered by it). Keys out of sync are a risk whichever
 /// store reads come from, so both run in every phase.
-pub async fn repair_and_settle<S: KvStore>(
+pub async fn repair_and_check<S: KvStore>(
     stores: &Stores<S>,
     budget: &Budget,
     current: &CurrentPhase,
     pass_delay_ms: u64,
     now_ms: u64,
-) -> StoreResult<(RepairReport, SettleReport)> {
+) -> StoreResult<(RepairReport, CheckReport)> {
     let repair = repair::drain(
         stores,
         current.phase,
@@ -119,11 +119,11 @@ pub async fn repair_now<S: KvStore>(
     pass_delay_ms: u64,
     who: &str,
     now_ms: u64,
-) -> Result<(RepairReport, SettleReport), Error> {
+) -> Result<(RepairReport, CheckReport), Error> {
     let budget = Budget::per_invocation(0);
     let metered = metered(stores, &budget);
     let (report, settle) =
-        repair_and_settle(&metered, &budget, current, pass_delay_ms, now_ms).await?;
+        repair_and_check(&metered, &budget, current, pass_delay_ms, now_ms).await?;
     let detail = format!(
         "repaired {} of {} journaled keys ({} settling); read-repair copies: {} settled, {} corrected, {} waiting",
         report.repaired, report.examined, report.settling, settle.settled, settle.corrected, settle.waiting

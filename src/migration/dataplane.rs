@@ -1,6 +1,6 @@
-//! Reads and writes routed by the current phase: the one place that decides which store
-//! a customer key is read from and written to, in which order, and what happens when the
-//! second write fails.
+//! Reads and writes routed by the current phase (docs/design.md §3, §4): the one place
+//! that decides which store a customer key is read from and written to, in which order,
+//! and what happens when the second write fails.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

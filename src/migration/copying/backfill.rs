@@ -1,18 +1,14 @@
-//! The background backfill: pages through the old store's two key families, copies what
-//! the new store lacks or holds older (see [`copy`]), and keeps a checkpoint in the new
-//! store after every chunk, so a run cut off anywhere loses nothing and the next resumes.
-//! The reverse sync after a rollback is the same engine run the other way
-//! ([`Direction::Reverse`]), with its own checkpoint.
-//! Copies are idempotent, so two overlapping runs do no harm (a lease makes them rare;
-//! counters may then count a chunk twice).
+//! The background backfill (docs/design.md §8): pages through the old store's two key
+//! families, copies what the new store lacks or holds older (see [`copy`]), and keeps a
+//! checkpoint in the new store after every chunk, so a run cut off anywhere loses nothing
+//! and the next resumes. The reverse sync after a rollback is the same engine run the
+//! other way ([`Direction::Reverse`]), with its own checkpoint. Copies are idempotent,
+//! so two overlapping runs do no harm (a lease makes them rare; counters may then count
+//! a chunk twice).
 //!
-//! KV reads are eventually consistent: for up to a minute a read may return a value
-//! another location already replaced, and a copy decided on such a read can overwrite a
-//! newer value (KV has no compare-and-swap to refuse it; the re-read after a copy can
-//! hit the same stale cache). So a pass that wrote anything is followed by another full
-//! pass once `RunOptions::pass_delay_ms` has passed since its last write; by then every
-//! read returns what was current after those writes, and the pass corrects what they
-//! got wrong. The run is complete only after a pass that wrote nothing.
+//! A pass that wrote anything is followed by another once its copies are visible
+//! everywhere (`RunOptions::pass_delay_ms`); the run is complete only after a pass that
+//! wrote nothing (§5).
 
 use serde::{Deserialize, Serialize};
 

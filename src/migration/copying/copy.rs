@@ -1,13 +1,9 @@
-//! The copy routine the backfill, read-repair and the reverse sync share: copy a key from
-//! the source store to the target only when the target lacks it or holds an older
-//! version, byte for byte with its metadata and expiration, then read the source again
-//! and correct the copy if the key changed or vanished meanwhile.
-//!
-//! Why the re-read suffices: every request that writes a key writes the source first
-//! (see `DataPlane`): forward, a key the new store lacks goes to the old store first;
-//! in reverse, while the old store catches up after a rollback, every write goes to the
-//! new store first. A write that a copy could have overwritten in the target therefore
-//! reached the source before the re-read.
+//! The copy routine the backfill, read-repair and the reverse sync share (docs/design.md
+//! §6): copy a key from the source store to the target only when the target lacks it or
+//! holds an older version, byte for byte with its metadata and expiration, then read the
+//! source again and correct the copy if the key changed or vanished meanwhile. The
+//! re-read suffices against a racing request because every request writes the source of
+//! such a copy first (§4).
 
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};

@@ -1,23 +1,10 @@
-//! Settling read-repair copies. A read-repair copies into the new store a value it read
-//! from the old store because the new store seemed to lack the key. Under KV's eventual
-//! consistency both reads may be up to a consistency window old: a client at another
-//! location may have written the key (old store first, then the new one) just before,
-//! and the copy then lands an older value over that write in the store reads try first.
-//! No re-read made right away can tell, since it may be just as stale.
-//!
-//! So each read-repair first leaves an entry naming the key and a digest of the value
-//! it is about to copy. Once the copy is visible everywhere (the pass delay after it),
-//! the entry is checked with reads that now see every write made before the copy:
-//! - the new store no longer holds the copy: a writer replaced it, and writers write
-//!   both stores, so there is nothing to settle;
-//! - the stores agree: the copy was right;
-//! - otherwise the copy was stale (or the old store changed since without the new one,
-//!   a write whose second half failed): the new store is made to hold what the old one
-//!   does. That correction was decided on reads too, so it is checked the same way.
-//!
-//! Corrections copy from the old store, so they are made only while every writer writes
-//! it (phases 1 to 3, with the old store not behind). A move that sends reads to the
-//! new store, or stops writing the old one, waits for the entries to settle.
+//! Checks of read-repair copies (docs/design.md §5). A read-repair copies into the new
+//! store a value the old store served; both reads may have been stale, so the copy may
+//! have landed an older value over a write made elsewhere. Each copy therefore first
+//! leaves an entry with a digest of what it copies, and the entry is checked once the
+//! copy is visible everywhere ([`check`]): settled if a writer replaced the copy or the
+//! stores agree, else corrected from the old store — only while every writer writes it
+//! ([`may_correct`]) — and the correction checked the same way.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -132,7 +119,7 @@ pub fn may_correct(phase: Phase, old_store_diverged: bool) -> bool {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SettleReport {
+pub struct CheckReport {
     pub examined: u32,
     pub settled: u32,
     pub corrected: u32,
@@ -148,7 +135,7 @@ pub struct SettleReport {
     pub more: bool,
 }
 
-impl SettleReport {
+impl CheckReport {
     fn waits(&mut self, wait_ms: u64) {
         self.waiting += 1;
         self.wait_ms = Some(self.wait_ms.map_or(wait_ms, |w| w.min(wait_ms)));
@@ -163,12 +150,12 @@ pub async fn drain<S: KvStore>(
     may_correct: bool,
     pass_delay_ms: u64,
     now_ms: u64,
-) -> StoreResult<SettleReport> {
+) -> StoreResult<CheckReport> {
     let page = stores
         .new
         .list(keys::READ_REPAIR_CHECK_PREFIX, None, ENTRIES_PER_RUN)
         .await?;
-    let mut report = SettleReport {
+    let mut report = CheckReport {
         more: !page.complete,
         ..Default::default()
     };

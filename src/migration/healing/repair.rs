@@ -1,20 +1,13 @@
-//! Draining the repair journal: each journaled key is out of sync between the stores.
-//! The repair makes the other store agree with the store the current phase's reads are
-//! served from for that key — the first store in read order that holds it — because that
-//! is what every acknowledged write reached, whatever phase the entry was written in.
+//! Draining the repair journal (docs/design.md §4): each journaled key is out of sync
+//! between the stores. The repair makes the other store agree with the store the current
+//! phase's reads are served from for that key — the first store in read order that
+//! holds it — because that is what every acknowledged write reached, whatever phase the
+//! entry was written in. Email mappings are the exception: see [`repair_mapping`].
 //!
-//! Email mappings are the exception: see [`repair_mapping`].
-//!
-//! A request may write the key while it is being repaired, so each copy is checked by
-//! reading the source again afterwards and redone if it changed: every request writes
-//! the store its read was served from first, so a write the copy could have overwritten
-//! reached the source before that re-read.
-//!
-//! KV reads are eventually consistent, though: the source read, and the re-read, may
-//! return a value another location already replaced. So an entry is repaired only once
-//! the writes of the request that failed are visible everywhere (`pass_delay_ms` after
-//! it was journaled), and a repair that wrote keeps its entry, to be checked again once
-//! its own write is; the entry goes only when such a check finds the stores agreeing.
+//! Each copy is followed by a re-read of its source and redone if the source changed
+//! (§6). Reads may be stale, so an entry is repaired only once the failed request's
+//! writes are visible everywhere, and one whose repair wrote stays until a later check
+//! finds the stores agreeing (§5).
 
 use serde::Serialize;
 

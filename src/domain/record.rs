@@ -139,8 +139,9 @@ impl Tombstone {
     const FIELD: &'static str = "__tombstone";
 
     pub fn bytes(deleted_at_rfc3339: &str) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({ Self::FIELD: { "deletedAt": deleted_at_rfc3339 } }))
-            .unwrap_or_default()
+        serde_json::json!({ Self::FIELD: { "deletedAt": deleted_at_rfc3339 } })
+            .to_string()
+            .into_bytes()
     }
 
     /// When the customer was deleted, in milliseconds, if the marker says.

@@ -64,14 +64,8 @@ pub async fn write<S: KvStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_value as value;
     use serde_json::json;
-
-    fn value(bytes: &str) -> StoredValue {
-        StoredValue {
-            bytes: bytes.as_bytes().to_vec(),
-            metadata: None,
-        }
-    }
 
     #[test]
     fn only_a_customer_in_the_new_store_keeps_a_tombstone() {

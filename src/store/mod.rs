@@ -45,6 +45,15 @@ pub struct StoredValue {
     pub metadata: Option<Value>,
 }
 
+/// A value of `text` without metadata, for unit tests.
+#[cfg(test)]
+pub fn test_value(text: &str) -> StoredValue {
+    StoredValue {
+        bytes: text.as_bytes().to_vec(),
+        metadata: None,
+    }
+}
+
 /// Options of a put. `expiration` is absolute, in seconds since the epoch, as KV takes it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PutOptions {

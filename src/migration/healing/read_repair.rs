@@ -233,14 +233,8 @@ pub async fn correct<S: KvStore>(
 mod tests {
     use super::*;
     use crate::domain::Tombstone;
+    use crate::store::test_value as value;
     use serde_json::json;
-
-    fn value(bytes: &str) -> StoredValue {
-        StoredValue {
-            bytes: bytes.as_bytes().to_vec(),
-            metadata: None,
-        }
-    }
 
     #[test]
     fn a_copy_a_writer_replaced_is_settled() {

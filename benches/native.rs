@@ -19,6 +19,7 @@ use customer_kv_migration::app::{handle, App};
 use customer_kv_migration::auth::authenticate;
 use customer_kv_migration::domain::CustomerRecord;
 use customer_kv_migration::http::{ApiRequest, Method};
+use customer_kv_migration::migration::state::coordinator::LocalRegister;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::routes::route;
 use customer_kv_migration::store::budget::PLATFORM_OPERATION_CAP;
@@ -139,8 +140,14 @@ fn logged_request(
             log: &log,
         },
     };
+    let register = LocalRegister {
+        new_store: &stores.new,
+        default_phase: world.config.default_phase,
+        cell: &world.register,
+    };
     let app = App {
         stores: &stores,
+        register: &register,
         config: &world.config,
         phase_cache: &world.cache,
         now_ms: world.now_ms,

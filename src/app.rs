@@ -7,6 +7,7 @@ use crate::auth::authenticate;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::migration::dataplane::DataPlane;
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::gates::GateSettings;
 use crate::migration::state::phase_cache::{self, PhaseCache};
 use crate::migration::state::phase_record::CurrentPhase;
@@ -109,8 +110,10 @@ impl Config {
 }
 
 /// What one request may use.
-pub struct App<'a, S> {
+pub struct App<'a, S, R> {
     pub stores: &'a Stores<S>,
+    /// Where the phase record is written: the coordinator (docs/design.md §11).
+    pub register: &'a R,
     pub config: &'a Config,
     pub phase_cache: &'a PhaseCache,
     pub now_ms: u64,
@@ -122,7 +125,10 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
-pub async fn handle<S: KvStore>(app: &App<'_, S>, request: &ApiRequest) -> Outcome {
+pub async fn handle<S: KvStore, R: PhaseRegister>(
+    app: &App<'_, S, R>,
+    request: &ApiRequest,
+) -> Outcome {
     let mut warnings = Vec::new();
     let response = match serve(app, request, &mut warnings).await {
         Ok(response) => response,
@@ -131,8 +137,8 @@ pub async fn handle<S: KvStore>(app: &App<'_, S>, request: &ApiRequest) -> Outco
     Outcome { response, warnings }
 }
 
-async fn serve<S: KvStore>(
-    app: &App<'_, S>,
+async fn serve<S: KvStore, R: PhaseRegister>(
+    app: &App<'_, S, R>,
     request: &ApiRequest,
     warnings: &mut Vec<String>,
 ) -> Result<ApiResponse, ApiResponse> {
@@ -173,6 +179,7 @@ async fn serve<S: KvStore>(
     .with_old_store_catching_up(current.state.old_store_diverged);
     let ctx = Ctx {
         stores: app.stores,
+        register: app.register,
         plane: &plane,
         config: app.config,
         cache: app.phase_cache,
@@ -185,7 +192,9 @@ async fn serve<S: KvStore>(
     result.map_err(ApiResponse::from)
 }
 
-async fn current_phase<S: KvStore>(app: &App<'_, S>) -> Result<CurrentPhase, ApiError> {
+async fn current_phase<S: KvStore, R: PhaseRegister>(
+    app: &App<'_, S, R>,
+) -> Result<CurrentPhase, ApiError> {
     phase_cache::current(
         app.phase_cache,
         &app.stores.new,

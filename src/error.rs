@@ -31,6 +31,8 @@ pub enum Error {
     CorruptPhaseState,
     /// A gate refused the move; the message names each unmet gate.
     PhaseChangeRefused(String),
+    /// The phase record moved while the request was decided; names the move that won.
+    PhaseMoved(String),
     /// A forced move without a reason.
     ReasonRequired,
     BackfillNotAllowed(String),

@@ -21,6 +21,14 @@ impl serde::Serialize for Phase {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Phase {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let number = u8::deserialize(deserializer)?;
+        Phase::from_number(number.into())
+            .ok_or_else(|| serde::de::Error::custom(format!("no phase {number}")))
+    }
+}
+
 /// Where a phase sends reads and writes. The first store of each list is the
 /// authoritative one: its failure fails the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -131,6 +131,7 @@ async function backfillInWorkerd(keys) {
         ],
         compatibilityDate: "2025-01-01",
         kvNamespaces: NAMESPACES,
+        durableObjects: { COORDINATOR: "Coordinator" },
         bindings: {
           JWT_SECRET: randomBytes(24).toString("hex"),
           DEFAULT_PHASE: "3",

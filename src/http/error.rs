@@ -82,6 +82,7 @@ impl From<Error> for ApiError {
                 "the stored phase record is not valid",
             ),
             Error::PhaseChangeRefused(message) => Self::conflict("phase_change_refused", message),
+            Error::PhaseMoved(message) => Self::conflict("phase_moved", message),
             Error::ReasonRequired => {
                 Self::bad_request("reason_required", "forcing a gate needs a reason")
             }

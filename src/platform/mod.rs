@@ -5,6 +5,7 @@
 //! `console.error` and re-instantiates the module after an abort, so this crate adds
 //! none of its own.
 
+mod coordinator;
 mod kv;
 
 use std::rc::Rc;
@@ -19,6 +20,7 @@ use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method, MAX_BODY_
 use crate::migration::cron;
 use crate::migration::state::phase_cache::PhaseCache;
 use crate::store::Stores;
+use coordinator::DoRegister;
 use kv::WorkersKv;
 
 thread_local! {
@@ -72,9 +74,19 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             )));
         }
     };
+    let register = match DoRegister::from_env(&env) {
+        Ok(register) => register,
+        Err(problem) => {
+            console_error!("configuration error: {problem}");
+            return to_response(&ApiResponse::error(&ApiError::internal(
+                "the worker is misconfigured",
+            )));
+        }
+    };
     let cache = PHASE_CACHE.with(Rc::clone);
     let app = App {
         stores: &stores,
+        register: &register,
         config: &config,
         phase_cache: &cache,
         now_ms: now_ms(),

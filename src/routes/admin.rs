@@ -7,6 +7,7 @@ use super::{bodies, render, Ctx};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::cron;
 use crate::migration::state::audit;
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::phase_record;
 use crate::migration::status::{self, NextMove};
 use crate::store::KvStore;
@@ -15,7 +16,9 @@ use crate::store::KvStore;
 const AUDIT_PAGE: u32 = 50;
 
 /// `GET /admin/migrate/status`.
-pub async fn status<S: KvStore>(ctx: &Ctx<'_, S>) -> Result<ApiResponse, ApiError> {
+pub async fn status<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
+) -> Result<ApiResponse, ApiError> {
     let (current, settings) = (ctx.current, ctx.config.gate_settings());
     let status = status::gather(ctx.stores, current, settings, ctx.now_ms).await?;
     let facts = &status.facts;
@@ -51,22 +54,23 @@ pub async fn status<S: KvStore>(ctx: &Ctx<'_, S>) -> Result<ApiResponse, ApiErro
 }
 
 /// `POST /admin/migrate/phase {phase, force?, reason?}`.
-pub async fn change_phase<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn change_phase<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let change = request.json_body::<bodies::PhaseMove>()?.into_request()?;
-    let outcome = phase_record::move_phase(
+    let (outcome, after) = phase_record::move_phase(
         ctx.stores,
-        ctx.current,
+        ctx.register,
+        ctx.config.default_phase,
         change,
         &ctx.caller.subject,
         ctx.config.gate_settings(),
         ctx.now_ms,
     )
     .await?;
-    // This isolate sees its own change at once; others within the cache lifetime.
-    ctx.cache.invalidate();
+    // This isolate serves its own change at once; others within the cache lifetime.
+    ctx.cache.put(after, ctx.now_ms);
     Ok(ApiResponse::ok(json!({
         "phase": outcome.to.number(),
         "name": outcome.to.name(),
@@ -78,8 +82,8 @@ pub async fn change_phase<S: KvStore>(
 }
 
 /// `GET /admin/migrate/audit?limit=&cursor=`: admin actions, newest first, paged.
-pub async fn audit_log<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn audit_log<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let limit = match request.query_param("limit")? {
@@ -101,7 +105,9 @@ pub async fn audit_log<S: KvStore>(
 
 /// `POST /admin/migrate/repair`: drains the repair journal and checks the due
 /// read-repair copies now (the cron does both every minute).
-pub async fn repair<S: KvStore>(ctx: &Ctx<'_, S>) -> Result<ApiResponse, ApiError> {
+pub async fn repair<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
+) -> Result<ApiResponse, ApiError> {
     let (report, checks) = cron::repair_now(
         ctx.stores,
         ctx.current,

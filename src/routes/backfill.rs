@@ -5,11 +5,12 @@ use serde_json::json;
 use super::{bodies, render, Ctx};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::copying::backfill::{self, Control};
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
 
 /// `POST /admin/migrate/backfill {dryRun?, maxRecords?}`: one batch now.
-pub async fn run_batch<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn run_batch<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let options = request
@@ -31,8 +32,8 @@ pub async fn run_batch<S: KvStore>(
 }
 
 /// `POST /admin/migrate/backfill/{pause,resume,reset}`.
-pub async fn control<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn control<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     action: Control,
 ) -> Result<ApiResponse, ApiError> {
     let checkpoint =

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use crate::http::ApiError;
-use crate::migration::checking::verify::Requested;
+use crate::migration::checking::verify::{Requested, VerifyRequest};
 use crate::migration::copying::backfill::RunOptions;
 use crate::migration::state::phase_record::PhaseChangeRequest;
 use crate::phase::Phase;
@@ -113,7 +113,7 @@ pub struct Verify {
 
 impl Verify {
     /// What to verify, and whether to start over.
-    pub fn into_request(self) -> Result<(Requested, bool), ApiError> {
+    pub fn into_request(self) -> Result<VerifyRequest, ApiError> {
         let requested = match self.mode.unwrap_or(VerifyMode::Full) {
             VerifyMode::Full => Requested::Full,
             VerifyMode::Sample => {
@@ -125,7 +125,10 @@ impl Verify {
                 Requested::Sample { keys: self.sample }
             }
         };
-        Ok((requested, self.restart.unwrap_or(false)))
+        Ok(VerifyRequest {
+            requested,
+            restart: self.restart.unwrap_or(false),
+        })
     }
 }
 
@@ -181,6 +184,7 @@ mod tests {
         assert!(sample.into_request().is_err());
         assert!(parse::<Verify>(json!({ "mode": "quick" })).is_err());
         let full: Verify = parse(json!({})).unwrap();
-        assert_eq!(full.into_request().unwrap(), (Requested::Full, false));
+        let full = full.into_request().unwrap();
+        assert_eq!((full.requested, full.restart), (Requested::Full, false));
     }
 }

@@ -9,6 +9,7 @@ use crate::customers::{self, Loaded};
 use crate::domain::{CustomerId, Email};
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
 
 fn parse_id(raw: &str) -> Result<CustomerId, ApiError> {
@@ -19,21 +20,26 @@ fn record_response(status: u16, loaded: &Loaded) -> ApiResponse {
     ApiResponse::json(status, loaded.record.to_json())
 }
 
-pub async fn me<S: KvStore>(ctx: &Ctx<'_, S>) -> Result<ApiResponse, ApiError> {
+pub async fn me<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
+) -> Result<ApiResponse, ApiError> {
     // A service or admin token's subject need not be a customer id.
     let id = CustomerId::parse(&ctx.caller.subject)
         .map_err(|_| ApiError::customer_not_found(&ctx.caller.subject))?;
     Ok(record_response(200, &customers::get(ctx.plane, &id).await?))
 }
 
-pub async fn get<S: KvStore>(ctx: &Ctx<'_, S>, raw_id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn get<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
+    raw_id: &str,
+) -> Result<ApiResponse, ApiError> {
     let id = parse_id(raw_id)?;
     ctx.caller.require_owner_or_privileged(&id)?;
     Ok(record_response(200, &customers::get(ctx.plane, &id).await?))
 }
 
-pub async fn by_email<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn by_email<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     raw_email: &str,
 ) -> Result<ApiResponse, ApiError> {
     let email = Email::parse(raw_email).map_err(|m| ApiError::bad_request("invalid_email", m))?;
@@ -54,8 +60,8 @@ pub async fn by_email<S: KvStore>(
     Ok(record_response(200, &loaded))
 }
 
-pub async fn create<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn create<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     ctx.caller.require_privileged()?;
@@ -66,8 +72,8 @@ pub async fn create<S: KvStore>(
     ))
 }
 
-pub async fn ensure<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn ensure<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     ctx.caller.require_privileged()?;
@@ -76,8 +82,8 @@ pub async fn ensure<S: KvStore>(
     Ok(record_response(if created { 201 } else { 200 }, &loaded))
 }
 
-pub async fn update<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn update<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     raw_id: &str,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
@@ -93,7 +99,10 @@ pub async fn update<S: KvStore>(
     ))
 }
 
-pub async fn delete<S: KvStore>(ctx: &Ctx<'_, S>, raw_id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn delete<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
+    raw_id: &str,
+) -> Result<ApiResponse, ApiError> {
     let id = parse_id(raw_id)?;
     ctx.caller.require_privileged()?;
     customers::delete(ctx.plane, &id).await?;

@@ -5,10 +5,11 @@ use serde_json::json;
 use super::{bodies, Ctx};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::emails;
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
 
-pub async fn run<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn run<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let body = request.json_body::<bodies::EmailAudit>()?;

@@ -19,13 +19,16 @@ use crate::app::Config;
 use crate::auth::Caller;
 use crate::http::{ApiError, ApiRequest, ApiResponse, Method};
 use crate::migration::dataplane::DataPlane;
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::phase_cache::PhaseCache;
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::store::{KvStore, Stores};
 
 /// What a handler may use: one authenticated request in the phase it is served in.
-pub struct Ctx<'a, S> {
+pub struct Ctx<'a, S, R> {
     pub stores: &'a Stores<S>,
+    /// Where the phase record is written (docs/design.md §11).
+    pub register: &'a R,
     /// The stores as the phase routes them, for the customer API.
     pub plane: &'a DataPlane<'a, S>,
     pub config: &'a Config,
@@ -77,8 +80,8 @@ impl Route {
 
 /// Calls the route's handler; `/health` is answered before authentication and never
 /// comes here.
-pub async fn dispatch<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn dispatch<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     route: Route,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {

@@ -7,25 +7,27 @@ use serde_json::json;
 
 use super::{bodies, render as shared, Ctx};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::rollback::{self, Progress};
 use crate::store::KvStore;
 
-pub async fn run<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn run<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let change = request.json_body::<bodies::Rollback>()?.into_request()?;
     let rollback = rollback::Context {
         stores: ctx.stores,
+        register: ctx.register,
         default_phase: ctx.config.default_phase,
         settings: ctx.config.gate_settings(),
         who: &ctx.caller.subject,
         now_ms: ctx.now_ms,
     };
-    let progress = rollback::advance(&rollback, ctx.current, change).await?;
+    let progress = rollback::advance(&rollback, change).await?;
     if progress.moved() {
-        // This isolate sees its own moves at once; others within the cache lifetime.
-        ctx.cache.invalidate();
+        // This isolate serves its own moves at once; others within the cache lifetime.
+        ctx.cache.put(progress.current.clone(), ctx.now_ms);
     }
     Ok(render(&progress))
 }

@@ -4,18 +4,19 @@
 use super::{bodies, render, Ctx};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::verify;
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
 
-pub async fn run<S: KvStore>(
-    ctx: &Ctx<'_, S>,
+pub async fn run<S: KvStore, R: PhaseRegister>(
+    ctx: &Ctx<'_, S, R>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    let (requested, restart) = request.json_body::<bodies::Verify>()?.into_request()?;
+    let asked = request.json_body::<bodies::Verify>()?.into_request()?;
     let verification = verify::run_requested(
         ctx.stores,
+        ctx.register,
         ctx.current,
-        requested,
-        restart,
+        asked,
         &ctx.caller.subject,
         ctx.config.settle_ms(),
         ctx.now_ms,

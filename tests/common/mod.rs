@@ -3,6 +3,7 @@
 
 use customer_kv_migration::app::{handle, App, Config};
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
+use customer_kv_migration::migration::state::coordinator::{LocalRegister, RegisterCell};
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::{MemoryStore, Stores};
@@ -29,6 +30,8 @@ pub struct World {
     pub stores: Stores<MemoryStore>,
     pub config: Config,
     pub cache: PhaseCache,
+    /// The coordinator of the phase record, as one process holds it.
+    pub register: RegisterCell,
     pub now_ms: u64,
 }
 
@@ -69,6 +72,7 @@ impl World {
                 verification_period_ms: 0,
             },
             cache: PhaseCache::default(),
+            register: RegisterCell::default(),
             now_ms: START_MS,
         }
     }
@@ -107,8 +111,14 @@ impl World {
     }
 
     pub fn send_request(&self, request: &ApiRequest) -> ApiResponse {
+        let register = LocalRegister {
+            new_store: &self.stores.new,
+            default_phase: self.config.default_phase,
+            cell: &self.register,
+        };
         let app = App {
             stores: &self.stores,
+            register: &register,
             config: &self.config,
             phase_cache: &self.cache,
             now_ms: self.now_ms,

@@ -50,12 +50,13 @@ export const PHASE_KEY = "__migration/phase";
  *   h.old(), h.new()          KV namespaces OTP_AUTH_KV and CUSTOMER_KV
  *   h.setPhase(n)             forced phase change through POST /admin/migrate/phase
  *   h.token({ role, sub, ... }) a token signed with the test secret
- *   h.reset()                 empties both stores (the phase falls back to DEFAULT_PHASE)
+ *   h.reset()                 a worker started afresh: empty stores, a new coordinator
+ *                             (the phase falls back to DEFAULT_PHASE)
  *   h.stop()
  */
 export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV", "CUSTOMER_KV"] } = {}) {
   if (!existsSync(SHIM)) throw new Error(BUILD_MISSING);
-  const mf = new Miniflare({
+  const options = {
     modules: true,
     scriptPath: SHIM,
     modulesRules: [
@@ -64,6 +65,8 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
     ],
     compatibilityDate: "2025-01-01",
     kvNamespaces,
+    // The coordinator of the phase record (docs/design.md §11).
+    durableObjects: { COORDINATOR: "Coordinator" },
     // A free loopback port, so a separate process (the command-line client) can reach it.
     port: 0,
     bindings: {
@@ -75,11 +78,16 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
       KV_CONSISTENCY_WINDOW_SECONDS: "0",
       ...bindings,
     },
-  });
-  const url = String(await mf.ready).replace(/\/$/, "");
-  const namespace = (name) => (kvNamespaces.includes(name) ? mf.getKVNamespace(name) : undefined);
-  const oldKv = await namespace("OTP_AUTH_KV");
-  const newKv = await namespace("CUSTOMER_KV");
+  };
+  let mf, url, oldKv, newKv;
+  async function boot() {
+    mf = new Miniflare(options);
+    url = String(await mf.ready).replace(/\/$/, "");
+    const namespace = (name) => (kvNamespaces.includes(name) ? mf.getKVNamespace(name) : undefined);
+    oldKv = await namespace("OTP_AUTH_KV");
+    newKv = await namespace("CUSTOMER_KV");
+  }
+  await boot();
 
   const token = (options = {}) =>
     mintToken({ secret: JWT_SECRET, sub: "e2e-admin", role: "admin", ...options });
@@ -118,11 +126,10 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
     }
   }
 
+  /** Empty stores and a new coordinator: a worker started afresh. */
   async function reset() {
-    for (const kv of [oldKv, newKv]) {
-      const keys = await listAll(kv);
-      await Promise.all(keys.map((k) => kv.delete(k.name)));
-    }
+    await mf.dispose();
+    await boot();
   }
 
   async function currentPhase() {
@@ -144,8 +151,12 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
   }
 
   return {
-    mf,
-    url,
+    get mf() {
+      return mf;
+    },
+    get url() {
+      return url;
+    },
     request,
     old: () => oldKv,
     new: () => newKv,

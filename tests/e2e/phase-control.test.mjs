@@ -128,3 +128,23 @@ test("the change takes effect on the next request (PHASE_CACHE_SECONDS=0)", asyn
   assert.deepEqual(change(res.json), { phase: 2, previous: 3, forced: false });
   assert.deepEqual((await h.request("GET", "/health")).json, { status: "ok", phase: 2, phaseName: "read_new" });
 });
+
+test("concurrent moves from a settled phase: exactly one succeeds, the other is refused naming the winner", async () => {
+  for (let trial = 0; trial < 10; trial++) {
+    assertStatus(await setPhase({ phase: 1, force: true, reason: "concurrency trial" }), 200, "back to phase 1");
+    const before = (await status()).recentAudit.length;
+    const [up, down] = await Promise.all([setPhase({ phase: 2 }), setPhase({ phase: 0 })]);
+    const answers = [up, down].map((r) => r.status).sort();
+    assert.deepEqual(answers, [200, 409], `trial ${trial}: ${up.text} / ${down.text}`);
+    const winner = up.status === 200 ? up : down;
+    const loser = up.status === 200 ? down : up;
+    assert.ok(
+      ["phase_moved", "phase_change_refused"].includes(loser.json.error.code),
+      `trial ${trial}: the losing move answered ${loser.text}`,
+    );
+    assert.match(loser.json.error.message, new RegExp(`${winner.json.phase}`), "the refusal names the phase that won");
+    const after = await status();
+    assert.equal(after.phase.current, winner.json.phase, "the stored phase is the winner's");
+    assert.equal(after.recentAudit.length, before + 1, "one move audited");
+  }
+});

@@ -19,6 +19,7 @@ use std::task::{Context, Poll, Waker};
 use customer_kv_migration::app::{handle, App, Config};
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
 use customer_kv_migration::migration::cron;
+use customer_kv_migration::migration::state::coordinator::{LocalRegister, RegisterCell};
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::Stores;
@@ -163,6 +164,8 @@ pub struct Outcome {
 
 pub struct Sim {
     pub stores: Stores<SimKv>,
+    /// The one coordinator of the phase record, shared by every isolate.
+    pub register: RegisterCell,
     pub shared: Rc<Shared>,
     pub config: Config,
     /// Per customer id: every state the read path may show (one once it is certain).
@@ -218,6 +221,7 @@ impl Sim {
                 old: SimKv::new("old", shared.clone()),
                 new: SimKv::new("new", shared.clone()),
             },
+            register: RegisterCell::default(),
             shared,
             config: Config {
                 jwt_secret: SECRET.to_vec(),
@@ -261,8 +265,14 @@ impl Sim {
         });
         request.authorization = Some(format!("Bearer {bearer}"));
         request.body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let register = LocalRegister {
+            new_store: &self.stores.new,
+            default_phase: self.config.default_phase,
+            cell: &self.register,
+        };
         let app = App {
             stores: &self.stores,
+            register: &register,
             config: &self.config,
             phase_cache: cache,
             now_ms: self.now(),

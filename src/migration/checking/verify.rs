@@ -14,7 +14,8 @@ use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::error::Error;
 use crate::migration::copying::backfill;
 use crate::migration::keys;
-use crate::migration::state::phase_record::{self, CurrentPhase};
+use crate::migration::state::coordinator::{PhaseRegister, RecordOp};
+use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::stored::{self, Listing};
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, ListPage, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
@@ -371,14 +372,21 @@ pub enum Requested {
     Sample { keys: Option<u64> },
 }
 
+/// An admin's verification request: what to verify, and whether to start over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyRequest {
+    pub requested: Requested,
+    pub restart: bool,
+}
+
 /// Starts or continues a verification within one invocation's budget. A clean full one
 /// that proves the new store caught up after writes skipped it clears
 /// `new_store_diverged` (through the phase record's writer).
-pub async fn run_requested<S: KvStore>(
+pub async fn run_requested<S: KvStore, R: PhaseRegister>(
     stores: &Stores<S>,
+    register: &R,
     current: &CurrentPhase,
-    requested: Requested,
-    restart: bool,
+    VerifyRequest { requested, restart }: VerifyRequest,
     who: &str,
     settle_ms: u64,
     now_ms: u64,
@@ -407,7 +415,12 @@ pub async fn run_requested<S: KvStore>(
     if current.state.new_store_diverged
         && proves_new_store_caught_up(&verification, current, settle_ms)
     {
-        phase_record::clear_new_store_divergence(&stores.new, &current.state, who, now_ms).await?;
+        let op = RecordOp::ClearNewStoreDivergence {
+            judged: current.state.clone(),
+            who: who.to_owned(),
+            now_ms,
+        };
+        register.apply(op).await?;
     }
     Ok(verification)
 }

@@ -1,7 +1,7 @@
 //! The gates a phase move must pass (docs/design.md §7): the facts they are judged on,
 //! gathered from the stores, and the pure judgement of a move against them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::migration::checking::verify::{self, Verification};
 use crate::migration::copying::backfill::{self, Checkpoint};
@@ -26,7 +26,8 @@ pub struct GateSettings {
 }
 
 /// What the gates need to know about the stores.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GateFacts {
     /// How much longer isolates may still be running the previous phase (0: settled).
     pub unsettled_ms: u64,
@@ -50,7 +51,7 @@ pub struct GateFacts {
     pub fallback_keys_in_phase_4: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VerificationFacts {
     pub missing: u64,
     pub mismatched: u64,
@@ -58,7 +59,7 @@ pub struct VerificationFacts {
 }
 
 /// Every gate a move may have to pass (docs/design.md §7), by the name operators see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gate {
     Settled,
@@ -92,7 +93,7 @@ impl Gate {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnmetGate {
     pub gate: Gate,
     pub reason: String,

@@ -2,6 +2,7 @@
 //! gates a move must pass, the audit log, and rollback planning.
 
 pub mod audit;
+pub mod coordinator;
 pub mod gates;
 pub mod phase_cache;
 pub mod phase_record;

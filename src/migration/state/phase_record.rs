@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::coordinator::{self, PhaseRegister};
 use crate::migration::state::gates::{self, unmet_gates, GateFacts, GateSettings, UnmetGate};
 use crate::migration::stored::{self, Listing};
 use crate::phase::{Move, Phase};
@@ -68,20 +69,32 @@ impl CurrentPhase {
 
 /// Reads the phase record from the new store; without one, the configured default.
 pub async fn load<S: KvStore>(new_store: &S, default: Phase) -> Result<CurrentPhase, Error> {
-    let Some(state) = load_state(new_store).await? else {
-        return Ok(CurrentPhase::default_for(default));
-    };
-    let phase = Phase::from_number(state.phase.into()).ok_or_else(corrupt_record)?;
-    Ok(CurrentPhase {
-        phase,
-        state,
-        source: PhaseSource::Stored,
-    })
+    CurrentPhase::of(load_state(new_store).await?, default)
+}
+
+impl CurrentPhase {
+    /// The phase a record says, or the default without one.
+    pub fn of(record: Option<PhaseState>, default: Phase) -> Result<Self, Error> {
+        let Some(state) = record else {
+            return Ok(CurrentPhase::default_for(default));
+        };
+        let phase = Phase::from_number(state.phase.into()).ok_or_else(corrupt_record)?;
+        Ok(CurrentPhase {
+            phase,
+            state,
+            source: PhaseSource::Stored,
+        })
+    }
+
+    /// The stored record, `None` for the default phase.
+    pub fn record(&self) -> Option<&PhaseState> {
+        (self.source == PhaseSource::Stored).then_some(&self.state)
+    }
 }
 
 /// The stored record, if any; an unreadable one is an error, never a default (it would
 /// route writes by a guess).
-async fn load_state<S: KvStore>(new_store: &S) -> Result<Option<PhaseState>, Error> {
+pub async fn load_state<S: KvStore>(new_store: &S) -> Result<Option<PhaseState>, Error> {
     let Some(stored) = new_store.get(keys::PHASE).await? else {
         return Ok(None);
     };
@@ -95,7 +108,7 @@ fn corrupt_record() -> Error {
 }
 
 /// An admin's request to change the phase, parsed from the body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseChangeRequest {
     pub to: Phase,
     pub force: bool,
@@ -112,7 +125,7 @@ pub fn rollback_jump(from: Phase, to: Phase) -> bool {
     Move::new(from, to).is_rollback_jump()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseChangeOutcome {
     pub from: Phase,
     pub to: Phase,
@@ -147,30 +160,34 @@ fn apply_store_divergence(
 /// against: the flag is cleared from a fresh read, and only if no move came since (a
 /// move to phase 0 meanwhile diverges the store again). This module is the only writer
 /// of the record.
+///
+/// `record` is the record as the coordinator holds it; returns the record written, if
+/// any.
 pub async fn clear_new_store_divergence<S: KvStore>(
     new_store: &S,
+    record: Option<&PhaseState>,
     judged: &PhaseState,
     who: &str,
     now_ms: u64,
-) -> Result<(), Error> {
-    let Some(mut state) = load_state(new_store).await? else {
-        return Ok(());
+) -> Result<Option<PhaseState>, Error> {
+    let Some(mut state) = record.cloned() else {
+        return Ok(None);
     };
     let moved_since = state.phase != judged.phase || state.changed_at != judged.changed_at;
     if !state.new_store_diverged || moved_since {
-        return Ok(());
+        return Ok(None);
     }
     let detail = "a clean full verification cleared new_store_diverged".to_owned();
     let entry = AuditEntry::action(who, "verification_clean", now_ms, Some(detail));
     audit::append(new_store, &entry).await?;
     state.new_store_diverged = false;
     stored::put(new_store, keys::PHASE, &state, Listing::ValueOnly).await?;
-    Ok(())
+    Ok(Some(state))
 }
 
 /// Applies a phase change through the gates: refused (409) when a gate is unmet unless
 /// forced with a reason; audited before the phase record is written, so no change can
-/// happen without its audit entry.
+/// happen without its audit entry. Returns the record written, if the phase moved.
 pub async fn change<S: KvStore>(
     new_store: &S,
     current: &CurrentPhase,
@@ -178,14 +195,15 @@ pub async fn change<S: KvStore>(
     who: &str,
     facts: &GateFacts,
     now_ms: u64,
-) -> Result<PhaseChangeOutcome, Error> {
+) -> Result<(PhaseChangeOutcome, Option<PhaseState>), Error> {
     let (from, to) = (current.phase, request.to);
     if from == to {
-        return Ok(PhaseChangeOutcome {
+        let outcome = PhaseChangeOutcome {
             from,
             to,
             forced_gates: Vec::new(),
-        });
+        };
+        return Ok((outcome, None));
     }
     let gates = if request.rollback && rollback_jump(from, to) {
         Vec::new()
@@ -235,22 +253,27 @@ pub async fn change<S: KvStore>(
     };
     audit::append(new_store, &entry).await?;
     stored::put(new_store, keys::PHASE, &next, Listing::ValueOnly).await?;
-    Ok(PhaseChangeOutcome {
+    let outcome = PhaseChangeOutcome {
         from,
         to,
         forced_gates: gates,
-    })
+    };
+    Ok((outcome, Some(next)))
 }
 
-/// An admin's move: the gates judged on facts gathered now, then [`change`].
-pub async fn move_phase<S: KvStore>(
+/// An admin's move: the record read afresh, the gates judged on facts gathered now, and
+/// the change applied through the coordinator, which refuses it if the record moved
+/// meanwhile (docs/design.md §11).
+pub async fn move_phase<S: KvStore, R: PhaseRegister>(
     stores: &Stores<S>,
-    current: &CurrentPhase,
+    register: &R,
+    default_phase: Phase,
     request: PhaseChangeRequest,
     who: &str,
     settings: GateSettings,
     now_ms: u64,
-) -> Result<PhaseChangeOutcome, Error> {
-    let facts = gates::gather(stores, current, settings, now_ms).await?;
-    change(&stores.new, current, request, who, &facts.gates, now_ms).await
+) -> Result<(PhaseChangeOutcome, CurrentPhase), Error> {
+    let current = coordinator::read(register, default_phase).await?;
+    let facts = gates::gather(stores, &current, settings, now_ms).await?;
+    coordinator::change(register, &current, request, who, &facts.gates, now_ms).await
 }

@@ -13,8 +13,9 @@ use crate::error::Error;
 use crate::migration::copying::backfill::RunReport;
 use crate::migration::copying::reverse;
 use crate::migration::healing::repair::{self, RepairReport};
+use crate::migration::state::coordinator::{self, PhaseRegister};
 use crate::migration::state::gates::{self, Facts, Gate, GateFacts, GateSettings, UnmetGate};
-use crate::migration::state::phase_record::{self, CurrentPhase, PhaseChangeRequest, PhaseState};
+use crate::migration::state::phase_record::{CurrentPhase, PhaseChangeRequest, PhaseState};
 use crate::phase::{Move, Phase};
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
@@ -72,8 +73,10 @@ const MAX_STEPS_PER_CALL: usize = 8;
 const REQUEST_OVERHEAD_OPS: u32 = 150;
 
 /// What a rollback call needs besides the stores.
-pub struct Context<'a, S> {
+pub struct Context<'a, S, R> {
     pub stores: &'a Stores<S>,
+    /// Where the phase record is written (docs/design.md §11).
+    pub register: &'a R,
     pub default_phase: Phase,
     pub settings: GateSettings,
     pub who: &'a str,
@@ -126,11 +129,12 @@ impl Progress {
 /// Walks the phase down towards `request.to` as far as is safe right now: the moves,
 /// one reverse-sync batch and one repair pass one call affords. `force` (with a reason)
 /// moves straight to the target, past every gate, audited as forced.
-pub async fn advance<S: KvStore>(
-    ctx: &Context<'_, S>,
-    current: &CurrentPhase,
+pub async fn advance<S: KvStore, R: PhaseRegister>(
+    ctx: &Context<'_, S, R>,
     mut request: PhaseChangeRequest,
 ) -> Result<Progress, Error> {
+    // The coordinator's record, fresher than this isolate's cached phase.
+    let current = coordinator::read(ctx.register, ctx.default_phase).await?;
     request.rollback = true;
     let target = request.to;
     if Move::new(current.phase, target).goes_forward() {
@@ -140,20 +144,18 @@ pub async fn advance<S: KvStore>(
         )));
     }
     if request.force {
-        let facts = gates::gather(ctx.stores, current, ctx.settings, ctx.now_ms).await?;
-        let outcome = phase_record::change(
-            &ctx.stores.new,
-            current,
+        let facts = gates::gather(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;
+        let (outcome, after) = coordinator::change(
+            ctx.register,
+            &current,
             request,
             ctx.who,
             &facts.gates,
             ctx.now_ms,
         )
         .await?;
-        let mut current = current.clone();
-        current.phase = target;
         return Ok(Progress {
-            current,
+            current: after,
             target,
             steps: vec![Taken::Move {
                 from: outcome.from,
@@ -165,7 +167,7 @@ pub async fn advance<S: KvStore>(
             facts: None,
         });
     }
-    let mut current = current.clone();
+    let mut current = current;
     let mut steps = Vec::new();
     for _ in 0..MAX_STEPS_PER_CALL {
         let facts = gates::gather(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;
@@ -185,8 +187,8 @@ pub async fn advance<S: KvStore>(
                     reason: request.reason.clone(),
                     rollback: true,
                 };
-                let outcome = phase_record::change(
-                    &ctx.stores.new,
+                let (outcome, after) = coordinator::change(
+                    ctx.register,
                     &current,
                     move_request,
                     ctx.who,
@@ -199,7 +201,8 @@ pub async fn advance<S: KvStore>(
                     to: outcome.to,
                     forced_gates: None,
                 });
-                current = phase_record::load(&ctx.stores.new, ctx.default_phase).await?;
+                // The coordinator's record, not a KV read that may not show it yet.
+                current = after;
             }
             Step::Repair => {
                 let report = repair::drain(

@@ -1,0 +1,108 @@
+//! The coordinator Durable Object (docs/design.md §11): one instance, named
+//! [`INSTANCE`], applies the phase record's ops one at a time, and [`DoRegister`], the
+//! worker's side of it. The decisions are the core's (`coordinator::apply`); this file
+//! only carries ops and replies and keeps the last record in the object's storage.
+
+use futures::lock::Mutex;
+use wasm_bindgen::JsValue;
+use worker::{
+    durable_object, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response,
+    Result, State,
+};
+
+use super::kv::WorkersKv;
+use crate::error::Error;
+use crate::migration::state::coordinator::{
+    self, unavailable, PhaseRegister, RecordOp, RecordOutcome, Refusal, Reply,
+};
+use crate::migration::state::phase_record::PhaseState;
+
+/// The binding, and the name of the one instance every worker talks to.
+pub const BINDING: &str = "COORDINATOR";
+const INSTANCE: &str = "migration";
+/// Where the object keeps the record it last wrote.
+const KEPT_RECORD: &str = "phase-record";
+
+#[durable_object]
+pub struct Coordinator {
+    state: State,
+    env: Env,
+    /// Ops wait here: awaiting KV lets other requests into the object, so the lock, not
+    /// the runtime, makes them one at a time.
+    lock: Mutex<()>,
+}
+
+impl DurableObject for Coordinator {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            lock: Mutex::new(()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let Ok(op) = req.json::<RecordOp>().await else {
+            return Response::error("not a record op", 400);
+        };
+        let _held = self.lock.lock().await;
+        let reply: Reply = self.apply(op).await.map_err(Refusal::from);
+        Response::from_json(&reply)
+    }
+}
+
+impl Coordinator {
+    async fn apply(&self, op: RecordOp) -> std::result::Result<RecordOutcome, Error> {
+        let config = super::config(&self.env).map_err(unavailable)?;
+        let new_store = WorkersKv::from_env(&self.env, "CUSTOMER_KV")
+            .map_err(|e| unavailable(e.to_string()))?;
+        let storage = self.state.storage();
+        let kept: Option<PhaseState> = storage
+            .get(KEPT_RECORD)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let applied = coordinator::apply(&new_store, config.default_phase, kept, op).await?;
+        if let Some(record) = &applied.record {
+            storage
+                .put(KEPT_RECORD, record)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+        }
+        Ok(applied.outcome)
+    }
+}
+
+/// The worker's side: each op is one request to the coordinator.
+pub struct DoRegister {
+    namespace: ObjectNamespace,
+}
+
+impl DoRegister {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        Ok(Self {
+            namespace: env.durable_object(BINDING)?,
+        })
+    }
+
+    async fn send(&self, op: &RecordOp) -> Result<Reply> {
+        let body = serde_json::to_string(op)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_body(Some(JsValue::from_str(&body)));
+        let request = Request::new_with_init("https://coordinator/apply", &init)?;
+        let stub = self.namespace.id_from_name(INSTANCE)?.get_stub()?;
+        let mut response = stub.fetch_with_request(request).await?;
+        response.json::<Reply>().await
+    }
+}
+
+impl PhaseRegister for DoRegister {
+    async fn apply(&self, op: RecordOp) -> std::result::Result<RecordOutcome, Error> {
+        match self.send(&op).await {
+            Ok(reply) => reply.map_err(Error::from),
+            Err(err) => Err(unavailable(format!(
+                "the coordinator did not answer: {err}"
+            ))),
+        }
+    }
+}

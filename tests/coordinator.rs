@@ -131,8 +131,10 @@ fn clearing_a_divergence_judged_before_a_move_clears_nothing() {
     ))
     .unwrap();
     let judged = block_on(coordinator::read(&register, Phase::Legacy)).unwrap();
-    let mut facts = GateFacts::default();
-    facts.reverse_sync_complete = true;
+    let facts = GateFacts {
+        reverse_sync_complete: true,
+        ..GateFacts::default()
+    };
     block_on(coordinator::change(
         &register,
         &judged,

@@ -435,6 +435,21 @@ async fn admin_task(sim: &Sim, task: usize, actions: usize, mut rng: Rng) {
     }
 }
 
+/// Every move the coordinator applied starts where the one before it ended: no move was
+/// decided on a record another move had replaced (two admins at once, overlapping
+/// rollbacks), so isolates never run phases more than one step apart.
+fn check_phase_chain(sim: &Sim) {
+    let moves = sim.register.applied_moves();
+    for pair in moves.windows(2) {
+        let ((_, ended), (started, to)) = (pair[0], pair[1]);
+        if started != ended {
+            sim.violation(format!(
+                "a move {started} -> {to} was applied after the phase had moved to {ended}: moves {moves:?}"
+            ));
+        }
+    }
+}
+
 /// Runs one history and checks it.
 pub fn run(seed: u64) -> Outcome {
     let (settings, rng) = Settings::of_seed(seed);
@@ -467,15 +482,18 @@ pub fn run_with(seed: u64, settings: Settings, mut rng: Rng, cuts: Cuts) -> Outc
                 Rng::new(rng.next_u64()),
             ))));
         }
-        let task = tasks.len();
-        tasks.push(Some(Box::pin(admin_task(
-            &sim,
-            task,
-            settings.admin_actions,
-            Rng::new(rng.next_u64()),
-        ))));
+        for _ in 0..settings.admins {
+            let task = tasks.len();
+            tasks.push(Some(Box::pin(admin_task(
+                &sim,
+                task,
+                settings.admin_actions,
+                Rng::new(rng.next_u64()),
+            ))));
+        }
         run_tasks(&mut rng, tasks, &sim.shared);
     }
+    check_phase_chain(&sim);
     converge_and_check(&sim);
     // A failing replay shows the stores as the checks left them.
     if std::env::var("SIM_REPLAY").is_ok() && !sim.violations.borrow().is_empty() {

@@ -36,6 +36,8 @@ pub struct Settings {
     pub ops_per_client: usize,
     pub cron_tasks: usize,
     pub admin_actions: usize,
+    /// Admins acting at once, each with `admin_actions` actions.
+    pub admins: usize,
     pub fault_rate: f64,
     pub phase_cache_ms: u64,
     /// The phase the history starts in: 0, or 4 or 5 (empty stores already migrated,
@@ -58,6 +60,7 @@ impl Settings {
             phase_cache_ms: [0, 500, 2_000][rng.below(3) as usize],
             start_phase: 0,
             stale_window_ms: 0,
+            admins: 1,
         }
     }
 
@@ -67,6 +70,7 @@ impl Settings {
         let settings = Self {
             start_phase: Self::start_phase_for_seed(seed),
             stale_window_ms: Self::stale_window_for_seed(seed),
+            admins: Self::admins_for_seed(seed),
             ..Self::for_seed(&mut rng)
         };
         (settings, rng)
@@ -77,6 +81,13 @@ impl Settings {
     pub fn start_phase_for_seed(seed: u64) -> u8 {
         let mut rng = Rng::new(seed ^ 0x0001_2011_bac4);
         [0, 0, 0, 0, 4, 5][rng.below(6) as usize]
+    }
+
+    /// One history in three has two admins moving the phase at once. Drawn from its own
+    /// stream, as the start phase is.
+    pub fn admins_for_seed(seed: u64) -> usize {
+        let mut rng = Rng::new(seed ^ 0x0ad3_1325_c0c0);
+        [1, 1, 2][rng.below(3) as usize]
     }
 
     /// One history in three reads through KV's eventual consistency, with a window a few
@@ -116,6 +127,10 @@ impl Settings {
         });
         push(Settings {
             admin_actions: self.admin_actions.saturating_sub(1),
+            ..*self
+        });
+        push(Settings {
+            admins: self.admins.saturating_sub(1).max(1),
             ..*self
         });
         push(Settings {

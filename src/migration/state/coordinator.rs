@@ -173,12 +173,21 @@ pub struct LocalRegister<'a, S> {
 pub struct RegisterCell {
     lock: Mutex<()>,
     kept: RefCell<Option<PhaseState>>,
-    applied: RefCell<Vec<(u8, u8)>>,
+    applied: RefCell<Vec<AppliedMove>>,
+}
+
+/// A move as the register saw it end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedMove {
+    pub from: u8,
+    pub to: u8,
+    /// False when a store failed during the move: its write may or may not have landed.
+    pub certain: bool,
 }
 
 impl RegisterCell {
-    /// Every move applied, `(from, to)`, in the order applied.
-    pub fn applied_moves(&self) -> Vec<(u8, u8)> {
+    /// Every move applied or attempted, in order.
+    pub fn applied_moves(&self) -> Vec<AppliedMove> {
         self.applied.borrow().clone()
     }
 }
@@ -187,12 +196,34 @@ impl<S: KvStore> PhaseRegister for LocalRegister<'_, S> {
     async fn apply(&self, op: RecordOp) -> Result<RecordOutcome, Error> {
         let _held = self.cell.lock.lock().await;
         let kept = self.cell.kept.borrow().clone();
-        let applied = apply(self.new_store, self.default_phase, kept, op).await?;
+        let attempted = match &op {
+            RecordOp::Change {
+                expected, request, ..
+            } => Some((expected.phase, request.to.number())),
+            _ => None,
+        };
+        let applied = match apply(self.new_store, self.default_phase, kept, op).await {
+            Ok(applied) => applied,
+            Err(err) => {
+                if let (Some((from, to)), Error::Store(_)) = (attempted, &err) {
+                    let maybe = AppliedMove {
+                        from,
+                        to,
+                        certain: false,
+                    };
+                    self.cell.applied.borrow_mut().push(maybe);
+                }
+                return Err(err);
+            }
+        };
         *self.cell.kept.borrow_mut() = applied.record;
         if let RecordOutcome::Changed { outcome, .. } = &applied.outcome {
             if outcome.from != outcome.to {
-                let step = (outcome.from.number(), outcome.to.number());
-                self.cell.applied.borrow_mut().push(step);
+                self.cell.applied.borrow_mut().push(AppliedMove {
+                    from: outcome.from.number(),
+                    to: outcome.to.number(),
+                    certain: true,
+                });
             }
         }
         Ok(applied.outcome)

@@ -16,7 +16,8 @@ pub mod stored;
 use crate::store::{KvStore, ListedKey, StoreResult};
 
 /// A count of the keys under a prefix and the first few of them, read with `list` only.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct KeySample {
     pub count: usize,
     /// False when counting stopped at `max_pages` before the end.

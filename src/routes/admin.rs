@@ -3,13 +3,14 @@
 
 use serde_json::json;
 
-use super::{bodies, render, Ctx};
+use super::{bodies, Ctx};
+use crate::api::{AuditPageView, PhaseChangeView, RepairView, StatusView};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::cron;
 use crate::migration::state::audit;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::phase_record;
-use crate::migration::status::{self, NextMove};
+use crate::migration::status;
 use crate::store::KvStore;
 
 /// Entries per audit page unless `limit` says otherwise.
@@ -19,38 +20,13 @@ const AUDIT_PAGE: u32 = 50;
 pub async fn status<S: KvStore, R: PhaseRegister>(
     ctx: &Ctx<'_, S, R>,
 ) -> Result<ApiResponse, ApiError> {
-    let (current, settings) = (ctx.current, ctx.config.gate_settings());
-    let status = status::gather(ctx.stores, current, settings, ctx.now_ms).await?;
-    let facts = &status.facts;
-    let history: Vec<_> = status
-        .recent_audit
-        .iter()
-        .filter(|e| e.action == "phase_change" || e.action == "rollback")
-        .collect();
-    let mut phase = render::phase(current);
-    phase["unsettledMs"] = json!(facts.gates.unsettled_ms);
-    let next_move = |m: &Option<NextMove>| {
-        m.as_ref()
-            .map(|m| json!({ "to": m.to, "met": m.unmet.is_empty(), "unmet": m.unmet }))
-    };
-    Ok(ApiResponse::ok(json!({
-        "phase": phase,
-        "gates": { "forward": next_move(&status.forward), "back": next_move(&status.back) },
-        "history": history,
-        "backfill": render::backfill(&facts.checkpoint),
-        "reverseSync": render::reverse_sync(current, facts),
-        "verificationPeriod": render::verification_period(current, settings, facts),
-        "verification": {
-            "current": status.verification.as_ref().map(render::verification),
-            "lastFull": facts.last_full.as_ref().map(render::verification),
-        },
-        "fallbackHits": status.fallback_hits,
-        "repairJournal": facts.journal,
-        "readRepairsSettling": facts.settling,
-        "newStoreDiverged": current.state.new_store_diverged,
-        "oldStoreDiverged": current.state.old_store_diverged,
-        "recentAudit": status.recent_audit,
-    })))
+    let settings = ctx.config.gate_settings();
+    let status = status::gather(ctx.stores, ctx.current, settings, ctx.now_ms).await?;
+    Ok(ApiResponse::ok(json!(StatusView::of(
+        ctx.current,
+        settings,
+        status
+    ))))
 }
 
 /// `POST /admin/migrate/phase {phase, force?, reason?}`.
@@ -71,13 +47,13 @@ pub async fn change_phase<S: KvStore, R: PhaseRegister>(
     .await?;
     // This isolate serves its own change at once; others within the cache lifetime.
     ctx.cache.put(after, ctx.now_ms);
-    Ok(ApiResponse::ok(json!({
-        "phase": outcome.to.number(),
-        "name": outcome.to.name(),
-        "previous": outcome.from.number(),
-        "changed": outcome.from != outcome.to,
-        "forced": !outcome.forced_gates.is_empty(),
-        "forcedGates": outcome.forced_gates,
+    Ok(ApiResponse::ok(json!(PhaseChangeView {
+        phase: outcome.to,
+        name: outcome.to.name().to_owned(),
+        previous: outcome.from,
+        changed: outcome.from != outcome.to,
+        forced: !outcome.forced_gates.is_empty(),
+        forced_gates: outcome.forced_gates,
     })))
 }
 
@@ -96,10 +72,11 @@ pub async fn audit_log<S: KvStore, R: PhaseRegister>(
     };
     let cursor = request.query_param("cursor")?.filter(|c| !c.is_empty());
     let page = audit::page(&ctx.stores.new, limit, cursor.as_deref()).await?;
-    Ok(ApiResponse::ok(json!({
-        "entries": page.entries,
-        "cursor": page.cursor,
-        "complete": page.cursor.is_none(),
+    let complete = page.cursor.is_none();
+    Ok(ApiResponse::ok(json!(AuditPageView {
+        entries: page.entries,
+        cursor: page.cursor,
+        complete,
     })))
 }
 
@@ -116,7 +93,8 @@ pub async fn repair<S: KvStore, R: PhaseRegister>(
         ctx.now_ms,
     )
     .await?;
-    Ok(ApiResponse::ok(
-        json!({ "repair": report, "settle": checks }),
-    ))
+    Ok(ApiResponse::ok(json!(RepairView {
+        repair: report,
+        settle: checks,
+    })))
 }

@@ -2,7 +2,8 @@
 
 use serde_json::json;
 
-use super::{bodies, render, Ctx};
+use super::{bodies, Ctx};
+use crate::api::{BatchView, ProgressView};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::copying::backfill::{self, Control};
 use crate::migration::state::coordinator::PhaseRegister;
@@ -25,9 +26,9 @@ pub async fn run_batch<S: KvStore, R: PhaseRegister>(
         ctx.now_ms,
     )
     .await?;
-    Ok(ApiResponse::ok(json!({
-        "report": batch.report,
-        "progress": render::backfill(&batch.checkpoint),
+    Ok(ApiResponse::ok(json!(BatchView {
+        report: Some(batch.report),
+        progress: ProgressView::of(&batch.checkpoint),
     })))
 }
 
@@ -38,7 +39,8 @@ pub async fn control<S: KvStore, R: PhaseRegister>(
 ) -> Result<ApiResponse, ApiError> {
     let checkpoint =
         backfill::control(&ctx.stores.new, action, &ctx.caller.subject, ctx.now_ms).await?;
-    Ok(ApiResponse::ok(
-        json!({ "progress": render::backfill(&checkpoint) }),
-    ))
+    Ok(ApiResponse::ok(json!(BatchView {
+        report: None,
+        progress: ProgressView::of(&checkpoint),
+    })))
 }

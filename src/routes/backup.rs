@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use super::Ctx;
+use crate::api::ImportView;
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::backup;
 use crate::migration::state::coordinator::PhaseRegister;
@@ -81,10 +82,10 @@ pub async fn import<S: KvStore, R: PhaseRegister>(
         ctx.now_ms,
     )
     .await?;
-    Ok(ApiResponse::ok(json!({
-        "store": store_name.as_str(),
-        "written": imported.written,
-        "alreadyPresent": imported.already_present,
-        "skippedMigrationState": imported.skipped_migration_state,
+    Ok(ApiResponse::ok(json!(ImportView {
+        store: store_name.as_str().to_owned(),
+        written: imported.written,
+        already_present: imported.already_present,
+        skipped_migration_state: imported.skipped_migration_state,
     })))
 }

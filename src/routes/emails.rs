@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::{bodies, Ctx};
+use crate::api::EmailAuditView;
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::emails;
 use crate::migration::state::coordinator::PhaseRegister;
@@ -22,8 +23,11 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
         ctx.now_ms,
     )
     .await?;
-    let mut body = json!(report);
-    body["complete"] = json!(report.complete());
+    let complete = report.complete();
+    let mut body = json!(EmailAuditView {
+        audit: report,
+        complete,
+    });
     if let Some(fields) = body.as_object_mut() {
         fields.remove("plannedRepoints");
     }

@@ -9,7 +9,6 @@ pub mod backup;
 mod bodies;
 pub mod customer;
 pub mod emails;
-mod render;
 pub mod rollback;
 pub mod verify;
 

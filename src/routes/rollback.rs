@@ -5,7 +5,8 @@
 
 use serde_json::json;
 
-use super::{bodies, render as shared, Ctx};
+use super::{bodies, Ctx};
+use crate::api::{RollbackAnswer, RollbackView};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::rollback::{self, Progress};
@@ -33,23 +34,11 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
 }
 
 fn render(progress: &Progress) -> ApiResponse {
-    let mut body = json!({
-        "done": progress.done(),
-        "phase": progress.current.phase,
-        "target": progress.target,
-        "steps": progress.steps,
-    });
-    if let Some(facts) = &progress.facts {
-        body["reverseSync"] = shared::reverse_sync(&progress.current, facts);
+    let view = RollbackView::of(progress);
+    if progress.done() {
+        return ApiResponse::ok(json!(RollbackAnswer { rollback: view }));
     }
-    let Some(next) = &progress.next else {
-        return ApiResponse::ok(json!({ "rollback": body }));
-    };
-    body["next"] = json!(next);
-    if let Some(facts) = &progress.facts {
-        body["repairJournal"] = json!(facts.journal);
-    }
-    let mut error = ApiError::conflict(
+    let mut body = ApiError::conflict(
         "rollback_in_progress",
         format!(
             "rollback to phase {} is under way at phase {}: {}",
@@ -59,6 +48,6 @@ fn render(progress: &Progress) -> ApiResponse {
         ),
     )
     .body();
-    error["rollback"] = body;
-    ApiResponse::json(409, error)
+    body["rollback"] = json!(view);
+    ApiResponse::json(409, body)
 }

@@ -1,7 +1,8 @@
 //! `POST /admin/migrate/verify {mode?, sample?, restart?}`: start or continue a
 //! verification of the new store against the old one.
 
-use super::{bodies, render, Ctx};
+use super::{bodies, Ctx};
+use crate::api::VerificationView;
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::verify;
 use crate::migration::state::coordinator::PhaseRegister;
@@ -22,5 +23,7 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
         ctx.now_ms,
     )
     .await?;
-    Ok(ApiResponse::ok(render::verification(&verification)))
+    Ok(ApiResponse::ok(serde_json::json!(VerificationView::of(
+        &verification
+    ))))
 }

@@ -4,6 +4,13 @@ use std::io::{BufRead, Write};
 use std::thread::sleep;
 use std::time::Duration;
 
+use customer_kv_migration::api::{
+    AuditPageView, BatchView, EmailAuditView, ImportView, RollbackAnswer, StatusView,
+    VerificationView,
+};
+use customer_kv_migration::migration::state::rollback::Step;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::cli::{Args, Command, Force, StoreArg};
@@ -66,11 +73,12 @@ struct Output {
 }
 
 impl Output {
-    fn show(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
+    /// The worker's answer as it came (`--json`), or read as `T` and rendered for people.
+    fn show<T>(&self, value: &Value, typed: &T, human: impl FnOnce(&T) -> String) {
         if self.json {
             println!("{value}");
         } else {
-            println!("{}", human(value));
+            println!("{}", human(typed));
         }
     }
 
@@ -85,18 +93,43 @@ impl Output {
     }
 }
 
+/// The error shape every refusal has.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorFields,
+}
+
+#[derive(Deserialize)]
+struct ErrorFields {
+    code: String,
+    message: String,
+}
+
+/// An answer read as the library's type for it.
+fn typed<T: DeserializeOwned>(value: &Value) -> CommandResult<T> {
+    T::deserialize(value).map_err(|e| {
+        Failure::Other(format!(
+            "the worker's answer does not have the expected shape: {e}"
+        ))
+    })
+}
+
 fn status(client: &Client, out: &Output, watch: bool, interval: u64) -> CommandResult {
-    let fetch = || client.get("/admin/migrate/status", &[])?.success();
+    let fetch = || -> CommandResult<(Value, StatusView)> {
+        let raw = client.get("/admin/migrate/status", &[])?.success()?;
+        let status = typed(&raw)?;
+        Ok((raw, status))
+    };
     if !watch {
-        let status = fetch()?;
-        out.show(&status, render::status);
+        let (raw, status) = fetch()?;
+        out.show(&raw, &status, render::status);
         return Ok(());
     }
     let interactive = !out.json && std::io::IsTerminal::is_terminal(&std::io::stdout());
     loop {
-        let status = fetch()?;
+        let (raw, status) = fetch()?;
         if out.json {
-            println!("{status}");
+            println!("{raw}");
         } else if interactive {
             // Clear the screen and redraw in place.
             println!("\x1b[2J\x1b[H{}", render::status(&status));
@@ -113,8 +146,9 @@ fn status(client: &Client, out: &Output, watch: bool, interval: u64) -> CommandR
 
 fn wait_until_settled(client: &Client, out: &Output) -> CommandResult {
     loop {
-        let status = client.get("/admin/migrate/status", &[])?.success()?;
-        let left = status["phase"]["unsettledMs"].as_u64().unwrap_or(0);
+        let raw = client.get("/admin/migrate/status", &[])?.success()?;
+        let status: StatusView = typed(&raw)?;
+        let left = status.phase.unsettled_ms.unwrap_or(0);
         if left == 0 {
             return Ok(());
         }
@@ -139,7 +173,7 @@ fn change_phase(client: &Client, out: &Output, phase: u8, force: &Force) -> Comm
     let mut body = json!({ "phase": phase });
     force_fields(&mut body, force);
     let answer = client.post_json("/admin/migrate/phase", &body)?.success()?;
-    out.show(&answer, render::phase_change);
+    out.show(&answer, &typed(&answer)?, render::phase_change);
     Ok(())
 }
 
@@ -160,14 +194,15 @@ fn backfill(
         let answer = client
             .post_json("/admin/migrate/backfill", &body)?
             .success()?;
-        out.show(&answer, render::backfill_batch);
-        let complete = answer["progress"]["complete"].as_bool().unwrap_or(false);
-        if !until_done || dry_run || complete {
+        let batch: BatchView = typed(&answer)?;
+        out.show(&answer, &batch, render::backfill_batch);
+        if !until_done || dry_run || batch.progress.complete {
             return Ok(());
         }
         // A pass that copied is followed by one that re-reads, once KV has spread the
         // copies to every location.
-        if let Some(wait) = answer["report"]["waitMs"].as_u64().filter(|ms| *ms > 0) {
+        let wait = batch.report.and_then(|r| r.wait_ms);
+        if let Some(wait) = wait.filter(|ms| *ms > 0) {
             out.progress(&format!(
                 "waiting {} before the next pass re-reads what this one copied",
                 render::duration(wait)
@@ -190,9 +225,10 @@ fn verify(client: &Client, out: &Output, sample: Option<u64>) -> CommandResult {
             .post_json("/admin/migrate/verify", &body)?
             .success()?;
         body["restart"] = json!(false);
-        if answer["complete"].as_bool().unwrap_or(false) {
-            out.show(&answer, render::verification);
-            return if answer["clean"].as_bool().unwrap_or(false) {
+        let verification: VerificationView = typed(&answer)?;
+        if verification.complete {
+            out.show(&answer, &verification, render::verification);
+            return if verification.clean {
                 Ok(())
             } else {
                 Err(Failure::Refused(
@@ -202,7 +238,7 @@ fn verify(client: &Client, out: &Output, sample: Option<u64>) -> CommandResult {
         }
         out.progress(&format!(
             "verifying: {} keys listed, {} compared",
-            answer["listed"], answer["valuesCompared"]
+            verification.listed, verification.values_compared
         ));
     }
     Err(Failure::Refused("the verification did not finish".into()))
@@ -214,8 +250,9 @@ fn emails(client: &Client, out: &Output, dry_run: bool) -> CommandResult {
         let answer = client
             .post_json("/admin/migrate/emails", &body)?
             .success()?;
-        if answer["complete"].as_bool().unwrap_or(false) {
-            out.show(&answer, render::email_audit);
+        let audit: EmailAuditView = typed(&answer)?;
+        if audit.complete {
+            out.show(&answer, &audit, render::email_audit);
             return Ok(());
         }
         out.progress("auditing email mappings…");
@@ -236,26 +273,35 @@ fn rollback(
         let answer = client.post_json("/admin/migrate/rollback", &body)?;
         if answer.status == 200 {
             let done = answer.json()?;
-            out.show(&done, render::rollback);
+            out.show(&done, &typed::<RollbackAnswer>(&done)?, |r| {
+                render::rollback(r, None)
+            });
             return Ok(());
         }
-        let progress = answer
+        let in_progress = answer
             .json()
             .ok()
-            .filter(|v| answer.status == 409 && v["error"]["code"] == "rollback_in_progress");
-        let Some(progress) = progress else {
+            .filter(|_| answer.status == 409)
+            .and_then(|v| {
+                let error: ErrorBody = typed(&v).ok()?;
+                (error.error.code == "rollback_in_progress").then_some((v, error))
+            });
+        let Some((raw, error)) = in_progress else {
             return Err(answer.failure());
         };
-        out.show(&progress, render::rollback);
+        let progress: RollbackAnswer = typed(&raw)?;
+        let message = error.error.message.as_str();
+        out.show(&raw, &progress, |r| render::rollback(r, Some(message)));
         if no_wait {
             return Err(Failure::Refused(format!(
                 "rollback to phase {phase} is not finished; run the command again"
             )));
         }
-        if progress["rollback"]["next"]["step"] == "blocked" {
-            return Err(answer.failure());
-        }
-        let wait_ms = progress["rollback"]["next"]["ms"].as_u64().unwrap_or(0);
+        let wait_ms = match progress.rollback.next {
+            Some(Step::Blocked { .. }) => return Err(answer.failure()),
+            Some(Step::Wait { ms }) => ms,
+            _ => 0,
+        };
         sleep(Duration::from_millis(wait_ms.clamp(200, 10_000)));
     }
     Err(Failure::Refused("the rollback did not finish".into()))
@@ -306,7 +352,12 @@ fn import(
         Box::new(std::io::BufReader::new(opened))
     };
     let mode = if overwrite { "overwrite" } else { "missing" };
-    let mut totals = json!({ "store": store.as_str(), "written": 0, "alreadyPresent": 0, "skippedMigrationState": 0 });
+    let mut totals = ImportView {
+        store: store.as_str().to_owned(),
+        written: 0,
+        already_present: 0,
+        skipped_migration_state: 0,
+    };
     let mut batch = String::new();
     let mut lines_in_batch = 0;
     let mut send = |batch: &mut String, lines: &mut usize| -> CommandResult {
@@ -322,10 +373,10 @@ fn import(
                 std::mem::take(batch).into_bytes(),
             )?
             .success()?;
-        for field in ["written", "alreadyPresent", "skippedMigrationState"] {
-            totals[field] =
-                json!(totals[field].as_u64().unwrap_or(0) + answer[field].as_u64().unwrap_or(0));
-        }
+        let part: ImportView = typed(&answer)?;
+        totals.written += part.written;
+        totals.already_present += part.already_present;
+        totals.skipped_migration_state += part.skipped_migration_state;
         *lines = 0;
         Ok(())
     };
@@ -348,7 +399,7 @@ fn import(
         lines_in_batch += 1;
     }
     send(&mut batch, &mut lines_in_batch)?;
-    out.show(&totals, render::import);
+    out.show(&json!(totals), &totals, render::import);
     Ok(())
 }
 
@@ -362,9 +413,10 @@ fn audit(client: &Client, out: &Output, limit: u32, all: bool) -> CommandResult 
                 &[("limit", &limit), ("cursor", &cursor)],
             )?
             .success()?;
-        out.show(&answer, render::audit_page);
-        match answer["cursor"].as_str() {
-            Some(next) if all => cursor = next.to_owned(),
+        let page: AuditPageView = typed(&answer)?;
+        out.show(&answer, &page, render::audit_page);
+        match page.cursor {
+            Some(next) if all => cursor = next,
             _ => return Ok(()),
         }
     }

@@ -1,13 +1,20 @@
-//! Human-readable renderings of the worker's answers.
+//! Human-readable renderings of the worker's answers, read as the library's types
+//! (`customer_kv_migration::api`).
 
-use serde_json::Value;
-
+use customer_kv_migration::api::{
+    AuditPageView, BatchView, EmailAuditView, GateView, ImportView, PhaseChangeView, ProgressView,
+    RollbackAnswer, StatusView, VerificationView,
+};
+use customer_kv_migration::migration::state::audit::AuditEntry;
+use customer_kv_migration::migration::state::rollback::{Step, Taken};
+use customer_kv_migration::migration::KeySample;
+use customer_kv_migration::phase::Phase;
 use customer_kv_migration::time::rfc3339;
 
 const BAR_WIDTH: usize = 30;
 
-fn at(ms: &Value) -> String {
-    match ms.as_u64() {
+fn at(ms: Option<u64>) -> String {
+    match ms {
         Some(0) | None => "never".into(),
         Some(ms) => rfc3339(ms),
     }
@@ -28,248 +35,242 @@ pub fn bar(percent: f64) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(BAR_WIDTH - filled))
 }
 
-/// One line for a backfill-like progress object.
-fn progress(label: &str, p: &Value) -> String {
-    let percent = p["percent"].as_f64().unwrap_or(0.0);
-    let counts = &p["counts"];
-    let eta = match p["etaMs"].as_u64() {
-        Some(ms) if p["complete"] != true => format!("  ETA {}", duration(ms)),
+fn stage_name(p: &ProgressView) -> String {
+    serde_json::to_value(p.stage)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// One line for a backfill-like progress.
+fn progress(label: &str, p: &ProgressView) -> String {
+    let eta = match p.eta_ms {
+        Some(ms) if !p.complete => format!("  ETA {}", duration(ms)),
         _ => String::new(),
     };
-    let state = if p["complete"] == true {
+    let state = if p.complete {
         "complete".to_owned()
-    } else if p["paused"] == true {
+    } else if p.paused {
         "paused".to_owned()
-    } else if p["pass"].as_u64().is_some_and(|pass| pass > 1) {
-        format!("pass {} {}", p["pass"], p["stage"].as_str().unwrap_or("?"))
+    } else if p.pass > 1 {
+        format!("pass {} {}", p.pass, stage_name(p))
     } else {
-        p["stage"].as_str().unwrap_or("?").to_owned()
+        stage_name(p)
     };
+    let counts = &p.counts;
     format!(
         "{label:<13} {} {:>5.1}%  {state}  scanned {}/{}  copied {}  conflicts {}  errors {}{eta}",
-        bar(percent),
-        percent,
-        counts["scanned"],
-        p["total"],
-        counts["copied"],
-        counts["conflicts"],
-        counts["errors"],
+        bar(p.percent),
+        p.percent,
+        counts.scanned,
+        p.total,
+        counts.copied,
+        counts.conflicts,
+        counts.errors,
     )
 }
 
-fn gate_lines(direction: &str, gate: &Value) -> String {
-    if gate.is_null() {
+fn gate_lines(direction: &str, gate: Option<&GateView>) -> String {
+    let Some(gate) = gate else {
         return format!("  {direction}: none");
-    }
+    };
     let mut text = format!(
         "  {direction} to {}: {}",
-        gate["to"],
-        if gate["met"] == true {
-            "allowed"
-        } else {
-            "blocked"
-        }
+        gate.to.number(),
+        if gate.met { "allowed" } else { "blocked" }
     );
-    for unmet in gate["unmet"].as_array().into_iter().flatten() {
-        text.push_str(&format!(
-            "\n    - {}: {}",
-            unmet["gate"].as_str().unwrap_or("?"),
-            unmet["reason"].as_str().unwrap_or("")
-        ));
+    for unmet in &gate.unmet {
+        text.push_str(&format!("\n    - {}: {}", unmet.gate.name(), unmet.reason));
     }
     text
 }
 
-fn key_sample(label: &str, sample: &Value) -> String {
-    let keys: Vec<&str> = sample["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let more = if sample["exact"] == false { "+" } else { "" };
-    if keys.is_empty() {
-        format!("{label}: {}{more}", sample["count"])
+fn key_sample(label: &str, sample: &KeySample) -> String {
+    let more = if sample.exact { "" } else { "+" };
+    if sample.keys.is_empty() {
+        format!("{label}: {}{more}", sample.count)
     } else {
-        format!("{label}: {}{more} ({})", sample["count"], keys.join(", "))
+        format!(
+            "{label}: {}{more} ({})",
+            sample.count,
+            sample.keys.join(", ")
+        )
     }
 }
 
-fn audit_line(entry: &Value) -> String {
+fn audit_line(entry: &AuditEntry) -> String {
     let mut line = format!(
         "  {}  {:<10} {}",
-        at(&entry["at"]),
-        entry["who"].as_str().unwrap_or("?"),
-        entry["action"].as_str().unwrap_or("?")
+        at(Some(entry.at)),
+        entry.who,
+        entry.action
     );
-    if entry["from"].is_number() {
-        line.push_str(&format!(" {}→{}", entry["from"], entry["to"]));
+    if let (Some(from), Some(to)) = (entry.from, entry.to) {
+        line.push_str(&format!(" {from}→{to}"));
     }
-    if entry["forced"] == true {
+    if entry.forced {
         line.push_str(" FORCED");
-        if let Some(gates) = entry["unmetGates"].as_array() {
-            let names: Vec<&str> = gates.iter().filter_map(Value::as_str).collect();
-            line.push_str(&format!(" [{}]", names.join(", ")));
+        if !entry.unmet_gates.is_empty() {
+            line.push_str(&format!(" [{}]", entry.unmet_gates.join(", ")));
         }
     }
-    if let Some(reason) = entry["reason"].as_str() {
+    if let Some(reason) = &entry.reason {
         line.push_str(&format!(" — {reason}"));
     }
     line
 }
 
-fn verification_line(v: &Value) -> String {
-    if v.is_null() {
+fn verification_line(v: Option<&VerificationView>) -> String {
+    let Some(v) = v else {
         return "none".into();
-    }
+    };
+    let mode = serde_json::to_value(v.mode)
+        .ok()
+        .and_then(|m| m.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
     format!(
-        "{} {} at {}: listed {}, missing {}, mismatched {}, extra {}",
-        v["mode"].as_str().unwrap_or("?"),
-        if v["complete"] != true {
+        "{mode} {} at {}: listed {}, missing {}, mismatched {}, extra {}",
+        if !v.complete {
             "running"
-        } else if v["clean"] == true {
+        } else if v.clean {
             "clean"
         } else {
             "DIFFERENCES"
         },
-        at(&v["completedAt"]),
-        v["listed"],
-        v["missing"]["count"],
-        v["mismatched"]["count"],
-        v["extra"]["count"],
+        at(v.completed_at),
+        v.listed,
+        v.missing.count,
+        v.mismatched.count,
+        v.extra.count,
     )
 }
 
-pub fn status(s: &Value) -> String {
-    let phase = &s["phase"];
+pub fn status(s: &StatusView) -> String {
+    let phase = &s.phase;
     let mut out = vec![format!(
         "phase {} {} ({}; changed {} by {})",
-        phase["current"],
-        phase["name"].as_str().unwrap_or("?"),
-        phase["source"].as_str().unwrap_or("?"),
-        at(&phase["changedAt"]),
-        phase["changedBy"]
-            .as_str()
-            .filter(|w| !w.is_empty())
-            .unwrap_or("nobody"),
+        phase.current.number(),
+        phase.name,
+        phase.source,
+        at(Some(phase.changed_at)),
+        if phase.changed_by.is_empty() {
+            "nobody"
+        } else {
+            &phase.changed_by
+        },
     )];
     out.push("gates:".into());
-    out.push(gate_lines("forward", &s["gates"]["forward"]));
-    out.push(gate_lines("back", &s["gates"]["back"]));
-    out.push(progress("backfill", &s["backfill"]));
-    let phase_number = phase["current"].as_u64().unwrap_or(0);
-    if s["reverseSync"]["needed"] == true && phase_number >= 4 {
+    out.push(gate_lines("forward", s.gates.forward.as_ref()));
+    out.push(gate_lines("back", s.gates.back.as_ref()));
+    out.push(progress("backfill", &s.backfill));
+    let sync_needed = s.reverse_sync.needed == Some(true);
+    if sync_needed && skips_old_store(phase.current) {
         out.push(
             "reverse sync  due after a rollback: the old store lacks writes made since phase 4"
                 .into(),
         );
-    } else if s["reverseSync"]["needed"] == true {
-        out.push(progress("reverse sync", &s["reverseSync"]));
+    } else if sync_needed {
+        out.push(progress("reverse sync", &s.reverse_sync));
     } else {
         out.push("reverse sync  not needed (the old store has every write)".into());
     }
-    let period = &s["verificationPeriod"];
-    if !period.is_null() {
+    if let Some(period) = &s.verification_period {
         out.push(format!(
             "phase 4 period: {} left; {}",
-            duration(period["leftMs"].as_u64().unwrap_or(0)),
-            key_sample("fallback hits since phase 4", &period["fallbackHits"])
+            duration(period.left_ms),
+            key_sample("fallback hits since phase 4", &period.fallback_hits)
         ));
     }
     out.push(format!(
         "verification: last full {}",
-        verification_line(&s["verification"]["lastFull"])
+        verification_line(s.verification.last_full.as_ref())
     ));
-    if !s["verification"]["current"].is_null() {
+    if let Some(current) = &s.verification.current {
         out.push(format!(
             "              latest {}",
-            verification_line(&s["verification"]["current"])
+            verification_line(Some(current))
         ));
     }
-    out.push(key_sample("repair journal", &s["repairJournal"]));
-    if !s["readRepairsSettling"].is_null() {
-        out.push(key_sample(
-            "read-repair copies awaiting their check",
-            &s["readRepairsSettling"],
-        ));
-    }
-    out.push(key_sample("fallback hits", &s["fallbackHits"]));
+    out.push(key_sample("repair journal", &s.repair_journal));
+    out.push(key_sample(
+        "read-repair copies awaiting their check",
+        &s.read_repairs_settling,
+    ));
+    out.push(key_sample("fallback hits", &s.fallback_hits));
     out.push("recent audit:".into());
-    for entry in s["recentAudit"].as_array().into_iter().flatten().take(8) {
+    for entry in s.recent_audit.iter().take(8) {
         out.push(audit_line(entry));
     }
     out.join("\n")
 }
 
+/// Whether a reverse sync is due and not yet vouching for the old store.
+fn syncing(s: &StatusView) -> bool {
+    s.reverse_sync.needed == Some(true) && s.reverse_sync.vouches != Some(true)
+}
+
 /// One line per `status --watch` redraw when output is not a terminal.
-pub fn progress_line(s: &Value) -> String {
-    let running = if s["reverseSync"]["needed"] == true && s["reverseSync"]["vouches"] != true {
-        progress("reverse sync", &s["reverseSync"])
+pub fn progress_line(s: &StatusView) -> String {
+    let running = if syncing(s) {
+        progress("reverse sync", &s.reverse_sync)
     } else {
-        progress("backfill", &s["backfill"])
+        progress("backfill", &s.backfill)
     };
-    format!("phase {} | {running}", s["phase"]["current"])
+    format!("phase {} | {running}", s.phase.current.number())
 }
 
 /// Whether `status --watch` has nothing left to watch: the backfill is complete (or
 /// paused), and no reverse sync is still needed.
-pub fn nothing_running(s: &Value) -> bool {
-    let backfill_idle = s["backfill"]["complete"] == true || s["backfill"]["paused"] == true;
-    let sync_idle = s["reverseSync"]["needed"] != true || s["reverseSync"]["vouches"] == true;
-    backfill_idle && sync_idle
+pub fn nothing_running(s: &StatusView) -> bool {
+    (s.backfill.complete || s.backfill.paused) && !syncing(s)
 }
 
-pub fn phase_change(a: &Value) -> String {
-    let mut text = if a["changed"] == true {
+pub fn phase_change(a: &PhaseChangeView) -> String {
+    let mut text = if a.changed {
         format!(
             "phase {} → {} ({})",
-            a["previous"],
-            a["phase"],
-            a["name"].as_str().unwrap_or("?")
+            a.previous.number(),
+            a.phase.number(),
+            a.name
         )
     } else {
-        format!("already in phase {}", a["phase"])
+        format!("already in phase {}", a.phase.number())
     };
-    if a["forced"] == true {
-        let gates: Vec<&str> = a["forcedGates"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|g| g["gate"].as_str())
-            .collect();
+    if a.forced {
+        let gates: Vec<&str> = a.forced_gates.iter().map(|g| g.gate.name()).collect();
         text.push_str(&format!("\nforced past: {}", gates.join(", ")));
     }
     text
 }
 
-pub fn backfill_batch(a: &Value) -> String {
-    let r = &a["report"];
-    let head = match r["skippedBecause"].as_str() {
-        Some(why) => format!("batch skipped: {why}"),
-        None => format!(
-            "batch{}: scanned {}, copied {}, skipped {}, conflicts {}, corrupt {}, errors {} in {} KV operations",
-            if r["dryRun"] == true { " (dry run)" } else { "" },
-            r["counts"]["scanned"],
-            r["counts"]["copied"],
-            r["counts"]["skipped"],
-            r["counts"]["conflicts"],
-            r["counts"]["corrupt"],
-            r["counts"]["errors"],
-            r["operations"],
-        ),
+pub fn backfill_batch(a: &BatchView) -> String {
+    let head = match &a.report {
+        None => String::new(),
+        Some(r) => match &r.skipped_because {
+            Some(why) => format!("batch skipped: {why}\n"),
+            None => format!(
+                "batch{}: scanned {}, copied {}, skipped {}, conflicts {}, corrupt {}, errors {} in {} KV operations\n",
+                if r.dry_run { " (dry run)" } else { "" },
+                r.counts.scanned,
+                r.counts.copied,
+                r.counts.skipped,
+                r.counts.conflicts,
+                r.counts.corrupt,
+                r.counts.errors,
+                r.operations,
+            ),
+        },
     };
-    format!("{head}\n{}", progress("backfill", &a["progress"]))
+    format!("{head}{}", progress("backfill", &a.progress))
 }
 
-pub fn verification(v: &Value) -> String {
-    let mut out = vec![verification_line(v)];
-    for kind in ["missing", "mismatched", "extra"] {
-        let keys: Vec<&str> = v[kind]["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+pub fn verification(v: &VerificationView) -> String {
+    let mut out = vec![verification_line(Some(v))];
+    for (kind, keys) in [
+        ("missing", &v.missing.keys),
+        ("mismatched", &v.mismatched.keys),
+        ("extra", &v.extra.keys),
+    ] {
         if !keys.is_empty() {
             out.push(format!("  {kind}: {}", keys.join(", ")));
         }
@@ -277,88 +278,89 @@ pub fn verification(v: &Value) -> String {
     out.join("\n")
 }
 
-pub fn email_audit(a: &Value) -> String {
+pub fn email_audit(a: &EmailAuditView) -> String {
+    let audit = &a.audit;
     format!(
         "email mappings{}: derived {}, repointed {}, re-keyed {}; {} conflicts, {} orphans",
-        if a["dryRun"] == true {
+        if audit.dry_run {
             " (dry run: nothing written)"
         } else {
             ""
         },
-        a["derived"],
-        a["repointed"],
-        a["rekeyed"],
-        a["conflicts"],
-        a["orphans"],
+        audit.derived,
+        audit.repointed,
+        audit.rekeyed,
+        audit.conflicts,
+        audit.orphans,
     )
 }
 
-pub fn rollback(a: &Value) -> String {
-    let r = &a["rollback"];
+/// A rollback's answer; `blocked_by` is the error message of a 409 that names the gates.
+pub fn rollback(a: &RollbackAnswer, blocked_by: Option<&str>) -> String {
+    let r = &a.rollback;
     let mut out = Vec::new();
-    for step in r["steps"].as_array().into_iter().flatten() {
-        out.push(match step["step"].as_str() {
-            Some("move") => format!("moved phase {} → {}", step["from"], step["to"]),
-            Some("sync") => {
-                let report = &step["report"];
+    for step in &r.steps {
+        out.push(match step {
+            Taken::Move { from, to, .. } => {
+                format!("moved phase {} → {}", from.number(), to.number())
+            }
+            Taken::Sync { report } => {
+                let counts = report
+                    .as_ref()
+                    .map(|r| r.counts.clone())
+                    .unwrap_or_default();
                 format!(
                     "reverse sync: scanned {}, copied back {}, errors {}",
-                    report["counts"]["scanned"],
-                    report["counts"]["copied"],
-                    report["counts"]["errors"]
+                    counts.scanned, counts.copied, counts.errors
                 )
             }
-            Some("repair") => format!("repair: {}", step["report"]),
-            _ => step.to_string(),
+            Taken::Repair { report } => format!(
+                "repair: {}",
+                serde_json::to_string(report).unwrap_or_default()
+            ),
         });
     }
-    if r["done"] == true {
-        out.push(format!("rollback complete: phase {}", r["phase"]));
+    if r.done {
+        out.push(format!("rollback complete: phase {}", r.phase.number()));
     } else {
-        let next = &r["next"];
+        let next = match &r.next {
+            Some(Step::Wait { ms }) => format!("waiting {} for isolates to settle", duration(*ms)),
+            Some(Step::Sync) => match &r.reverse_sync {
+                Some(sync) => progress("reverse sync", sync),
+                None => "sync".into(),
+            },
+            Some(Step::Blocked { .. }) => blocked_by.unwrap_or("blocked").to_owned(),
+            Some(Step::Move { to }) => format!("move to phase {}", to.number()),
+            Some(Step::Repair) => "repair".into(),
+            Some(Step::Done) | None => "?".into(),
+        };
         out.push(format!(
-            "rollback to {} under way at phase {}; next: {}",
-            r["target"],
-            r["phase"],
-            match next["step"].as_str() {
-                Some("wait") => format!(
-                    "waiting {} for isolates to settle",
-                    duration(next["ms"].as_u64().unwrap_or(0))
-                ),
-                Some("sync") => progress("reverse sync", &r["reverseSync"]),
-                Some("blocked") => a["error"]["message"]
-                    .as_str()
-                    .unwrap_or("blocked")
-                    .to_owned(),
-                other => other.unwrap_or("?").to_owned(),
-            }
+            "rollback to {} under way at phase {}; next: {next}",
+            r.target.number(),
+            r.phase.number(),
         ));
     }
     out.join("\n")
 }
 
-pub fn import(t: &Value) -> String {
+pub fn import(t: &ImportView) -> String {
     format!(
         "imported into the {} store: {} written, {} already there, {} migration-state keys skipped",
-        t["store"].as_str().unwrap_or("?"),
-        t["written"],
-        t["alreadyPresent"],
-        t["skippedMigrationState"]
+        t.store, t.written, t.already_present, t.skipped_migration_state
     )
 }
 
-pub fn audit_page(page: &Value) -> String {
-    let entries: Vec<String> = page["entries"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(audit_line)
-        .collect();
-    if entries.is_empty() {
-        "no audit entries".into()
-    } else {
-        entries.join("\n")
+pub fn audit_page(page: &AuditPageView) -> String {
+    if page.entries.is_empty() {
+        return "no audit entries".into();
     }
+    let lines: Vec<String> = page.entries.iter().map(audit_line).collect();
+    lines.join("\n")
+}
+
+/// Whether the phase's writes skip the old store (so a due reverse sync cannot run yet).
+fn skips_old_store(phase: Phase) -> bool {
+    !phase.writes_to(customer_kv_migration::store::StoreName::Old)
 }
 
 #[cfg(test)]

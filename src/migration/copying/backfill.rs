@@ -204,8 +204,8 @@ impl Default for RunOptions {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct RunReport {
     pub ran: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -117,8 +117,8 @@ pub fn may_correct(phase: Phase, old_store_diverged: bool) -> bool {
     phase.read_repairs() && !old_store_diverged
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct CheckReport {
     pub examined: u32,
     pub settled: u32,

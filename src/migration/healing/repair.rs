@@ -9,7 +9,7 @@
 //! writes are visible everywhere, and one whose repair wrote stays until a later check
 //! finds the stores agreeing (§5).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::EMAIL_PREFIX;
 use crate::migration::copying::copy::record_newer_than_tombstone;
@@ -25,8 +25,8 @@ pub const ENTRIES_PER_RUN: u32 = 110;
 /// Copies of one key retried while the source keeps changing under it.
 const COPY_ATTEMPTS: usize = 3;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct RepairReport {
     pub examined: u32,
     pub repaired: u32,

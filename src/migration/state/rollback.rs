@@ -7,7 +7,7 @@
 //! again; reads may only return to the old store (phase 1) once the reverse sync has
 //! copied back what phases 4 and 5 wrote to the new store alone.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::migration::copying::backfill::RunReport;
@@ -20,7 +20,7 @@ use crate::phase::{Move, Phase};
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     /// The target phase is reached.
@@ -84,13 +84,17 @@ pub struct Context<'a, S, R> {
 }
 
 /// A step one call took.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Taken {
     Move {
         from: Phase,
         to: Phase,
-        #[serde(rename = "forcedGates", skip_serializing_if = "Option::is_none")]
+        #[serde(
+            rename = "forcedGates",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
         forced_gates: Option<Vec<UnmetGate>>,
     },
     Repair {

@@ -1,0 +1,356 @@
+//! The admin API's answers as types, defined once: the handlers build them, and
+//! `kv-migrate` reads them (docs/http-api.md shows each shape).
+
+use serde::{Deserialize, Serialize};
+
+use crate::migration::checking::emails::EmailAudit;
+use crate::migration::checking::verify::{Mode, Verification};
+use crate::migration::copying::backfill::{Checkpoint, RunReport, Stage};
+use crate::migration::copying::copy::CopyCounts;
+use crate::migration::healing::read_repair::CheckReport;
+use crate::migration::healing::repair::RepairReport;
+use crate::migration::state::audit::AuditEntry;
+use crate::migration::state::gates::{Facts, GateSettings, UnmetGate};
+use crate::migration::state::phase_record::{CurrentPhase, PhaseSource};
+use crate::migration::state::rollback::{Progress as RollbackProgress, Step, Taken};
+use crate::migration::status::{NextMove, Status};
+use crate::migration::KeySample;
+use crate::phase::Phase;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseView {
+    pub current: Phase,
+    pub name: String,
+    /// `stored`, or `default` before any move.
+    pub source: String,
+    pub changed_at: u64,
+    pub changed_by: String,
+    /// How long isolates may still run the previous phase (status only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsettled_ms: Option<u64>,
+}
+
+impl PhaseView {
+    pub fn of(current: &CurrentPhase) -> Self {
+        Self {
+            current: current.phase,
+            name: current.phase.name().to_owned(),
+            source: match current.source {
+                PhaseSource::Stored => "stored",
+                PhaseSource::Default => "default",
+            }
+            .to_owned(),
+            changed_at: current.state.changed_at,
+            changed_by: current.state.changed_by.clone(),
+            unsettled_ms: None,
+        }
+    }
+}
+
+/// A backfill or reverse sync: where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressView {
+    pub stage: Stage,
+    pub complete: bool,
+    pub paused: bool,
+    pub total: u64,
+    pub counts: CopyCounts,
+    pub percent: f64,
+    pub eta_ms: Option<u64>,
+    pub started_at: Option<u64>,
+    pub updated_at: u64,
+    pub completed_at: Option<u64>,
+    pub runs: u64,
+    pub pass: u32,
+    pub pass_starts_at: Option<u64>,
+    pub unsettled_copies: bool,
+    /// Reverse sync only: whether one is due, and whether a finished one vouches for the
+    /// old store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vouches: Option<bool>,
+}
+
+impl ProgressView {
+    pub fn of(checkpoint: &Checkpoint) -> Self {
+        Self {
+            stage: checkpoint.stage,
+            complete: checkpoint.complete(),
+            paused: checkpoint.paused,
+            total: checkpoint.total,
+            counts: checkpoint.counts.clone(),
+            percent: (checkpoint.percent() * 10.0).round() / 10.0,
+            eta_ms: checkpoint.eta_ms(),
+            started_at: checkpoint.started_at,
+            updated_at: checkpoint.updated_at,
+            completed_at: checkpoint.completed_at,
+            runs: checkpoint.runs,
+            pass: checkpoint.pass.max(1),
+            pass_starts_at: checkpoint.pass_not_before,
+            unsettled_copies: checkpoint.unsettled_copies(),
+            needed: None,
+            vouches: None,
+        }
+    }
+
+    /// The reverse sync: needed while the old store lacks writes made since phase 4.
+    pub fn reverse_sync(current: &CurrentPhase, facts: &Facts) -> Self {
+        Self {
+            needed: Some(current.state.old_store_diverged),
+            vouches: Some(facts.gates.reverse_sync_complete),
+            ..Self::of(&facts.reverse_sync)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysView {
+    pub count: u64,
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationView {
+    pub mode: Mode,
+    pub rate: u64,
+    pub complete: bool,
+    pub clean: bool,
+    pub listed: u64,
+    pub values_compared: u64,
+    pub missing: KeysView,
+    pub extra: KeysView,
+    pub mismatched: KeysView,
+    pub started_at: u64,
+    pub updated_at: u64,
+    pub completed_at: Option<u64>,
+}
+
+impl VerificationView {
+    pub fn of(v: &Verification) -> Self {
+        Self {
+            mode: v.mode,
+            rate: v.rate,
+            complete: v.complete(),
+            clean: v.clean(),
+            listed: v.listed,
+            values_compared: v.values_compared,
+            missing: KeysView {
+                count: v.missing,
+                keys: v.missing_keys.clone(),
+            },
+            extra: KeysView {
+                count: v.extra,
+                keys: v.extra_keys.clone(),
+            },
+            mismatched: KeysView {
+                count: v.mismatched,
+                keys: v.mismatched_keys.clone(),
+            },
+            started_at: v.started_at,
+            updated_at: v.updated_at,
+            completed_at: v.completed_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateView {
+    pub to: Phase,
+    pub met: bool,
+    pub unmet: Vec<UnmetGate>,
+}
+
+impl GateView {
+    fn of(next: &Option<NextMove>) -> Option<Self> {
+        next.as_ref().map(|m| Self {
+            to: m.to,
+            met: m.unmet.is_empty(),
+            unmet: m.unmet.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveGates {
+    pub forward: Option<GateView>,
+    pub back: Option<GateView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationPeriodView {
+    pub started_at: u64,
+    pub period_ms: u64,
+    pub left_ms: u64,
+    pub fallback_hits: KeySample,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verifications {
+    pub current: Option<VerificationView>,
+    pub last_full: Option<VerificationView>,
+}
+
+/// `GET /admin/migrate/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    pub phase: PhaseView,
+    pub gates: MoveGates,
+    /// Phase changes and rollbacks among the recent audit entries, newest first.
+    pub history: Vec<AuditEntry>,
+    pub backfill: ProgressView,
+    pub reverse_sync: ProgressView,
+    /// Phase 4 only.
+    pub verification_period: Option<VerificationPeriodView>,
+    pub verification: Verifications,
+    pub fallback_hits: KeySample,
+    pub repair_journal: KeySample,
+    pub read_repairs_settling: KeySample,
+    pub new_store_diverged: bool,
+    pub old_store_diverged: bool,
+    pub recent_audit: Vec<AuditEntry>,
+}
+
+impl StatusView {
+    pub fn of(current: &CurrentPhase, settings: GateSettings, status: Status) -> Self {
+        let facts = &status.facts;
+        let phase = PhaseView {
+            unsettled_ms: Some(facts.gates.unsettled_ms),
+            ..PhaseView::of(current)
+        };
+        let history = status
+            .recent_audit
+            .iter()
+            .filter(|e| e.action == "phase_change" || e.action == "rollback")
+            .cloned()
+            .collect();
+        let verification_period =
+            current
+                .phase
+                .is_verification_period()
+                .then(|| VerificationPeriodView {
+                    started_at: current.state.changed_at,
+                    period_ms: settings.verification_period_ms,
+                    left_ms: facts.gates.verification_period_left_ms,
+                    fallback_hits: facts.fallback_in_phase_4.clone(),
+                });
+        Self {
+            phase,
+            gates: MoveGates {
+                forward: GateView::of(&status.forward),
+                back: GateView::of(&status.back),
+            },
+            history,
+            backfill: ProgressView::of(&facts.checkpoint),
+            reverse_sync: ProgressView::reverse_sync(current, facts),
+            verification_period,
+            verification: Verifications {
+                current: status.verification.as_ref().map(VerificationView::of),
+                last_full: facts.last_full.as_ref().map(VerificationView::of),
+            },
+            fallback_hits: status.fallback_hits.clone(),
+            repair_journal: facts.journal.clone(),
+            read_repairs_settling: facts.settling.clone(),
+            new_store_diverged: current.state.new_store_diverged,
+            old_store_diverged: current.state.old_store_diverged,
+            recent_audit: status.recent_audit,
+        }
+    }
+}
+
+/// `POST /admin/migrate/phase`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseChangeView {
+    pub phase: Phase,
+    pub name: String,
+    pub previous: Phase,
+    pub changed: bool,
+    pub forced: bool,
+    pub forced_gates: Vec<UnmetGate>,
+}
+
+/// `POST /admin/migrate/backfill` (and `progress` alone for pause, resume, reset).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<RunReport>,
+    pub progress: ProgressView,
+}
+
+/// `POST /admin/migrate/repair`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairView {
+    pub repair: RepairReport,
+    /// The read-repair checks.
+    pub settle: CheckReport,
+}
+
+/// `POST /admin/migrate/emails`: the audit with its completeness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailAuditView {
+    #[serde(flatten)]
+    pub audit: EmailAudit,
+    pub complete: bool,
+}
+
+/// `POST /admin/migrate/rollback`: the `rollback` member of the answer (200, or inside
+/// the 409 `rollback_in_progress` error).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackView {
+    pub done: bool,
+    pub phase: Phase,
+    pub target: Phase,
+    pub steps: Vec<Taken>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_sync: Option<ProgressView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Step>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair_journal: Option<KeySample>,
+}
+
+impl RollbackView {
+    pub fn of(progress: &RollbackProgress) -> Self {
+        let facts = progress.facts.as_ref();
+        Self {
+            done: progress.done(),
+            phase: progress.current.phase,
+            target: progress.target,
+            steps: progress.steps.clone(),
+            reverse_sync: facts.map(|f| ProgressView::reverse_sync(&progress.current, f)),
+            next: progress.next.clone(),
+            repair_journal: progress.next.as_ref().and(facts).map(|f| f.journal.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackAnswer {
+    pub rollback: RollbackView,
+}
+
+/// `POST /admin/migrate/import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportView {
+    pub store: String,
+    pub written: u64,
+    pub already_present: u64,
+    pub skipped_migration_state: u64,
+}
+
+/// `GET /admin/migrate/audit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPageView {
+    pub entries: Vec<AuditEntry>,
+    pub cursor: Option<String>,
+    pub complete: bool,
+}

@@ -39,6 +39,9 @@ pub enum Error {
     InvalidRollback(String),
     /// A write reached one store but not one a reader may go to first: not acknowledged.
     NotAcknowledged(String),
+    /// KV refused a write for its rate (one write a second to one key); the request is
+    /// not acknowledged and may be retried after a second.
+    RateLimited(String),
 }
 
 impl Error {
@@ -60,6 +63,12 @@ impl Error {
 
 impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
+        if err.rate_limited {
+            return Self::RateLimited(format!(
+                "KV accepts one write a second to one key; this {} was refused: retry after a second",
+                err.operation
+            ));
+        }
         Self::Store(err)
     }
 }

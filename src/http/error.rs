@@ -59,7 +59,7 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         match err {
-            Error::Store(err) => err.into(),
+            Error::Store(err) => Self::new(503, "store_unavailable", err.to_string()),
             Error::Record(err) => err.into(),
             Error::InvalidInput { input, message } => {
                 let code = match input {
@@ -89,13 +89,14 @@ impl From<Error> for ApiError {
             Error::BackfillNotAllowed(message) => Self::conflict("backfill_not_allowed", message),
             Error::InvalidRollback(message) => Self::bad_request("invalid_rollback", message),
             Error::NotAcknowledged(message) => Self::new(503, "store_unavailable", message),
+            Error::RateLimited(message) => Self::new(429, "rate_limited", message),
         }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        Self::new(503, "store_unavailable", err.to_string())
+        Error::from(err).into()
     }
 }
 

@@ -135,7 +135,12 @@ impl ApiResponse {
     }
 
     pub fn error(err: &ApiError) -> Self {
-        Self::json(err.status, err.body())
+        let response = Self::json(err.status, err.body());
+        // KV's rate is one write a second to one key.
+        if err.status == 429 {
+            return response.with_header("Retry-After", "1".to_owned());
+        }
+        response
     }
 
     pub fn with_header(mut self, name: &'static str, value: String) -> Self {

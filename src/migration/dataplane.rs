@@ -257,10 +257,12 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         // that any prefix of it leaves a store consistent (a mapping is written before
         // its record and removed after it), which writes issued together would not.
         let mut missed_from = None;
+        let mut refused_for_rate = false;
         for (index, change) in changes.iter().enumerate() {
             if let Err(write_err) = self.apply_to(second, change).await {
                 self.warn(format!("second write failed, journaling: {write_err}"));
                 missed_from = Some(index);
+                refused_for_rate = write_err.rate_limited;
                 break;
             }
         }
@@ -279,6 +281,13 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         // The `mutant-ack-lagging` build acknowledges every write whose second store
         // missed it, as if no isolate could be reading that store first.
         let tolerated = cfg!(feature = "mutant-ack-lagging") || second_lacked_keys;
+        if missed && !tolerated && self.phase.read_first_nearby(second) && refused_for_rate {
+            return Err(Error::RateLimited(format!(
+                "the write reached the {} store, but KV refused the {} store's write (one write a second to one key); it is journaled for repair: retry after a second",
+                first.as_str(),
+                second.as_str()
+            )));
+        }
         if missed && !tolerated && self.phase.read_first_nearby(second) {
             return Err(Error::NotAcknowledged(format!(
                     "the write reached the {} store but not the {} store, which isolates in phase {} or an adjacent phase read first; it is journaled for repair: retry",

@@ -18,10 +18,8 @@ pub enum Listing {
 /// The bytes of an entry. Encoding a plain struct cannot fail in practice; if it ever
 /// did, writing empty bytes instead would destroy state, so it is an error.
 pub fn encode<T: Serialize>(entry: &T) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(entry).map_err(|err| StoreError {
-        operation: "encode",
-        message: format!("an entry could not be encoded: {err}"),
-    })
+    serde_json::to_vec(entry)
+        .map_err(|err| StoreError::new("encode", format!("an entry could not be encoded: {err}")))
 }
 
 pub async fn put<S: KvStore, T: Serialize>(
@@ -59,10 +57,8 @@ pub async fn put_with_summary<S: KvStore, T: Serialize, M: Serialize>(
 }
 
 fn to_value<T: Serialize>(entry: &T) -> StoreResult<serde_json::Value> {
-    serde_json::to_value(entry).map_err(|err| StoreError {
-        operation: "encode",
-        message: format!("an entry could not be encoded: {err}"),
-    })
+    serde_json::to_value(entry)
+        .map_err(|err| StoreError::new("encode", format!("an entry could not be encoded: {err}")))
 }
 
 /// The entry under `key`; `None` when there is none or it cannot be read as a `T` (an

@@ -64,9 +64,14 @@ impl WorkersKv {
 }
 
 fn failed(operation: &'static str) -> impl Fn(KvError) -> StoreError {
-    move |err| StoreError {
-        operation,
-        message: err.to_string(),
+    move |err| {
+        let message = err.to_string();
+        // KV's answer to more than one write a second to one key.
+        let rate_limited = message.contains("429") || message.contains("Too Many Requests");
+        StoreError {
+            rate_limited,
+            ..StoreError::new(operation, message)
+        }
     }
 }
 
@@ -88,10 +93,7 @@ impl KvStore for WorkersKv {
         let found = self
             .bulk_get_with_metadata(keys)
             .await
-            .map_err(|err| StoreError {
-                operation: "get",
-                message: format!("bulk read failed: {err:?}"),
-            })?;
+            .map_err(|err| StoreError::new("get", format!("bulk read failed: {err:?}")))?;
         let mut values = Vec::with_capacity(keys.len());
         for (key, entry) in keys.iter().zip(found) {
             let value = match entry {

@@ -47,10 +47,10 @@ impl Budget {
 
     fn spend(&self, operation: &'static str) -> StoreResult<()> {
         if self.used.get() >= self.limit {
-            return Err(StoreError {
+            return Err(StoreError::new(
                 operation,
-                message: format!("the run's budget of {} KV operations is spent", self.limit),
-            });
+                format!("the run's budget of {} KV operations is spent", self.limit),
+            ));
         }
         self.used.set(self.used.get() + 1);
         Ok(())

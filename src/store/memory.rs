@@ -27,6 +27,9 @@ pub enum Fault {
     Put(String),
     Delete(String),
     List(String),
+    /// Puts under the prefix are refused as KV refuses a second write to one key within
+    /// a second (429).
+    PutRateLimited(String),
 }
 
 impl Fault {
@@ -36,6 +39,7 @@ impl Fault {
             Fault::Put(p) => ("put", p),
             Fault::Delete(p) => ("delete", p),
             Fault::List(p) => ("list", p),
+            Fault::PutRateLimited(p) => ("put", p),
         };
         kind == operation && key.starts_with(prefix.as_str())
     }
@@ -109,16 +113,11 @@ impl MemoryStore {
             "delete" => counts.deletes += 1,
             _ => counts.lists += 1,
         }
-        if self
-            .faults
-            .borrow()
-            .iter()
-            .any(|f| f.matches(operation, key))
-        {
-            return Err(StoreError {
-                operation,
-                message: "injected fault".into(),
-            });
+        let faults = self.faults.borrow();
+        if let Some(fault) = faults.iter().find(|f| f.matches(operation, key)) {
+            let mut err = StoreError::new(operation, "injected fault");
+            err.rate_limited = matches!(fault, Fault::PutRateLimited(_));
+            return Err(err);
         }
         Ok(())
     }

@@ -80,6 +80,19 @@ pub struct ListPage {
 pub struct StoreError {
     pub operation: &'static str,
     pub message: String,
+    /// KV refused the operation for its rate (429: more than one write a second to one
+    /// key); nothing was written.
+    pub rate_limited: bool,
+}
+
+impl StoreError {
+    pub fn new(operation: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            operation,
+            message: message.into(),
+            rate_limited: false,
+        }
+    }
 }
 
 impl std::fmt::Display for StoreError {

@@ -225,10 +225,7 @@ impl SimKv {
 }
 
 fn injected(operation: &'static str) -> StoreError {
-    StoreError {
-        operation,
-        message: "injected fault".into(),
-    }
+    StoreError::new(operation, "injected fault")
 }
 
 fn stored(entry: Entry) -> StoredValue {

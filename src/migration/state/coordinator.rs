@@ -273,10 +273,7 @@ impl From<Refusal> for Error {
 
 /// The coordinator could not be reached or failed: the op may or may not have applied.
 pub fn unavailable(message: impl Into<String>) -> Error {
-    Error::Store(crate::store::StoreError {
-        operation: "coordinator",
-        message: message.into(),
-    })
+    Error::Store(crate::store::StoreError::new("coordinator", message.into()))
 }
 
 /// The phase as the coordinator holds it now.

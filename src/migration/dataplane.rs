@@ -271,6 +271,13 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             if let Err(journal_err) =
                 journal::record(&self.stores.new, change.key(), second, self.now_ms).await
             {
+                if journal_err.rate_limited {
+                    return Err(Error::RateLimited(format!(
+                        "the write reached the {} store, but KV refused both the {} store's write and its repair-journal entry (one write a second to one key): retry after a second",
+                        first.as_str(),
+                        second.as_str()
+                    )));
+                }
                 return Err(Error::NotAcknowledged(format!(
                         "the write reached the {} store but neither the {} store nor the repair journal: {journal_err}",
                         first.as_str(),

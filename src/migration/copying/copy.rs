@@ -115,6 +115,16 @@ pub fn record_newer_than_tombstone(record: &StoredValue, marker: &StoredValue) -
     }
 }
 
+/// Whether `a` and `b` are both versions of a customer record and `a` is the later one.
+/// Versions only move forward (an update stamps one past the last), so the later
+/// version is the later acknowledged write.
+pub fn newer_version(a: &StoredValue, b: &StoredValue) -> bool {
+    match (version(&a.bytes), version(&b.bytes)) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
+}
+
 /// A record's version: its `updatedAt` in milliseconds.
 fn version(bytes: &[u8]) -> Option<u64> {
     CustomerRecord::from_stored(bytes)

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::EMAIL_PREFIX;
-use crate::migration::copying::copy::record_newer_than_tombstone;
+use crate::migration::copying::copy::{newer_version, record_newer_than_tombstone};
 use crate::migration::healing::journal::{self, JournalEntry};
 use crate::migration::key_state;
 use crate::migration::keys;
@@ -140,6 +140,15 @@ async fn repair_key<S: KvStore>(
         && matches!((&in_target, &seen), (Some(record), Some(marker)) if record_newer_than_tombstone(record, marker))
     {
         (source_name, target_name) = (StoreName::Old, StoreName::New);
+        seen = in_target;
+    } else if matches!((&in_target, &seen), (Some(other), Some(served)) if newer_version(other, served))
+    {
+        // The other store holds a later version: a later acknowledged write. The store
+        // reads go to can hold an older one only through a copy decided on a stale read
+        // that no settling pass has corrected yet (docs/design.md §5); repairing from it
+        // would make that stale copy the truth in both stores. So the later version is
+        // the source, as the backfill's rules would have it (never older over newer).
+        (source_name, target_name) = (target_name, source_name);
         seen = in_target;
     }
     // From phase 4 on nobody writes the old store, so a copy from it into the new store

@@ -79,9 +79,6 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
 
     /// The same plane while the old store is behind the new one (see the field).
     pub fn with_old_store_catching_up(self, catching_up: bool) -> Self {
-        // The `mutant-reverse-old-first` build keeps writing the old store first, to
-        // show the simulation notices a reverse sync that misses such a write.
-        let catching_up = catching_up && !cfg!(feature = "mutant-reverse-old-first");
         Self {
             old_store_catching_up: catching_up,
             ..self

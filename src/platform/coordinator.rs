@@ -61,8 +61,12 @@ impl Coordinator {
             .get(KEPT_RECORD)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        let applied = coordinator::apply(&new_store, config.default_phase, kept, op).await?;
-        if let Some(record) = &applied.record {
+        let applied =
+            coordinator::apply(&new_store, config.default_phase, kept.clone(), op).await?;
+        if applied.record != kept {
+            let Some(record) = &applied.record else {
+                return Ok(applied.outcome);
+            };
             storage
                 .put(KEPT_RECORD, record)
                 .await
@@ -72,25 +76,25 @@ impl Coordinator {
     }
 }
 
-/// The worker's side: each op is one request to the coordinator.
+/// The worker's side: each op is one request to the coordinator. The binding is looked
+/// up when an op is sent, so a worker without it still serves the customer API.
 pub struct DoRegister {
-    namespace: ObjectNamespace,
+    env: Env,
 }
 
 impl DoRegister {
-    pub fn from_env(env: &Env) -> Result<Self> {
-        Ok(Self {
-            namespace: env.durable_object(BINDING)?,
-        })
+    pub fn new(env: &Env) -> Self {
+        Self { env: env.clone() }
     }
 
     async fn send(&self, op: &RecordOp) -> Result<Reply> {
+        let namespace: ObjectNamespace = self.env.durable_object(BINDING)?;
         let body = serde_json::to_string(op)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post)
             .with_body(Some(JsValue::from_str(&body)));
         let request = Request::new_with_init("https://coordinator/apply", &init)?;
-        let stub = self.namespace.id_from_name(INSTANCE)?.get_stub()?;
+        let stub = namespace.id_from_name(INSTANCE)?.get_stub()?;
         let mut response = stub.fetch_with_request(request).await?;
         response.json::<Reply>().await
     }

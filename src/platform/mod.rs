@@ -74,15 +74,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             )));
         }
     };
-    let register = match DoRegister::from_env(&env) {
-        Ok(register) => register,
-        Err(problem) => {
-            console_error!("configuration error: {problem}");
-            return to_response(&ApiResponse::error(&ApiError::internal(
-                "the worker is misconfigured",
-            )));
-        }
-    };
+    let register = DoRegister::new(&env);
     let cache = PHASE_CACHE.with(Rc::clone);
     let app = App {
         stores: &stores,

@@ -57,6 +57,10 @@ enum Repaired {
     Agreed,
     /// The lagging store was written: the entry stays until a later check agrees.
     Written,
+    /// The store reads go to was written from the other one: racing writers write the
+    /// store reads go to first, which the re-read did not watch, so a later check must
+    /// agree whatever the consistency window.
+    WrittenAgainstReads,
     /// Not repaired now: a store failed, the source kept changing, or no safe source.
     Deferred,
 }
@@ -89,6 +93,7 @@ pub async fn drain<S: KvStore>(
             Repaired::Agreed => true,
             // With reads that are always current, the re-read after the copy suffices.
             Repaired::Written => pass_delay_ms == 0,
+            Repaired::WrittenAgainstReads => false,
             Repaired::Deferred => {
                 report.deferred += 1;
                 continue;
@@ -127,6 +132,7 @@ async fn repair_key<S: KvStore>(
     };
     let mut source_name = source_name;
     let mut target_name = other(source_name);
+    let mut against_reads = false;
     let in_target = stores.get(target_name).get(key).await?;
     // Stores that already agree need no write — and a blind write here could land after
     // a request's write to the target and hide it.
@@ -141,15 +147,19 @@ async fn repair_key<S: KvStore>(
     {
         (source_name, target_name) = (StoreName::Old, StoreName::New);
         seen = in_target;
-    } else if matches!((&in_target, &seen), (Some(other), Some(served)) if newer_version(other, served))
+    } else if phase.writes_both()
+        && matches!((&in_target, &seen), (Some(other), Some(served)) if newer_version(other, served))
     {
         // The other store holds a later version: a later acknowledged write. The store
         // reads go to can hold an older one only through a copy decided on a stale read
         // that no settling pass has corrected yet (docs/design.md §5); repairing from it
         // would make that stale copy the truth in both stores. So the later version is
         // the source, as the backfill's rules would have it (never older over newer).
+        // Only in phases 1 to 3: from phase 4 on the new store is the one every writer
+        // writes, and the old store's later version is a write that phase 4 superseded.
         (source_name, target_name) = (target_name, source_name);
         seen = in_target;
+        against_reads = true;
     }
     // From phase 4 on nobody writes the old store, so a copy from it into the new store
     // could overwrite a write it would never notice.
@@ -160,6 +170,9 @@ async fn repair_key<S: KvStore>(
     for _ in 0..COPY_ATTEMPTS {
         copy_state(target, key, seen.as_ref(), target_name, now_ms).await?;
         let again = source.get(key).await?;
+        if again == seen && against_reads {
+            return Ok(Repaired::WrittenAgainstReads);
+        }
         if again == seen {
             return Ok(Repaired::Written);
         }

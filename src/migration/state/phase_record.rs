@@ -233,7 +233,9 @@ pub async fn change<S: KvStore>(
 
     let mut next = current.state.clone();
     next.phase = to.number();
-    next.changed_at = now_ms;
+    // Stamps only move forward, so the coordinator can tell the newer of two records
+    // (`coordinator::newest`) even when the request's clock is behind the last move's.
+    next.changed_at = now_ms.max(current.state.changed_at + 1);
     next.changed_by = who.to_owned();
     apply_store_divergence(&mut next, from, to, facts, now_ms);
 

@@ -148,12 +148,20 @@ fn moved_meanwhile(fresh: &CurrentPhase) -> String {
 }
 
 /// The newer of the record the coordinator last wrote (`kept`) and the one KV shows
-/// (`seen`), by when it changed; on a tie, the coordinator's own (a cleared flag keeps
-/// the time of the move). Only the coordinator writes the record, so a KV view older
-/// than `kept`, or without a record at all, has not caught up with its own write yet.
+/// (`seen`): by revision when both have one, else (a record written by a worker from
+/// before the coordinator has none) by when it changed; on a tie, the coordinator's own.
+/// Only the coordinator writes the record, so a KV view older than `kept`, or without a
+/// record at all, has not caught up with its own write yet.
 pub fn newest(kept: Option<PhaseState>, seen: Option<PhaseState>) -> Option<PhaseState> {
+    let seen_is_newer = |kept: &PhaseState, seen: &PhaseState| {
+        if kept.revision > 0 && seen.revision > 0 {
+            seen.revision > kept.revision
+        } else {
+            seen.changed_at > kept.changed_at
+        }
+    };
     match (kept, seen) {
-        (Some(kept), Some(seen)) if seen.changed_at > kept.changed_at => Some(seen),
+        (Some(kept), Some(seen)) if seen_is_newer(&kept, &seen) => Some(seen),
         (Some(kept), _) => Some(kept),
         (None, seen) => seen,
     }
@@ -331,6 +339,7 @@ mod tests {
             new_store_diverged: false,
             old_store_diverged: false,
             left_old_store_at: 0,
+            revision: 0,
         }
     }
 
@@ -348,5 +357,14 @@ mod tests {
         diverged.new_store_diverged = true;
         let tie = super::newest(Some(cleared.clone()), Some(diverged));
         assert_eq!(tie, Some(cleared));
+        // Revisions order records whatever their clocks said.
+        let mut later = state(3, 5);
+        later.revision = 2;
+        let mut earlier = state(4, 50);
+        earlier.revision = 1;
+        assert_eq!(
+            super::newest(Some(earlier), Some(later.clone())),
+            Some(later)
+        );
     }
 }

@@ -35,6 +35,10 @@ pub struct PhaseState {
     /// have started after this to vouch for the old store.
     #[serde(default)]
     pub left_old_store_at: u64,
+    /// How many times the coordinator has written the record: orders two records
+    /// whatever the clocks of the requests that made them (`coordinator::newest`).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +65,7 @@ impl CurrentPhase {
                 new_store_diverged: false,
                 old_store_diverged: false,
                 left_old_store_at: 0,
+                revision: 0,
             },
             source: PhaseSource::Default,
         }
@@ -181,6 +186,7 @@ pub async fn clear_new_store_divergence<S: KvStore>(
     let entry = AuditEntry::action(who, "verification_clean", now_ms, Some(detail));
     audit::append(new_store, &entry).await?;
     state.new_store_diverged = false;
+    state.revision += 1;
     stored::put(new_store, keys::PHASE, &state, Listing::ValueOnly).await?;
     Ok(Some(state))
 }
@@ -233,9 +239,8 @@ pub async fn change<S: KvStore>(
 
     let mut next = current.state.clone();
     next.phase = to.number();
-    // Stamps only move forward, so the coordinator can tell the newer of two records
-    // (`coordinator::newest`) even when the request's clock is behind the last move's.
-    next.changed_at = now_ms.max(current.state.changed_at + 1);
+    next.changed_at = now_ms;
+    next.revision = current.state.revision + 1;
     next.changed_by = who.to_owned();
     apply_store_divergence(&mut next, from, to, facts, now_ms);
 

@@ -317,6 +317,7 @@ mod tests {
             new_store_diverged: false,
             old_store_diverged: diverged,
             left_old_store_at: 10,
+            revision: 0,
         }
     }
 

@@ -453,32 +453,3 @@ fn reset_starts_over_and_skips_what_is_in_sync() {
     let report = world.run_cron().backfill.unwrap();
     assert_eq!((report.counts.copied, report.counts.skipped), (0, 40));
 }
-
-#[test]
-fn a_run_waiting_for_the_consistency_window_writes_nothing() {
-    let world = World::in_phase(Phase::Backfill);
-    seed_legacy(&world, 20);
-    let options = RunOptions {
-        pass_delay_ms: 60_000,
-        ..RunOptions::default()
-    };
-    let run = |now_ms| {
-        let budget = Budget::new(PLATFORM_OPERATION_CAP);
-        block_on(backfill::run(
-            &metered(&world.stores, &budget),
-            &budget,
-            options,
-            now_ms,
-        ))
-        .unwrap()
-    };
-    let first = run(world.now_ms);
-    assert!(first.counts.copied > 0, "{first:?}");
-    world.reset_counts();
-    // KV takes one write a second to one key: a run that only waits must not write the
-    // lease (or anything else).
-    let waiting = run(world.now_ms + 1_000);
-    assert!(waiting.wait_ms.is_some(), "{waiting:?}");
-    let counts = world.stores.new.counts();
-    assert_eq!((counts.puts, counts.deletes), (0, 0), "{counts:?}");
-}

@@ -238,20 +238,6 @@ pub async fn run<S: KvStore>(
         dry_run: options.dry_run,
         ..Default::default()
     };
-    // A run waiting for the consistency window touches no lease: KV takes one write a
-    // second to one key, and such a run would write the lease twice at once.
-    let waiting = load_run_checkpoint(&stores.new, options, now_ms).await?;
-    let waiting_ms = waiting.waiting_ms(now_ms);
-    if waiting_ms > 0 && !waiting.complete() {
-        report.skipped_because = Some(format!(
-            "pass {} waits {waiting_ms} ms more for the last pass's copies to reach every KV location",
-            waiting.pass
-        ));
-        report.wait_ms = Some(waiting_ms);
-        report.stage = waiting.stage;
-        report.operations = budget.used() - start_ops;
-        return Ok(report);
-    }
     if !options.dry_run {
         if let Some(reason) =
             take_lease(&stores.new, keys::lease(options.direction), now_ms).await?
@@ -260,12 +246,28 @@ pub async fn run<S: KvStore>(
             return Ok(report);
         }
     }
-    // Read again under the lease: a run that ended meanwhile may have moved it on.
-    let mut checkpoint = if options.dry_run {
-        waiting
-    } else {
-        load_run_checkpoint(&stores.new, options, now_ms).await?
-    };
+    let mut checkpoint = load_checkpoint_of(&stores.new, options.direction).await?;
+    if checkpoint
+        .started_at
+        .is_some_and(|started| started < options.fresh_after_ms)
+    {
+        checkpoint = Checkpoint::default();
+    }
+    checkpoint.started_at.get_or_insert(now_ms);
+    let waiting_ms = checkpoint.waiting_ms(now_ms);
+    if waiting_ms > 0 && !checkpoint.complete() {
+        report.skipped_because = Some(format!(
+            "pass {} waits {waiting_ms} ms more for the last pass's copies to reach every KV location",
+            checkpoint.pass
+        ));
+        if !options.dry_run {
+            stores.new.delete(keys::lease(options.direction)).await?;
+        }
+        report.wait_ms = Some(waiting_ms);
+        report.stage = checkpoint.stage;
+        report.operations = budget.used() - start_ops;
+        return Ok(report);
+    }
     checkpoint.pass = checkpoint.pass.max(1);
     checkpoint.runs += 1;
     report.ran = true;
@@ -384,24 +386,6 @@ fn move_past_page(checkpoint: &mut Checkpoint, cursor: Option<String>, complete:
     } else {
         checkpoint.page_cursor = cursor;
     }
-}
-
-/// The checkpoint a run starts from: the stored one, unless it began before
-/// `options.fresh_after_ms` (then a fresh one).
-async fn load_run_checkpoint<S: KvStore>(
-    new_store: &S,
-    options: RunOptions,
-    now_ms: u64,
-) -> StoreResult<Checkpoint> {
-    let mut checkpoint = load_checkpoint_of(new_store, options.direction).await?;
-    if checkpoint
-        .started_at
-        .is_some_and(|started| started < options.fresh_after_ms)
-    {
-        checkpoint = Checkpoint::default();
-    }
-    checkpoint.started_at.get_or_insert(now_ms);
-    Ok(checkpoint)
 }
 
 /// Takes the run lease unless another run holds it; returns why not, if not.

@@ -118,16 +118,8 @@ pub struct PhaseChangeRequest {
     pub to: Phase,
     pub force: bool,
     pub reason: Option<String>,
-    /// A step of a rollback (audited as one; see [`rollback_jump`]).
+    /// A step of a rollback (audited as one; see [`Move::is_rollback_jump`]).
     pub rollback: bool,
-}
-
-/// Whether a rollback may go from `from` to `to` in one move, without the usual gates:
-/// from phase 4 or 5 into phase 2 or 3 reads stay on the new store first and every write
-/// keeps reaching it, in every phase isolates may be in meanwhile; the old store only
-/// starts to be written again, which the reverse sync then completes.
-pub fn rollback_jump(from: Phase, to: Phase) -> bool {
-    Move::new(from, to).is_rollback_jump()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,7 +203,7 @@ pub async fn change<S: KvStore>(
         };
         return Ok((outcome, None));
     }
-    let gates = if request.rollback && rollback_jump(from, to) {
+    let gates = if request.rollback && Move::new(from, to).is_rollback_jump() {
         Vec::new()
     } else {
         unmet_gates(&current.state, from, to, facts)

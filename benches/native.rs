@@ -26,6 +26,8 @@ use customer_kv_migration::store::budget::PLATFORM_OPERATION_CAP;
 use customer_kv_migration::store::{
     KvStore, ListPage, MemoryStore, PutOptions, StoreResult, StoredValue, Stores,
 };
+use customer_kv_migration::writes::local::LocalWriters;
+use customer_kv_migration::writes::object::ObjectClock;
 use serde_json::{json, Value};
 
 fn main() {
@@ -145,9 +147,19 @@ fn logged_request(
         default_phase: world.config.default_phase,
         cell: &world.register,
     };
+    let writers = LocalWriters {
+        stores: &stores,
+        cells: &world.objects,
+        clock: ObjectClock {
+            now_ms: world.now_ms,
+            trust_ms: world.config.consistency_window_ms,
+        },
+        hold_ms: world.config.pass_delay_ms(),
+    };
     let app = App {
         stores: &stores,
         register: &register,
+        writers: &writers,
         config: &world.config,
         phase_cache: &world.cache,
         now_ms: world.now_ms,

@@ -14,6 +14,7 @@ use crate::migration::state::phase_record::CurrentPhase;
 use crate::phase::Phase;
 use crate::routes::{dispatch, route, Ctx, Route};
 use crate::store::{KvStore, Stores};
+use crate::writes::Writers;
 
 /// Settings read from the worker's environment (`wrangler.toml` vars and secrets).
 #[derive(Debug, Clone)]
@@ -110,10 +111,12 @@ impl Config {
 }
 
 /// What one request may use.
-pub struct App<'a, S, R> {
+pub struct App<'a, S, R, W> {
     pub stores: &'a Stores<S>,
     /// Where the phase record is written: the coordinator (docs/design.md §11).
     pub register: &'a R,
+    /// Where customer writes run: their objects (docs/design.md §12).
+    pub writers: &'a W,
     pub config: &'a Config,
     pub phase_cache: &'a PhaseCache,
     pub now_ms: u64,
@@ -125,8 +128,8 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
-pub async fn handle<S: KvStore, R: PhaseRegister>(
-    app: &App<'_, S, R>,
+pub async fn handle<S: KvStore, R: PhaseRegister, W: Writers>(
+    app: &App<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Outcome {
     let mut warnings = Vec::new();
@@ -137,8 +140,8 @@ pub async fn handle<S: KvStore, R: PhaseRegister>(
     Outcome { response, warnings }
 }
 
-async fn serve<S: KvStore, R: PhaseRegister>(
-    app: &App<'_, S, R>,
+async fn serve<S: KvStore, R: PhaseRegister, W: Writers>(
+    app: &App<'_, S, R, W>,
     request: &ApiRequest,
     warnings: &mut Vec<String>,
 ) -> Result<ApiResponse, ApiResponse> {
@@ -180,6 +183,7 @@ async fn serve<S: KvStore, R: PhaseRegister>(
     let ctx = Ctx {
         stores: app.stores,
         register: app.register,
+        writers: app.writers,
         plane: &plane,
         config: app.config,
         cache: app.phase_cache,
@@ -192,8 +196,8 @@ async fn serve<S: KvStore, R: PhaseRegister>(
     result.map_err(ApiResponse::from)
 }
 
-async fn current_phase<S: KvStore, R: PhaseRegister>(
-    app: &App<'_, S, R>,
+async fn current_phase<S: KvStore, R: PhaseRegister, W: Writers>(
+    app: &App<'_, S, R, W>,
 ) -> Result<CurrentPhase, ApiError> {
     phase_cache::current(
         app.phase_cache,

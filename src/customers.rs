@@ -5,11 +5,14 @@
 
 use serde_json::{Map, Value};
 
-use crate::domain::{customer_key, email_key, mapping_target, CustomerId, CustomerRecord, Email};
+use crate::domain::{
+    customer_key, email_key, mapping_target, CustomerId, CustomerRecord, Email, EmailHash,
+};
 use crate::error::{Error, Input};
 use crate::migration::dataplane::{Change, DataPlane, Found};
 use crate::store::{KvStore, StoreName, StoredValue};
 use crate::time::{parse_rfc3339_ms, rfc3339};
+use crate::writes::claims::{Claim, ClaimSender, Claims};
 
 /// A record as read, with the metadata it was stored with (kept on update).
 pub struct Loaded {
@@ -20,7 +23,7 @@ pub struct Loaded {
 }
 
 /// How many derived ids `ensure`/`create` try for one email before giving up.
-const DERIVED_ID_ATTEMPTS: usize = 5;
+pub const DERIVED_ID_ATTEMPTS: usize = 5;
 
 pub async fn get<S: KvStore>(plane: &DataPlane<'_, S>, id: &CustomerId) -> Result<Loaded, Error> {
     find(plane, id)
@@ -37,84 +40,84 @@ pub async fn get_by_email<S: KvStore>(
         .ok_or(Error::CustomerNotFound(None))
 }
 
-/// Creates a record. Without a `customerId`, one is derived from the email.
-pub async fn create<S: KvStore>(
+/// Creates the record `id` holding `body` (docs/design.md §12: runs in `id`'s object).
+/// The email, if any, is claimed first, so that a failure between the two leaves at
+/// worst a claim and a mapping the record does not back, never a record its email
+/// cannot find.
+pub async fn create<S: KvStore, T: ClaimSender>(
     plane: &DataPlane<'_, S>,
+    claims: &Claims<'_, T>,
+    id: &CustomerId,
     mut body: Map<String, Value>,
 ) -> Result<Loaded, Error> {
     let email = parse_email_field(&body)?;
-    let id = match body.get("customerId") {
-        Some(Value::String(raw)) => {
-            CustomerId::parse(raw).map_err(|m| Error::invalid(Input::CustomerId, m))?
-        }
-        Some(_) => return Err(Error::invalid(Input::Body, "customerId must be a string")),
-        None => {
-            let email = email
-                .as_ref()
-                .ok_or_else(|| Error::invalid(Input::Body, "customerId or email is required"))?;
-            free_derived_id(plane, email).await?
-        }
-    };
     body.remove("customerId");
-    if find(plane, &id).await?.is_some() {
+    if find(plane, id).await?.is_some() {
         return Err(Error::CustomerExists(format!(
             "customer '{id}' already exists"
         )));
     }
-    if let Some(email) = &email {
-        if owner_of(plane, email).await?.is_some() {
-            return Err(Error::EmailTaken);
-        }
-    }
-    let mut record = CustomerRecord::from_input(id, body)?;
+    let mut record = CustomerRecord::from_input(id.clone(), body)?;
     let now = rfc3339(plane.now_ms);
     for field in ["createdAt", "updatedAt"] {
         if !record.has_field(field) {
             record.set_timestamp(field, now.clone());
         }
     }
+    if let Some(email) = &email {
+        if let Claim::HeldBy(_) = claims.claim(&email.hash(), id).await? {
+            return Err(Error::EmailTaken);
+        }
+    }
     store_new(plane, record).await
 }
 
-/// `ensureCustomerAccount`: the customer holding `email`, created if there is none.
-/// Returns whether it was created. Safe to retry and to race: concurrent calls for one
-/// email derive the same id.
-pub async fn ensure<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    mut body: Map<String, Value>,
-) -> Result<(Loaded, bool), Error> {
-    let email = parse_email_field(&body)?
-        .ok_or_else(|| Error::invalid(Input::Body, "email is required"))?;
-    if let Some(existing) = owner_of(plane, &email).await? {
-        return Ok((existing, false));
-    }
-    // A previous attempt may have written the record but not the mapping.
-    for id in derived_ids(&email) {
-        match find(plane, &id).await? {
-            None => {
-                body.remove("customerId");
-                let mut record = CustomerRecord::from_input(id, body)?;
-                let now = rfc3339(plane.now_ms);
-                record.set_timestamp("createdAt", now.clone());
-                record.set_timestamp("updatedAt", now);
-                return Ok((store_new(plane, record).await?, true));
-            }
-            Some(found) if found.record.email().as_ref() == Some(&email) => {
-                let mapping = mapping_change(&email, found.record.id());
-                plane.apply(&[mapping]).await?;
-                return Ok((found, false));
-            }
-            Some(_) => continue,
-        }
-    }
-    Err(Error::CustomerExists(
-        "no free customer id could be derived from that email".to_owned(),
-    ))
+/// What `ensure` found at one derived id.
+pub enum Ensured {
+    Created(Loaded),
+    Found(Loaded),
+    /// The record at this id holds another email: try the next derived id.
+    IdHoldsAnotherEmail,
+    /// Another customer holds the email.
+    EmailHeldBy(CustomerId),
 }
 
-/// Merges `patch` into the record; moves the email mapping when the email changes.
-pub async fn update<S: KvStore>(
+/// `ensureCustomerAccount` at one id derived from `email` (in that id's object): the
+/// record there if it holds the email, else a new one if the email is free.
+pub async fn ensure<S: KvStore, T: ClaimSender>(
     plane: &DataPlane<'_, S>,
+    claims: &Claims<'_, T>,
+    id: &CustomerId,
+    email: &Email,
+    mut body: Map<String, Value>,
+) -> Result<Ensured, Error> {
+    let found = find(plane, id).await?;
+    if let Some(found) = &found {
+        if found.record.email().as_ref() != Some(email) {
+            return Ok(Ensured::IdHoldsAnotherEmail);
+        }
+    }
+    // A claim both refuses an email another customer holds and (re)writes the mapping a
+    // previous attempt may have left out.
+    if let Claim::HeldBy(holder) = claims.claim(&email.hash(), id).await? {
+        return Ok(Ensured::EmailHeldBy(holder));
+    }
+    if let Some(found) = found {
+        return Ok(Ensured::Found(found));
+    }
+    body.remove("customerId");
+    let mut record = CustomerRecord::from_input(id.clone(), body)?;
+    let now = rfc3339(plane.now_ms);
+    record.set_timestamp("createdAt", now.clone());
+    record.set_timestamp("updatedAt", now);
+    Ok(Ensured::Created(store_new(plane, record).await?))
+}
+
+/// Merges `patch` into the record (in its object); moves the email's claim when the
+/// email changes.
+pub async fn update<S: KvStore, T: ClaimSender>(
+    plane: &DataPlane<'_, S>,
+    claims: &Claims<'_, T>,
     id: &CustomerId,
     patch: Map<String, Value>,
 ) -> Result<Loaded, Error> {
@@ -131,29 +134,20 @@ pub async fn update<S: KvStore>(
     record.set_timestamp("updatedAt", rfc3339(stamp));
 
     let new_email = record.email();
-    let mut changes = Vec::new();
-    if new_email != previous_email {
+    let email_changed = new_email != previous_email;
+    if email_changed {
         if let Some(email) = &new_email {
-            if let Some(holder) = owner_of(plane, email).await? {
-                if holder.record.id() != id {
-                    return Err(Error::EmailTaken);
-                }
-            }
-            changes.push(mapping_change(email, id));
-        }
-    }
-    changes.push(record_change(&record, metadata.clone()));
-    let mut cleanup = Vec::new();
-    if new_email != previous_email {
-        if let Some(old) = &previous_email {
-            if mapping_points_to(plane, old, id).await? {
-                cleanup.push(Change::Remove {
-                    key: email_key(&old.hash()),
-                });
+            if let Claim::HeldBy(_) = claims.claim(&email.hash(), id).await? {
+                return Err(Error::EmailTaken);
             }
         }
     }
-    apply_then_clean_up(plane, &changes, &cleanup, served_by).await?;
+    let everywhere = plane
+        .apply_after_read(&[record_change(&record, metadata.clone())], served_by)
+        .await?;
+    if let (true, true, Some(old)) = (email_changed, everywhere, &previous_email) {
+        claims.release(&old.hash(), id).await?;
+    }
     Ok(Loaded {
         record,
         metadata,
@@ -161,9 +155,14 @@ pub async fn update<S: KvStore>(
     })
 }
 
-/// Deletes the record (a tombstone where the phase keeps one) and then its mapping.
-/// A corrupt record can be deleted too; it has no email to unmap.
-pub async fn delete<S: KvStore>(plane: &DataPlane<'_, S>, id: &CustomerId) -> Result<(), Error> {
+/// Deletes the record (a tombstone where the phase keeps one) and then releases its
+/// email (in its object). A corrupt record can be deleted too; it has no email to
+/// release.
+pub async fn delete<S: KvStore, T: ClaimSender>(
+    plane: &DataPlane<'_, S>,
+    claims: &Claims<'_, T>,
+    id: &CustomerId,
+) -> Result<(), Error> {
     let key = customer_key(id);
     let found = plane
         .read(&key)
@@ -172,32 +171,15 @@ pub async fn delete<S: KvStore>(plane: &DataPlane<'_, S>, id: &CustomerId) -> Re
     let email = CustomerRecord::from_stored(&found.value.bytes)
         .ok()
         .and_then(|r| r.email());
-    let removal = [Change::Remove { key }];
-    let mut cleanup = Vec::new();
-    if let Some(email) = email {
-        if mapping_points_to(plane, &email, id).await? {
-            cleanup.push(Change::Remove {
-                key: email_key(&email.hash()),
-            });
-        }
-    }
-    apply_then_clean_up(plane, &removal, &cleanup, found.store).await
-}
-
-/// Applies `changes`, then — only once they reached every store the phase writes —
-/// removes the mappings they made obsolete. A mapping removed while some store still
-/// held the record under that email would leave the record unfindable by it, should
-/// reads come to that store; a mapping left behind is harmless (a mapping counts only
-/// when its record holds the email) and the email audit removes it.
-async fn apply_then_clean_up<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    changes: &[Change],
-    cleanup: &[Change],
-    served_by: StoreName,
-) -> Result<(), Error> {
-    let everywhere = plane.apply_after_read(changes, served_by).await?;
-    if everywhere && !cleanup.is_empty() {
-        plane.apply_after_read(cleanup, served_by).await?;
+    let everywhere = plane
+        .apply_after_read(&[Change::Remove { key }], found.store)
+        .await?;
+    // The email is released only once no store a reader may go to holds the record
+    // under it: a mapping removed earlier could leave that record unfindable by it.
+    // A mapping left behind is harmless (it counts only when its record holds the
+    // email) and the email audit removes it.
+    if let (true, Some(email)) = (everywhere, email) {
+        claims.release(&email.hash(), id).await?;
     }
     Ok(())
 }
@@ -226,16 +208,38 @@ async fn find<S: KvStore>(
     }))
 }
 
+/// The record `id` if it holds `email`.
+pub async fn find_holding<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    id: &CustomerId,
+    email: &Email,
+) -> Result<Option<Loaded>, Error> {
+    Ok(find(plane, id)
+        .await?
+        .filter(|loaded| loaded.record.email().as_ref() == Some(email)))
+}
+
 /// The customer that holds `email`: the mapping's target, if that record has the email.
-async fn owner_of<S: KvStore>(
+pub async fn owner_of<S: KvStore>(
     plane: &DataPlane<'_, S>,
     email: &Email,
 ) -> Result<Option<Loaded>, Error> {
-    let Some(id) = mapped_id(plane, email).await? else {
+    holder_in_stores(plane, &email.hash()).await
+}
+
+/// The customer the stores show holding the email with this hash: the mapping's target,
+/// if that record holds an email with the hash.
+pub async fn holder_in_stores<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    hash: &EmailHash,
+) -> Result<Option<Loaded>, Error> {
+    let Some(id) = mapped_id(plane, hash).await? else {
         return Ok(None);
     };
     match find(plane, &id).await {
-        Ok(Some(loaded)) if loaded.record.email().as_ref() == Some(email) => Ok(Some(loaded)),
+        Ok(Some(loaded)) if loaded.record.email().map(|e| e.hash()).as_ref() == Some(hash) => {
+            Ok(Some(loaded))
+        }
         Ok(_) => Ok(None),
         // A corrupt record cannot prove it holds the email; it must not block others.
         Err(err) if err.is_corrupt_record() => Ok(None),
@@ -243,11 +247,12 @@ async fn owner_of<S: KvStore>(
     }
 }
 
-async fn mapped_id<S: KvStore>(
+/// The customer the mapping of the email with this hash names.
+pub async fn mapped_id<S: KvStore>(
     plane: &DataPlane<'_, S>,
-    email: &Email,
+    hash: &EmailHash,
 ) -> Result<Option<CustomerId>, Error> {
-    let key = email_key(&email.hash());
+    let key = email_key(hash);
     let value = match plane.read(&key).await? {
         Some(found) => found.value,
         // A mapping is only a hint — it counts when its record, read through the
@@ -262,30 +267,8 @@ async fn mapped_id<S: KvStore>(
     Ok(mapping_target(&value.bytes))
 }
 
-async fn mapping_points_to<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    email: &Email,
-    id: &CustomerId,
-) -> Result<bool, Error> {
-    Ok(mapped_id(plane, email).await?.as_ref() == Some(id))
-}
-
-async fn free_derived_id<S: KvStore>(
-    plane: &DataPlane<'_, S>,
-    email: &Email,
-) -> Result<CustomerId, Error> {
-    for id in derived_ids(email) {
-        if find(plane, &id).await?.is_none() {
-            return Ok(id);
-        }
-    }
-    Err(Error::CustomerExists(
-        "no free customer id could be derived from that email".to_owned(),
-    ))
-}
-
 /// `cus_` + 24 hex digits of the email hash, then `_2`, `_3`, … for the rare collision.
-fn derived_ids(email: &Email) -> impl Iterator<Item = CustomerId> {
+pub fn derived_ids(email: &Email) -> impl Iterator<Item = CustomerId> {
     let stem = format!("cus_{}", &email.hash().as_str()[..24]);
     (1..=DERIVED_ID_ATTEMPTS).filter_map(move |n| {
         let raw = if n == 1 {
@@ -297,7 +280,7 @@ fn derived_ids(email: &Email) -> impl Iterator<Item = CustomerId> {
     })
 }
 
-fn parse_email_field(body: &Map<String, Value>) -> Result<Option<Email>, Error> {
+pub fn parse_email_field(body: &Map<String, Value>) -> Result<Option<Email>, Error> {
     match body.get("email") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(raw)) => Email::parse(raw)
@@ -307,19 +290,14 @@ fn parse_email_field(body: &Map<String, Value>) -> Result<Option<Email>, Error> 
     }
 }
 
-/// Writes a new record: the mapping first, so a failure between the two leaves at worst
-/// an unused mapping (ignored, since the record does not hold the email), never a record
-/// its email cannot find.
+/// Writes a new record (its email's mapping is written by the claim before it).
 async fn store_new<S: KvStore>(
     plane: &DataPlane<'_, S>,
     record: CustomerRecord,
 ) -> Result<Loaded, Error> {
-    let mut changes = Vec::new();
-    if let Some(email) = record.email() {
-        changes.push(mapping_change(&email, record.id()));
-    }
-    changes.push(record_change(&record, None));
-    plane.apply_to_absent_key(&changes).await?;
+    plane
+        .apply_to_absent_key(&[record_change(&record, None)])
+        .await?;
     Ok(Loaded {
         record,
         metadata: None,
@@ -335,9 +313,9 @@ fn record_change(record: &CustomerRecord, metadata: Option<Value>) -> Change {
     }
 }
 
-fn mapping_change(email: &Email, id: &CustomerId) -> Change {
+pub fn mapping_change(hash: &EmailHash, id: &CustomerId) -> Change {
     Change::Put {
-        key: email_key(&email.hash()),
+        key: email_key(hash),
         bytes: id.as_str().as_bytes().to_vec(),
         metadata: None,
     }

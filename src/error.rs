@@ -1,18 +1,21 @@
 //! The core's errors, in the core's terms: what went wrong, never how to answer it. The
 //! HTTP edge gives each its status and code (`http::ApiError`).
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::RecordError;
 use crate::store::StoreError;
 
 /// Which input a validation error is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Input {
     Email,
     CustomerId,
     Body,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable: a customer's or an email's object (docs/design.md §12) answers with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Error {
     /// A KV operation failed (or the run's operation budget is spent).
     Store(StoreError),
@@ -26,6 +29,8 @@ pub enum Error {
     CustomerNotFound(Option<String>),
     CustomerExists(String),
     EmailTaken,
+    /// Another customer's claim of the email is still being written: retry shortly.
+    EmailBeingClaimed,
     /// A stored record that is valid JSON but not the customer it is stored under.
     CorruptRecord(String),
     CorruptPhaseState,

@@ -18,6 +18,7 @@ pub mod phase;
 pub mod routes;
 pub mod store;
 pub mod time;
+pub mod writes;
 
 #[cfg(target_arch = "wasm32")]
 mod platform;

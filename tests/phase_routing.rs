@@ -38,8 +38,9 @@ fn create_lands_in_the_stores_the_phase_writes() {
 #[test]
 fn update_with_email_change_moves_the_mapping_in_every_written_store() {
     for phase in Phase::ALL {
-        let world = World::in_phase(phase);
+        let mut world = World::in_phase(phase);
         create(&world, "c1", "ada@example.com");
+        world.now_ms += 1_000; // KV takes one write a second to one key
         let patched = world.send(
             "PATCH",
             "/customer/c1",
@@ -120,9 +121,11 @@ fn reads_fall_back_to_the_old_store_only_in_phases_2_to_4() {
 fn a_delete_never_comes_back_through_a_fallback_read() {
     for phase in Phase::ALL {
         // Created while both stores are written, as if the backfill had copied it.
-        let world = World::in_phase(Phase::DualWrite);
+        let mut world = World::in_phase(Phase::DualWrite);
         create(&world, "c1", "ada@example.com");
         world.set_phase(phase);
+        world.now_ms += 1_000; // KV takes one write a second to one key
+
         let deleted = world.send("DELETE", "/customer/c1", Some(&service()), None);
         assert_eq!(deleted.status, 200, "{phase:?} {}", deleted.body);
         for read_phase in Phase::ALL
@@ -150,14 +153,16 @@ fn a_delete_never_comes_back_through_a_fallback_read() {
 
 #[test]
 fn a_record_can_be_created_again_after_its_delete() {
-    let world = World::in_phase(Phase::Backfill);
+    let mut world = World::in_phase(Phase::Backfill);
     create(&world, "c1", "ada@example.com");
+    world.now_ms += 1_000; // KV takes one write a second to one key
     assert_eq!(
         world
             .send("DELETE", "/customer/c1", Some(&service()), None)
             .status,
         200
     );
+    world.now_ms += 1_000; // KV takes one write a second to one key
     create(&world, "c1", "ada@example.com");
     assert_eq!(
         world

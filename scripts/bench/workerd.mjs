@@ -131,7 +131,11 @@ async function backfillInWorkerd(keys) {
         ],
         compatibilityDate: "2025-01-01",
         kvNamespaces: NAMESPACES,
-        durableObjects: { COORDINATOR: "Coordinator" },
+        durableObjects: {
+          COORDINATOR: "Coordinator",
+          CUSTOMER_WRITER: "CustomerWriter",
+          EMAIL_OWNER: "EmailOwner",
+        },
         bindings: {
           JWT_SECRET: randomBytes(24).toString("hex"),
           DEFAULT_PHASE: "3",

@@ -54,6 +54,13 @@ impl EmailHash {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A hash as [`EmailHash::as_str`] gave it: 64 lowercase hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let well_formed =
+            text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        well_formed.then(|| Self(text.to_owned()))
+    }
 }
 
 #[cfg(test)]

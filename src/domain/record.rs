@@ -13,7 +13,7 @@ pub struct CustomerRecord {
     fields: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RecordError {
     /// Stored bytes that are not a customer record (not JSON, or no valid `customerId`).
     Corrupt(String),

@@ -75,6 +75,10 @@ impl From<Error> for ApiError {
             }
             Error::CustomerExists(message) => Self::conflict("customer_exists", message),
             Error::EmailTaken => Self::conflict("email_taken", "another customer holds that email"),
+            Error::EmailBeingClaimed => Self::conflict(
+                "email_being_claimed",
+                "another request is creating the customer with that email: retry in a second",
+            ),
             Error::CorruptRecord(message) => Self::new(500, "corrupt_record", message),
             Error::CorruptPhaseState => Self::new(
                 500,

@@ -136,8 +136,8 @@ impl ApiResponse {
 
     pub fn error(err: &ApiError) -> Self {
         let response = Self::json(err.status, err.body());
-        // KV's rate is one write a second to one key.
-        if err.status == 429 {
+        // KV's rate is one write a second to one key; a claim being written settles as fast.
+        if err.status == 429 || err.code == "email_being_claimed" {
             return response.with_header("Retry-After", "1".to_owned());
         }
         response

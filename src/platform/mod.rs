@@ -7,6 +7,7 @@
 
 mod coordinator;
 mod kv;
+mod writers;
 
 use std::rc::Rc;
 
@@ -22,6 +23,7 @@ use crate::migration::state::phase_cache::PhaseCache;
 use crate::store::Stores;
 use coordinator::DoRegister;
 use kv::WorkersKv;
+use writers::DoWriters;
 
 thread_local! {
     /// Lives as long as the isolate: the phase is re-read from KV only when it is stale.
@@ -75,10 +77,12 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         }
     };
     let register = DoRegister::new(&env);
+    let writers = DoWriters::new(&env);
     let cache = PHASE_CACHE.with(Rc::clone);
     let app = App {
         stores: &stores,
         register: &register,
+        writers: &writers,
         config: &config,
         phase_cache: &cache,
         now_ms: now_ms(),

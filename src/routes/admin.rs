@@ -12,13 +12,14 @@ use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::phase_record;
 use crate::migration::status;
 use crate::store::KvStore;
+use crate::writes::Writers;
 
 /// Entries per audit page unless `limit` says otherwise.
 const AUDIT_PAGE: u32 = 50;
 
 /// `GET /admin/migrate/status`.
-pub async fn status<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn status<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
 ) -> Result<ApiResponse, ApiError> {
     let settings = ctx.config.gate_settings();
     let status = status::gather(ctx.stores, ctx.current, settings, ctx.now_ms).await?;
@@ -30,8 +31,8 @@ pub async fn status<S: KvStore, R: PhaseRegister>(
 }
 
 /// `POST /admin/migrate/phase {phase, force?, reason?}`.
-pub async fn change_phase<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn change_phase<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let change = request.json_body::<bodies::PhaseMove>()?.into_request()?;
@@ -58,8 +59,8 @@ pub async fn change_phase<S: KvStore, R: PhaseRegister>(
 }
 
 /// `GET /admin/migrate/audit?limit=&cursor=`: admin actions, newest first, paged.
-pub async fn audit_log<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn audit_log<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let limit = match request.query_param("limit")? {
@@ -82,8 +83,8 @@ pub async fn audit_log<S: KvStore, R: PhaseRegister>(
 
 /// `POST /admin/migrate/repair`: drains the repair journal and checks the due
 /// read-repair copies now (the cron does both every minute).
-pub async fn repair<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn repair<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
 ) -> Result<ApiResponse, ApiError> {
     let (report, checks) = cron::repair_now(
         ctx.stores,

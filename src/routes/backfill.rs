@@ -8,10 +8,11 @@ use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::copying::backfill::{self, Control};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
+use crate::writes::Writers;
 
 /// `POST /admin/migrate/backfill {dryRun?, maxRecords?}`: one batch now.
-pub async fn run_batch<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn run_batch<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let options = request
@@ -33,8 +34,8 @@ pub async fn run_batch<S: KvStore, R: PhaseRegister>(
 }
 
 /// `POST /admin/migrate/backfill/{pause,resume,reset}`.
-pub async fn control<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn control<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     action: Control,
 ) -> Result<ApiResponse, ApiError> {
     let checkpoint =

@@ -9,6 +9,7 @@ use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::backup;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::{KvStore, StoreName};
+use crate::writes::Writers;
 
 /// Keys per export page: one list and ten bulk reads, far inside the operation cap.
 const EXPORT_PAGE: u32 = 1_000;
@@ -23,8 +24,8 @@ fn store_param(request: &ApiRequest) -> Result<StoreName, ApiError> {
 
 /// One page of keys under `prefix` (all keys by default; the migration's own state only
 /// when the prefix asks for it), with the next cursor in `X-Export-Cursor`.
-pub async fn export<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn export<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let store = ctx.stores.get(store_param(request)?);
@@ -52,8 +53,8 @@ pub async fn export<S: KvStore, R: PhaseRegister>(
 /// Writes the lines of an NDJSON body into a store: only keys it lacks by default, or
 /// every line with `mode=overwrite`. The body is checked whole before anything is
 /// written.
-pub async fn import<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn import<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let store_name = store_param(request)?;

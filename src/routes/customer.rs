@@ -11,6 +11,7 @@ use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
+use crate::writes::{self, Writers};
 
 fn parse_id(raw: &str) -> Result<CustomerId, ApiError> {
     CustomerId::parse(raw).map_err(|m| ApiError::bad_request("invalid_customer_id", m))
@@ -20,8 +21,8 @@ fn record_response(status: u16, loaded: &Loaded) -> ApiResponse {
     ApiResponse::json(status, loaded.record.to_json())
 }
 
-pub async fn me<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn me<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
 ) -> Result<ApiResponse, ApiError> {
     // A service or admin token's subject need not be a customer id.
     let id = CustomerId::parse(&ctx.caller.subject)
@@ -29,8 +30,8 @@ pub async fn me<S: KvStore, R: PhaseRegister>(
     Ok(record_response(200, &customers::get(ctx.plane, &id).await?))
 }
 
-pub async fn get<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn get<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
     let id = parse_id(raw_id)?;
@@ -38,8 +39,8 @@ pub async fn get<S: KvStore, R: PhaseRegister>(
     Ok(record_response(200, &customers::get(ctx.plane, &id).await?))
 }
 
-pub async fn by_email<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn by_email<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     raw_email: &str,
 ) -> Result<ApiResponse, ApiError> {
     let email = Email::parse(raw_email).map_err(|m| ApiError::bad_request("invalid_email", m))?;
@@ -60,30 +61,29 @@ pub async fn by_email<S: KvStore, R: PhaseRegister>(
     Ok(record_response(200, &loaded))
 }
 
-pub async fn create<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn create<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     ctx.caller.require_privileged()?;
     let body = request.json_object()?;
-    Ok(record_response(
-        201,
-        &customers::create(ctx.plane, body).await?,
-    ))
+    let record = writes::create(ctx.writers, ctx.plane, body).await?;
+    Ok(ApiResponse::json(201, record))
 }
 
-pub async fn ensure<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn ensure<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     ctx.caller.require_privileged()?;
     let body = request.json_object()?;
-    let (loaded, created) = customers::ensure(ctx.plane, body).await?;
-    Ok(record_response(if created { 201 } else { 200 }, &loaded))
+    let done = writes::ensure(ctx.writers, ctx.plane, body).await?;
+    let status = if done.created { 201 } else { 200 };
+    Ok(ApiResponse::json(status, done.record.unwrap_or_default()))
 }
 
-pub async fn update<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn update<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     raw_id: &str,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
@@ -93,19 +93,17 @@ pub async fn update<S: KvStore, R: PhaseRegister>(
     if ctx.caller.role == Role::Customer {
         refuse_protected_fields(&patch)?;
     }
-    Ok(record_response(
-        200,
-        &customers::update(ctx.plane, &id, patch).await?,
-    ))
+    let record = writes::update(ctx.writers, ctx.plane, &id, patch).await?;
+    Ok(ApiResponse::json(200, record))
 }
 
-pub async fn delete<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn delete<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
     let id = parse_id(raw_id)?;
     ctx.caller.require_privileged()?;
-    customers::delete(ctx.plane, &id).await?;
+    writes::delete(ctx.writers, ctx.plane, &id).await?;
     Ok(ApiResponse::ok(
         json!({ "deleted": true, "customerId": id.as_str() }),
     ))

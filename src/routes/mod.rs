@@ -22,12 +22,15 @@ use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::phase_cache::PhaseCache;
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::store::{KvStore, Stores};
+use crate::writes::Writers;
 
 /// What a handler may use: one authenticated request in the phase it is served in.
-pub struct Ctx<'a, S, R> {
+pub struct Ctx<'a, S, R, W> {
     pub stores: &'a Stores<S>,
     /// Where the phase record is written (docs/design.md §11).
     pub register: &'a R,
+    /// Where customer writes run (docs/design.md §12).
+    pub writers: &'a W,
     /// The stores as the phase routes them, for the customer API.
     pub plane: &'a DataPlane<'a, S>,
     pub config: &'a Config,
@@ -79,8 +82,8 @@ impl Route {
 
 /// Calls the route's handler; `/health` is answered before authentication and never
 /// comes here.
-pub async fn dispatch<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     route: Route,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {

@@ -11,9 +11,10 @@ use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::rollback::{self, Progress};
 use crate::store::KvStore;
+use crate::writes::Writers;
 
-pub async fn run<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let change = request.json_body::<bodies::Rollback>()?.into_request()?;

@@ -7,9 +7,10 @@ use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::verify;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
+use crate::writes::Writers;
 
-pub async fn run<S: KvStore, R: PhaseRegister>(
-    ctx: &Ctx<'_, S, R>,
+pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let asked = request.json_body::<bodies::Verify>()?.into_request()?;

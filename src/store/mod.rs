@@ -76,9 +76,9 @@ pub struct ListPage {
     pub complete: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreError {
-    pub operation: &'static str,
+    pub operation: std::borrow::Cow<'static, str>,
     pub message: String,
     /// KV refused the operation for its rate (429: more than one write a second to one
     /// key); nothing was written.
@@ -88,7 +88,7 @@ pub struct StoreError {
 impl StoreError {
     pub fn new(operation: &'static str, message: impl Into<String>) -> Self {
         Self {
-            operation,
+            operation: operation.into(),
             message: message.into(),
             rate_limited: false,
         }

@@ -7,6 +7,8 @@ use customer_kv_migration::migration::state::coordinator::{LocalRegister, Regist
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::{MemoryStore, Stores};
+use customer_kv_migration::writes::local::{LocalWriters, ObjectCells};
+use customer_kv_migration::writes::object::ObjectClock;
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 
@@ -32,6 +34,8 @@ pub struct World {
     pub cache: PhaseCache,
     /// The coordinator of the phase record, as one process holds it.
     pub register: RegisterCell,
+    /// The customers' and emails' objects, as one process holds them.
+    pub objects: ObjectCells,
     pub now_ms: u64,
 }
 
@@ -73,6 +77,7 @@ impl World {
             },
             cache: PhaseCache::default(),
             register: RegisterCell::default(),
+            objects: ObjectCells::default(),
             now_ms: START_MS,
         }
     }
@@ -116,9 +121,19 @@ impl World {
             default_phase: self.config.default_phase,
             cell: &self.register,
         };
+        let writers = LocalWriters {
+            stores: &self.stores,
+            cells: &self.objects,
+            clock: ObjectClock {
+                now_ms: self.now_ms,
+                trust_ms: self.config.consistency_window_ms,
+            },
+            hold_ms: self.config.pass_delay_ms(),
+        };
         let app = App {
             stores: &self.stores,
             register: &register,
+            writers: &writers,
             config: &self.config,
             phase_cache: &self.cache,
             now_ms: self.now_ms,

@@ -65,8 +65,13 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
     ],
     compatibilityDate: "2025-01-01",
     kvNamespaces,
-    // The coordinator of the phase record (docs/design.md §11).
-    durableObjects: { COORDINATOR: "Coordinator" },
+    // The coordinator of the phase record (docs/design.md §11) and the objects every
+    // customer write and email claim runs in (§12).
+    durableObjects: {
+      COORDINATOR: "Coordinator",
+      CUSTOMER_WRITER: "CustomerWriter",
+      EMAIL_OWNER: "EmailOwner",
+    },
     // A free loopback port, so a separate process (the command-line client) can reach it.
     port: 0,
     bindings: {

@@ -14,8 +14,10 @@ use super::rng::Rng;
 use super::store::pause;
 use super::{block_on, cron_once, run_tasks, Cuts, Known, Outcome, Settings, Sim};
 
+/// An answer that acknowledges nothing: a 5xx, or KV's rate limit (429), which a
+/// second-store refusal can give after the first store took the write.
 fn is_failure(response: &ApiResponse) -> bool {
-    response.status >= 500
+    response.status >= 500 || response.status == 429
 }
 
 fn observed(response: &ApiResponse) -> Known {

@@ -23,6 +23,8 @@ use customer_kv_migration::migration::state::coordinator::{LocalRegister, Regist
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::Stores;
+use customer_kv_migration::writes::local::{LocalWriters, ObjectCells};
+use customer_kv_migration::writes::object::ObjectClock;
 use serde_json::Value;
 
 use rng::Rng;
@@ -181,6 +183,8 @@ pub struct Sim {
     pub stores: Stores<SimKv>,
     /// The one coordinator of the phase record, shared by every isolate.
     pub register: RegisterCell,
+    /// The customers' and emails' objects, shared by every isolate.
+    pub objects: ObjectCells,
     pub shared: Rc<Shared>,
     pub config: Config,
     /// Per customer id: every state the read path may show (one once it is certain).
@@ -237,6 +241,7 @@ impl Sim {
                 new: SimKv::new("new", shared.clone()),
             },
             register: RegisterCell::default(),
+            objects: ObjectCells::default(),
             shared,
             config: Config {
                 jwt_secret: SECRET.to_vec(),
@@ -285,9 +290,19 @@ impl Sim {
             default_phase: self.config.default_phase,
             cell: &self.register,
         };
+        let writers = LocalWriters {
+            stores: &self.stores,
+            cells: &self.objects,
+            clock: ObjectClock {
+                now_ms: self.now(),
+                trust_ms: self.config.consistency_window_ms,
+            },
+            hold_ms: self.config.pass_delay_ms(),
+        };
         let app = App {
             stores: &self.stores,
             register: &register,
+            writers: &writers,
             config: &self.config,
             phase_cache: cache,
             now_ms: self.now(),

@@ -1,0 +1,258 @@
+//! The customers' and emails' Durable Objects (docs/design.md §12) and the worker's side
+//! of them. The decisions are the core's (`writes::object`, `writes::claims`); this file
+//! carries requests and replies, keeps each object's lock and memory, and reads the time.
+
+use futures::lock::Mutex;
+use wasm_bindgen::JsValue;
+use worker::{
+    durable_object, Delay, DurableObject, Env, Method, Request, RequestInit, Response, Result,
+    State, Storage,
+};
+
+use super::kv::WorkersKv;
+use std::time::Duration;
+
+use crate::domain::{email_key, CustomerId, EmailHash};
+use crate::error::{Error, Input};
+use crate::migration::dataplane::DataPlane;
+use crate::store::{StoreError, StoreName, StoreResult, Stores};
+use crate::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest, Holder};
+use crate::writes::memo::{self, memo_key, Memo, Remembered, Remembering, Waiter};
+use crate::writes::object::{self, ObjectClock, Reply, WriteRequest};
+use crate::writes::Writers;
+
+pub const CUSTOMER_BINDING: &str = "CUSTOMER_WRITER";
+pub const EMAIL_BINDING: &str = "EMAIL_OWNER";
+/// Where an email's object keeps the customer it granted the email to.
+const HOLDER: &str = "holder";
+
+/// Sleeps the object's request (its lock held, so requests behind it queue).
+struct Sleep;
+
+impl Waiter for Sleep {
+    async fn wait_until(&self, at_ms: u64) -> u64 {
+        let now = super::now_ms();
+        if at_ms > now {
+            Delay::from(Duration::from_millis(at_ms - now)).await;
+        }
+        super::now_ms().max(at_ms)
+    }
+}
+
+/// An object's memory of its writes, in its own storage.
+struct StorageMemo<'a>(&'a Storage);
+
+impl Memo for StorageMemo<'_> {
+    async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>> {
+        self.0
+            .get(&memo_key(store, key))
+            .await
+            .map_err(|e| StoreError::new("object storage get", e.to_string()))
+    }
+
+    async fn remember(&self, store: StoreName, key: &str, entry: Remembered) -> StoreResult<()> {
+        self.0
+            .put(&memo_key(store, key), entry)
+            .await
+            .map_err(|e| StoreError::new("object storage put", e.to_string()))
+    }
+}
+
+fn kv_stores(env: &Env) -> std::result::Result<Stores<WorkersKv>, Error> {
+    super::stores(env).map_err(|e| unavailable("the object's KV bindings", e))
+}
+
+fn clock(env: &Env) -> std::result::Result<(ObjectClock, u64), Error> {
+    let config = super::config(env).map_err(|e| unavailable("the object's configuration", e))?;
+    let clock = ObjectClock {
+        now_ms: super::now_ms(),
+        trust_ms: config.consistency_window_ms,
+    };
+    Ok((clock, config.pass_delay_ms()))
+}
+
+fn unavailable(what: &str, err: impl std::fmt::Display) -> Error {
+    Error::Store(StoreError::new("durable object", format!("{what}: {err}")))
+}
+
+/// Every write of one customer (named by its id), one at a time.
+#[durable_object]
+pub struct CustomerWriter {
+    state: State,
+    env: Env,
+    /// Awaiting KV lets other requests into the object: the lock makes writes one at a time.
+    lock: Mutex<()>,
+}
+
+impl DurableObject for CustomerWriter {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            lock: Mutex::new(()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let Ok((id, request)) = req.json::<(String, WriteRequest)>().await else {
+            return Response::error("not a write request", 400);
+        };
+        let _held = self.lock.lock().await;
+        let reply = match self.run(&id, request).await {
+            Ok(reply) => reply,
+            Err(err) => Reply {
+                result: Err(err),
+                warnings: Vec::new(),
+            },
+        };
+        Response::from_json(&reply)
+    }
+}
+
+impl CustomerWriter {
+    async fn run(&self, id: &str, request: WriteRequest) -> std::result::Result<Reply, Error> {
+        let id = CustomerId::parse(id).map_err(|m| Error::invalid(Input::CustomerId, m))?;
+        let stores = kv_stores(&self.env)?;
+        let (clock, _) = clock(&self.env)?;
+        let storage = self.state.storage();
+        let memo = StorageMemo(&storage);
+        let sender = DoClaims { env: &self.env };
+        Ok(object::run(&stores, &memo, (&sender, &Sleep), &id, request, clock).await)
+    }
+}
+
+/// Every claim of one email (named by its hash), one at a time.
+#[durable_object]
+pub struct EmailOwner {
+    state: State,
+    env: Env,
+    lock: Mutex<()>,
+}
+
+impl DurableObject for EmailOwner {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            lock: Mutex::new(()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let Ok(request) = req.json::<EmailRequest>().await else {
+            return Response::error("not an email request", 400);
+        };
+        let _held = self.lock.lock().await;
+        let answer: std::result::Result<ClaimAnswer, Error> = self.decide(request).await;
+        Response::from_json(&answer)
+    }
+}
+
+impl EmailOwner {
+    async fn decide(&self, request: EmailRequest) -> std::result::Result<ClaimAnswer, Error> {
+        let hash = EmailHash::from_hex(&request.hash)
+            .ok_or_else(|| Error::invalid(Input::Email, "not an email hash"))?;
+        let stores = kv_stores(&self.env)?;
+        let (clock, hold_ms) = clock(&self.env)?;
+        let storage = self.state.storage();
+        let memo = StorageMemo(&storage);
+        let now_ms = memo::paced(&memo, &Sleep, &email_key(&hash), clock.now_ms).await?;
+        let clock = ObjectClock { now_ms, ..clock };
+        let seen = Stores {
+            old: Remembering::new(
+                &stores.old,
+                StoreName::Old,
+                &memo,
+                clock.now_ms,
+                clock.trust_ms,
+            ),
+            new: Remembering::new(
+                &stores.new,
+                StoreName::New,
+                &memo,
+                clock.now_ms,
+                clock.trust_ms,
+            ),
+        };
+        let plane = DataPlane::new(&seen, request.phase, clock.now_ms)
+            .with_old_store_catching_up(request.old_store_catching_up);
+        let held: Option<Holder> = storage
+            .get(HOLDER)
+            .await
+            .map_err(|e| unavailable("the email object's storage", e))?;
+        let (answer, holder) =
+            claims::decide(&plane, &hash, held.clone(), request.op, hold_ms).await?;
+        if holder != held {
+            let written = match &holder {
+                Some(holder) => storage.put(HOLDER, holder).await,
+                None => storage.delete(HOLDER).await.map(|_| ()),
+            };
+            written.map_err(|e| unavailable("the email object's storage", e))?;
+        }
+        Ok(answer)
+    }
+}
+
+/// Sends a JSON body to the object `name` of `binding` and reads its JSON answer.
+async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    body: &B,
+) -> Result<T> {
+    let namespace = env.durable_object(binding)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&serde_json::to_string(body)?)));
+    let request = Request::new_with_init("https://object/write", &init)?;
+    let stub = namespace.id_from_name(name)?.get_stub()?;
+    let mut response = stub.fetch_with_request(request).await?;
+    response.json::<T>().await
+}
+
+/// The worker's side of the customers' objects.
+pub struct DoWriters {
+    env: Env,
+}
+
+impl DoWriters {
+    pub fn new(env: &Env) -> Self {
+        Self { env: env.clone() }
+    }
+}
+
+impl Writers for DoWriters {
+    async fn write(&self, id: &CustomerId, request: WriteRequest) -> Reply {
+        let body = (id.as_str(), request);
+        match call(&self.env, CUSTOMER_BINDING, id.as_str(), &body).await {
+            Ok(reply) => reply,
+            // The write may or may not have happened: not acknowledged.
+            Err(err) => Reply {
+                result: Err(unavailable("the customer's object did not answer", err)),
+                warnings: Vec::new(),
+            },
+        }
+    }
+}
+
+/// A customer object's side of the emails' objects.
+struct DoClaims<'a> {
+    env: &'a Env,
+}
+
+impl ClaimSender for DoClaims<'_> {
+    async fn send(&self, request: EmailRequest) -> std::result::Result<ClaimAnswer, Error> {
+        let name = request.hash.clone();
+        match call::<_, std::result::Result<ClaimAnswer, Error>>(
+            self.env,
+            EMAIL_BINDING,
+            &name,
+            &request,
+        )
+        .await
+        {
+            Ok(answer) => answer,
+            Err(err) => Err(unavailable("the email's object did not answer", err)),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Who holds an email (docs/design.md §12). Each email hash has an object that decides
+//! every claim of it one at a time and remembers the customer it last granted it to. A
+//! customer's object claims an email before writing a record that holds it and releases
+//! it once the record no longer does; the email object never calls a customer's object,
+//! so the two kinds of lock are always taken customer first and cannot deadlock.
+
+use serde::{Deserialize, Serialize};
+
+use crate::customers::{holder_in_stores, mapping_change};
+use crate::domain::{email_key, CustomerId, EmailHash};
+use crate::error::Error;
+use crate::migration::dataplane::{Change, DataPlane};
+use crate::phase::Phase;
+use crate::store::KvStore;
+
+/// One decision asked of an email's object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum EmailOp {
+    /// Grant the email to `id` unless another customer holds it; writes the mapping.
+    Claim { id: String },
+    /// `id`'s record no longer holds the email: remove the mapping if it names `id`.
+    Release { id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmailRequest {
+    /// Only the hash crosses to the object: the address itself is private.
+    pub hash: String,
+    pub phase: Phase,
+    pub old_store_catching_up: bool,
+    pub op: EmailOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum ClaimAnswer {
+    Granted,
+    HeldBy { id: String },
+    Released,
+}
+
+/// The customer an email's object granted the email to last, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub id: String,
+    pub at_ms: u64,
+}
+
+/// Whoever carries an [`EmailRequest`] to the email's object.
+#[allow(async_fn_in_trait)]
+pub trait ClaimSender {
+    async fn send(&self, request: EmailRequest) -> Result<ClaimAnswer, Error>;
+}
+
+/// A customer object's view of the email objects, in the phase of the request it runs.
+pub struct Claims<'a, T> {
+    pub sender: &'a T,
+    pub phase: Phase,
+    pub old_store_catching_up: bool,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Granted,
+    HeldBy(CustomerId),
+}
+
+impl<T: ClaimSender> Claims<'_, T> {
+    pub async fn claim(&self, hash: &EmailHash, id: &CustomerId) -> Result<Claim, Error> {
+        let op = EmailOp::Claim {
+            id: id.as_str().to_owned(),
+        };
+        match self.send(hash, op).await? {
+            ClaimAnswer::Granted => Ok(Claim::Granted),
+            ClaimAnswer::HeldBy { id } => CustomerId::parse(&id)
+                .map(Claim::HeldBy)
+                .map_err(|_| unexpected("a holder that is not a customer id")),
+            ClaimAnswer::Released => Err(unexpected("a release to a claim")),
+        }
+    }
+
+    pub async fn release(&self, hash: &EmailHash, id: &CustomerId) -> Result<(), Error> {
+        let op = EmailOp::Release {
+            id: id.as_str().to_owned(),
+        };
+        self.send(hash, op).await.map(|_| ())
+    }
+
+    async fn send(&self, hash: &EmailHash, op: EmailOp) -> Result<ClaimAnswer, Error> {
+        let request = EmailRequest {
+            hash: hash.as_str().to_owned(),
+            phase: self.phase,
+            old_store_catching_up: self.old_store_catching_up,
+            op,
+        };
+        self.sender.send(request).await
+    }
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::Store(crate::store::StoreError::new(
+        "email object",
+        format!("the email's object answered {what}"),
+    ))
+}
+
+/// Decides one op in the email's object, which holds its lock. `held` is who it granted
+/// the email to last; the result is the answer and who holds it now.
+///
+/// A grant younger than `hold_ms` (the time a claiming request may still be writing its
+/// record plus the consistency window) binds even though KV may not show the record
+/// yet; an older one is checked against KV, where the holder's record has either landed
+/// or never will.
+pub async fn decide<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    hash: &EmailHash,
+    held: Option<Holder>,
+    op: EmailOp,
+    hold_ms: u64,
+) -> Result<(ClaimAnswer, Option<Holder>), Error> {
+    let now_ms = plane.now_ms;
+    match op {
+        EmailOp::Claim { id } => {
+            let target = CustomerId::parse(&id).map_err(|_| unexpected("no customer id"))?;
+            let regrant = held.as_ref().is_some_and(|h| h.id == id);
+            if regrant && crate::customers::mapped_id(plane, hash).await? == Some(target.clone()) {
+                // Nothing to write: a retry, or an ensure finding its own record.
+                return Ok((ClaimAnswer::Granted, held));
+            }
+            let holder = match &held {
+                Some(h) if h.id == id => None,
+                Some(h) if now_ms < h.at_ms + hold_ms => Some(h.id.clone()),
+                _ => holder_in_stores(plane, hash)
+                    .await?
+                    .map(|loaded| loaded.record.id().as_str().to_owned())
+                    .filter(|holder| *holder != id),
+            };
+            if let Some(holder) = holder {
+                return Ok((ClaimAnswer::HeldBy { id: holder }, held));
+            }
+            plane.apply(&[mapping_change(hash, &target)]).await?;
+            Ok((ClaimAnswer::Granted, Some(Holder { id, at_ms: now_ms })))
+        }
+        EmailOp::Release { id } => {
+            let names_id = match &held {
+                Some(h) => h.id == id,
+                None => crate::customers::mapped_id(plane, hash)
+                    .await?
+                    .is_some_and(|mapped| mapped.as_str() == id),
+            };
+            if !names_id {
+                return Ok((ClaimAnswer::Released, held));
+            }
+            plane
+                .apply(&[Change::Remove {
+                    key: email_key(hash),
+                }])
+                .await?;
+            Ok((ClaimAnswer::Released, None))
+        }
+    }
+}

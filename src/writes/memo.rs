@@ -1,0 +1,205 @@
+//! What a writer object remembers of its own writes (docs/design.md §12). KV shows a
+//! write at once only where it was made, and an object's next request may find its
+//! isolate elsewhere; so for the consistency window after each of its writes the object
+//! believes its own memory of that key over a KV read, and never decides on a view older
+//! than what it wrote itself. Only customer records and email mappings are remembered:
+//! nothing else the object writes is read back by it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::is_migrated_key;
+use crate::store::{
+    KvStore, ListPage, PutOptions, StoreError, StoreName, StoreResult, StoredValue,
+};
+
+/// KV accepts one write a second to one key (docs/design.md §12).
+pub const MIN_WRITE_INTERVAL_MS: u64 = 1_000;
+
+/// The object's last write of one key in one store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Remembered {
+    /// The value written; `None` after a delete.
+    pub value: Option<RememberedValue>,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RememberedValue {
+    /// Every value the product writes is UTF-8 (JSON, an id, a tombstone).
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+impl Remembered {
+    fn stored(&self) -> Option<StoredValue> {
+        self.value.as_ref().map(|v| StoredValue {
+            bytes: v.text.as_bytes().to_vec(),
+            metadata: v.metadata.clone(),
+        })
+    }
+}
+
+/// The object's strongly consistent storage, as far as remembering goes.
+#[allow(async_fn_in_trait)]
+pub trait Memo {
+    async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>>;
+    async fn remember(&self, store: StoreName, key: &str, entry: Remembered) -> StoreResult<()>;
+}
+
+/// The name an entry is kept under.
+pub fn memo_key(store: StoreName, key: &str) -> String {
+    format!("{}/{key}", store.as_str())
+}
+
+/// When `key` may next be written in either store: a second after the object last wrote
+/// it (0 if it has not).
+pub async fn free_at<M: Memo>(memo: &M, key: &str) -> StoreResult<u64> {
+    let mut free = 0;
+    for store in [StoreName::Old, StoreName::New] {
+        if let Some(entry) = memo.recall(store, key).await? {
+            free = free.max(entry.at_ms + MIN_WRITE_INTERVAL_MS);
+        }
+    }
+    Ok(free)
+}
+
+/// How an object waits out the rest of a second before writing a key again.
+#[allow(async_fn_in_trait)]
+pub trait Waiter {
+    /// Returns once the object's clock reads at least `at_ms`; the clock then.
+    async fn wait_until(&self, at_ms: u64) -> u64;
+}
+
+/// The time an object may act on `key`: now, or once the second since its last write of
+/// the key has passed. Requests queued behind a write therefore wait, rather than fail,
+/// for KV's one write a second to one key.
+pub async fn paced<M: Memo, W: Waiter>(
+    memo: &M,
+    waiter: &W,
+    key: &str,
+    now_ms: u64,
+) -> StoreResult<u64> {
+    let free = free_at(memo, key).await?;
+    if free <= now_ms {
+        return Ok(now_ms);
+    }
+    Ok(waiter.wait_until(free).await)
+}
+
+/// One store seen through the object's memory.
+pub struct Remembering<'a, S, M> {
+    inner: &'a S,
+    store: StoreName,
+    memo: &'a M,
+    now_ms: u64,
+    /// How long after a write the memory wins over KV: the consistency window.
+    trust_ms: u64,
+}
+
+impl<'a, S, M> Remembering<'a, S, M> {
+    pub fn new(inner: &'a S, store: StoreName, memo: &'a M, now_ms: u64, trust_ms: u64) -> Self {
+        Self {
+            inner,
+            store,
+            memo,
+            now_ms,
+            trust_ms,
+        }
+    }
+
+    /// Refuses a write KV would refuse: the object wrote `key` less than a second ago.
+    async fn paced(&self, key: &str, operation: &'static str) -> StoreResult<()>
+    where
+        M: Memo,
+    {
+        if let Some(entry) = self.memo.recall(self.store, key).await? {
+            if self.now_ms < entry.at_ms + MIN_WRITE_INTERVAL_MS {
+                let mut refused =
+                    StoreError::new(operation, "this key was written less than a second ago");
+                refused.rate_limited = true;
+                return Err(refused);
+            }
+        }
+        Ok(())
+    }
+
+    async fn note(&self, key: &str, value: Option<RememberedValue>) -> StoreResult<()>
+    where
+        M: Memo,
+    {
+        let entry = Remembered {
+            value,
+            at_ms: self.now_ms,
+        };
+        self.memo.remember(self.store, key, entry).await
+    }
+}
+
+impl<S: KvStore, M: Memo> KvStore for Remembering<'_, S, M> {
+    async fn get(&self, key: &str) -> StoreResult<Option<StoredValue>> {
+        if is_migrated_key(key) {
+            if let Some(entry) = self.memo.recall(self.store, key).await? {
+                if self.now_ms < entry.at_ms + self.trust_ms {
+                    return Ok(entry.stored());
+                }
+            }
+        }
+        self.inner.get(key).await
+    }
+
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()> {
+        let metadata = options.metadata.clone();
+        if is_migrated_key(key) {
+            self.paced(key, "put").await?;
+        }
+        self.inner.put(key, value, options).await?;
+        if is_migrated_key(key) {
+            // A value that is not UTF-8 is not the product's own; KV stays its witness.
+            if let Ok(text) = String::from_utf8(value.to_vec()) {
+                self.note(key, Some(RememberedValue { text, metadata }))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>> {
+        self.inner.get_many(keys).await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        if is_migrated_key(key) {
+            self.paced(key, "delete").await?;
+        }
+        self.inner.delete(key).await?;
+        if is_migrated_key(key) {
+            self.note(key, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> StoreResult<ListPage> {
+        self.inner.list(prefix, cursor, limit).await
+    }
+}
+
+/// A memo in a map, for a native object.
+#[derive(Default)]
+pub struct MemoryMemo {
+    entries: std::cell::RefCell<std::collections::HashMap<String, Remembered>>,
+}
+
+impl Memo for MemoryMemo {
+    async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>> {
+        Ok(self.entries.borrow().get(&memo_key(store, key)).cloned())
+    }
+
+    async fn remember(&self, store: StoreName, key: &str, entry: Remembered) -> StoreResult<()> {
+        self.entries
+            .borrow_mut()
+            .insert(memo_key(store, key), entry);
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! A customer's object (docs/design.md §12): every write of one customer runs here, one
+//! at a time, against the stores seen through the object's memory of its own writes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::customers::{self, Ensured, Loaded};
+use crate::domain::{customer_key, CustomerId, Email};
+use crate::error::{Error, Input};
+use crate::migration::dataplane::DataPlane;
+use crate::phase::Phase;
+use crate::store::{KvStore, StoreName, Stores};
+use crate::writes::claims::{ClaimSender, Claims};
+use crate::writes::memo::{self, Memo, Remembering, Waiter};
+
+/// One write of one customer, in the phase its request was served in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    pub phase: Phase,
+    pub old_store_catching_up: bool,
+    pub op: CustomerOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CustomerOp {
+    Create {
+        body: Map<String, Value>,
+    },
+    /// `ensureCustomerAccount` at an id derived from the email in `body`.
+    Ensure {
+        body: Map<String, Value>,
+    },
+    Update {
+        patch: Map<String, Value>,
+    },
+    Delete,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Written {
+    Created { record: Value },
+    Found { record: Value },
+    Updated { record: Value },
+    Deleted,
+    IdHoldsAnotherEmail,
+    EmailHeldBy { id: String },
+}
+
+/// A write's outcome and what the request should log (nothing private).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub result: Result<Written, Error>,
+    pub warnings: Vec<String>,
+}
+
+/// The timings an object works with.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectClock {
+    pub now_ms: u64,
+    /// How long after its own write the object believes its memory over KV.
+    pub trust_ms: u64,
+}
+
+/// Runs one write in `id`'s object, which holds its lock.
+pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
+    stores: &Stores<S>,
+    memo: &M,
+    (sender, waiter): (&T, &W),
+    id: &CustomerId,
+    request: WriteRequest,
+    clock: ObjectClock,
+) -> Reply {
+    let now_ms = match memo::paced(memo, waiter, &customer_key(id), clock.now_ms).await {
+        Ok(now_ms) => now_ms,
+        Err(err) => {
+            return Reply {
+                result: Err(err.into()),
+                warnings: Vec::new(),
+            }
+        }
+    };
+    let clock = ObjectClock { now_ms, ..clock };
+    let seen = Stores {
+        old: Remembering::new(
+            &stores.old,
+            StoreName::Old,
+            memo,
+            clock.now_ms,
+            clock.trust_ms,
+        ),
+        new: Remembering::new(
+            &stores.new,
+            StoreName::New,
+            memo,
+            clock.now_ms,
+            clock.trust_ms,
+        ),
+    };
+    let plane = DataPlane::new(&seen, request.phase, clock.now_ms)
+        .with_old_store_catching_up(request.old_store_catching_up);
+    let claims = Claims {
+        sender,
+        phase: request.phase,
+        old_store_catching_up: request.old_store_catching_up,
+    };
+    let result = apply(&plane, &claims, id, request.op).await;
+    Reply {
+        result,
+        warnings: plane.warnings.take(),
+    }
+}
+
+async fn apply<S: KvStore, T: ClaimSender>(
+    plane: &DataPlane<'_, S>,
+    claims: &Claims<'_, T>,
+    id: &CustomerId,
+    op: CustomerOp,
+) -> Result<Written, Error> {
+    let record = |loaded: Loaded| loaded.record.to_json();
+    match op {
+        CustomerOp::Create { body } => Ok(Written::Created {
+            record: record(customers::create(plane, claims, id, body).await?),
+        }),
+        CustomerOp::Ensure { body } => {
+            let email = customers::parse_email_field(&body)?
+                .ok_or_else(|| Error::invalid(Input::Body, "email is required"))?;
+            if !customers::derived_ids(&email).any(|derived| derived == *id) {
+                return Err(Error::invalid(
+                    Input::CustomerId,
+                    "ensure runs only at an id derived from the email",
+                ));
+            }
+            Ok(
+                match customers::ensure(plane, claims, id, &email, body).await? {
+                    Ensured::Created(loaded) => Written::Created {
+                        record: record(loaded),
+                    },
+                    Ensured::Found(loaded) => Written::Found {
+                        record: record(loaded),
+                    },
+                    Ensured::IdHoldsAnotherEmail => Written::IdHoldsAnotherEmail,
+                    Ensured::EmailHeldBy(holder) => Written::EmailHeldBy {
+                        id: holder.as_str().to_owned(),
+                    },
+                },
+            )
+        }
+        CustomerOp::Update { patch } => Ok(Written::Updated {
+            record: record(customers::update(plane, claims, id, patch).await?),
+        }),
+        CustomerOp::Delete => {
+            customers::delete(plane, claims, id).await?;
+            Ok(Written::Deleted)
+        }
+    }
+}
+
+/// The email an ensure is for, so the worker can derive the ids to try.
+pub fn ensure_email(body: &Map<String, Value>) -> Result<Email, Error> {
+    customers::parse_email_field(body)?
+        .ok_or_else(|| Error::invalid(Input::Body, "email is required"))
+}

@@ -150,10 +150,7 @@ fn logged_request(
     let writers = LocalWriters {
         stores: &stores,
         cells: &world.objects,
-        clock: ObjectClock {
-            now_ms: world.now_ms,
-            trust_ms: world.config.consistency_window_ms,
-        },
+        clock: ObjectClock::of(&world.config, world.now_ms),
         hold_ms: world.config.pass_delay_ms(),
     };
     let app = App {

@@ -34,6 +34,7 @@ fn sim_in(phase: Phase, seed: u64) -> Sim {
         phase_cache_ms: 0,
         start_phase: 0,
         stale_window_ms: [0, 2_000][(seed % 2) as usize],
+        shared_customers: 0,
     };
     let mut sim = Sim::new(seed, &settings, Cuts::default());
     sim.config.default_phase = phase;

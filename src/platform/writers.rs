@@ -12,12 +12,12 @@ use worker::{
 use super::kv::WorkersKv;
 use std::time::Duration;
 
-use crate::domain::{email_key, CustomerId, EmailHash};
+use crate::domain::CustomerId;
 use crate::error::{Error, Input};
-use crate::migration::dataplane::DataPlane;
+use crate::migration::state::phase_record::PhaseState;
 use crate::store::{StoreError, StoreName, StoreResult, Stores};
 use crate::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest, Holder};
-use crate::writes::memo::{self, memo_key, Memo, Remembered, Remembering, Waiter};
+use crate::writes::memo::{memo_key, Memo, Remembered, Waiter};
 use crate::writes::object::{self, ObjectClock, Reply, WriteRequest};
 use crate::writes::Writers;
 
@@ -25,6 +25,8 @@ pub const CUSTOMER_BINDING: &str = "CUSTOMER_WRITER";
 pub const EMAIL_BINDING: &str = "EMAIL_OWNER";
 /// Where an email's object keeps the customer it granted the email to.
 const HOLDER: &str = "holder";
+/// Where an object keeps the newest phase record it acted on.
+const PHASE: &str = "phase";
 
 /// Sleeps the object's request (its lock held, so requests behind it queue).
 struct Sleep;
@@ -44,15 +46,49 @@ struct StorageMemo<'a>(&'a Storage);
 
 impl Memo for StorageMemo<'_> {
     async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>> {
+        self.get(&memo_key(store, key)).await
+    }
+
+    async fn remember(&self, store: StoreName, key: &str, entry: Remembered) -> StoreResult<()> {
+        self.put(&memo_key(store, key), entry).await
+    }
+
+    async fn recall_phase(&self) -> StoreResult<Option<PhaseState>> {
+        self.get(PHASE).await
+    }
+
+    async fn remember_phase(&self, record: &PhaseState) -> StoreResult<()> {
+        self.put(PHASE, record).await
+    }
+
+    async fn recall_holder(&self) -> StoreResult<Option<Holder>> {
+        self.get(HOLDER).await
+    }
+
+    async fn remember_holder(&self, holder: Option<&Holder>) -> StoreResult<()> {
+        match holder {
+            Some(holder) => self.put(HOLDER, holder).await,
+            None => self
+                .0
+                .delete(HOLDER)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::new("object storage delete", e.to_string())),
+        }
+    }
+}
+
+impl StorageMemo<'_> {
+    async fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>> {
         self.0
-            .get(&memo_key(store, key))
+            .get(key)
             .await
             .map_err(|e| StoreError::new("object storage get", e.to_string()))
     }
 
-    async fn remember(&self, store: StoreName, key: &str, entry: Remembered) -> StoreResult<()> {
+    async fn put<T: serde::Serialize>(&self, key: &str, value: T) -> StoreResult<()> {
         self.0
-            .put(&memo_key(store, key), entry)
+            .put(key, value)
             .await
             .map_err(|e| StoreError::new("object storage put", e.to_string()))
     }
@@ -64,10 +100,7 @@ fn kv_stores(env: &Env) -> std::result::Result<Stores<WorkersKv>, Error> {
 
 fn clock(env: &Env) -> std::result::Result<(ObjectClock, u64), Error> {
     let config = super::config(env).map_err(|e| unavailable("the object's configuration", e))?;
-    let clock = ObjectClock {
-        now_ms: super::now_ms(),
-        trust_ms: config.consistency_window_ms,
-    };
+    let clock = ObjectClock::of(&config, super::now_ms());
     Ok((clock, config.pass_delay_ms()))
 }
 
@@ -150,46 +183,10 @@ impl DurableObject for EmailOwner {
 
 impl EmailOwner {
     async fn decide(&self, request: EmailRequest) -> std::result::Result<ClaimAnswer, Error> {
-        let hash = EmailHash::from_hex(&request.hash)
-            .ok_or_else(|| Error::invalid(Input::Email, "not an email hash"))?;
         let stores = kv_stores(&self.env)?;
-        let (clock, hold_ms) = clock(&self.env)?;
         let storage = self.state.storage();
         let memo = StorageMemo(&storage);
-        let now_ms = memo::paced(&memo, &Sleep, &email_key(&hash), clock.now_ms).await?;
-        let clock = ObjectClock { now_ms, ..clock };
-        let seen = Stores {
-            old: Remembering::new(
-                &stores.old,
-                StoreName::Old,
-                &memo,
-                clock.now_ms,
-                clock.trust_ms,
-            ),
-            new: Remembering::new(
-                &stores.new,
-                StoreName::New,
-                &memo,
-                clock.now_ms,
-                clock.trust_ms,
-            ),
-        };
-        let plane = DataPlane::new(&seen, request.phase, clock.now_ms)
-            .with_old_store_catching_up(request.old_store_catching_up);
-        let held: Option<Holder> = storage
-            .get(HOLDER)
-            .await
-            .map_err(|e| unavailable("the email object's storage", e))?;
-        let (answer, holder) =
-            claims::decide(&plane, &hash, held.clone(), request.op, hold_ms).await?;
-        if holder != held {
-            let written = match &holder {
-                Some(holder) => storage.put(HOLDER, holder).await,
-                None => storage.delete(HOLDER).await.map(|_| ()),
-            };
-            written.map_err(|e| unavailable("the email object's storage", e))?;
-        }
-        Ok(answer)
+        claims::run(&stores, &memo, &Sleep, request, clock(&self.env)?).await
     }
 }
 

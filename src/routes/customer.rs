@@ -11,7 +11,7 @@ use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
-use crate::writes::{self, Writers};
+use crate::writes::Writers;
 
 fn parse_id(raw: &str) -> Result<CustomerId, ApiError> {
     CustomerId::parse(raw).map_err(|m| ApiError::bad_request("invalid_customer_id", m))
@@ -67,7 +67,7 @@ pub async fn create<S: KvStore, R: PhaseRegister, W: Writers>(
 ) -> Result<ApiResponse, ApiError> {
     ctx.caller.require_privileged()?;
     let body = request.json_object()?;
-    let record = writes::create(ctx.writers, ctx.plane, body).await?;
+    let record = ctx.writing().create(body).await?;
     Ok(ApiResponse::json(201, record))
 }
 
@@ -77,7 +77,7 @@ pub async fn ensure<S: KvStore, R: PhaseRegister, W: Writers>(
 ) -> Result<ApiResponse, ApiError> {
     ctx.caller.require_privileged()?;
     let body = request.json_object()?;
-    let done = writes::ensure(ctx.writers, ctx.plane, body).await?;
+    let done = ctx.writing().ensure(body).await?;
     let status = if done.created { 201 } else { 200 };
     Ok(ApiResponse::json(status, done.record.unwrap_or_default()))
 }
@@ -93,7 +93,7 @@ pub async fn update<S: KvStore, R: PhaseRegister, W: Writers>(
     if ctx.caller.role == Role::Customer {
         refuse_protected_fields(&patch)?;
     }
-    let record = writes::update(ctx.writers, ctx.plane, &id, patch).await?;
+    let record = ctx.writing().update(&id, patch).await?;
     Ok(ApiResponse::json(200, record))
 }
 
@@ -103,7 +103,7 @@ pub async fn delete<S: KvStore, R: PhaseRegister, W: Writers>(
 ) -> Result<ApiResponse, ApiError> {
     let id = parse_id(raw_id)?;
     ctx.caller.require_privileged()?;
-    writes::delete(ctx.writers, ctx.plane, &id).await?;
+    ctx.writing().delete(&id).await?;
     Ok(ApiResponse::ok(
         json!({ "deleted": true, "customerId": id.as_str() }),
     ))

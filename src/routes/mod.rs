@@ -22,7 +22,7 @@ use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::phase_cache::PhaseCache;
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::store::{KvStore, Stores};
-use crate::writes::Writers;
+use crate::writes::{Writers, Writing};
 
 /// What a handler may use: one authenticated request in the phase it is served in.
 pub struct Ctx<'a, S, R, W> {
@@ -38,6 +38,17 @@ pub struct Ctx<'a, S, R, W> {
     pub current: &'a CurrentPhase,
     pub caller: &'a Caller,
     pub now_ms: u64,
+}
+
+impl<'a, S, R, W> Ctx<'a, S, R, W> {
+    /// The request's writes, as they go to the customers' objects.
+    pub fn writing(&self) -> Writing<'a, S, W> {
+        Writing {
+            writers: self.writers,
+            plane: self.plane,
+            record: &self.current.state,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,9 +9,12 @@ use serde::{Deserialize, Serialize};
 use crate::customers::{holder_in_stores, mapping_change};
 use crate::domain::{email_key, CustomerId, EmailHash};
 use crate::error::Error;
+use crate::error::Input;
 use crate::migration::dataplane::{Change, DataPlane};
-use crate::phase::Phase;
-use crate::store::KvStore;
+use crate::migration::state::phase_record::PhaseState;
+use crate::store::{KvStore, Stores};
+use crate::writes::memo::{self, Memo, Waiter};
+use crate::writes::object::{routed_plane, ObjectClock};
 
 /// One decision asked of an email's object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,8 +30,8 @@ pub enum EmailOp {
 pub struct EmailRequest {
     /// Only the hash crosses to the object: the address itself is private.
     pub hash: String,
-    pub phase: Phase,
-    pub old_store_catching_up: bool,
+    /// The phase record the request was served under (see `memo::acting_phase`).
+    pub record: PhaseState,
     pub op: EmailOp,
 }
 
@@ -53,11 +56,10 @@ pub trait ClaimSender {
     async fn send(&self, request: EmailRequest) -> Result<ClaimAnswer, Error>;
 }
 
-/// A customer object's view of the email objects, in the phase of the request it runs.
+/// A customer object's view of the email objects, in the phase it acts in.
 pub struct Claims<'a, T> {
     pub sender: &'a T,
-    pub phase: Phase,
-    pub old_store_catching_up: bool,
+    pub record: PhaseState,
 }
 
 /// What a claim found.
@@ -91,8 +93,7 @@ impl<T: ClaimSender> Claims<'_, T> {
     async fn send(&self, hash: &EmailHash, op: EmailOp) -> Result<ClaimAnswer, Error> {
         let request = EmailRequest {
             hash: hash.as_str().to_owned(),
-            phase: self.phase,
-            old_store_catching_up: self.old_store_catching_up,
+            record: self.record.clone(),
             op,
         };
         self.sender.send(request).await
@@ -104,6 +105,32 @@ fn unexpected(what: &str) -> Error {
         "email object",
         format!("the email's object answered {what}"),
     ))
+}
+
+/// Runs one request in the email's object, which holds its lock: waits out a write of
+/// the mapping less than a second old, acts in the object's phase (`memo::acting_phase`)
+/// and keeps the holder it decided on.
+pub async fn run<S: KvStore, M: Memo, W: Waiter>(
+    stores: &Stores<S>,
+    memo: &M,
+    waiter: &W,
+    request: EmailRequest,
+    (clock, hold_ms): (ObjectClock, u64),
+) -> Result<ClaimAnswer, Error> {
+    let hash = EmailHash::from_hex(&request.hash)
+        .ok_or_else(|| Error::invalid(Input::Email, "not an email hash"))?;
+    let now_ms = memo::paced(memo, waiter, &email_key(&hash), clock.now_ms).await?;
+    let record = memo::acting_phase(memo, request.record).await?;
+    let (phase, record) = routed_plane(record)?;
+    let seen = memo::remembering(stores, memo, now_ms, clock.trust_ms);
+    let plane =
+        DataPlane::new(&seen, phase, now_ms).with_old_store_catching_up(record.old_store_diverged);
+    let held = memo.recall_holder().await?;
+    let (answer, holder) = decide(&plane, &hash, held.clone(), request.op, hold_ms).await?;
+    if holder != held {
+        memo.remember_holder(holder.as_ref()).await?;
+    }
+    Ok(answer)
 }
 
 /// Decides one op in the email's object, which holds its lock. `held` is who it granted
@@ -124,10 +151,15 @@ pub async fn decide<S: KvStore>(
     match op {
         EmailOp::Claim { id } => {
             let target = CustomerId::parse(&id).map_err(|_| unexpected("no customer id"))?;
+            // Every grant starts the hold again: the claimant is about to write its record.
+            let granted = Some(Holder {
+                id: id.clone(),
+                at_ms: now_ms,
+            });
             let regrant = held.as_ref().is_some_and(|h| h.id == id);
             if regrant && crate::customers::mapped_id(plane, hash).await? == Some(target.clone()) {
-                // Nothing to write: a retry, or an ensure finding its own record.
-                return Ok((ClaimAnswer::Granted, held));
+                // No mapping to write: a retry, or an ensure finding its own record.
+                return Ok((ClaimAnswer::Granted, granted));
             }
             let holder = match &held {
                 Some(h) if h.id == id => None,
@@ -141,7 +173,7 @@ pub async fn decide<S: KvStore>(
                 return Ok((ClaimAnswer::HeldBy { id: holder }, held));
             }
             plane.apply(&[mapping_change(hash, &target)]).await?;
-            Ok((ClaimAnswer::Granted, Some(Holder { id, at_ms: now_ms })))
+            Ok((ClaimAnswer::Granted, granted))
         }
         EmailOp::Release { id } => {
             let names_id = match &held {

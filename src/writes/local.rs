@@ -8,21 +8,19 @@ use std::rc::Rc;
 
 use futures::lock::Mutex;
 
-use crate::domain::{email_key, CustomerId, EmailHash};
+use crate::domain::CustomerId;
 use crate::error::Error;
-use crate::migration::dataplane::DataPlane;
-use crate::store::{KvStore, StoreName, Stores};
-use crate::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest, Holder};
-use crate::writes::memo::{self, MemoryMemo, Remembering, Waiter};
+use crate::store::{KvStore, Stores};
+use crate::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest};
+use crate::writes::memo::{MemoryMemo, Waiter};
 use crate::writes::object::{self, ObjectClock, Reply, WriteRequest};
 use crate::writes::Writers;
 
-/// One object's state: its lock, its memory of its writes and, for an email, its holder.
+/// One object's state: its lock and its storage.
 #[derive(Default)]
 struct ObjectCell {
     lock: Mutex<()>,
     memo: MemoryMemo,
-    holder: RefCell<Option<Holder>>,
 }
 
 /// Every object of the process, by name.
@@ -77,31 +75,13 @@ impl<S: KvStore> ClaimSender for LocalWriters<'_, S> {
     async fn send(&self, request: EmailRequest) -> Result<ClaimAnswer, Error> {
         let cell = cell(&self.cells.emails, &request.hash);
         let _held = cell.lock.lock().await;
-        let hash = EmailHash::from_hex(&request.hash)
-            .ok_or_else(|| Error::invalid(crate::error::Input::Email, "not an email hash"))?;
-        let now_ms = memo::paced(&cell.memo, self, &email_key(&hash), self.clock.now_ms).await?;
-        let seen = Stores {
-            old: Remembering::new(
-                &self.stores.old,
-                StoreName::Old,
-                &cell.memo,
-                now_ms,
-                self.clock.trust_ms,
-            ),
-            new: Remembering::new(
-                &self.stores.new,
-                StoreName::New,
-                &cell.memo,
-                now_ms,
-                self.clock.trust_ms,
-            ),
-        };
-        let plane = DataPlane::new(&seen, request.phase, now_ms)
-            .with_old_store_catching_up(request.old_store_catching_up);
-        let held = cell.holder.borrow().clone();
-        let (answer, holder) =
-            claims::decide(&plane, &hash, held, request.op, self.hold_ms).await?;
-        *cell.holder.borrow_mut() = holder;
-        Ok(answer)
+        claims::run(
+            self.stores,
+            &cell.memo,
+            self,
+            request,
+            (self.clock, self.hold_ms),
+        )
+        .await
     }
 }

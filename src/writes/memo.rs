@@ -9,9 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::is_migrated_key;
+use crate::migration::state::coordinator::newest;
+use crate::migration::state::phase_record::PhaseState;
 use crate::store::{
-    KvStore, ListPage, PutOptions, StoreError, StoreName, StoreResult, StoredValue,
+    KvStore, ListPage, PutOptions, StoreError, StoreName, StoreResult, StoredValue, Stores,
 };
+use crate::writes::claims::Holder;
 
 /// KV accepts one write a second to one key (docs/design.md §12).
 pub const MIN_WRITE_INTERVAL_MS: u64 = 1_000;
@@ -46,6 +49,51 @@ impl Remembered {
 pub trait Memo {
     async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>>;
     async fn remember(&self, store: StoreName, key: &str, entry: Remembered) -> StoreResult<()>;
+    /// The newest phase record the object has acted on.
+    async fn recall_phase(&self) -> StoreResult<Option<PhaseState>>;
+    async fn remember_phase(&self, record: &PhaseState) -> StoreResult<()>;
+    /// For an email's object: the customer it granted the email to last.
+    async fn recall_holder(&self) -> StoreResult<Option<Holder>>;
+    async fn remember_holder(&self, holder: Option<&Holder>) -> StoreResult<()>;
+}
+
+/// Both stores as an object sees them at `now_ms`.
+pub fn remembering<'a, S, M>(
+    stores: &'a Stores<S>,
+    memo: &'a M,
+    now_ms: u64,
+    trust_ms: u64,
+) -> Stores<Remembering<'a, S, M>> {
+    Stores {
+        old: Remembering::new(&stores.old, StoreName::Old, memo, now_ms, trust_ms),
+        new: Remembering::new(&stores.new, StoreName::New, memo, now_ms, trust_ms),
+    }
+}
+
+/// The phase record an object acts on: the newer of the one it acted on last and the one
+/// the request was served under (`coordinator::newest`). An object's phase never goes
+/// back, though its requests come from isolates that see a move at different moments:
+/// a key written in phase 1 (both stores) and then in phase 0 (the old store alone) would
+/// leave the new store behind, which phase 2 reads first. A record the worker made up
+/// from `DEFAULT_PHASE` (none stored yet) never outranks the request's.
+pub async fn acting_phase<M: Memo>(memo: &M, seen: PhaseState) -> StoreResult<PhaseState> {
+    // The `mutant-phase-goes-back` build acts in whatever phase each request saw.
+    if cfg!(feature = "mutant-phase-goes-back") {
+        return Ok(seen);
+    }
+    let kept = memo.recall_phase().await?;
+    let made_up = |r: &PhaseState| r.revision == 0 && r.changed_at == 0;
+    let acting = match kept.clone() {
+        Some(kept) if !made_up(&kept) => match newest(Some(kept), Some(seen.clone())) {
+            Some(newer) => newer,
+            None => seen,
+        },
+        _ => seen,
+    };
+    if kept.as_ref() != Some(&acting) {
+        memo.remember_phase(&acting).await?;
+    }
+    Ok(acting)
 }
 
 /// The name an entry is kept under.
@@ -189,6 +237,8 @@ impl<S: KvStore, M: Memo> KvStore for Remembering<'_, S, M> {
 #[derive(Default)]
 pub struct MemoryMemo {
     entries: std::cell::RefCell<std::collections::HashMap<String, Remembered>>,
+    phase: std::cell::RefCell<Option<PhaseState>>,
+    holder: std::cell::RefCell<Option<Holder>>,
 }
 
 impl Memo for MemoryMemo {
@@ -200,6 +250,24 @@ impl Memo for MemoryMemo {
         self.entries
             .borrow_mut()
             .insert(memo_key(store, key), entry);
+        Ok(())
+    }
+
+    async fn recall_phase(&self) -> StoreResult<Option<PhaseState>> {
+        Ok(self.phase.borrow().clone())
+    }
+
+    async fn remember_phase(&self, record: &PhaseState) -> StoreResult<()> {
+        *self.phase.borrow_mut() = Some(record.clone());
+        Ok(())
+    }
+
+    async fn recall_holder(&self) -> StoreResult<Option<Holder>> {
+        Ok(self.holder.borrow().clone())
+    }
+
+    async fn remember_holder(&self, holder: Option<&Holder>) -> StoreResult<()> {
+        *self.holder.borrow_mut() = holder.cloned();
         Ok(())
     }
 }

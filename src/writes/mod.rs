@@ -15,6 +15,7 @@ use crate::customers::{self, derived_ids, Loaded};
 use crate::domain::CustomerId;
 use crate::error::{Error, Input};
 use crate::migration::dataplane::DataPlane;
+use crate::migration::state::phase_record::PhaseState;
 use crate::store::KvStore;
 use object::{CustomerOp, Reply, WriteRequest, Written};
 
@@ -24,140 +25,128 @@ pub trait Writers {
     async fn write(&self, id: &CustomerId, request: WriteRequest) -> Reply;
 }
 
+/// A request's writes: the objects they go to, the phase-routed stores it reads, and the
+/// phase record it was served under.
+pub struct Writing<'a, S, W> {
+    pub writers: &'a W,
+    pub plane: &'a DataPlane<'a, S>,
+    pub record: &'a PhaseState,
+}
+
 /// A write as the request sees it: the record (if any) and whether it was created.
 pub struct Done {
     pub record: Option<Value>,
     pub created: bool,
 }
 
-/// Sends `op` for `id` in the phase `plane` serves; the object's warnings join the
-/// request's.
-async fn send<S: KvStore, W: Writers>(
-    writers: &W,
-    plane: &DataPlane<'_, S>,
-    id: &CustomerId,
-    op: CustomerOp,
-) -> Result<Written, Error> {
-    let request = WriteRequest {
-        phase: plane.phase,
-        old_store_catching_up: plane.old_store_catching_up,
-        op,
-    };
-    let reply = writers.write(id, request).await;
-    plane.warnings.borrow_mut().extend(reply.warnings);
-    reply.result
-}
-
-/// `POST /customer`: at the id given, or else at the first id derived from the email
-/// that no record holds.
-pub async fn create<S: KvStore, W: Writers>(
-    writers: &W,
-    plane: &DataPlane<'_, S>,
-    body: Map<String, Value>,
-) -> Result<Value, Error> {
-    let given = match body.get("customerId") {
-        Some(Value::String(raw)) => {
-            Some(CustomerId::parse(raw).map_err(|m| Error::invalid(Input::CustomerId, m))?)
-        }
-        Some(_) => return Err(Error::invalid(Input::Body, "customerId must be a string")),
-        None => None,
-    };
-    let email = customers::parse_email_field(&body)?;
-    let candidates: Vec<CustomerId> = match (given, &email) {
-        (Some(id), _) => vec![id],
-        (None, Some(email)) => derived_ids(email).collect(),
-        (None, None) => {
-            return Err(Error::invalid(
-                Input::Body,
-                "customerId or email is required",
-            ))
-        }
-    };
-    let derived = candidates.len() > 1;
-    for id in &candidates {
-        let op = CustomerOp::Create { body: body.clone() };
-        match send(writers, plane, id, op).await {
-            Ok(Written::Created { record }) => return Ok(record),
-            // A derived id another record holds: the next one.
-            Err(Error::CustomerExists(_)) if derived => continue,
-            Ok(other) => return Err(unexpected(&other)),
-            Err(err) => return Err(err),
-        }
+impl<S: KvStore, W: Writers> Writing<'_, S, W> {
+    /// Sends `op` for `id` with the request's phase record; the object's warnings join the
+    /// request's.
+    async fn send(&self, id: &CustomerId, op: CustomerOp) -> Result<Written, Error> {
+        let (writers, plane, record) = (self.writers, self.plane, self.record);
+        let request = WriteRequest {
+            record: record.clone(),
+            op,
+        };
+        let reply = writers.write(id, request).await;
+        plane.warnings.borrow_mut().extend(reply.warnings);
+        reply.result
     }
-    Err(Error::CustomerExists(
-        "no free customer id could be derived from that email".to_owned(),
-    ))
-}
 
-/// `POST /customer/ensure`: the customer holding the email, created if there is none.
-/// Concurrent calls for one email go to the same derived id's object, so one creates
-/// and the others find what it created.
-pub async fn ensure<S: KvStore, W: Writers>(
-    writers: &W,
-    plane: &DataPlane<'_, S>,
-    body: Map<String, Value>,
-) -> Result<Done, Error> {
-    let email = object::ensure_email(&body)?;
-    // An existing customer is found without asking any object.
-    if let Some(existing) = customers::owner_of(plane, &email).await? {
-        return Ok(found(existing));
-    }
-    for id in derived_ids(&email) {
-        let op = CustomerOp::Ensure { body: body.clone() };
-        match send(writers, plane, &id, op).await? {
-            Written::Created { record } => {
-                return Ok(Done {
-                    record: Some(record),
-                    created: true,
-                })
+    /// `POST /customer`: at the id given, or else at the first id derived from the email
+    /// that no record holds.
+    pub async fn create(&self, body: Map<String, Value>) -> Result<Value, Error> {
+        let given = match body.get("customerId") {
+            Some(Value::String(raw)) => {
+                Some(CustomerId::parse(raw).map_err(|m| Error::invalid(Input::CustomerId, m))?)
             }
-            Written::Found { record } => {
-                return Ok(Done {
-                    record: Some(record),
-                    created: false,
-                })
+            Some(_) => return Err(Error::invalid(Input::Body, "customerId must be a string")),
+            None => None,
+        };
+        let email = customers::parse_email_field(&body)?;
+        let candidates: Vec<CustomerId> = match (given, &email) {
+            (Some(id), _) => vec![id],
+            (None, Some(email)) => derived_ids(email).collect(),
+            (None, None) => {
+                return Err(Error::invalid(
+                    Input::Body,
+                    "customerId or email is required",
+                ))
             }
-            Written::IdHoldsAnotherEmail => continue,
-            Written::EmailHeldBy { id: holder } => {
-                let holder = CustomerId::parse(&holder).map_err(|_| unexpected_text())?;
-                return match customers::find_holding(plane, &holder, &email).await? {
-                    Some(loaded) => Ok(found(loaded)),
-                    // The holder's create is still being written, or its record is not
-                    // visible here yet: the email is taken, but not by a record this
-                    // request can show.
-                    None => Err(Error::EmailBeingClaimed),
-                };
+        };
+        let derived = candidates.len() > 1;
+        for id in &candidates {
+            let op = CustomerOp::Create { body: body.clone() };
+            match self.send(id, op).await {
+                Ok(Written::Created { record }) => return Ok(record),
+                // A derived id another record holds: the next one.
+                Err(Error::CustomerExists(_)) if derived => continue,
+                Ok(other) => return Err(unexpected(&other)),
+                Err(err) => return Err(err),
             }
-            other => return Err(unexpected(&other)),
+        }
+        Err(Error::CustomerExists(
+            "no free customer id could be derived from that email".to_owned(),
+        ))
+    }
+
+    /// `POST /customer/ensure`: the customer holding the email, created if there is none.
+    /// Concurrent calls for one email go to the same derived id's object, so one creates
+    /// and the others find what it created.
+    pub async fn ensure(&self, body: Map<String, Value>) -> Result<Done, Error> {
+        let email = object::ensure_email(&body)?;
+        // An existing customer is found without asking any object.
+        if let Some(existing) = customers::owner_of(self.plane, &email).await? {
+            return Ok(found(existing));
+        }
+        for id in derived_ids(&email) {
+            let op = CustomerOp::Ensure { body: body.clone() };
+            match self.send(&id, op).await? {
+                Written::Created { record } => {
+                    return Ok(Done {
+                        record: Some(record),
+                        created: true,
+                    })
+                }
+                Written::Found { record } => {
+                    return Ok(Done {
+                        record: Some(record),
+                        created: false,
+                    })
+                }
+                Written::IdHoldsAnotherEmail => continue,
+                Written::EmailHeldBy { id: holder } => {
+                    let holder = CustomerId::parse(&holder).map_err(|_| unexpected_text())?;
+                    return match customers::find_holding(self.plane, &holder, &email).await? {
+                        Some(loaded) => Ok(found(loaded)),
+                        // The holder's create is still being written, or its record is not
+                        // visible here yet: the email is taken, but not by a record this
+                        // request can show.
+                        None => Err(Error::EmailBeingClaimed),
+                    };
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Err(Error::CustomerExists(
+            "no free customer id could be derived from that email".to_owned(),
+        ))
+    }
+
+    /// `PATCH /customer/{id}`.
+    pub async fn update(&self, id: &CustomerId, patch: Map<String, Value>) -> Result<Value, Error> {
+        match self.send(id, CustomerOp::Update { patch }).await? {
+            Written::Updated { record } => Ok(record),
+            other => Err(unexpected(&other)),
         }
     }
-    Err(Error::CustomerExists(
-        "no free customer id could be derived from that email".to_owned(),
-    ))
-}
 
-/// `PATCH /customer/{id}`.
-pub async fn update<S: KvStore, W: Writers>(
-    writers: &W,
-    plane: &DataPlane<'_, S>,
-    id: &CustomerId,
-    patch: Map<String, Value>,
-) -> Result<Value, Error> {
-    match send(writers, plane, id, CustomerOp::Update { patch }).await? {
-        Written::Updated { record } => Ok(record),
-        other => Err(unexpected(&other)),
-    }
-}
-
-/// `DELETE /customer/{id}`.
-pub async fn delete<S: KvStore, W: Writers>(
-    writers: &W,
-    plane: &DataPlane<'_, S>,
-    id: &CustomerId,
-) -> Result<(), Error> {
-    match send(writers, plane, id, CustomerOp::Delete).await? {
-        Written::Deleted => Ok(()),
-        other => Err(unexpected(&other)),
+    /// `DELETE /customer/{id}`.
+    pub async fn delete(&self, id: &CustomerId) -> Result<(), Error> {
+        match self.send(id, CustomerOp::Delete).await? {
+            Written::Deleted => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 }
 

@@ -2,22 +2,24 @@
 //! at a time, against the stores seen through the object's memory of its own writes.
 
 use serde::{Deserialize, Serialize};
+
+use crate::app::Config;
 use serde_json::{Map, Value};
 
 use crate::customers::{self, Ensured, Loaded};
 use crate::domain::{customer_key, CustomerId, Email};
 use crate::error::{Error, Input};
 use crate::migration::dataplane::DataPlane;
+use crate::migration::state::phase_record::PhaseState;
 use crate::phase::Phase;
-use crate::store::{KvStore, StoreName, Stores};
+use crate::store::{KvStore, Stores};
 use crate::writes::claims::{ClaimSender, Claims};
-use crate::writes::memo::{self, Memo, Remembering, Waiter};
+use crate::writes::memo::{self, Memo, Waiter};
 
-/// One write of one customer, in the phase its request was served in.
+/// One write of one customer, and the phase record its request was served under.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WriteRequest {
-    pub phase: Phase,
-    pub old_store_catching_up: bool,
+    pub record: PhaseState,
     pub op: CustomerOp,
 }
 
@@ -60,8 +62,26 @@ pub struct Reply {
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectClock {
     pub now_ms: u64,
-    /// How long after its own write the object believes its memory over KV.
+    /// How long after the start of an op that wrote a key the object believes its memory
+    /// of the key over KV.
     pub trust_ms: u64,
+}
+
+impl ObjectClock {
+    /// The write lands up to the request margin after the op starts, and reaches every
+    /// location within the consistency window after that.
+    pub fn of(config: &Config, now_ms: u64) -> Self {
+        Self {
+            now_ms,
+            trust_ms: config.pass_delay_ms(),
+        }
+    }
+}
+
+/// The phase a record routes by.
+pub fn routed_plane(record: PhaseState) -> Result<(Phase, PhaseState), Error> {
+    let phase = Phase::from_number(u64::from(record.phase)).ok_or(Error::CorruptPhaseState)?;
+    Ok((phase, record))
 }
 
 /// Runs one write in `id`'s object, which holds its lock.
@@ -83,29 +103,23 @@ pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
         }
     };
     let clock = ObjectClock { now_ms, ..clock };
-    let seen = Stores {
-        old: Remembering::new(
-            &stores.old,
-            StoreName::Old,
-            memo,
-            clock.now_ms,
-            clock.trust_ms,
-        ),
-        new: Remembering::new(
-            &stores.new,
-            StoreName::New,
-            memo,
-            clock.now_ms,
-            clock.trust_ms,
-        ),
+    let routed = match memo::acting_phase(memo, request.record).await {
+        Ok(record) => routed_plane(record),
+        Err(err) => Err(err.into()),
     };
-    let plane = DataPlane::new(&seen, request.phase, clock.now_ms)
-        .with_old_store_catching_up(request.old_store_catching_up);
-    let claims = Claims {
-        sender,
-        phase: request.phase,
-        old_store_catching_up: request.old_store_catching_up,
+    let (phase, record) = match routed {
+        Ok(routed) => routed,
+        Err(err) => {
+            return Reply {
+                result: Err(err),
+                warnings: Vec::new(),
+            }
+        }
     };
+    let seen = memo::remembering(stores, memo, clock.now_ms, clock.trust_ms);
+    let plane = DataPlane::new(&seen, phase, clock.now_ms)
+        .with_old_store_catching_up(record.old_store_diverged);
+    let claims = Claims { sender, record };
     let result = apply(&plane, &claims, id, request.op).await;
     Reply {
         result,

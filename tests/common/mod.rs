@@ -124,10 +124,7 @@ impl World {
         let writers = LocalWriters {
             stores: &self.stores,
             cells: &self.objects,
-            clock: ObjectClock {
-                now_ms: self.now_ms,
-                trust_ms: self.config.consistency_window_ms,
-            },
+            clock: ObjectClock::of(&self.config, self.now_ms),
             hold_ms: self.config.pass_delay_ms(),
         };
         let app = App {

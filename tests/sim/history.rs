@@ -143,6 +143,19 @@ async fn client(sim: &Sim, k: usize, settings: Settings, mut rng: Rng) {
         .map(|j| format!("c{k}x{j}"))
         .collect();
     for step in 0..settings.ops_per_client {
+        // Drawn only where customers are shared, so other seeds stay as they were.
+        if settings.shared_customers > 0 && rng.below(3) == 0 {
+            let (kind, j) = (rng.below(6), rng.below(settings.shared_customers as u64));
+            let thinking = rng.below(20);
+            if sim.takes_step(k, step) {
+                let at = format!("[{k}.{step}] client {k} (phase {})", seen_phase(&cache));
+                super::shared::step(sim, &cache, k, &at, kind, j).await;
+            }
+            for _ in 0..thinking {
+                pause().await;
+            }
+            continue;
+        }
         let id = ids[rng.below(ids.len() as u64) as usize].clone();
         let seq = sim.next_seq();
         let name = format!("n{seq}");
@@ -545,6 +558,7 @@ fn converge_and_check(sim: &Sim) {
     sim.advance_clock(60_000);
     settle_copies(sim);
     let phase = sim.stored_phase();
+    sim.together.check_at_rest(sim, phase);
     let ids: Vec<String> = sim.model.borrow().keys().cloned().collect();
     for id in &ids {
         sim.expect(

@@ -7,6 +7,7 @@
 
 pub mod history;
 pub mod rng;
+pub mod shared;
 pub mod store;
 
 use std::cell::{Cell, RefCell};
@@ -48,6 +49,9 @@ pub struct Settings {
     /// KV's consistency window: how long a location may read what it saw before (0: reads
     /// are current).
     pub stale_window_ms: u64,
+    /// Customers (and emails) every client writes at once, besides its own (see
+    /// `shared.rs`).
+    pub shared_customers: usize,
 }
 
 impl Settings {
@@ -63,6 +67,7 @@ impl Settings {
             start_phase: 0,
             stale_window_ms: 0,
             admins: 1,
+            shared_customers: 0,
         }
     }
 
@@ -73,6 +78,7 @@ impl Settings {
             start_phase: Self::start_phase_for_seed(seed),
             stale_window_ms: Self::stale_window_for_seed(seed),
             admins: Self::admins_for_seed(seed),
+            shared_customers: Self::shared_customers_for_seed(seed),
             ..Self::for_seed(&mut rng)
         };
         (settings, rng)
@@ -90,6 +96,13 @@ impl Settings {
     pub fn admins_for_seed(seed: u64) -> usize {
         let mut rng = Rng::new(seed ^ 0x0ad3_1325_c0c0);
         [1, 1, 2][rng.below(3) as usize]
+    }
+
+    /// One history in two has its clients also write one or two customers together and
+    /// race for their emails. Drawn from its own stream, as the start phase is.
+    pub fn shared_customers_for_seed(seed: u64) -> usize {
+        let mut rng = Rng::new(seed ^ 0x05a4_ed0c_0570);
+        [0, 0, 1, 2][rng.below(4) as usize]
     }
 
     /// One history in three reads through KV's eventual consistency, with a window a few
@@ -147,6 +160,10 @@ impl Settings {
             stale_window_ms: 0,
             ..*self
         });
+        push(Settings {
+            shared_customers: self.shared_customers.saturating_sub(1),
+            ..*self
+        });
         out
     }
 }
@@ -194,6 +211,8 @@ pub struct Sim {
     pub retired: RefCell<BTreeMap<String, Vec<(Known, u64)>>>,
     /// Per customer id: what a write under way may have left (other clients read it).
     pub in_flight: RefCell<BTreeMap<String, Vec<Known>>>,
+    /// What the clients were told about the customers they share.
+    pub together: shared::Together,
     pub violations: RefCell<Vec<String>>,
     pub seq: Cell<u64>,
     pub cuts: Cuts,
@@ -255,6 +274,7 @@ impl Sim {
             model: RefCell::new(BTreeMap::new()),
             retired: RefCell::new(BTreeMap::new()),
             in_flight: RefCell::new(BTreeMap::new()),
+            together: shared::Together::default(),
             violations: RefCell::new(Vec::new()),
             seq: Cell::new(0),
             cuts,
@@ -293,10 +313,7 @@ impl Sim {
         let writers = LocalWriters {
             stores: &self.stores,
             cells: &self.objects,
-            clock: ObjectClock {
-                now_ms: self.now(),
-                trust_ms: self.config.consistency_window_ms,
-            },
+            clock: ObjectClock::of(&self.config, self.now()),
             hold_ms: self.config.pass_delay_ms(),
         };
         let app = App {
@@ -405,6 +422,24 @@ impl Sim {
             };
         }
         Known::Absent
+    }
+}
+
+impl Sim {
+    /// A customer's record as the read path of `phase` shows it, read from the maps.
+    pub fn record_at_rest(&self, phase: Phase, id: &str) -> Option<Value> {
+        let key = format!("customer_{id}");
+        for store in phase.routing().reads {
+            let Some(entry) = self.stores.get(*store).peek(&key) else {
+                continue;
+            };
+            let value: Value = serde_json::from_slice(&entry.bytes).unwrap_or(Value::Null);
+            if value.get("__tombstone").is_some() {
+                return None;
+            }
+            return Some(value);
+        }
+        None
     }
 }
 

@@ -115,11 +115,14 @@ pub fn record_newer_than_tombstone(record: &StoredValue, marker: &StoredValue) -
     }
 }
 
-/// Whether `a` and `b` are both versions of a customer record and `a` is the later one.
-/// Versions only move forward (an update stamps one past the last), so the later
-/// version is the later acknowledged write.
+/// Whether `a` and `b` are both states of a customer record — versions or tombstones —
+/// and `a` is the later one. Versions only move forward (an update stamps one past the
+/// last) and a customer's writes are one at a time (docs/design.md §12), so the later
+/// state is the later acknowledged write: a delete is later than the version it
+/// removed, a re-create later than the delete.
 pub fn newer_version(a: &StoredValue, b: &StoredValue) -> bool {
-    match (version(&a.bytes), version(&b.bytes)) {
+    let stamp = |v: &StoredValue| Tombstone::deleted_at_ms(&v.bytes).or_else(|| version(&v.bytes));
+    match (stamp(a), stamp(b)) {
         (Some(a), Some(b)) => a > b,
         _ => false,
     }

@@ -16,6 +16,8 @@ use crate::migration::state::phase_record::{self, CurrentPhase};
 use crate::phase::Phase;
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, StoreResult, Stores};
+use crate::writes::repairs::ThroughObjects;
+use crate::writes::Writers;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -30,8 +32,9 @@ pub struct CronReport {
     pub operations: u32,
 }
 
-pub async fn run<S: KvStore>(
+pub async fn run<S: KvStore, W: Writers>(
     stores: &Stores<S>,
+    writers: &W,
     default_phase: Phase,
     timings: GateSettings,
     now_ms: u64,
@@ -41,8 +44,14 @@ pub async fn run<S: KvStore>(
     // The stored phase, not an isolate's cached copy: a cron run is rare and must act on
     // the freshest state.
     let current = phase_record::load(&stores.new, default_phase).await?;
-    let (repair, settle) =
-        repair_and_check(&stores, &budget, &current, timings.pass_delay_ms, now_ms).await?;
+    let (repair, settle) = repair_and_check(
+        (&stores, writers),
+        &budget,
+        &current,
+        timings.pass_delay_ms,
+        now_ms,
+    )
+    .await?;
     let mut backfill = None;
     let mut reverse_sync = None;
     // Not while isolates may still run the previous phase: after a rollback from phase 4
@@ -85,16 +94,22 @@ pub async fn run<S: KvStore>(
 /// Drains the repair journal, then checks as many due read-repair copies as `budget`
 /// affords (`stores` should be metered by it). Keys out of sync are a risk whichever
 /// store reads come from, so both run in every phase.
-pub async fn repair_and_check<S: KvStore>(
-    stores: &Stores<S>,
+pub async fn repair_and_check<S: KvStore, W: Writers>(
+    (stores, writers): (&Stores<S>, &W),
     budget: &Budget,
     current: &CurrentPhase,
     pass_delay_ms: u64,
     now_ms: u64,
 ) -> StoreResult<(RepairReport, CheckReport)> {
+    let repairs = ThroughObjects {
+        stores,
+        writers,
+        current,
+        now_ms,
+    };
     let repair = repair::drain(
         stores,
-        current.phase,
+        &repairs,
         pass_delay_ms,
         now_ms,
         repair::ENTRIES_PER_RUN,
@@ -113,8 +128,8 @@ pub async fn repair_and_check<S: KvStore>(
 
 /// `POST /admin/migrate/repair`: what the cron does first, now, within one invocation's
 /// budget (the journal first, then as many checks as fit), audited.
-pub async fn repair_now<S: KvStore>(
-    stores: &Stores<S>,
+pub async fn repair_now<S: KvStore, W: Writers>(
+    (stores, writers): (&Stores<S>, &W),
     current: &CurrentPhase,
     pass_delay_ms: u64,
     who: &str,
@@ -123,7 +138,7 @@ pub async fn repair_now<S: KvStore>(
     let budget = Budget::per_invocation(0);
     let metered = metered(stores, &budget);
     let (report, settle) =
-        repair_and_check(&metered, &budget, current, pass_delay_ms, now_ms).await?;
+        repair_and_check((&metered, writers), &budget, current, pass_delay_ms, now_ms).await?;
     let detail = format!(
         "repaired {} of {} journaled keys ({} settling); read-repair copies: {} settled, {} corrected, {} waiting",
         report.repaired, report.examined, report.settling, settle.settled, settle.corrected, settle.waiting

@@ -15,13 +15,17 @@ use crate::error::Error;
 use crate::migration::state::coordinator::{
     self, unavailable, PhaseRegister, RecordOp, RecordOutcome, Refusal, Reply,
 };
+use crate::migration::state::ledger::{self, LedgerOp, LedgerReply, RunLedger};
 use crate::migration::state::phase_record::PhaseState;
+use crate::store::{StoreError, StoredValue};
 
 /// The binding, and the name of the one instance every worker talks to.
 pub const BINDING: &str = "COORDINATOR";
 const INSTANCE: &str = "migration";
 /// Where the object keeps the record it last wrote.
 const KEPT_RECORD: &str = "phase-record";
+/// The path of run-ledger ops (every other request is a record op).
+const LEDGER_PATH: &str = "/ledger";
 
 #[durable_object]
 pub struct Coordinator {
@@ -42,6 +46,13 @@ impl DurableObject for Coordinator {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.path() == LEDGER_PATH {
+            let Ok(op) = req.json::<LedgerOp>().await else {
+                return Response::error("not a ledger op", 400);
+            };
+            let _held = self.lock.lock().await;
+            return Response::from_json(&self.ledger(op).await);
+        }
         let Ok(op) = req.json::<RecordOp>().await else {
             return Response::error("not a record op", 400);
         };
@@ -73,6 +84,62 @@ impl Coordinator {
                 .map_err(|e| unavailable(e.to_string()))?;
         }
         Ok(applied.outcome)
+    }
+}
+
+impl Coordinator {
+    /// One op on the run ledger (`ledger::apply`), kept under `ledger/<key>`.
+    async fn ledger(&self, op: LedgerOp) -> LedgerReply {
+        let failed = |e: worker::Error| StoreError::new("ledger", e.to_string());
+        let key = match &op {
+            LedgerOp::Get { key } | LedgerOp::Put { key, .. } | LedgerOp::Delete { key } => {
+                format!("ledger/{key}")
+            }
+        };
+        let storage = self.state.storage();
+        let stored: Option<StoredValue> = storage.get(&key).await.map_err(failed)?;
+        let (reply, after) = ledger::apply(&op, stored, super::now_ms());
+        match after {
+            Some(Some(value)) => storage.put(&key, value).await.map_err(failed)?,
+            Some(None) => {
+                storage.delete(&key).await.map_err(failed)?;
+            }
+            None => {}
+        }
+        reply
+    }
+}
+
+/// The worker's side of the run ledger: each op is one request to the coordinator.
+pub struct DoLedger {
+    env: Env,
+}
+
+impl DoLedger {
+    pub fn new(env: &Env) -> Self {
+        Self { env: env.clone() }
+    }
+
+    async fn send_op(&self, op: &LedgerOp) -> Result<LedgerReply> {
+        let namespace: ObjectNamespace = self.env.durable_object(BINDING)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_body(Some(JsValue::from_str(&serde_json::to_string(op)?)));
+        let request = Request::new_with_init(&format!("https://coordinator{LEDGER_PATH}"), &init)?;
+        let stub = namespace.id_from_name(INSTANCE)?.get_stub()?;
+        let mut response = stub.fetch_with_request(request).await?;
+        response.json::<LedgerReply>().await
+    }
+}
+
+impl RunLedger for DoLedger {
+    async fn send(&self, op: LedgerOp) -> LedgerReply {
+        self.send_op(&op).await.unwrap_or_else(|err| {
+            Err(StoreError::new(
+                "ledger",
+                format!("the coordinator did not answer: {err}"),
+            ))
+        })
     }
 }
 

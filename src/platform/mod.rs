@@ -19,9 +19,10 @@ use worker::{
 use crate::app::{self, App, Config};
 use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::migration::cron;
+use crate::migration::state::ledger::Ledgered;
 use crate::migration::state::phase_cache::PhaseCache;
 use crate::store::Stores;
-use coordinator::DoRegister;
+use coordinator::{DoLedger, DoRegister};
 use kv::WorkersKv;
 use writers::DoWriters;
 
@@ -30,10 +31,27 @@ thread_local! {
     static PHASE_CACHE: Rc<PhaseCache> = Rc::new(PhaseCache::default());
 }
 
-fn stores(env: &Env) -> Result<Stores<WorkersKv>> {
+/// The two namespaces.
+fn namespaces(env: &Env) -> Result<Stores<WorkersKv>> {
     Ok(Stores {
         old: WorkersKv::from_env(env, "OTP_AUTH_KV")?,
         new: WorkersKv::from_env(env, "CUSTOMER_KV")?,
+    })
+}
+
+/// The two namespaces, the migration's run state in the new one kept in the
+/// coordinator's ledger (docs/design.md §11).
+fn stores(env: &Env) -> Result<Stores<Ledgered<WorkersKv, DoLedger>>> {
+    let Stores { old, new } = namespaces(env)?;
+    Ok(Stores {
+        old: Ledgered {
+            kv: old,
+            ledger: None,
+        },
+        new: Ledgered {
+            kv: new,
+            ledger: Some(DoLedger::new(env)),
+        },
     })
 }
 
@@ -111,8 +129,10 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             return;
         }
     };
+    let writers = DoWriters::new(&env);
     match cron::run(
         &stores,
+        &writers,
         config.default_phase,
         config.gate_settings(),
         now_ms(),

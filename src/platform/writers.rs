@@ -95,7 +95,7 @@ impl StorageMemo<'_> {
 }
 
 fn kv_stores(env: &Env) -> std::result::Result<Stores<WorkersKv>, Error> {
-    super::stores(env).map_err(|e| unavailable("the object's KV bindings", e))
+    super::namespaces(env).map_err(|e| unavailable("the object's KV bindings", e))
 }
 
 fn clock(env: &Env) -> std::result::Result<(ObjectClock, u64), Error> {

@@ -87,7 +87,7 @@ pub async fn repair<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,
 ) -> Result<ApiResponse, ApiError> {
     let (report, checks) = cron::repair_now(
-        ctx.stores,
+        (ctx.stores, ctx.writers),
         ctx.current,
         ctx.config.pass_delay_ms(),
         &ctx.caller.subject,

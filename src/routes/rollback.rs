@@ -21,6 +21,7 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
     let rollback = rollback::Context {
         stores: ctx.stores,
         register: ctx.register,
+        writers: ctx.writers,
         default_phase: ctx.config.default_phase,
         settings: ctx.config.gate_settings(),
         who: &ctx.caller.subject,

@@ -39,7 +39,7 @@ impl StoreName {
 }
 
 /// A value as read back: its bytes and the KV metadata written with it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredValue {
     pub bytes: Vec<u8>,
     pub metadata: Option<Value>,

@@ -28,6 +28,31 @@ struct ObjectCell {
 pub struct ObjectCells {
     customers: RefCell<HashMap<String, Rc<ObjectCell>>>,
     emails: RefCell<HashMap<String, Rc<ObjectCell>>>,
+    calls: std::cell::Cell<ObjectCalls>,
+}
+
+/// Requests the objects were sent: in production, each is one billed Durable Object
+/// request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectCalls {
+    pub customer: u32,
+    pub email: u32,
+}
+
+impl ObjectCells {
+    pub fn calls(&self) -> ObjectCalls {
+        self.calls.get()
+    }
+
+    pub fn reset_calls(&self) {
+        self.calls.set(ObjectCalls::default());
+    }
+
+    fn count(&self, add: impl FnOnce(&mut ObjectCalls)) {
+        let mut calls = self.calls.get();
+        add(&mut calls);
+        self.calls.set(calls);
+    }
 }
 
 fn cell(map: &RefCell<HashMap<String, Rc<ObjectCell>>>, name: &str) -> Rc<ObjectCell> {
@@ -45,6 +70,7 @@ pub struct LocalWriters<'a, S> {
 
 impl<S: KvStore> Writers for LocalWriters<'_, S> {
     async fn write(&self, id: &CustomerId, request: WriteRequest) -> Reply {
+        self.cells.count(|c| c.customer += 1);
         let cell = cell(&self.cells.customers, id.as_str());
         // The `mutant-no-serialization` build lets writes of one customer interleave
         // and decide on KV alone, as the worker did before its objects.
@@ -73,6 +99,7 @@ impl<S> Waiter for LocalWriters<'_, S> {
 
 impl<S: KvStore> ClaimSender for LocalWriters<'_, S> {
     async fn send(&self, request: EmailRequest) -> Result<ClaimAnswer, Error> {
+        self.cells.count(|c| c.email += 1);
         let cell = cell(&self.cells.emails, &request.hash);
         let _held = cell.lock.lock().await;
         claims::run(

@@ -8,6 +8,7 @@ pub mod claims;
 pub mod local;
 pub mod memo;
 pub mod object;
+pub mod repairs;
 
 use serde_json::{Map, Value};
 

@@ -10,6 +10,7 @@ use crate::customers::{self, Ensured, Loaded};
 use crate::domain::{customer_key, CustomerId, Email};
 use crate::error::{Error, Input};
 use crate::migration::dataplane::DataPlane;
+use crate::migration::healing::repair::{self, Repaired};
 use crate::migration::state::phase_record::PhaseState;
 use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
@@ -37,6 +38,9 @@ pub enum CustomerOp {
         patch: Map<String, Value>,
     },
     Delete,
+    /// Makes the stores agree on the customer's record after a journaled write
+    /// (`repair::in_place`), on the object's view of them.
+    Repair,
 }
 
 /// What a write did.
@@ -49,6 +53,7 @@ pub enum Written {
     Deleted,
     IdHoldsAnotherEmail,
     EmailHeldBy { id: String },
+    Repaired { repair: Repaired },
 }
 
 /// A write's outcome and what the request should log (nothing private).
@@ -168,6 +173,11 @@ async fn apply<S: KvStore, T: ClaimSender>(
         CustomerOp::Delete => {
             customers::delete(plane, claims, id).await?;
             Ok(Written::Deleted)
+        }
+        CustomerOp::Repair => {
+            let key = customer_key(id);
+            let outcome = repair::in_place(plane.stores, plane.phase, &key, plane.now_ms).await?;
+            Ok(Written::Repaired { repair: outcome })
         }
     }
 }

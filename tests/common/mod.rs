@@ -121,12 +121,7 @@ impl World {
             default_phase: self.config.default_phase,
             cell: &self.register,
         };
-        let writers = LocalWriters {
-            stores: &self.stores,
-            cells: &self.objects,
-            clock: ObjectClock::of(&self.config, self.now_ms),
-            hold_ms: self.config.pass_delay_ms(),
-        };
+        let writers = self.writers();
         let app = App {
             stores: &self.stores,
             register: &register,
@@ -148,10 +143,21 @@ impl World {
         assert_eq!(response.status, 200, "{}", response.body);
     }
 
+    /// The customers' and emails' objects, at `now_ms`.
+    pub fn writers(&self) -> LocalWriters<'_, MemoryStore> {
+        LocalWriters {
+            stores: &self.stores,
+            cells: &self.objects,
+            clock: ObjectClock::of(&self.config, self.now_ms),
+            hold_ms: self.config.pass_delay_ms(),
+        }
+    }
+
     /// One cron invocation, as the platform's scheduled event runs it.
     pub fn run_cron(&self) -> customer_kv_migration::migration::cron::CronReport {
         block_on(customer_kv_migration::migration::cron::run(
             &self.stores,
+            &self.writers(),
             self.config.default_phase,
             self.config.gate_settings(),
             self.now_ms,

@@ -310,12 +310,7 @@ impl Sim {
             default_phase: self.config.default_phase,
             cell: &self.register,
         };
-        let writers = LocalWriters {
-            stores: &self.stores,
-            cells: &self.objects,
-            clock: ObjectClock::of(&self.config, self.now()),
-            hold_ms: self.config.pass_delay_ms(),
-        };
+        let writers = self.writers();
         let app = App {
             stores: &self.stores,
             register: &register,
@@ -325,6 +320,16 @@ impl Sim {
             now_ms: self.now(),
         };
         handle(&app, &request).await.response
+    }
+
+    /// The customers' and emails' objects, at the time now.
+    pub fn writers(&self) -> LocalWriters<'_, SimKv> {
+        LocalWriters {
+            stores: &self.stores,
+            cells: &self.objects,
+            clock: ObjectClock::of(&self.config, self.now()),
+            hold_ms: self.config.pass_delay_ms(),
+        }
     }
 
     pub fn violation(&self, text: String) {
@@ -484,13 +489,13 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-pub fn cron_once(
-    sim: &Sim,
-) -> impl Future<Output = Result<cron::CronReport, customer_kv_migration::error::Error>> + '_ {
+pub async fn cron_once(sim: &Sim) -> Result<cron::CronReport, customer_kv_migration::error::Error> {
     cron::run(
         &sim.stores,
+        &sim.writers(),
         sim.config.default_phase,
         sim.config.gate_settings(),
         sim.now(),
     )
+    .await
 }

@@ -18,6 +18,7 @@ use crate::migration::copying::copy::{self, CopyCounts, Direction};
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::gates::{self, GateSettings};
+use crate::migration::state::ledger::{Lease, LEASE_HELD};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::stored::{self, Listing};
 use crate::store::budget::{metered, Budget};
@@ -404,14 +405,14 @@ async fn take_lease<S: KvStore>(
     let lease = Lease {
         until: now_ms + LEASE_MS,
     };
-    stored::put(new_store, key, &lease, Listing::ValueOnly).await?;
-    Ok(None)
-}
-
-/// A run's claim on the backfill or the reverse sync, until `until`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Lease {
-    until: u64,
+    // The ledger grants a lease to one run at a time (docs/design.md §11): a run that
+    // read the lease free may still lose it to one that took it meanwhile.
+    match stored::put(new_store, key, &lease, Listing::ValueOnly).await {
+        Err(err) if err.operation == LEASE_HELD => {
+            Ok(Some("another run took the lease first".to_owned()))
+        }
+        other => other.map(|_| None),
+    }
 }
 
 /// Pauses or resumes the backfill: the cron skips a paused one.

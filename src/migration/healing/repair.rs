@@ -51,8 +51,9 @@ impl RepairReport {
 }
 
 /// What a repair of one key did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Repaired {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Repaired {
     /// The stores agree: the entry may go.
     Agreed,
     /// The lagging store was written: the entry stays until a later check agrees.
@@ -65,9 +66,17 @@ enum Repaired {
     Deferred,
 }
 
-pub async fn drain<S: KvStore>(
+/// Whoever repairs one key: a customer record in its customer's object, which decides on
+/// its memory of its own writes rather than a KV read that may not show them yet
+/// (docs/design.md §12); an email mapping in place ([`in_place`]).
+#[allow(async_fn_in_trait)]
+pub trait Repairs {
+    async fn repair(&self, key: &str) -> StoreResult<Repaired>;
+}
+
+pub async fn drain<S: KvStore, R: Repairs>(
     stores: &Stores<S>,
-    phase: Phase,
+    repairs: &R,
     pass_delay_ms: u64,
     now_ms: u64,
     limit: u32,
@@ -86,9 +95,7 @@ pub async fn drain<S: KvStore>(
             continue;
         }
         let key = &entry.name[keys::JOURNAL_PREFIX.len()..];
-        let repaired = repair_key(stores, phase, key, now_ms)
-            .await
-            .unwrap_or(Repaired::Deferred);
+        let repaired = repairs.repair(key).await.unwrap_or(Repaired::Deferred);
         let settled = match repaired {
             Repaired::Agreed => true,
             // With reads that are always current, the re-read after the copy suffices.
@@ -113,8 +120,8 @@ pub async fn drain<S: KvStore>(
     Ok(report)
 }
 
-/// Makes the other store agree with the one serving `key`.
-async fn repair_key<S: KvStore>(
+/// Makes the other store agree with the one serving `key`, reading `stores` as they are.
+pub async fn in_place<S: KvStore>(
     stores: &Stores<S>,
     phase: Phase,
     key: &str,

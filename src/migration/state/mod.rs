@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod coordinator;
 pub mod gates;
+pub mod ledger;
 pub mod phase_cache;
 pub mod phase_record;
 pub mod rollback;

@@ -19,6 +19,8 @@ use crate::migration::state::phase_record::{CurrentPhase, PhaseChangeRequest, Ph
 use crate::phase::{Move, Phase};
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
+use crate::writes::repairs::ThroughObjects;
+use crate::writes::Writers;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
@@ -73,10 +75,12 @@ const MAX_STEPS_PER_CALL: usize = 8;
 const REQUEST_OVERHEAD_OPS: u32 = 150;
 
 /// What a rollback call needs besides the stores.
-pub struct Context<'a, S, R> {
+pub struct Context<'a, S, R, W> {
     pub stores: &'a Stores<S>,
     /// Where the phase record is written (docs/design.md §11).
     pub register: &'a R,
+    /// Where journaled customer records are repaired (docs/design.md §12).
+    pub writers: &'a W,
     pub default_phase: Phase,
     pub settings: GateSettings,
     pub who: &'a str,
@@ -133,8 +137,8 @@ impl Progress {
 /// Walks the phase down towards `request.to` as far as is safe right now: the moves,
 /// one reverse-sync batch and one repair pass one call affords. `force` (with a reason)
 /// moves straight to the target, past every gate, audited as forced.
-pub async fn advance<S: KvStore, R: PhaseRegister>(
-    ctx: &Context<'_, S, R>,
+pub async fn advance<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Context<'_, S, R, W>,
     mut request: PhaseChangeRequest,
 ) -> Result<Progress, Error> {
     // The coordinator's record, fresher than this isolate's cached phase.
@@ -209,9 +213,15 @@ pub async fn advance<S: KvStore, R: PhaseRegister>(
                 current = after;
             }
             Step::Repair => {
+                let repairs = ThroughObjects {
+                    stores: ctx.stores,
+                    writers: ctx.writers,
+                    current: &current,
+                    now_ms: ctx.now_ms,
+                };
                 let report = repair::drain(
                     ctx.stores,
-                    current.phase,
+                    &repairs,
                     ctx.settings.pass_delay_ms,
                     ctx.now_ms,
                     repair::ENTRIES_PER_RUN,

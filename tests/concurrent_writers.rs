@@ -9,6 +9,7 @@ mod sim;
 use std::future::Future;
 use std::pin::Pin;
 
+use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use serde_json::{json, Value};
 use sim::rng::Rng;
@@ -157,4 +158,63 @@ fn concurrent_ensures_and_creates_of_one_id_give_one_201() {
             assert_eq!(created, 1, "{phase:?} seed {seed}: creates {answers:?}");
         }
     }
+}
+
+/// Isolates see a move at different moments: a write from one still in phase 0 after a
+/// write from one in phase 1 must not leave the new store behind, which phase 2 reads
+/// first (docs/design.md §12, "an object's phase never goes back").
+#[test]
+fn a_write_from_an_isolate_behind_on_the_phase_never_leaves_the_new_store_behind() {
+    let mut sim = sim_in(Phase::Legacy, 0);
+    sim.config.phase_cache_ms = 600_000;
+    let behind = PhaseCache::default();
+    let send = |cache: &PhaseCache, admin: bool, method: &str, path: &str, body: Value| {
+        let r = block_on(sim.send(cache, admin, method, path, Some(body)));
+        (r.status, r.body)
+    };
+    let fresh = PhaseCache::default;
+    // This isolate reads phase 0 now and keeps it for ten minutes.
+    assert_eq!(
+        send(&behind, false, "GET", "/customer/none", json!({})).0,
+        404
+    );
+    let created = send(
+        &fresh(),
+        false,
+        "POST",
+        "/customer",
+        json!({ "customerId": "c1" }),
+    );
+    assert_eq!(created.0, 201);
+    let force = |to: u8| json!({ "phase": to, "force": true, "reason": "test" });
+    assert_eq!(
+        send(&fresh(), true, "POST", "/admin/migrate/phase", force(1)).0,
+        200
+    );
+    sim.advance_clock(1_000);
+    let ahead = send(
+        &fresh(),
+        false,
+        "PATCH",
+        "/customer/c1",
+        json!({ "metadata": { "f0": 0 } }),
+    );
+    assert_eq!(ahead.0, 200, "{}", ahead.1);
+    sim.advance_clock(1_000);
+    let late = send(
+        &behind,
+        false,
+        "PATCH",
+        "/customer/c1",
+        json!({ "metadata": { "f1": 1 } }),
+    );
+    assert_eq!(late.0, 200, "{}", late.1);
+    sim.advance_clock(1_000);
+    assert_eq!(
+        send(&fresh(), true, "POST", "/admin/migrate/phase", force(2)).0,
+        200
+    );
+    let (status, record) = read(&sim, "/customer/c1");
+    assert_eq!(status, 200);
+    assert_eq!(record["metadata"], json!({ "f0": 0, "f1": 1 }), "{record}");
 }

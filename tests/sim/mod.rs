@@ -18,14 +18,18 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use customer_kv_migration::app::{handle, App, Config};
+use customer_kv_migration::domain::CustomerId;
+use customer_kv_migration::error::Error;
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
 use customer_kv_migration::migration::cron;
 use customer_kv_migration::migration::state::coordinator::{LocalRegister, RegisterCell};
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
+use customer_kv_migration::store::StoreError;
 use customer_kv_migration::store::Stores;
 use customer_kv_migration::writes::local::{LocalWriters, ObjectCells};
-use customer_kv_migration::writes::object::ObjectClock;
+use customer_kv_migration::writes::object::{ObjectClock, Reply, WriteRequest};
+use customer_kv_migration::writes::Writers;
 use serde_json::Value;
 
 use rng::Rng;
@@ -322,13 +326,17 @@ impl Sim {
         handle(&app, &request).await.response
     }
 
-    /// The customers' and emails' objects, at the time now.
-    pub fn writers(&self) -> LocalWriters<'_, SimKv> {
-        LocalWriters {
-            stores: &self.stores,
-            cells: &self.objects,
-            clock: ObjectClock::of(&self.config, self.now()),
-            hold_ms: self.config.pass_delay_ms(),
+    /// The customers' and emails' objects, at the time now. A call to one may fail
+    /// like a KV operation: before the object acted, or after (the reply lost).
+    pub fn writers(&self) -> FaultyObjects<'_> {
+        FaultyObjects {
+            objects: LocalWriters {
+                stores: &self.stores,
+                cells: &self.objects,
+                clock: ObjectClock::of(&self.config, self.now()),
+                hold_ms: self.config.pass_delay_ms(),
+            },
+            faults: &self.stores.new,
         }
     }
 
@@ -445,6 +453,33 @@ impl Sim {
             return Some(value);
         }
         None
+    }
+}
+
+/// The objects, reached through calls that fail at the fault rate.
+pub struct FaultyObjects<'a> {
+    objects: LocalWriters<'a, SimKv>,
+    /// Whose fault stream decides a call's fate.
+    faults: &'a SimKv,
+}
+
+impl Writers for FaultyObjects<'_> {
+    async fn write(&self, id: &CustomerId, request: WriteRequest) -> Reply {
+        let lost = || Reply {
+            result: Err(Error::Store(StoreError::new(
+                "customer object",
+                "injected fault",
+            ))),
+            warnings: Vec::new(),
+        };
+        match self.faults.step("object", id.as_str()).await {
+            store::Fate::Succeed => self.objects.write(id, request).await,
+            store::Fate::FailBefore => lost(),
+            store::Fate::FailAfter => {
+                self.objects.write(id, request).await;
+                lost()
+            }
+        }
     }
 }
 

@@ -107,7 +107,7 @@ impl Future for YieldOnce {
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
-enum Fate {
+pub enum Fate {
     Succeed,
     /// Fails before acting: nothing changed.
     FailBefore,
@@ -126,7 +126,7 @@ impl SimKv {
         }
     }
 
-    async fn step(&self, operation: &str, key: &str) -> Fate {
+    pub async fn step(&self, operation: &str, key: &str) -> Fate {
         YieldOnce(false).await;
         let shared = &self.shared;
         shared.operations.set(shared.operations.get() + 1);

@@ -97,6 +97,9 @@ pub async fn ensure<S: KvStore, T: ClaimSender>(
             return Ok(Ensured::IdHoldsAnotherEmail);
         }
     }
+    // Invalid input is refused before the claim writes anything.
+    body.remove("customerId");
+    let mut record = CustomerRecord::from_input(id.clone(), body)?;
     // A claim both refuses an email another customer holds and (re)writes the mapping a
     // previous attempt may have left out.
     if let Claim::HeldBy(holder) = claims.claim(&email.hash(), id).await? {
@@ -105,8 +108,6 @@ pub async fn ensure<S: KvStore, T: ClaimSender>(
     if let Some(found) = found {
         return Ok(Ensured::Found(found));
     }
-    body.remove("customerId");
-    let mut record = CustomerRecord::from_input(id.clone(), body)?;
     let now = rfc3339(plane.now_ms);
     record.set_timestamp("createdAt", now.clone());
     record.set_timestamp("updatedAt", now);
@@ -217,6 +218,20 @@ pub async fn find_holding<S: KvStore>(
     Ok(find(plane, id)
         .await?
         .filter(|loaded| loaded.record.email().as_ref() == Some(email)))
+}
+
+/// Whether the record `id` holds an email with this hash (a corrupt one holds none).
+pub async fn holds<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    id: &CustomerId,
+    hash: &EmailHash,
+) -> Result<bool, Error> {
+    match find(plane, id).await {
+        Ok(found) => Ok(found
+            .is_some_and(|loaded| loaded.record.email().map(|e| e.hash()).as_ref() == Some(hash))),
+        Err(err) if err.is_corrupt_record() => Ok(false),
+        Err(err) => Err(err),
+    }
 }
 
 /// The customer that holds `email`: the mapping's target, if that record has the email.

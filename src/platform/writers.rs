@@ -53,6 +53,14 @@ impl Memo for StorageMemo<'_> {
         self.put(&memo_key(store, key), entry).await
     }
 
+    async fn forget(&self, store: StoreName, key: &str) -> StoreResult<()> {
+        self.0
+            .delete(&memo_key(store, key))
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::new("object storage delete", e.to_string()))
+    }
+
     async fn recall_phase(&self) -> StoreResult<Option<PhaseState>> {
         self.get(PHASE).await
     }
@@ -100,7 +108,10 @@ fn kv_stores(env: &Env) -> std::result::Result<Stores<WorkersKv>, Error> {
 
 fn clock(env: &Env) -> std::result::Result<(ObjectClock, u64), Error> {
     let config = super::config(env).map_err(|e| unavailable("the object's configuration", e))?;
-    let clock = ObjectClock::of(&config, super::now_ms());
+    let clock = ObjectClock {
+        live_ms: super::now_ms,
+        ..ObjectClock::of(&config, super::now_ms())
+    };
     Ok((clock, config.pass_delay_ms()))
 }
 
@@ -229,6 +240,12 @@ impl Writers for DoWriters {
                 warnings: Vec::new(),
             },
         }
+    }
+}
+
+impl ClaimSender for DoWriters {
+    async fn send(&self, request: EmailRequest) -> std::result::Result<ClaimAnswer, Error> {
+        DoClaims { env: &self.env }.send(request).await
     }
 }
 

@@ -16,7 +16,7 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
 ) -> Result<ApiResponse, ApiError> {
     let body = request.json_body::<bodies::EmailAudit>()?;
     let report = emails::run_requested(
-        ctx.stores,
+        (ctx.stores, ctx.writers),
         ctx.current,
         body.dry_run(),
         body.restart(),

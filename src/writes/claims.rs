@@ -14,7 +14,7 @@ use crate::migration::dataplane::{Change, DataPlane};
 use crate::migration::state::phase_record::PhaseState;
 use crate::store::{KvStore, Stores};
 use crate::writes::memo::{self, Memo, Waiter};
-use crate::writes::object::{routed_plane, ObjectClock};
+use crate::writes::object::{routing_of, ObjectClock};
 
 /// One decision asked of an email's object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,12 @@ pub enum EmailOp {
     Claim { id: String },
     /// `id`'s record no longer holds the email: remove the mapping if it names `id`.
     Release { id: String },
+    /// The email audit found `id`'s record holding the email without the mapping naming
+    /// it: point the mapping at `id`, unless another customer holds the email.
+    Point { id: String },
+    /// The email audit found the mapping naming `id`, whose record holds another email:
+    /// remove the mapping, unless `id`'s record holds this email after all.
+    Unpoint { id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +96,28 @@ impl<T: ClaimSender> Claims<'_, T> {
         self.send(hash, op).await.map(|_| ())
     }
 
+    /// For the email audit: points the mapping at `id` if `id` holds the email; whether
+    /// it does now.
+    pub async fn point(&self, hash: &EmailHash, id: &CustomerId) -> Result<Claim, Error> {
+        let op = EmailOp::Point {
+            id: id.as_str().to_owned(),
+        };
+        match self.send(hash, op).await? {
+            ClaimAnswer::HeldBy { id } => CustomerId::parse(&id)
+                .map(Claim::HeldBy)
+                .map_err(|_| unexpected("a holder that is not a customer id")),
+            _ => Ok(Claim::Granted),
+        }
+    }
+
+    /// For the email audit: removes a mapping naming `id` unless `id` holds the email.
+    pub async fn unpoint(&self, hash: &EmailHash, id: &CustomerId) -> Result<(), Error> {
+        let op = EmailOp::Unpoint {
+            id: id.as_str().to_owned(),
+        };
+        self.send(hash, op).await.map(|_| ())
+    }
+
     async fn send(&self, hash: &EmailHash, op: EmailOp) -> Result<ClaimAnswer, Error> {
         let request = EmailRequest {
             hash: hash.as_str().to_owned(),
@@ -97,6 +125,17 @@ impl<T: ClaimSender> Claims<'_, T> {
             op,
         };
         self.sender.send(request).await
+    }
+}
+
+async fn held_by_record<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    id: &str,
+    hash: &EmailHash,
+) -> Result<bool, Error> {
+    match CustomerId::parse(id) {
+        Ok(id) => crate::customers::holds(plane, &id, hash).await,
+        Err(_) => Ok(false),
     }
 }
 
@@ -121,8 +160,8 @@ pub async fn run<S: KvStore, M: Memo, W: Waiter>(
         .ok_or_else(|| Error::invalid(Input::Email, "not an email hash"))?;
     let now_ms = memo::paced(memo, waiter, &email_key(&hash), clock.now_ms).await?;
     let record = memo::acting_phase(memo, request.record).await?;
-    let (phase, record) = routed_plane(record)?;
-    let seen = memo::remembering(stores, memo, now_ms, clock.trust_ms);
+    let (phase, record) = routing_of(record)?;
+    let seen = memo::remembering(stores, memo, ObjectClock { now_ms, ..clock });
     let plane =
         DataPlane::new(&seen, phase, now_ms).with_old_store_catching_up(record.old_store_diverged);
     let held = memo.recall_holder().await?;
@@ -164,6 +203,9 @@ pub async fn decide<S: KvStore>(
             let holder = match &held {
                 Some(h) if h.id == id => None,
                 Some(h) if now_ms < h.at_ms + hold_ms => Some(h.id.clone()),
+                // Past the hold, the customer granted it last holds it while its record
+                // says so, whatever the mapping names (the email audit rewrites mappings).
+                Some(h) if held_by_record(plane, &h.id, hash).await? => Some(h.id.clone()),
                 _ => holder_in_stores(plane, hash)
                     .await?
                     .map(|loaded| loaded.record.id().as_str().to_owned())
@@ -174,6 +216,45 @@ pub async fn decide<S: KvStore>(
             }
             plane.apply(&[mapping_change(hash, &target)]).await?;
             Ok((ClaimAnswer::Granted, granted))
+        }
+        EmailOp::Point { id } => {
+            let target = CustomerId::parse(&id).map_err(|_| unexpected("no customer id"))?;
+            if !crate::customers::holds(plane, &target, hash).await? {
+                return Ok((ClaimAnswer::Released, held));
+            }
+            let rival = match &held {
+                Some(h) if h.id == id => None,
+                Some(h) if now_ms < h.at_ms + hold_ms => Some(h.id.clone()),
+                Some(h) if held_by_record(plane, &h.id, hash).await? => Some(h.id.clone()),
+                _ => holder_in_stores(plane, hash)
+                    .await?
+                    .map(|loaded| loaded.record.id().as_str().to_owned())
+                    .filter(|holder| *holder != id),
+            };
+            if let Some(rival) = rival {
+                return Ok((ClaimAnswer::HeldBy { id: rival }, held));
+            }
+            if crate::customers::mapped_id(plane, hash).await? != Some(target.clone()) {
+                plane.apply(&[mapping_change(hash, &target)]).await?;
+            }
+            let holder = Holder {
+                id,
+                at_ms: held.map_or(0, |h| h.at_ms),
+            };
+            Ok((ClaimAnswer::Granted, Some(holder)))
+        }
+        EmailOp::Unpoint { id } => {
+            let target = CustomerId::parse(&id).map_err(|_| unexpected("no customer id"))?;
+            let names_id = crate::customers::mapped_id(plane, hash).await? == Some(target.clone());
+            if !names_id || crate::customers::holds(plane, &target, hash).await? {
+                return Ok((ClaimAnswer::Released, held));
+            }
+            plane
+                .apply(&[Change::Remove {
+                    key: email_key(hash),
+                }])
+                .await?;
+            Ok((ClaimAnswer::Released, held.filter(|h| h.id != id)))
         }
         EmailOp::Release { id } => {
             let names_id = match &held {

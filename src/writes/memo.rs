@@ -8,13 +8,16 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::is_migrated_key;
+use crate::domain::{is_customer_key, is_migrated_key, Tombstone};
+use crate::migration::copying::copy::newer_version;
 use crate::migration::state::coordinator::newest;
 use crate::migration::state::phase_record::PhaseState;
 use crate::store::{
     KvStore, ListPage, PutOptions, StoreError, StoreName, StoreResult, StoredValue, Stores,
 };
+use crate::time::rfc3339;
 use crate::writes::claims::Holder;
+use crate::writes::object::ObjectClock;
 
 /// KV accepts one write a second to one key (docs/design.md §12).
 pub const MIN_WRITE_INTERVAL_MS: u64 = 1_000;
@@ -49,6 +52,7 @@ impl Remembered {
 pub trait Memo {
     async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>>;
     async fn remember(&self, store: StoreName, key: &str, entry: Remembered) -> StoreResult<()>;
+    async fn forget(&self, store: StoreName, key: &str) -> StoreResult<()>;
     /// The newest phase record the object has acted on.
     async fn recall_phase(&self) -> StoreResult<Option<PhaseState>>;
     async fn remember_phase(&self, record: &PhaseState) -> StoreResult<()>;
@@ -57,16 +61,15 @@ pub trait Memo {
     async fn remember_holder(&self, holder: Option<&Holder>) -> StoreResult<()>;
 }
 
-/// Both stores as an object sees them at `now_ms`.
+/// Both stores as an object sees them during an op.
 pub fn remembering<'a, S, M>(
     stores: &'a Stores<S>,
     memo: &'a M,
-    now_ms: u64,
-    trust_ms: u64,
+    clock: ObjectClock,
 ) -> Stores<Remembering<'a, S, M>> {
     Stores {
-        old: Remembering::new(&stores.old, StoreName::Old, memo, now_ms, trust_ms),
-        new: Remembering::new(&stores.new, StoreName::New, memo, now_ms, trust_ms),
+        old: Remembering::new(&stores.old, StoreName::Old, memo, clock),
+        new: Remembering::new(&stores.new, StoreName::New, memo, clock),
     }
 }
 
@@ -137,33 +140,46 @@ pub async fn paced<M: Memo, W: Waiter>(
 }
 
 /// One store seen through the object's memory.
+///
+/// A customer record the object wrote is believed over KV for as long as KV shows no
+/// later state of it (`copy::newer_version`): every client write of the record is the
+/// object's, so an older state in KV is a copy decided on a stale read that no check has
+/// corrected yet, and merging a PATCH into it would make it the truth. A mapping is
+/// believed for `trust_ms` after the write: mappings are hints, and the email audit
+/// rewrites them.
 pub struct Remembering<'a, S, M> {
     inner: &'a S,
     store: StoreName,
     memo: &'a M,
-    now_ms: u64,
-    /// How long after a write the memory wins over KV: the consistency window.
-    trust_ms: u64,
+    clock: ObjectClock,
 }
 
+/// Values larger than this are not remembered (an object's storage takes values up to
+/// 2 MiB): KV stays the only witness of such a record.
+pub const MAX_REMEMBERED_BYTES: usize = 1 << 20;
+
 impl<'a, S, M> Remembering<'a, S, M> {
-    pub fn new(inner: &'a S, store: StoreName, memo: &'a M, now_ms: u64, trust_ms: u64) -> Self {
+    pub fn new(inner: &'a S, store: StoreName, memo: &'a M, clock: ObjectClock) -> Self {
         Self {
             inner,
             store,
             memo,
-            now_ms,
-            trust_ms,
+            clock,
         }
     }
 
+    /// Now, as the op goes on.
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms.max((self.clock.live_ms)())
+    }
+
     /// Refuses a write KV would refuse: the object wrote `key` less than a second ago.
-    async fn paced(&self, key: &str, operation: &'static str) -> StoreResult<()>
+    async fn refuse_if_too_soon(&self, key: &str, operation: &'static str) -> StoreResult<()>
     where
         M: Memo,
     {
         if let Some(entry) = self.memo.recall(self.store, key).await? {
-            if self.now_ms < entry.at_ms + MIN_WRITE_INTERVAL_MS {
+            if self.now_ms() < entry.at_ms + MIN_WRITE_INTERVAL_MS {
                 let mut refused =
                     StoreError::new(operation, "this key was written less than a second ago");
                 refused.rate_limited = true;
@@ -173,44 +189,74 @@ impl<'a, S, M> Remembering<'a, S, M> {
         Ok(())
     }
 
+    /// Stamped when the write has landed, so that pacing and trust count from then.
     async fn note(&self, key: &str, value: Option<RememberedValue>) -> StoreResult<()>
     where
         M: Memo,
     {
         let entry = Remembered {
             value,
-            at_ms: self.now_ms,
+            at_ms: self.now_ms(),
         };
         self.memo.remember(self.store, key, entry).await
     }
 }
 
+/// Whether the memory of a record is still the newest state of it, given what KV shows.
+fn memory_is_newest(entry: &Remembered, in_kv: Option<&StoredValue>) -> bool {
+    let Some(in_kv) = in_kv else {
+        return true;
+    };
+    match entry.stored() {
+        Some(remembered) => !newer_version(in_kv, &remembered),
+        // The object deleted it: only a record written after that is newer.
+        None => !newer_version(
+            in_kv,
+            &StoredValue {
+                bytes: Tombstone::bytes(&rfc3339(entry.at_ms)),
+                metadata: None,
+            },
+        ),
+    }
+}
+
 impl<S: KvStore, M: Memo> KvStore for Remembering<'_, S, M> {
     async fn get(&self, key: &str) -> StoreResult<Option<StoredValue>> {
-        if is_migrated_key(key) {
-            if let Some(entry) = self.memo.recall(self.store, key).await? {
-                if self.now_ms < entry.at_ms + self.trust_ms {
-                    return Ok(entry.stored());
-                }
-            }
+        let remembered = match is_migrated_key(key) {
+            true => self.memo.recall(self.store, key).await?,
+            false => None,
+        };
+        let Some(entry) = remembered else {
+            return self.inner.get(key).await;
+        };
+        if self.now_ms() < entry.at_ms + self.clock.trust_ms {
+            return Ok(entry.stored());
         }
-        self.inner.get(key).await
+        let in_kv = self.inner.get(key).await?;
+        if is_customer_key(key) && memory_is_newest(&entry, in_kv.as_ref()) {
+            return Ok(entry.stored());
+        }
+        Ok(in_kv)
     }
 
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()> {
         let metadata = options.metadata.clone();
         if is_migrated_key(key) {
-            self.paced(key, "put").await?;
+            self.refuse_if_too_soon(key, "put").await?;
         }
         self.inner.put(key, value, options).await?;
-        if is_migrated_key(key) {
-            // A value that is not UTF-8 is not the product's own; KV stays its witness.
-            if let Ok(text) = String::from_utf8(value.to_vec()) {
-                self.note(key, Some(RememberedValue { text, metadata }))
-                    .await?;
-            }
+        if !is_migrated_key(key) {
+            return Ok(());
         }
-        Ok(())
+        match String::from_utf8(value.to_vec()) {
+            Ok(text) if text.len() <= MAX_REMEMBERED_BYTES => {
+                self.note(key, Some(RememberedValue { text, metadata }))
+                    .await
+            }
+            // Not the product's own value, or too large to keep: KV is its only witness,
+            // and an older memory of the key must not outlive it.
+            _ => self.memo.forget(self.store, key).await,
+        }
     }
 
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>> {
@@ -219,7 +265,7 @@ impl<S: KvStore, M: Memo> KvStore for Remembering<'_, S, M> {
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         if is_migrated_key(key) {
-            self.paced(key, "delete").await?;
+            self.refuse_if_too_soon(key, "delete").await?;
         }
         self.inner.delete(key).await?;
         if is_migrated_key(key) {
@@ -250,6 +296,11 @@ impl Memo for MemoryMemo {
         self.entries
             .borrow_mut()
             .insert(memo_key(store, key), entry);
+        Ok(())
+    }
+
+    async fn forget(&self, store: StoreName, key: &str) -> StoreResult<()> {
+        self.entries.borrow_mut().remove(&memo_key(store, key));
         Ok(())
     }
 

@@ -18,11 +18,13 @@ use crate::error::{Error, Input};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::phase_record::PhaseState;
 use crate::store::KvStore;
+use claims::ClaimSender;
 use object::{CustomerOp, Reply, WriteRequest, Written};
 
-/// Whoever carries a [`WriteRequest`] to the customer's object.
+/// Whoever carries a [`WriteRequest`] to the customer's object, and (as a
+/// [`ClaimSender`]) an email op to the email's.
 #[allow(async_fn_in_trait)]
-pub trait Writers {
+pub trait Writers: ClaimSender {
     async fn write(&self, id: &CustomerId, request: WriteRequest) -> Reply;
 }
 
@@ -117,7 +119,7 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
                 }
                 Written::IdHoldsAnotherEmail => continue,
                 Written::EmailHeldBy { id: holder } => {
-                    let holder = CustomerId::parse(&holder).map_err(|_| unexpected_text())?;
+                    let holder = CustomerId::parse(&holder).map_err(|_| holder_not_an_id())?;
                     return match customers::find_holding(self.plane, &holder, &email).await? {
                         Some(loaded) => Ok(found(loaded)),
                         // The holder's create is still being written, or its record is not
@@ -158,14 +160,19 @@ fn found(loaded: Loaded) -> Done {
     }
 }
 
+/// The object answered for another op (names the answer's kind, never a record).
 fn unexpected(written: &Written) -> Error {
+    let kind = serde_json::to_value(written)
+        .ok()
+        .and_then(|v| v["outcome"].as_str().map(str::to_owned))
+        .unwrap_or_default();
     Error::Store(crate::store::StoreError::new(
         "customer object",
-        format!("the object answered another op: {written:?}"),
+        format!("the object answered another op ({kind})"),
     ))
 }
 
-fn unexpected_text() -> Error {
+fn holder_not_an_id() -> Error {
     Error::Store(crate::store::StoreError::new(
         "customer object",
         "the object named a holder that is not a customer id",

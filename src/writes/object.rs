@@ -66,10 +66,14 @@ pub struct Reply {
 /// The timings an object works with.
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectClock {
+    /// When the op starts.
     pub now_ms: u64,
-    /// How long after the start of an op that wrote a key the object believes its memory
-    /// of the key over KV.
+    /// How long after a write the object believes its memory of a mapping over KV
+    /// (records: see `memo::Remembering`).
     pub trust_ms: u64,
+    /// The time as it passes during the op, to stamp a write when it lands (natively
+    /// none passes: 0, and the op's start is used).
+    pub live_ms: fn() -> u64,
 }
 
 impl ObjectClock {
@@ -79,12 +83,13 @@ impl ObjectClock {
         Self {
             now_ms,
             trust_ms: config.pass_delay_ms(),
+            live_ms: || 0,
         }
     }
 }
 
 /// The phase a record routes by.
-pub fn routed_plane(record: PhaseState) -> Result<(Phase, PhaseState), Error> {
+pub fn routing_of(record: PhaseState) -> Result<(Phase, PhaseState), Error> {
     let phase = Phase::from_number(u64::from(record.phase)).ok_or(Error::CorruptPhaseState)?;
     Ok((phase, record))
 }
@@ -109,7 +114,7 @@ pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
     };
     let clock = ObjectClock { now_ms, ..clock };
     let routed = match memo::acting_phase(memo, request.record).await {
-        Ok(record) => routed_plane(record),
+        Ok(record) => routing_of(record),
         Err(err) => Err(err.into()),
     };
     let (phase, record) = match routed {
@@ -121,7 +126,7 @@ pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
             }
         }
     };
-    let seen = memo::remembering(stores, memo, clock.now_ms, clock.trust_ms);
+    let seen = memo::remembering(stores, memo, clock);
     let plane = DataPlane::new(&seen, phase, clock.now_ms)
         .with_old_store_catching_up(record.old_store_diverged);
     let claims = Claims { sender, record };
@@ -144,8 +149,7 @@ async fn apply<S: KvStore, T: ClaimSender>(
             record: record(customers::create(plane, claims, id, body).await?),
         }),
         CustomerOp::Ensure { body } => {
-            let email = customers::parse_email_field(&body)?
-                .ok_or_else(|| Error::invalid(Input::Body, "email is required"))?;
+            let email = ensure_email(&body)?;
             if !customers::derived_ids(&email).any(|derived| derived == *id) {
                 return Err(Error::invalid(
                     Input::CustomerId,

@@ -27,6 +27,7 @@ use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::StoreError;
 use customer_kv_migration::store::Stores;
+use customer_kv_migration::writes::claims::{ClaimAnswer, ClaimSender, EmailRequest};
 use customer_kv_migration::writes::local::{LocalWriters, ObjectCells};
 use customer_kv_migration::writes::object::{ObjectClock, Reply, WriteRequest};
 use customer_kv_migration::writes::Writers;
@@ -461,6 +462,12 @@ pub struct FaultyObjects<'a> {
     objects: LocalWriters<'a, SimKv>,
     /// Whose fault stream decides a call's fate.
     faults: &'a SimKv,
+}
+
+impl ClaimSender for FaultyObjects<'_> {
+    async fn send(&self, request: EmailRequest) -> Result<ClaimAnswer, Error> {
+        self.objects.send(request).await
+    }
 }
 
 impl Writers for FaultyObjects<'_> {

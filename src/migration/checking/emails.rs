@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    customer_key, email_key, mapping_target, CustomerId, CustomerRecord, Tombstone,
+    customer_key, email_key, mapping_target, CustomerId, CustomerRecord, EmailHash, Tombstone,
     CUSTOMER_PREFIX, EMAIL_PREFIX,
 };
 use crate::error::Error;
-use crate::migration::dataplane::{Change, DataPlane};
+use crate::migration::dataplane::DataPlane;
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::phase_record::CurrentPhase;
@@ -27,6 +27,7 @@ use crate::store::budget::metered;
 use crate::store::budget::Budget;
 use crate::store::Stores;
 use crate::store::{KvStore, ListedKey, StoreResult, StoredValue, MAX_BULK_KEYS};
+use crate::writes::claims::{ClaimSender, Claims};
 
 const LIST_PAGE: u32 = 1_000;
 const SAMPLES: usize = 20;
@@ -91,8 +92,8 @@ pub async fn load<S: KvStore>(new_store: &S, key: &str) -> StoreResult<Option<Em
 
 /// Starts or continues the audit and saves where it stands. `plane` must route over
 /// stores metered by `budget`.
-pub async fn run<S: KvStore>(
-    plane: &DataPlane<'_, S>,
+pub async fn run<S: KvStore, T: ClaimSender>(
+    (plane, claims): (&DataPlane<'_, S>, &Claims<'_, T>),
     budget: &Budget,
     dry_run: bool,
     restart: bool,
@@ -111,15 +112,15 @@ pub async fn run<S: KvStore>(
             ..Default::default()
         },
     };
-    let result = advance(plane, budget, &mut audit).await;
+    let result = advance((plane, claims), budget, &mut audit).await;
     audit.updated_at = plane.now_ms;
     stored::put(new_store, progress_key, &audit, Listing::ValueOnly).await?;
     result?;
     Ok(audit)
 }
 
-async fn advance<S: KvStore>(
-    plane: &DataPlane<'_, S>,
+async fn advance<S: KvStore, T: ClaimSender>(
+    (plane, claims): (&DataPlane<'_, S>, &Claims<'_, T>),
     budget: &Budget,
     audit: &mut EmailAudit,
 ) -> Result<(), Error> {
@@ -151,8 +152,8 @@ async fn advance<S: KvStore>(
             }
             let names: Vec<String> = chunk.iter().map(|k| k.name.clone()).collect();
             match audit.pass {
-                Pass::Records => audit_records(plane, audit, &names).await?,
-                _ => audit_mappings(plane, audit, &names).await?,
+                Pass::Records => audit_records((plane, claims), audit, &names).await?,
+                _ => audit_mappings((plane, claims), audit, &names).await?,
             }
             audit.after_key = names.last().cloned();
         }
@@ -178,8 +179,8 @@ fn mapped_id(value: &Option<StoredValue>) -> Option<CustomerId> {
     value.as_ref().and_then(|v| mapping_target(&v.bytes))
 }
 
-async fn audit_records<S: KvStore>(
-    plane: &DataPlane<'_, S>,
+async fn audit_records<S: KvStore, T: ClaimSender>(
+    (plane, claims): (&DataPlane<'_, S>, &Claims<'_, T>),
     audit: &mut EmailAudit,
     names: &[String],
 ) -> Result<(), Error> {
@@ -221,17 +222,13 @@ async fn audit_records<S: KvStore>(
         .zip(plane.read_many(&rivals).await?)
         .collect();
 
-    let mut changes = Vec::new();
+    let mut points = Vec::new();
     for ((id, key), mapping) in holders.iter().zip(&mappings) {
         match mapped_id(mapping) {
             Some(target) if &target == id => audit.in_place += 1,
             None => {
                 audit.derived += 1;
-                changes.push(Change::Put {
-                    key: key.clone(),
-                    bytes: id.as_str().as_bytes().to_vec(),
-                    metadata: None,
-                });
+                points.push((key.clone(), id.clone()));
             }
             Some(target) => {
                 let rival_holds_it = rival_records
@@ -255,23 +252,30 @@ async fn audit_records<S: KvStore>(
                             audit.approximate = true;
                         }
                     }
-                    changes.push(Change::Put {
-                        key: key.clone(),
-                        bytes: id.as_str().as_bytes().to_vec(),
-                        metadata: None,
-                    });
+                    points.push((key.clone(), id.clone()));
                 }
             }
         }
     }
-    if !audit.dry_run && !changes.is_empty() {
-        plane.apply(&changes).await?;
+    if !audit.dry_run {
+        // Through the email's object, which decides again on what it knows: a claim may
+        // have moved the email since these reads (docs/design.md §12).
+        for (key, id) in points {
+            claims.point(&hash_of(&key)?, &id).await?;
+        }
     }
     Ok(())
 }
 
-async fn audit_mappings<S: KvStore>(
-    plane: &DataPlane<'_, S>,
+/// The email hash a mapping key is named by.
+fn hash_of(key: &str) -> Result<EmailHash, Error> {
+    key.strip_prefix(EMAIL_PREFIX)
+        .and_then(EmailHash::from_hex)
+        .ok_or_else(|| Error::CorruptRecord("a mapping key that names no email hash".into()))
+}
+
+async fn audit_mappings<S: KvStore, T: ClaimSender>(
+    (plane, claims): (&DataPlane<'_, S>, &Claims<'_, T>),
     audit: &mut EmailAudit,
     names: &[String],
 ) -> Result<(), Error> {
@@ -306,7 +310,7 @@ async fn audit_mappings<S: KvStore>(
         }
     }
     let own_mappings = plane.read_many(&own_keys).await?;
-    let mut changes = Vec::new();
+    let mut unpoints = Vec::new();
     for ((key, id), own) in candidates.into_iter().zip(own_mappings) {
         // Only once the customer is found by its own mapping is this one safe to drop; a
         // dry run counts those the records pass would have derived too.
@@ -314,11 +318,13 @@ async fn audit_mappings<S: KvStore>(
         if own_target.as_ref() == Some(&id) || (audit.dry_run && own_target.is_none()) {
             audit.rekeyed += 1;
             sample(&mut audit.rekeyed_samples, format!("{key} -> {id}"));
-            changes.push(Change::Remove { key });
+            unpoints.push((key, id));
         }
     }
-    if !audit.dry_run && !changes.is_empty() {
-        plane.apply(&changes).await?;
+    if !audit.dry_run {
+        for (key, id) in unpoints {
+            claims.unpoint(&hash_of(&key)?, &id).await?;
+        }
     }
     Ok(())
 }
@@ -328,8 +334,8 @@ const REQUEST_OVERHEAD_OPS: u32 = 4;
 
 /// Starts or continues the audit within one invocation's budget, routed by the current
 /// phase, and audits a real run.
-pub async fn run_requested<S: KvStore>(
-    stores: &Stores<S>,
+pub async fn run_requested<S: KvStore, T: ClaimSender>(
+    (stores, emails): (&Stores<S>, &T),
     current: &CurrentPhase,
     dry_run: bool,
     restart: bool,
@@ -340,7 +346,11 @@ pub async fn run_requested<S: KvStore>(
     let metered_stores = metered(stores, &budget);
     let plane = DataPlane::new(&metered_stores, current.phase, now_ms)
         .with_old_store_catching_up(current.state.old_store_diverged);
-    let report = run(&plane, &budget, dry_run, restart).await?;
+    let claims = Claims {
+        sender: emails,
+        record: current.state.clone(),
+    };
+    let report = run((&plane, &claims), &budget, dry_run, restart).await?;
     if !dry_run {
         let detail = format!(
             "derived {}, repointed {}, re-keyed {}; {} conflicts, {} orphans",

@@ -92,3 +92,34 @@ fn a_refused_second_write_is_journaled_and_never_a_503() {
         );
     }
 }
+
+/// A key read from the old store many times a second (phase 4 does not copy it) records
+/// its fallback hit once a minute, not once a read: KV would refuse the rest, and every
+/// write is billed.
+#[test]
+fn a_hot_fallback_key_records_its_hit_once_a_minute() {
+    let mut world = World::in_phase(Phase::NewPrimary);
+    world.stores.old.insert(
+        "customer_hot",
+        br#"{"customerId":"hot","name":"Legacy"}"#,
+        Default::default(),
+    );
+    let writes_of_the_entry = |world: &World| {
+        world.reset_counts();
+        for _ in 0..20 {
+            let read = world.send("GET", "/customer/hot", Some(&service()), None);
+            assert_eq!(read.status, 200);
+        }
+        world.stores.new.counts().puts
+    };
+    assert_eq!(writes_of_the_entry(&world), 1, "the first hit is recorded");
+    world.now_ms += 30_000;
+    assert_eq!(writes_of_the_entry(&world), 0, "within the minute");
+    world.now_ms += 30_000;
+    assert_eq!(writes_of_the_entry(&world), 1, "a minute on");
+    assert!(world
+        .stores
+        .new
+        .peek("__migration/fallback/customer_hot")
+        .is_some());
+}

@@ -169,7 +169,8 @@ test("a rollback from 5 to 2 and on to 0 while a client keeps writing loses noth
   while (n < startedBefore + during + 20) await new Promise((r) => setTimeout(r, 50));
   writing = false;
   await writer;
-  assert.ok(during >= 3, `the client wrote during the rollback (${during} requests)`);
+  // How many overlap depends on the machine's speed; one suffices to race the sync.
+  assert.ok(during >= 1, `the client wrote during the rollback (${during} requests)`);
   assert.ok(acknowledged.size > 10, `the client's writes were acknowledged (${acknowledged.size})`);
 
   // Phase 0 reads the old store alone: it must hold every acknowledged write.

@@ -4,11 +4,7 @@
 //! only carries ops and replies and keeps the last record in the object's storage.
 
 use futures::lock::Mutex;
-use wasm_bindgen::JsValue;
-use worker::{
-    durable_object, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response,
-    Result, State,
-};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use super::kv::WorkersKv;
 use crate::error::Error;
@@ -121,14 +117,7 @@ impl DoLedger {
     }
 
     async fn send_op(&self, op: &LedgerOp) -> Result<LedgerReply> {
-        let namespace: ObjectNamespace = self.env.durable_object(BINDING)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(JsValue::from_str(&serde_json::to_string(op)?)));
-        let request = Request::new_with_init(&format!("https://coordinator{LEDGER_PATH}"), &init)?;
-        let stub = namespace.id_from_name(INSTANCE)?.get_stub()?;
-        let mut response = stub.fetch_with_request(request).await?;
-        response.json::<LedgerReply>().await
+        super::call_object(&self.env, (BINDING, INSTANCE), LEDGER_PATH, op).await
     }
 }
 
@@ -155,15 +144,7 @@ impl DoRegister {
     }
 
     async fn send(&self, op: &RecordOp) -> Result<Reply> {
-        let namespace: ObjectNamespace = self.env.durable_object(BINDING)?;
-        let body = serde_json::to_string(op)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(JsValue::from_str(&body)));
-        let request = Request::new_with_init("https://coordinator/apply", &init)?;
-        let stub = namespace.id_from_name(INSTANCE)?.get_stub()?;
-        let mut response = stub.fetch_with_request(request).await?;
-        response.json::<Reply>().await
+        super::call_object(&self.env, (BINDING, INSTANCE), "/apply", op).await
     }
 }
 

@@ -65,6 +65,26 @@ fn config(env: &Env) -> std::result::Result<Config, String> {
     })
 }
 
+/// Sends a JSON body to `path` of the Durable Object `name` of `binding` and reads its
+/// JSON answer.
+async fn call_object<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    env: &Env,
+    (binding, name): (&str, &str),
+    path: &str,
+    body: &B,
+) -> Result<T> {
+    let namespace = env.durable_object(binding)?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Post)
+        .with_body(Some(wasm_bindgen::JsValue::from_str(
+            &serde_json::to_string(body)?,
+        )));
+    let request = Request::new_with_init(&format!("https://object{path}"), &init)?;
+    let stub = namespace.id_from_name(name)?.get_stub()?;
+    let mut response = stub.fetch_with_request(request).await?;
+    response.json::<T>().await
+}
+
 fn now_ms() -> u64 {
     worker::Date::now().as_millis()
 }

@@ -3,10 +3,8 @@
 //! carries requests and replies, keeps each object's lock and memory, and reads the time.
 
 use futures::lock::Mutex;
-use wasm_bindgen::JsValue;
 use worker::{
-    durable_object, Delay, DurableObject, Env, Method, Request, RequestInit, Response, Result,
-    State, Storage,
+    durable_object, Delay, DurableObject, Env, Request, Response, Result, State, Storage,
 };
 
 use super::kv::WorkersKv;
@@ -201,23 +199,6 @@ impl EmailOwner {
     }
 }
 
-/// Sends a JSON body to the object `name` of `binding` and reads its JSON answer.
-async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(
-    env: &Env,
-    binding: &str,
-    name: &str,
-    body: &B,
-) -> Result<T> {
-    let namespace = env.durable_object(binding)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(JsValue::from_str(&serde_json::to_string(body)?)));
-    let request = Request::new_with_init("https://object/write", &init)?;
-    let stub = namespace.id_from_name(name)?.get_stub()?;
-    let mut response = stub.fetch_with_request(request).await?;
-    response.json::<T>().await
-}
-
 /// The worker's side of the customers' objects.
 pub struct DoWriters {
     env: Env,
@@ -232,7 +213,8 @@ impl DoWriters {
 impl Writers for DoWriters {
     async fn write(&self, id: &CustomerId, request: WriteRequest) -> Reply {
         let body = (id.as_str(), request);
-        match call(&self.env, CUSTOMER_BINDING, id.as_str(), &body).await {
+        match super::call_object(&self.env, (CUSTOMER_BINDING, id.as_str()), "/write", &body).await
+        {
             Ok(reply) => reply,
             // The write may or may not have happened: not acknowledged.
             Err(err) => Reply {
@@ -257,10 +239,10 @@ struct DoClaims<'a> {
 impl ClaimSender for DoClaims<'_> {
     async fn send(&self, request: EmailRequest) -> std::result::Result<ClaimAnswer, Error> {
         let name = request.hash.clone();
-        match call::<_, std::result::Result<ClaimAnswer, Error>>(
+        match super::call_object::<_, std::result::Result<ClaimAnswer, Error>>(
             self.env,
-            EMAIL_BINDING,
-            &name,
+            (EMAIL_BINDING, &name),
+            "/claim",
             &request,
         )
         .await

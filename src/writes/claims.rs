@@ -128,6 +128,30 @@ impl<T: ClaimSender> Claims<'_, T> {
     }
 }
 
+/// Another customer than `id` holding the email: the one granted it last, within the hold
+/// or while its record holds the email (whatever the mapping names: the email audit
+/// rewrites mappings); else the one the stores show holding it.
+async fn other_holder<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    hash: &EmailHash,
+    held: Option<&Holder>,
+    id: &str,
+    hold_ms: u64,
+) -> Result<Option<String>, Error> {
+    if let Some(h) = held {
+        if h.id == id {
+            return Ok(None);
+        }
+        if plane.now_ms < h.at_ms + hold_ms || held_by_record(plane, &h.id, hash).await? {
+            return Ok(Some(h.id.clone()));
+        }
+    }
+    Ok(holder_in_stores(plane, hash)
+        .await?
+        .map(|loaded| loaded.record.id().as_str().to_owned())
+        .filter(|holder| holder != id))
+}
+
 async fn held_by_record<S: KvStore>(
     plane: &DataPlane<'_, S>,
     id: &str,
@@ -200,18 +224,7 @@ pub async fn decide<S: KvStore>(
                 // No mapping to write: a retry, or an ensure finding its own record.
                 return Ok((ClaimAnswer::Granted, granted));
             }
-            let holder = match &held {
-                Some(h) if h.id == id => None,
-                Some(h) if now_ms < h.at_ms + hold_ms => Some(h.id.clone()),
-                // Past the hold, the customer granted it last holds it while its record
-                // says so, whatever the mapping names (the email audit rewrites mappings).
-                Some(h) if held_by_record(plane, &h.id, hash).await? => Some(h.id.clone()),
-                _ => holder_in_stores(plane, hash)
-                    .await?
-                    .map(|loaded| loaded.record.id().as_str().to_owned())
-                    .filter(|holder| *holder != id),
-            };
-            if let Some(holder) = holder {
+            if let Some(holder) = other_holder(plane, hash, held.as_ref(), &id, hold_ms).await? {
                 return Ok((ClaimAnswer::HeldBy { id: holder }, held));
             }
             plane.apply(&[mapping_change(hash, &target)]).await?;
@@ -222,16 +235,7 @@ pub async fn decide<S: KvStore>(
             if !crate::customers::holds(plane, &target, hash).await? {
                 return Ok((ClaimAnswer::Released, held));
             }
-            let rival = match &held {
-                Some(h) if h.id == id => None,
-                Some(h) if now_ms < h.at_ms + hold_ms => Some(h.id.clone()),
-                Some(h) if held_by_record(plane, &h.id, hash).await? => Some(h.id.clone()),
-                _ => holder_in_stores(plane, hash)
-                    .await?
-                    .map(|loaded| loaded.record.id().as_str().to_owned())
-                    .filter(|holder| *holder != id),
-            };
-            if let Some(rival) = rival {
+            if let Some(rival) = other_holder(plane, hash, held.as_ref(), &id, hold_ms).await? {
                 return Ok((ClaimAnswer::HeldBy { id: rival }, held));
             }
             if crate::customers::mapped_id(plane, hash).await? != Some(target.clone()) {

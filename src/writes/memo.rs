@@ -168,6 +168,16 @@ impl<'a, S, M> Remembering<'a, S, M> {
         }
     }
 
+    async fn recall(&self, key: &str) -> StoreResult<Option<Remembered>>
+    where
+        M: Memo,
+    {
+        match is_migrated_key(key) {
+            true => self.memo.recall(self.store, key).await,
+            false => Ok(None),
+        }
+    }
+
     /// Now, as the op goes on.
     fn now_ms(&self) -> u64 {
         self.clock.now_ms.max((self.clock.live_ms)())
@@ -202,6 +212,15 @@ impl<'a, S, M> Remembering<'a, S, M> {
     }
 }
 
+/// What the object takes `key` to hold past the trust window: its memory of a record
+/// while KV shows nothing later, else what KV shows.
+fn believed(key: &str, entry: Remembered, in_kv: Option<StoredValue>) -> Option<StoredValue> {
+    if is_customer_key(key) && memory_is_newest(&entry, in_kv.as_ref()) {
+        return entry.stored();
+    }
+    in_kv
+}
+
 /// Whether the memory of a record is still the newest state of it, given what KV shows.
 fn memory_is_newest(entry: &Remembered, in_kv: Option<&StoredValue>) -> bool {
     let Some(in_kv) = in_kv else {
@@ -222,21 +241,14 @@ fn memory_is_newest(entry: &Remembered, in_kv: Option<&StoredValue>) -> bool {
 
 impl<S: KvStore, M: Memo> KvStore for Remembering<'_, S, M> {
     async fn get(&self, key: &str) -> StoreResult<Option<StoredValue>> {
-        let remembered = match is_migrated_key(key) {
-            true => self.memo.recall(self.store, key).await?,
-            false => None,
-        };
-        let Some(entry) = remembered else {
+        let Some(entry) = self.recall(key).await? else {
             return self.inner.get(key).await;
         };
         if self.now_ms() < entry.at_ms + self.clock.trust_ms {
             return Ok(entry.stored());
         }
         let in_kv = self.inner.get(key).await?;
-        if is_customer_key(key) && memory_is_newest(&entry, in_kv.as_ref()) {
-            return Ok(entry.stored());
-        }
-        Ok(in_kv)
+        Ok(believed(key, entry, in_kv))
     }
 
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()> {
@@ -260,7 +272,17 @@ impl<S: KvStore, M: Memo> KvStore for Remembering<'_, S, M> {
     }
 
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>> {
-        self.inner.get_many(keys).await
+        let mut values = self.inner.get_many(keys).await?;
+        for (key, value) in keys.iter().zip(values.iter_mut()) {
+            if let Some(entry) = self.recall(key).await? {
+                *value = if self.now_ms() < entry.at_ms + self.clock.trust_ms {
+                    entry.stored()
+                } else {
+                    believed(key, entry, value.take())
+                };
+            }
+        }
+        Ok(values)
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
@@ -320,5 +342,65 @@ impl Memo for MemoryMemo {
     async fn remember_holder(&self, holder: Option<&Holder>) -> StoreResult<()> {
         *self.holder.borrow_mut() = holder.cloned();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn record(updated_at: &str) -> Vec<u8> {
+        format!(r#"{{"customerId":"c1","updatedAt":"{updated_at}"}}"#).into_bytes()
+    }
+
+    fn clock(now_ms: u64) -> ObjectClock {
+        ObjectClock {
+            now_ms,
+            trust_ms: 10_000,
+            live_ms: || 0,
+        }
+    }
+
+    #[test]
+    fn the_objects_own_write_wins_over_an_older_copy_but_not_a_newer_one() {
+        let (kv, memo) = (MemoryStore::new(), MemoryMemo::default());
+        let t0 = crate::time::parse_rfc3339_ms("2026-01-01T00:00:00.000Z").unwrap();
+        let writing = Remembering::new(&kv, StoreName::New, &memo, clock(t0));
+        let ours = record("2026-01-01T00:00:00.000Z");
+        block_on(writing.put("customer_c1", &ours, PutOptions::default())).unwrap();
+        // A copy decided on a stale read puts an older version back, long after.
+        kv.insert(
+            "customer_c1",
+            &record("2025-06-01T00:00:00.000Z"),
+            PutOptions::default(),
+        );
+        let later = Remembering::new(&kv, StoreName::New, &memo, clock(t0 + 3_600_000));
+        let keys = ["customer_c1".to_owned()];
+        let got = block_on(later.get("customer_c1")).unwrap().unwrap();
+        assert_eq!(got.bytes, ours);
+        let many = block_on(later.get_many(&keys)).unwrap();
+        assert_eq!(many[0].as_ref().unwrap().bytes, ours, "get_many agrees");
+        // A later version in KV (an import, say) is taken.
+        let newer = record("2026-02-01T00:00:00.000Z");
+        kv.insert("customer_c1", &newer, PutOptions::default());
+        assert_eq!(
+            block_on(later.get("customer_c1")).unwrap().unwrap().bytes,
+            newer
+        );
+    }
+
+    #[test]
+    fn a_key_written_less_than_a_second_ago_is_refused_as_kv_would() {
+        let (kv, memo) = (MemoryStore::new(), MemoryMemo::default());
+        let first = Remembering::new(&kv, StoreName::Old, &memo, clock(1_000));
+        block_on(first.put("customer_c1", b"{}", PutOptions::default())).unwrap();
+        let soon = Remembering::new(&kv, StoreName::Old, &memo, clock(1_500));
+        let refused = block_on(soon.delete("customer_c1")).unwrap_err();
+        assert!(refused.rate_limited);
+        let later = Remembering::new(&kv, StoreName::Old, &memo, clock(2_000));
+        block_on(later.delete("customer_c1")).unwrap();
     }
 }

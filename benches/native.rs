@@ -3,31 +3,40 @@
 //! time of the request hot path. Prints Markdown; `scripts/bench/run.sh` collects it.
 //!
 //! Run with `cargo bench --bench native` (options after `--`: `--only kv|backfill|hot`,
-//! `--backfill-keys 10000,100000`).
+//! `--backfill-keys 10000,100000`, `--before FILE` with the `--only kv` output of another
+//! build, to compare, `--json FILE` to write the counts of section 1 as JSON).
 //! Under `cargo test --all-targets` it is only compiled, then returns at once: timings
 //! are not assertions.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use customer_kv_migration::app::{handle, App};
 use customer_kv_migration::auth::authenticate;
-use customer_kv_migration::domain::CustomerRecord;
+use customer_kv_migration::domain::{CustomerId, CustomerRecord};
+use customer_kv_migration::error::Error;
 use customer_kv_migration::http::{ApiRequest, Method};
 use customer_kv_migration::migration::state::coordinator::LocalRegister;
+use customer_kv_migration::migration::state::phase_record::PhaseState;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::routes::route;
 use customer_kv_migration::store::budget::PLATFORM_OPERATION_CAP;
+use customer_kv_migration::store::StoreName;
 use customer_kv_migration::store::{
     KvStore, ListPage, MemoryStore, PutOptions, StoreResult, StoredValue, Stores,
 };
-use customer_kv_migration::writes::local::LocalWriters;
-use customer_kv_migration::writes::object::ObjectClock;
+use customer_kv_migration::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest, Holder};
+use customer_kv_migration::writes::local::{LocalWriters, ObjectCalls};
+use customer_kv_migration::writes::memo::{Memo, MemoryMemo, Remembered, Waiter};
+use customer_kv_migration::writes::object::{self, ObjectClock, Reply, WriteRequest};
+use customer_kv_migration::writes::Writers;
 use serde_json::{json, Value};
 
 fn main() {
@@ -48,8 +57,21 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(String::as_str);
+    // `--before FILE`: the `--only kv` output of the build before the objects, shown
+    // beside this build's counts.
+    let before = args
+        .iter()
+        .position(|a| a == "--before")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    // `--json FILE`: the counts of section 1 as JSON (scripts/bench/cost.mjs reads them).
+    let json_out = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
     if matches!(only, None | Some("kv")) {
-        kv_per_request();
+        kv_per_request(before, json_out);
     }
     if matches!(only, None | Some("backfill")) {
         backfill_cost(&backfill_keys);
@@ -62,11 +84,14 @@ fn main() {
 // ---------------------------------------------------------------------------------------
 // 1. KV operations per request
 
-/// A store that logs every operation (`old get customer_c1`), sharing one log.
+/// A store that logs every operation (`old get customer_c1`), sharing one log. `place`
+/// names where the operation runs when that is known: `C:` in the customer's object,
+/// `E:` in the email's, nothing in the worker.
 struct Logged<'a> {
     name: &'static str,
     inner: &'a MemoryStore,
     log: &'a RefCell<Vec<String>>,
+    place: &'a Cell<&'static str>,
 }
 
 impl Logged<'_> {
@@ -78,7 +103,132 @@ impl Logged<'_> {
         };
         self.log
             .borrow_mut()
-            .push(format!("{} {op} {key}", self.name));
+            .push(format!("{}{} {op} {key}", self.place.get(), self.name));
+    }
+}
+
+/// An object's storage operations (`ctx.storage` get and put/delete in production: about
+/// one SQLite row read or written each, billed as such).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct StorageOps {
+    reads: u32,
+    writes: u32,
+}
+
+/// An object's memory that counts its storage operations.
+struct CountedMemo<'a> {
+    inner: &'a MemoryMemo,
+    ops: &'a Cell<StorageOps>,
+}
+
+impl CountedMemo<'_> {
+    fn read(&self) {
+        let mut ops = self.ops.get();
+        ops.reads += 1;
+        self.ops.set(ops);
+    }
+    fn write(&self) {
+        let mut ops = self.ops.get();
+        ops.writes += 1;
+        self.ops.set(ops);
+    }
+}
+
+impl Memo for CountedMemo<'_> {
+    async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>> {
+        self.read();
+        self.inner.recall(store, key).await
+    }
+    async fn remember(&self, store: StoreName, key: &str, entry: Remembered) -> StoreResult<()> {
+        self.write();
+        self.inner.remember(store, key, entry).await
+    }
+    async fn recall_phase(&self) -> StoreResult<Option<PhaseState>> {
+        self.read();
+        self.inner.recall_phase().await
+    }
+    async fn remember_phase(&self, record: &PhaseState) -> StoreResult<()> {
+        self.write();
+        self.inner.remember_phase(record).await
+    }
+    async fn recall_holder(&self) -> StoreResult<Option<Holder>> {
+        self.read();
+        self.inner.recall_holder().await
+    }
+    async fn remember_holder(&self, holder: Option<&Holder>) -> StoreResult<()> {
+        self.write();
+        self.inner.remember_holder(holder).await
+    }
+}
+
+/// The objects as `LocalWriters` runs them (the same `object::run` and `claims::run`, one
+/// memory per object name; no lock, as one request runs at a time here), but counting
+/// their storage operations and marking the KV operations each object makes.
+struct CountingWriters<'a, S> {
+    stores: &'a Stores<S>,
+    customers: RefCell<HashMap<String, Rc<MemoryMemo>>>,
+    emails: RefCell<HashMap<String, Rc<MemoryMemo>>>,
+    calls: Cell<ObjectCalls>,
+    storage: Cell<StorageOps>,
+    place: &'a Cell<&'static str>,
+    clock: ObjectClock,
+    hold_ms: u64,
+}
+
+impl<S: KvStore> Writers for CountingWriters<'_, S> {
+    async fn write(&self, id: &CustomerId, request: WriteRequest) -> Reply {
+        let mut calls = self.calls.get();
+        calls.customer += 1;
+        self.calls.set(calls);
+        let memo = self
+            .customers
+            .borrow_mut()
+            .entry(id.as_str().to_owned())
+            .or_default()
+            .clone();
+        let counted = CountedMemo {
+            inner: &memo,
+            ops: &self.storage,
+        };
+        let outer = self.place.replace("C:");
+        let reply = object::run(self.stores, &counted, (self, self), id, request, self.clock).await;
+        self.place.set(outer);
+        reply
+    }
+}
+
+impl<S> Waiter for CountingWriters<'_, S> {
+    async fn wait_until(&self, at_ms: u64) -> u64 {
+        at_ms.max(self.clock.now_ms)
+    }
+}
+
+impl<S: KvStore> ClaimSender for CountingWriters<'_, S> {
+    async fn send(&self, request: EmailRequest) -> Result<ClaimAnswer, Error> {
+        let mut calls = self.calls.get();
+        calls.email += 1;
+        self.calls.set(calls);
+        let memo = self
+            .emails
+            .borrow_mut()
+            .entry(request.hash.clone())
+            .or_default()
+            .clone();
+        let counted = CountedMemo {
+            inner: &memo,
+            ops: &self.storage,
+        };
+        let outer = self.place.replace("E:");
+        let answer = claims::run(
+            self.stores,
+            &counted,
+            self,
+            request,
+            (self.clock, self.hold_ms),
+        )
+        .await;
+        self.place.set(outer);
+        answer
     }
 }
 
@@ -122,52 +272,123 @@ fn seed_both(world: &World) {
     }
 }
 
-/// Sends one request through the real pipeline and returns its status and KV log.
+/// What one request cost: its status, its KV operations in order (marked with where they
+/// ran), the requests the objects were sent and the objects' storage operations.
+struct Measured {
+    status: u16,
+    log: Vec<String>,
+    calls: ObjectCalls,
+    storage: StorageOps,
+}
+
+/// Sends one request through the real pipeline, twice, each time in a fresh world from
+/// `world`: once through `LocalWriters` (the objects every test runs, counting their
+/// requests in `World::objects`), once through `CountingWriters` (the same object code,
+/// counting storage operations and marking where each KV operation ran). The two must
+/// agree on the status, every KV operation and the object requests.
 fn logged_request(
-    world: &World,
+    world: impl Fn() -> World,
     method: &str,
     path: &str,
     body: Option<Value>,
-) -> (u16, Vec<String>) {
-    let log = RefCell::new(Vec::new());
-    let stores = Stores {
-        old: Logged {
-            name: "old",
-            inner: &world.stores.old,
-            log: &log,
-        },
-        new: Logged {
-            name: "new",
-            inner: &world.stores.new,
-            log: &log,
-        },
+) -> Measured {
+    let send = |world: &World, counting: bool| {
+        let log = RefCell::new(Vec::new());
+        let place = Cell::new("");
+        let stores = Stores {
+            old: Logged {
+                name: "old",
+                inner: &world.stores.old,
+                log: &log,
+                place: &place,
+            },
+            new: Logged {
+                name: "new",
+                inner: &world.stores.new,
+                log: &log,
+                place: &place,
+            },
+        };
+        let register = LocalRegister {
+            new_store: &stores.new,
+            default_phase: world.config.default_phase,
+            cell: &world.register,
+        };
+        let clock = ObjectClock::of(&world.config, world.now_ms);
+        let hold_ms = world.config.pass_delay_ms();
+        let mut request = ApiRequest::new(Method::parse(method), path);
+        request.authorization = Some(format!("Bearer {}", service()));
+        request.body = body
+            .as_ref()
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        world.objects.reset_calls();
+        if counting {
+            let writers = CountingWriters {
+                stores: &stores,
+                customers: RefCell::default(),
+                emails: RefCell::default(),
+                calls: Cell::default(),
+                storage: Cell::default(),
+                place: &place,
+                clock,
+                hold_ms,
+            };
+            let app = App {
+                stores: &stores,
+                register: &register,
+                writers: &writers,
+                config: &world.config,
+                phase_cache: &world.cache,
+                now_ms: world.now_ms,
+            };
+            let status = block_on(handle(&app, &request)).response.status;
+            let (calls, storage) = (writers.calls.get(), writers.storage.get());
+            Measured {
+                status,
+                log: log.into_inner(),
+                calls,
+                storage,
+            }
+        } else {
+            let writers = LocalWriters {
+                stores: &stores,
+                cells: &world.objects,
+                clock,
+                hold_ms,
+            };
+            let app = App {
+                stores: &stores,
+                register: &register,
+                writers: &writers,
+                config: &world.config,
+                phase_cache: &world.cache,
+                now_ms: world.now_ms,
+            };
+            let status = block_on(handle(&app, &request)).response.status;
+            Measured {
+                status,
+                log: log.into_inner(),
+                calls: world.objects.calls(),
+                storage: StorageOps::default(),
+            }
+        }
     };
-    let register = LocalRegister {
-        new_store: &stores.new,
-        default_phase: world.config.default_phase,
-        cell: &world.register,
-    };
-    let writers = LocalWriters {
-        stores: &stores,
-        cells: &world.objects,
-        clock: ObjectClock::of(&world.config, world.now_ms),
-        hold_ms: world.config.pass_delay_ms(),
-    };
-    let app = App {
-        stores: &stores,
-        register: &register,
-        writers: &writers,
-        config: &world.config,
-        phase_cache: &world.cache,
-        now_ms: world.now_ms,
-    };
-    let mut request = ApiRequest::new(Method::parse(method), path);
-    request.authorization = Some(format!("Bearer {}", service()));
-    request.body = body
-        .map(|b| serde_json::to_vec(&b).unwrap())
-        .unwrap_or_default();
-    let status = block_on(handle(&app, &request)).response.status;
-    (status, log.into_inner())
+    let plain = send(&world(), false);
+    let counted = send(&world(), true);
+    let unmarked: Vec<String> = counted
+        .log
+        .iter()
+        .map(|l| {
+            l.trim_start_matches("C:")
+                .trim_start_matches("E:")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(plain.status, counted.status, "{method} {path}");
+    assert_eq!(plain.log, unmarked, "{method} {path}");
+    assert_eq!(plain.calls, counted.calls, "{method} {path}");
+    counted
 }
 
 #[derive(Clone, Copy)]
@@ -180,7 +401,7 @@ impl Cost {
     fn of(log: &[String]) -> Self {
         let count = |ops: &[&str]| {
             log.iter()
-                .filter(|l| ops.contains(&l.split(' ').nth(1).unwrap()))
+                .filter(|l| l.split(' ').any(|word| ops.contains(&word)))
                 .count() as u32
         };
         Self {
@@ -236,58 +457,145 @@ fn explanation(endpoint: &str, phase: Phase) -> &'static str {
              needs; no read-repair in phase 4, whose writers skip the old store"
         }
         ("create", _) if falls_back => {
-            "+2r: reads fall back to the old store, so the id and the email must each be \
+            "+2r: reads fall back to the old store, so the id (in the customer's object) and \
+             the email (in the email's object, which then writes the mapping) must each be \
              proved free in both stores"
         }
         ("create", _) => {
-            "+1r: a mapping the read store lacks is looked up in the other store (a write \
-             that reached only one store must still find its customer), so a free email \
-             costs a read in each store"
+            "+1r: the email's object looks a mapping the read store lacks up in the other \
+             store (a write that reached only one store must still find its customer), so a \
+             free email costs a read in each store"
         }
         ("update with email change", _) => {
-            "+1r: the new email is proved free in both stores (as for create); +1r: the old \
-             mapping is read and removed only if it still points to this customer (legacy \
-             data has emails two customers claim)"
+            "+1r: the new email's object proves it free in both stores (as for create); +1r: \
+             the old email's object, releasing it, reads the old mapping and removes it only \
+             if it still points to this customer (legacy data has emails two customers claim)"
         }
         ("delete", _) => {
-            "+1r: the mapping is read and removed only if it points to this customer (legacy \
-             data has emails two customers claim)"
+            "+1r: the email's object, releasing the email, reads the mapping and removes it \
+             only if it points to this customer (legacy data has emails two customers claim)"
         }
         _ => "see the sequence below",
     }
 }
 
-fn kv_per_request() {
-    println!("## 1. KV operations per request\n");
+/// The seeded world of one phase: `c1` (with its mapping) in both stores, `c2` only in the
+/// old store.
+fn seeded_world(phase: Phase) -> World {
+    let world = cached_world(phase);
+    seed_both(&world);
+    world.stores.old.insert(
+        "customer_c2",
+        br#"{"customerId":"c2","updatedAt":"2024-01-01T00:00:00Z"}"#,
+        Default::default(),
+    );
+    world
+}
+
+const ENDPOINTS: [&str; 7] = [
+    "read hit",
+    "fallback read",
+    "by-email read",
+    "create",
+    "update",
+    "update with email change",
+    "delete",
+];
+
+/// Durable Object requests: `· 1 DO` (customer's object only), `· 2 DO` (and the email's).
+fn objects_cell(calls: ObjectCalls) -> String {
+    match calls.customer + calls.email {
+        0 => String::new(),
+        n => format!(" · {n} DO"),
+    }
+}
+
+/// The KV operations of every request in a previous `--only kv` output (its table of
+/// exact sequences), by phase number and endpoint: `--before FILE` puts them beside this
+/// build's.
+fn before_sequences(file: &str) -> HashMap<(u8, String), Vec<String>> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut sequences = HashMap::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (Some(phase), Some(endpoint), Some(ops)) = (
+            cells.get(1).and_then(|c| c.parse::<u8>().ok()),
+            cells.get(2),
+            cells.get(3),
+        ) else {
+            continue;
+        };
+        let is_op = |op: &str| {
+            ["old ", "new ", "C:", "E:"]
+                .iter()
+                .any(|p| op.starts_with(p))
+        };
+        if ENDPOINTS.contains(endpoint) && is_op(ops) {
+            let log = ops.split(" → ").map(str::to_owned).collect();
+            sequences.insert((phase, (*endpoint).to_owned()), log);
+        }
+    }
+    sequences
+}
+
+/// KV operations by price class: reads (get, and each key of a bulk get), lists, writes
+/// (put) and deletes.
+#[derive(Default)]
+struct Priced {
+    reads: u32,
+    lists: u32,
+    writes: u32,
+    deletes: u32,
+}
+
+impl Priced {
+    fn of(log: &[String]) -> Self {
+        let mut priced = Self::default();
+        for op in log {
+            let words: Vec<&str> = op.split(' ').collect();
+            match words.get(1).copied() {
+                Some("get") => priced.reads += 1,
+                Some("get_many") => priced.reads += words[2].parse::<u32>().unwrap_or(1),
+                Some("list") => priced.lists += 1,
+                Some("put") => priced.writes += 1,
+                Some("delete") => priced.deletes += 1,
+                _ => {}
+            }
+        }
+        priced
+    }
+    fn json(&self) -> Value {
+        json!({ "reads": self.reads, "lists": self.lists, "writes": self.writes, "deletes": self.deletes })
+    }
+}
+
+fn kv_per_request(before: Option<&str>, json_out: Option<&str>) {
+    println!("## 1. KV operations and Durable Object requests per request\n");
     println!(
         "Counted exactly by logging every operation the real request pipeline makes on \
          in-memory stores, with the phase already cached in the isolate (the steady state: \
          the phase costs one read per isolate every `PHASE_CACHE_SECONDS`). `r` = reads \
-         (get, bulk get, list), `w` = writes (put, delete). The floor is the least any \
-         implementation of the design could do in that phase.\n"
+         (get, bulk get, list), `w` = writes (put, delete), counted wherever they run: in \
+         the worker, in the customer's object or in the email's. `· n DO` = Durable Object \
+         requests the request causes (each one billed request: the customer's object for \
+         every write, plus the email's object for each claim or release of an email; \
+         `World::objects.calls()`). The floor is the least any implementation of the design \
+         could do in that phase, in KV operations. The objects moved the KV operations of \
+         every write from the worker into the objects (the record's into the customer's, \
+         the mapping's into the email's: the claim checks and writes the mapping, the \
+         release reads and removes it) without changing their number: each write costs \
+         the KV operations it cost before (see the comparison below). An object that wrote \
+         a key less than `KV_CONSISTENCY_WINDOW_SECONDS` + `PHASE_SETTLE_MARGIN_SECONDS` \
+         ago reads it from its own memory instead of KV, so a customer written again \
+         within that time costs one KV read fewer (and a storage read instead); the \
+         figures here are a customer's first write.\n"
     );
-    let endpoints = [
-        "read hit",
-        "fallback read",
-        "by-email read",
-        "create",
-        "update",
-        "update with email change",
-        "delete",
-    ];
-    let mut rows = Vec::new(); // (phase, endpoint, cost, floor, log)
+    let mut rows = Vec::new(); // (phase, endpoint, cost, floor, measured)
     for phase in Phase::ALL {
-        for endpoint in endpoints {
+        for endpoint in ENDPOINTS {
             if endpoint == "fallback read" && !phase.falls_back() {
                 continue;
             }
-            let world = cached_world(phase);
-            seed_both(&world);
-            world.stores.old.insert(
-                "customer_c2",
-                br#"{"customerId":"c2","updatedAt":"2024-01-01T00:00:00Z"}"#,
-                Default::default(),
-            );
             let (method, path, body, expect) = match endpoint {
                 "read hit" => ("GET", "/customer/c1", None, 200),
                 "fallback read" => ("GET", "/customer/c2", None, 200),
@@ -313,27 +621,28 @@ fn kv_per_request() {
                 "delete" => ("DELETE", "/customer/c1", None, 200),
                 _ => unreachable!(),
             };
-            let (status, log) = logged_request(&world, method, path, body);
-            assert_eq!(status, expect, "{phase:?} {endpoint}");
-            let cost = Cost::of(&log);
-            rows.push((phase, endpoint, cost, floor(endpoint, phase), log));
+            let measured = logged_request(|| seeded_world(phase), method, path, body);
+            assert_eq!(measured.status, expect, "{phase:?} {endpoint}");
+            let cost = Cost::of(&measured.log);
+            rows.push((phase, endpoint, cost, floor(endpoint, phase), measured));
         }
     }
+    let find = |phase: Phase, e: &str| rows.iter().find(|r| r.0 == phase && r.1 == e);
 
     print!("| phase |");
-    for e in endpoints {
+    for e in ENDPOINTS {
         print!(" {e} |");
     }
     println!();
-    println!("|---|{}", "---|".repeat(endpoints.len()));
+    println!("|---|{}", "---|".repeat(ENDPOINTS.len()));
     for phase in Phase::ALL {
         print!("| {} `{}` |", phase.number(), phase.name());
-        for e in endpoints {
-            match rows.iter().find(|r| r.0 == phase && r.1 == e) {
-                Some((_, _, cost, floor, _)) if cost.total() > floor.total() => {
-                    print!(" **{cost}** (floor {floor}) |")
+        for e in ENDPOINTS {
+            match find(phase, e) {
+                Some((_, _, cost, floor, m)) if cost.total() > floor.total() => {
+                    print!(" **{cost}** (floor {floor}){} |", objects_cell(m.calls))
                 }
-                Some((_, _, cost, _, _)) => print!(" {cost} (= floor) |"),
+                Some((_, _, cost, _, m)) => print!(" {cost} (= floor){} |", objects_cell(m.calls)),
                 None => print!(" – |"),
             }
         }
@@ -350,14 +659,135 @@ fn kv_per_request() {
             );
         }
     }
+
+    println!("\n### The objects: requests, storage and where the KV operations run\n");
     println!(
-        "\n<details><summary>The exact sequence of KV operations of every request</summary>\n"
+        "Per request: Durable Object requests (customer's object + email's object); the \
+         objects' own storage operations (`ctx.storage` gets and puts: their memory of \
+         each key they wrote, the newest phase record, an email's holder; in production \
+         each is about one SQLite row read or written, billed as such), counted by wrapping \
+         the objects' memory; and how many of the request's KV operations run in the \
+         worker / the customer's object / the email's object. Each row starts from objects \
+         with an empty memory (a customer's first write since the objects began): a \
+         customer object that already holds the phase record skips one storage write.\n"
+    );
+    println!("| phase | request | DO requests (customer + email) | object storage reads / writes | KV ops in worker / customer's object / email's object |");
+    println!("|---|---|---|---|---|");
+    for (phase, endpoint, _, _, m) in &rows {
+        if m.calls.customer + m.calls.email == 0 {
+            continue;
+        }
+        let at = |place: &str| {
+            Cost::of(
+                &m.log
+                    .iter()
+                    .filter(|l| match place {
+                        "" => !l.starts_with("C:") && !l.starts_with("E:"),
+                        p => l.starts_with(p),
+                    })
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        };
+        println!(
+            "| {} | {endpoint} | {} + {} | {} / {} | {} / {} / {} |",
+            phase.number(),
+            m.calls.customer,
+            m.calls.email,
+            m.storage.reads,
+            m.storage.writes,
+            at(""),
+            at("C:"),
+            at("E:"),
+        );
+    }
+    println!(
+        "\nReads (read hit, fallback read, by-email read) send no object a request and touch \
+         no object storage, in every phase.\n"
+    );
+
+    if let Some(file) = before {
+        let old: HashMap<(u8, String), String> = before_sequences(file)
+            .into_iter()
+            .map(|(k, log)| (k, Cost::of(&log).to_string()))
+            .collect();
+        if !old.is_empty() {
+            let commit = std::env::var("BENCH_BEFORE_COMMIT").unwrap_or_else(|_| "before".into());
+            println!("### Before and after the objects\n");
+            println!(
+                "KV operations per request of the build before the objects (commit {commit}, \
+                 its own `cargo bench --bench native -- --only kv` run in the same benchmark \
+                 run) → this build. Bold: changed. The build before sent no Durable Object \
+                 request for any of these.\n"
+            );
+            print!("| phase |");
+            for e in ENDPOINTS {
+                print!(" {e} |");
+            }
+            println!();
+            println!("|---|{}", "---|".repeat(ENDPOINTS.len()));
+            for phase in Phase::ALL {
+                print!("| {} `{}` |", phase.number(), phase.name());
+                for e in ENDPOINTS {
+                    match (old.get(&(phase.number(), e.to_owned())), find(phase, e)) {
+                        (Some(was), Some((_, _, cost, _, m))) if *was == cost.to_string() => {
+                            print!(" {was} → {cost}{} |", objects_cell(m.calls))
+                        }
+                        (Some(was), Some((_, _, cost, _, m))) => {
+                            print!(" **{was} → {cost}**{} |", objects_cell(m.calls))
+                        }
+                        (None, Some((_, _, cost, _, m))) => {
+                            print!(" ? → {cost}{} |", objects_cell(m.calls))
+                        }
+                        _ => print!(" – |"),
+                    }
+                }
+                println!();
+            }
+            println!();
+        }
+    }
+
+    println!(
+        "\n<details><summary>The exact sequence of KV operations of every request (`C:` in \
+         the customer's object, `E:` in the email's)</summary>\n"
     );
     println!("| phase | request | operations, in order |\n|---|---|---|");
-    for (phase, endpoint, _, _, log) in &rows {
-        println!("| {} | {endpoint} | {} |", phase.number(), log.join(" → "));
+    for (phase, endpoint, _, _, m) in &rows {
+        println!(
+            "| {} | {endpoint} | {} |",
+            phase.number(),
+            m.log.join(" → ")
+        );
     }
     println!("\n</details>\n");
+
+    // `--json FILE`: every count, and the build before's, for the cost section.
+    if let Some(file) = json_out {
+        let old = before.map(before_sequences).unwrap_or_default();
+        let unmark = |l: &String| {
+            l.trim_start_matches("C:")
+                .trim_start_matches("E:")
+                .to_owned()
+        };
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|(phase, endpoint, _, _, m)| {
+                let log: Vec<String> = m.log.iter().map(unmark).collect();
+                json!({
+                    "phase": phase.number(),
+                    "endpoint": endpoint,
+                    "kv": Priced::of(&log).json(),
+                    "objects": { "customer": m.calls.customer, "email": m.calls.email },
+                    "storage": { "reads": m.storage.reads, "writes": m.storage.writes },
+                    "before": old
+                        .get(&(phase.number(), (*endpoint).to_owned()))
+                        .map(|log| Priced::of(log).json()),
+                })
+            })
+            .collect();
+        std::fs::write(file, serde_json::to_string_pretty(&rows).unwrap()).unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -5,14 +5,21 @@
 #   2. backfill cost on 10,000 and 100,000 synthetic legacy keys (native count), plus one
 #      run of the built worker in workerd;
 #   3. throughput and latency under `wrangler dev` with wrk, the product against the
-#      minimal worker in scripts/bench/minimal-worker/, alternating;
+#      minimal worker in scripts/bench/minimal-worker/ (and, with --before, the build of
+#      another commit), alternating;
 #   4. wasm size and dev-server start-up, for both workers;
-#   5. the CPU time of the request hot path (native).
+#   5. the CPU time of the request hot path (native);
+#   6. the cost at list price per million requests: KV, and the Durable Objects' requests,
+#      storage and (estimated) duration (scripts/bench/cost.mjs), before and after.
 # Not part of the test command: timings are not assertions. Takes about 10 minutes and
 # stops by itself (every load run is bounded; the whole workerd part by BENCH_TIME_LIMIT_S).
 #
 # Options: --quick   short runs (1 round of 3 s, 2,000 keys in workerd) to try the harness
 #          --out F   where to write (default BENCHMARKS.md)
+#          --before DIR  a git worktree of the commit to compare against (e.g.
+#                    `git worktree add --detach ../before-wt a023145`): built there (with
+#                    CARGO_TARGET_DIR=$BEFORE_CARGO_TARGET_DIR if set), its KV counts and
+#                    its worker measured in the same run, side by side with this build's
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -20,10 +27,12 @@ export PATH="$HOME/.cargo/bin:$PATH"
 command_line="bash scripts/bench/run.sh${*:+ $*}"
 out=BENCHMARKS.md
 quick=0
+before=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1; shift ;;
     --out) out=$2; shift 2 ;;
+    --before) before=$(cd "$2" && pwd); shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -38,6 +47,15 @@ fi
 
 say "building the worker"
 bash scripts/build.sh >/dev/null 2>&1 || bash scripts/build.sh
+if [ -n "$before" ]; then
+  say "building the worker in $before ($(git -C "$before" rev-parse --short HEAD))"
+  [ -d "$before/node_modules" ] || cp -a node_modules "$before/"
+  (
+    cd "$before"
+    [ -z "${BEFORE_CARGO_TARGET_DIR:-}" ] || export CARGO_TARGET_DIR=$BEFORE_CARGO_TARGET_DIR
+    bash scripts/build.sh >/dev/null 2>&1 || bash scripts/build.sh
+  )
+fi
 
 dir=target/bench
 mkdir -p "$dir"
@@ -45,18 +63,31 @@ mkdir -p "$dir"
 say "native figures (cargo bench --bench native)"
 cargo bench --bench native --no-run 2>/dev/null || cargo bench --bench native --no-run
 if [ "$quick" = 1 ]; then keys=10000; else keys=10000,100000; fi
-cargo bench -q --bench native -- --only kv > "$dir/kv.md"
+kv_before=()
+if [ -n "$before" ]; then
+  (
+    cd "$before"
+    [ -z "${BEFORE_CARGO_TARGET_DIR:-}" ] || export CARGO_TARGET_DIR=$BEFORE_CARGO_TARGET_DIR
+    cargo bench -q --bench native -- --only kv
+  ) > "$dir/kv-before.md"
+  kv_before=(--before "$dir/kv-before.md")
+  export BENCH_BEFORE_COMMIT=$(git -C "$before" rev-parse --short HEAD)
+fi
+cargo bench -q --bench native -- --only kv "${kv_before[@]}" --json "$dir/kv.json" > "$dir/kv.md"
 cargo bench -q --bench native -- --only backfill --backfill-keys "$keys" > "$dir/backfill-native.md"
 cargo bench -q --bench native -- --only hot > "$dir/hot.md"
 
 say "workerd figures (wrangler dev, wrk, Miniflare)"
+before_dir=()
+[ -z "$before" ] || before_dir=(--before-dir "$before")
 if [ "$quick" = 1 ]; then
   BENCH_TIME_LIMIT_S=900 timeout 960 node scripts/bench/workerd.mjs --out-dir "$dir" \
-    --rounds 1 --duration 3 --backfill-keys 2000 --starts 1
+    --rounds 1 --duration 3 --backfill-keys 2000 --starts 1 --sequential 20 "${before_dir[@]}"
 else
   BENCH_TIME_LIMIT_S=1800 timeout 1860 node scripts/bench/workerd.mjs --out-dir "$dir" \
-    --rounds 3 --duration 10 --backfill-keys 10000 --starts 3
+    --rounds 3 --duration 10 --backfill-keys 10000 --starts 3 --sequential 100 "${before_dir[@]}"
 fi
+node scripts/bench/cost.mjs --out-dir "$dir" > "$dir/cost.md"
 
 say "writing $out"
 version_of() { node -p "require('./node_modules/$1/package.json').version"; }
@@ -72,6 +103,7 @@ version_of() { node -p "require('./node_modules/$1/package.json').version"; }
   echo "|---|---|"
   echo "| date | $(date -u +%Y-%m-%dT%H:%MZ) |"
   echo "| commit | $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (with local changes)') |"
+  [ -z "$before" ] || echo "| compared with (\"before\") | $(git -C "$before" rev-parse --short HEAD)$(git -C "$before" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (with local changes)'), built from its own worktree in this run |"
   echo "| CPU | $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores available |"
   echo "| memory | $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) |"
   echo "| load average at start | $(cut -d' ' -f1-3 /proc/loadavg) |"
@@ -83,7 +115,7 @@ version_of() { node -p "require('./node_modules/$1/package.json').version"; }
   echo "| wrk | $(wrk --version 2>&1 | head -1 | awk '{print $2}') |"
   echo
   echo "The machine is shared and small: absolute figures are noisy and far below what the"
-  echo "platform gives; the ratios between the two workers, measured in the same run and"
+  echo "platform gives; the ratios between the workers, measured in the same run and"
   echo "alternating, are the comparable figures."
   echo
   cat "$dir/kv.md"
@@ -100,5 +132,7 @@ version_of() { node -p "require('./node_modules/$1/package.json').version"; }
   echo
   cat "$dir/hot.md"
   cat scripts/bench/notes-writes.md
+  echo
+  cat "$dir/cost.md"
 } > "$out"
 say "wrote $out"

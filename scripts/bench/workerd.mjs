@@ -4,13 +4,20 @@
 //     the cron fired until the backfill is done, each run's report collected;
 //   - start-up: time from spawning `wrangler dev` to the first answered request, for the
 //     product's worker and the minimal worker, alternating;
-//   - load: `wrk` against both workers under `wrangler dev`, in the same run, alternating
-//     round by round (read hit, fallback read and update in phase 3), with ratios.
+//   - load: `wrk` against the workers under `wrangler dev`, in the same run, alternating
+//     round by round (read hit, fallback read, update of many customers, update of one
+//     customer, in phase 3), with ratios: this build ("after"), the minimal worker, and
+//     with --before-dir the build of another commit ("before", e.g. the one before the
+//     customers' and emails' Durable Objects);
+//   - unloaded latency: sequential requests (read hit, update, create with an email) to
+//     each product build, from which the time a write spends in its objects is estimated.
 // Writes Markdown fragments (backfill.md, load.md, size.md) and results.json to --out-dir.
 // Loads only 127.0.0.1; every step is time-bounded (BENCH_TIME_LIMIT_S, default 1800).
 //
 // Options: --out-dir DIR  --duration S (per wrk run, 10)  --rounds N (3)  --connections C (8)
 //          --backfill-keys N (10000; 0 skips)  --starts N (3)
+//          --before-dir DIR (a built worktree of the commit to compare; its wrangler.toml
+//          decides which Durable Object bindings it gets)  --sequential N (100)
 
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -36,8 +43,12 @@ const { values: opt } = parseArgs({
     connections: { type: "string", default: "8" },
     "backfill-keys": { type: "string", default: "10000" },
     starts: { type: "string", default: "3" },
+    "before-dir": { type: "string" },
+    sequential: { type: "string", default: "100" },
   },
 });
+const BEFORE_DIR = opt["before-dir"] ? resolve(opt["before-dir"]) : undefined;
+const SEQUENTIAL = Number(opt.sequential);
 const DURATION = Number(opt.duration);
 const ROUNDS = Number(opt.rounds);
 const CONNECTIONS = Number(opt.connections);
@@ -58,6 +69,40 @@ const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
+
+const percentile = (xs, q) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+};
+/** The workers in round `i`'s order: rotated by one each round. */
+const rotate = (xs, i) => xs.map((_, j) => xs[(i + j) % xs.length]);
+
+/** The short commit of --before-dir. */
+function beforeCommit() {
+  return execFileSync("git", ["-C", BEFORE_DIR, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+}
+
+/**
+ * The bench worker's configuration for the build in --before-dir: this build's
+ * scripts/bench/worker/wrangler.toml without its Durable Object sections, serving that
+ * build's shim, with the Durable Object bindings and migrations of that commit's own
+ * wrangler.toml (before the customers' objects: COORDINATOR only).
+ */
+function beforeConfig() {
+  const sections = (text) => text.split(/^(?=\[)/m);
+  const isObjects = (section) => /^\[\[(durable_objects\.bindings|migrations)\]\]/.test(section);
+  const mine = sections(readFileSync(join(BENCH, "worker/wrangler.toml"), "utf8")).filter((x) => !isObjects(x));
+  const theirs = sections(readFileSync(join(BEFORE_DIR, "wrangler.toml"), "utf8")).filter(isObjects);
+  const text = [...mine, ...theirs]
+    .join("")
+    .replace(/^# The coordinator and the objects[^\n]*\n#[^\n]*\n/m, "")
+    .replace(/^name = .*$/m, 'name = "customer-kv-bench-before"')
+    .replace(/^main = .*$/m, `main = ${JSON.stringify(join(BEFORE_DIR, "build/worker/shim.mjs"))}`);
+  mkdirSync(OUT, { recursive: true });
+  const file = join(OUT, "before-wrangler.toml");
+  writeFileSync(file, text);
+  return file;
+}
 
 // ---------------------------------------------------------------- seeding
 
@@ -276,9 +321,9 @@ function cpuSeconds(pids) {
  * One wrk run, bounded in time. Asynchronous on purpose: while it runs, this process must
  * keep reading the dev servers' output, or a full pipe would stall them.
  */
-function wrk(url, mode, token, first, count, duration) {
+function wrk(url, mode, token, first, count, duration, timeoutS = 5) {
   const args = [
-    "-t1", `-c${CONNECTIONS}`, `-d${duration}s`, "--timeout", "5s",
+    "-t1", `-c${CONNECTIONS}`, `-d${duration}s`, "--timeout", `${timeoutS}s`,
     "-s", join(BENCH, "wrk.lua"), url, "--", mode, token, String(first), String(count),
   ];
   return new Promise((resolvePromise, reject) => {
@@ -286,7 +331,7 @@ function wrk(url, mode, token, first, count, duration) {
     let text = "";
     child.stdout.on("data", (c) => (text += c));
     child.stderr.on("data", (c) => (text += c));
-    const timer = setTimeout(() => child.kill("SIGKILL"), (duration + 20) * 1000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), (duration + timeoutS + 20) * 1000);
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       const line = text.split("\n").find((l) => l.startsWith("BENCH_JSON "));
@@ -322,17 +367,21 @@ async function main() {
     backfill = await backfillInWorkerd(backfillKeys);
   }
 
-  // Seeding both workers' local stores identically.
+  // Seeding every worker's local store identically.
   const secret = randomBytes(32).toString("hex");
   const token = mintToken({ secret, sub: "bench-service", role: "service", ttl: 6 * 3600 });
   const customers = READ_POOL + ROUNDS * FALLBACK_PER_ROUND;
   const entries = loadData(customers);
   const workers = [
-    { name: "product", config: join(BENCH, "worker/wrangler.toml"), port: 8791, inspector: 9291, vars: [`JWT_SECRET:${secret}`] },
-    { name: "minimal", config: join(BENCH, "minimal-worker/wrangler.toml"), port: 8792, inspector: 9292, vars: [] },
+    { name: "product", label: "after (this build)", config: join(BENCH, "worker/wrangler.toml"), port: 8791, inspector: 9291, vars: [`JWT_SECRET:${secret}`] },
+    { name: "minimal", label: "minimal JS", config: join(BENCH, "minimal-worker/wrangler.toml"), port: 8792, inspector: 9292, vars: [] },
   ];
+  if (BEFORE_DIR) {
+    workers.push({ name: "before", label: `before (${beforeCommit()})`, config: beforeConfig(), port: 8793, inspector: 9293, vars: [`JWT_SECRET:${secret}`] });
+  }
+  const products = workers.filter((w) => w.name !== "minimal");
   {
-    // Seeded once, then copied: both workers start from identical stores.
+    // Seeded once, then copied: every worker starts from identical stores.
     const t0 = Date.now();
     await seedState(join(STATE, "seed"), entries);
     log(`seeded ${entries.length} keys in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -346,7 +395,7 @@ async function main() {
   // 4. Start-up, alternating; the last start of each stays up for the load.
   for (const w of workers) w.starts = [];
   for (let i = 0; i < STARTS; i++) {
-    for (const w of i % 2 ? [...workers].reverse() : workers) {
+    for (const w of rotate(workers, i)) {
       const server = startServer(w.name, w.config, w.state, w.port, w.inspector, w.vars);
       w.starts.push(await firstAnswer(server));
       log(`${w.name}: first answer after ${w.starts.at(-1).toFixed(0)} ms`);
@@ -355,34 +404,81 @@ async function main() {
     }
   }
 
-  // Sanity: the product answers the pool with the token, in phase 3.
-  {
-    const res = await fetch(`${workers[0].server.url}/customer/cust_000001`, { headers: { authorization: `Bearer ${token}` } });
-    if (res.status !== 200) throw new Error(`product: GET /customer/cust_000001 answered ${res.status} ${await res.text()}`);
-    const health = await (await fetch(`${workers[0].server.url}/health`)).json();
-    if (health.phase !== 3) throw new Error(`product is in phase ${health.phase}, not 3`);
+  // Sanity: each product build answers the pool with the token, in phase 3, and writes.
+  for (const w of products) {
+    const auth = { authorization: `Bearer ${token}` };
+    const res = await fetch(`${w.server.url}/customer/cust_000001`, { headers: auth });
+    if (res.status !== 200) throw new Error(`${w.name}: GET /customer/cust_000001 answered ${res.status} ${await res.text()}`);
+    const health = await (await fetch(`${w.server.url}/health`)).json();
+    if (health.phase !== 3) throw new Error(`${w.name} is in phase ${health.phase}, not 3`);
+    const patch = await fetch(`${w.server.url}/customer/cust_000002`, { method: "PATCH", headers: { ...auth, "content-type": "application/json" }, body: '{"name":"Sanity"}' });
+    if (patch.status !== 200) throw new Error(`${w.name}: PATCH /customer/cust_000002 answered ${patch.status} ${await patch.text()}`);
   }
 
-  // 3. Load: warm-up, then rounds alternating which worker goes first.
+  // 3. Load: warm-up, then rounds rotating which worker goes first.
   for (const w of workers) await wrk(w.server.url, "read", token, 1, READ_POOL, 3);
-  const scenarios = ["read", "fallback", "update"];
+  const scenarios = ["read", "fallback", "update", "update-one"];
   const results = {}; // scenario -> worker -> [runs]
   for (let round = 0; round < ROUNDS; round++) {
     for (const scenario of scenarios) {
-      for (const w of round % 2 ? [...workers].reverse() : workers) {
+      for (const w of rotate(workers, round)) {
         const first = scenario === "fallback" ? READ_POOL + 1 + round * FALLBACK_PER_ROUND : 1;
         const count = scenario === "fallback" ? FALLBACK_PER_ROUND : READ_POOL;
         const pids = processTree(w.server.child.pid);
         const cpuBefore = cpuSeconds(pids);
-        const r = await wrk(w.server.url, scenario, token, first, count, DURATION);
-        r.cpu_ms_per_request = ((cpuSeconds(pids) - cpuBefore) * 1000) / r.requests;
+        // One customer: the object answers one PATCH a second, so a request may queue
+        // behind the other connections' for several seconds.
+        const timeout = scenario === "update-one" ? 30 : 5;
+        const r = await wrk(w.server.url, scenario, token, first, count, DURATION, timeout);
+        r.cpu_ms_per_request = ((cpuSeconds(pids) - cpuBefore) * 1000) / Math.max(1, r.requests);
         if (scenario === "fallback" && r.requests > FALLBACK_PER_ROUND) {
           throw new Error(`fallback pool exhausted (${r.requests} requests): raise BENCH_FALLBACK_PER_ROUND`);
         }
+        // Let the object's queue drain before the next worker's run.
+        if (scenario === "update-one") await sleep(2000);
         ((results[scenario] ??= {})[w.name] ??= []).push(r);
         log(`round ${round + 1} ${scenario} ${w.name}: ${r.rps.toFixed(0)} req/s, p50 ${(r.p50_us / 1000).toFixed(2)} ms, p99 ${(r.p99_us / 1000).toFixed(2)} ms, CPU ${r.cpu_ms_per_request.toFixed(3)} ms/req, errors ${r.errors}`);
       }
     }
+  }
+
+  // Unloaded latency, one request at a time, rotating the product builds request by
+  // request: read hit, update (distinct customers), create with a new email.
+  const sequential = {}; // worker -> kind -> [ms]
+  for (let i = 0; i < SEQUENTIAL; i++) {
+    for (const w of rotate(products, i)) {
+      const s = (sequential[w.name] ??= { read: [], update: [], create: [] });
+      const auth = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+      const id = String(READ_POOL - i).padStart(6, "0");
+      const timed = async (kind, path, init, expect) => {
+        const t0 = performance.now();
+        const res = await fetch(`${w.server.url}${path}`, { headers: auth, ...init });
+        await res.text();
+        if (res.status !== expect) throw new Error(`${w.name} ${kind} ${path}: ${res.status}`);
+        s[kind].push(performance.now() - t0);
+      };
+      await timed("read", `/customer/cust_${id}`, {}, 200);
+      await timed("update", `/customer/cust_${id}`, { method: "PATCH", body: JSON.stringify({ name: `Seq ${i}` }) }, 200);
+      await timed("create", "/customer", { method: "POST", body: JSON.stringify({ customerId: `seq_${i}`, email: `seq${i}@bench.example.com`, name: "Seq" }) }, 201);
+    }
+  }
+  // Concurrent PATCHes of one customer, each setting a field of its own: how many
+  // answered 200, and how many of their fields the record holds afterwards.
+  const merged = {}; // worker -> { ok, kept, slowestMs }
+  for (const w of workers) {
+    const auth = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+    const t0 = performance.now();
+    const answers = await Promise.all(
+      Array.from({ length: CONNECTIONS }, async (_, i) => {
+        const res = await fetch(`${w.server.url}/customer/cust_000003`, { method: "PATCH", headers: auth, body: JSON.stringify({ [`probe${i}`]: i }) });
+        await res.text();
+        return { status: res.status, ms: performance.now() - t0 };
+      }),
+    );
+    const record = JSON.parse(await (await fetch(`${w.server.url}/customer/cust_000003`, { headers: auth })).text());
+    const kept = Array.from({ length: CONNECTIONS }, (_, i) => record[`probe${i}`] === i).filter(Boolean).length;
+    merged[w.name] = { ok: answers.filter((a) => a.status === 200).length, kept, slowestMs: Math.max(...answers.map((a) => a.ms)) };
+    log(`${w.name}: ${CONNECTIONS} concurrent PATCHes, ${merged[w.name].ok} answered 200, ${kept} fields kept`);
   }
   for (const w of workers) await stopServer(w.server);
 
@@ -403,29 +499,75 @@ async function main() {
   }
 
   out = fragments.load;
+  const before = workers.find((w) => w.name === "before");
   md("## 3. Throughput and latency in workerd");
   md();
-  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite), ${ROUNDS} rounds; in each round every scenario runs against both workers back to back, the order alternating round by round. Figures are medians over the rounds. The product runs in phase 3 with a service token; the minimal worker (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the same KV operations, in the same order, with no authentication, validation or error handling. CPU per request is the user and system CPU time of the dev server's processes (wrangler and its workerd, which also runs the local KV) during the run, divided by the requests: the difference between the two workers is the product's own CPU per request. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit).`);
+  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite) and local Durable Objects, ${ROUNDS} rounds; in each round every scenario runs against every worker back to back, the order rotating round by round. Figures are medians over the rounds. The workers: **after** is this build, whose writes run in the customers' and emails' Durable Objects (bindings \`COORDINATOR\`, \`CUSTOMER_WRITER\`, \`EMAIL_OWNER\`)${before ? `; **before** is commit ${beforeCommit()}, the build before those objects (binding \`COORDINATOR\` only), built from its own worktree` : ""}; **minimal** (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the KV operations of the product before the objects, in the same order, with no authentication, validation, error handling or Durable Object. The products run in phase 3 with a service token. CPU per request is the user and system CPU time of the dev server's processes (wrangler and its workerd, which also runs the local KV and the objects) during the run, divided by the requests. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit). **update, one customer**: every connection PATCHes the same customer.`);
   md();
-  md("| scenario | KV ops | product req/s | minimal req/s | **ratio req/s** | product p50 / p99 | minimal p50 / p99 | ratio p50 / p99 | CPU per request, product / minimal | errors |");
-  md("|---|---|---|---|---|---|---|---|---|---|");
-  const kvOps = { read: "1r", fallback: "4r 2w", update: "1r 2w" };
-  const labels = { read: "read hit (phase 3)", fallback: "fallback read (phase 3)", update: "update (phase 3)" };
   const ms = (us) => (us / 1000).toFixed(2);
-  const ratios = {};
+  const labels = { read: "read hit", fallback: "fallback read", update: `update, ${READ_POOL} customers`, "update-one": "update, one customer" };
+  const summary = {}; // scenario -> worker -> {rps, p50, p99, cpu, errors}
   for (const s of scenarios) {
-    const p = results[s].product;
-    const m = results[s].minimal;
-    const pr = median(p.map((r) => r.rps));
-    const mr = median(m.map((r) => r.rps));
-    const p50 = [median(p.map((r) => r.p50_us)), median(m.map((r) => r.p50_us))];
-    const p99 = [median(p.map((r) => r.p99_us)), median(m.map((r) => r.p99_us))];
-    const errors = [...p, ...m].reduce((a, r) => a + r.errors, 0);
-    const cpu = [median(p.map((r) => r.cpu_ms_per_request)), median(m.map((r) => r.cpu_ms_per_request))];
-    ratios[s] = pr / mr;
-    md(`| ${labels[s]} | ${kvOps[s]} | ${pr.toFixed(0)} | ${mr.toFixed(0)} | **${(pr / mr).toFixed(2)}** | ${ms(p50[0])} / ${ms(p99[0])} ms | ${ms(p50[1])} / ${ms(p99[1])} ms | ${(p50[0] / p50[1]).toFixed(2)} / ${(p99[0] / p99[1]).toFixed(2)} | ${cpu[0].toFixed(3)} / ${cpu[1].toFixed(3)} ms (${cpu[0] >= cpu[1] ? "+" : "−"}${Math.abs(cpu[0] - cpu[1]).toFixed(3)}) | ${errors} |`);
+    summary[s] = {};
+    for (const w of workers) {
+      const runs = results[s][w.name];
+      summary[s][w.name] = {
+        rps: median(runs.map((r) => r.rps)),
+        p50: median(runs.map((r) => r.p50_us)),
+        p99: median(runs.map((r) => r.p99_us)),
+        cpu: median(runs.map((r) => r.cpu_ms_per_request)),
+        errors: runs.reduce((a, r) => a + r.errors, 0),
+        requests: runs.reduce((a, r) => a + r.requests, 0),
+      };
+    }
+  }
+  const ratioColumns = [["product", "minimal", "after / minimal"]];
+  if (before) ratioColumns.push(["before", "minimal", "before / minimal"], ["product", "before", "after / before"]);
+  md("Requests per second (median) and their ratios:");
+  md();
+  md(`| scenario | ${workers.map((w) => w.label).join(" | ")} | ${ratioColumns.map((c) => `**${c[2]}**`).join(" | ")} |`);
+  md(`|---|${workers.map(() => "---|").join("")}${ratioColumns.map(() => "---|").join("")}`);
+  for (const s of scenarios) {
+    const x = summary[s];
+    md(`| ${labels[s]} | ${workers.map((w) => x[w.name].rps.toFixed(s === "update-one" ? 1 : 0)).join(" | ")} | ${ratioColumns.map(([a, b]) => `**${(x[a].rps / x[b].rps).toFixed(2)}**`).join(" | ")} |`);
   }
   md();
+  md("Latency p50 / p99 (median over the rounds), their ratios, CPU per request and errors:");
+  md();
+  md(`| scenario | ${workers.map((w) => `${w.label} p50 / p99`).join(" | ")} | ${ratioColumns.map((c) => `${c[2]} p50 / p99`).join(" | ")} | CPU per request, ${workers.map((w) => w.name).join(" / ")} | errors |`);
+  md(`|---|${workers.map(() => "---|").join("")}${ratioColumns.map(() => "---|").join("")}---|---|`);
+  for (const s of scenarios) {
+    const x = summary[s];
+    md(`| ${labels[s]} | ${workers.map((w) => `${ms(x[w.name].p50)} / ${ms(x[w.name].p99)} ms`).join(" | ")} | ${ratioColumns.map(([a, b]) => `${(x[a].p50 / x[b].p50).toFixed(2)} / ${(x[a].p99 / x[b].p99).toFixed(2)}`).join(" | ")} | ${workers.map((w) => x[w.name].cpu.toFixed(3)).join(" / ")} ms | ${workers.map((w) => x[w.name].errors).join(" / ")} |`);
+  }
+  md();
+  {
+    const one = summary["update-one"];
+    md(`**One customer.** After: ${one.product.rps.toFixed(1)} PATCH/s at p50 ${ms(one.product.p50)} ms — the customer's object takes one write a second (KV takes one write a second to a key; the object waits out the rest of the second, its lock held, so the PATCHes queue behind each other: each waits about a second for each one queued ahead of it; wrk counts only the PATCHes answered within the ${DURATION} s run). That pacing, not the product's speed, is what this row measures. ${before ? "Before and the minimal worker" : "The minimal worker"} answer many more PATCHes a second here only because local KV does not enforce the one write a second: in production KV answers 429 to most of them (the product before the objects answered 429 \`rate_limited\`), and concurrent read-merge-writes of one record keep only some of their fields, as the check below shows.`);
+    md();
+    md(`Concurrent PATCHes of one customer, once: ${CONNECTIONS} sent at once, each setting a field of its own, then the record read back.`);
+    md();
+    md("| worker | answered 200 | fields the record kept | last answer after |");
+    md("|---|---|---|---|");
+    for (const w of workers) md(`| ${w.label} | ${merged[w.name].ok} of ${CONNECTIONS} | ${merged[w.name].kept} of ${CONNECTIONS} | ${(merged[w.name].slowestMs / 1000).toFixed(1)} s |`);
+    md();
+  }
+
+  if (products.every((w) => sequential[w.name])) {
+    md("### Unloaded latency (one request at a time)");
+    md();
+    md(`${SEQUENTIAL} requests of each kind, one at a time, the product builds alternating request by request: a read hit, a PATCH of a different customer each time (no pacing), a create with a new email. Median / p90 in milliseconds, measured by the driver (Node \`fetch\`).`);
+    md();
+    md(`| request | ${products.map((w) => w.label).join(" | ")}${before ? " | after − before (median)" : ""} |`);
+    md(`|---|${products.map(() => "---|").join("")}${before ? "---|" : ""}`);
+    for (const kind of ["read", "update", "create"]) {
+      const cell = (w) => `${median(sequential[w.name][kind]).toFixed(2)} / ${percentile(sequential[w.name][kind], 0.9).toFixed(2)} ms`;
+      const diff = before ? ` | ${(median(sequential.product[kind]) - median(sequential.before[kind])).toFixed(2)} ms` : "";
+      md(`| ${{ read: "read hit", update: "update", create: "create with email" }[kind]} | ${products.map(cell).join(" | ")}${diff} |`);
+    }
+    md();
+  }
+
   md("<details><summary>Every wrk run</summary>");
   md();
   md("| round | scenario | worker | requests | req/s | p50 | p99 | mean | CPU per request | errors |");
@@ -433,13 +575,14 @@ async function main() {
   for (const s of scenarios) {
     for (const w of workers) {
       results[s][w.name].forEach((r, i) => {
-        md(`| ${i + 1} | ${s} | ${w.name} | ${r.requests} | ${r.rps.toFixed(0)} | ${ms(r.p50_us)} ms | ${ms(r.p99_us)} ms | ${ms(r.mean_us)} ms | ${r.cpu_ms_per_request.toFixed(3)} ms | ${r.errors} |`);
+        md(`| ${i + 1} | ${s} | ${w.name} | ${r.requests} | ${r.rps.toFixed(s === "update-one" ? 1 : 0)} | ${ms(r.p50_us)} ms | ${ms(r.p99_us)} ms | ${ms(r.mean_us)} ms | ${r.cpu_ms_per_request.toFixed(3)} ms | ${r.errors} |`);
       });
     }
   }
   md();
   md("</details>");
   md();
+  writeFileSync(join(OUT, "latency.json"), JSON.stringify({ summary, sequential: Object.fromEntries(Object.entries(sequential).map(([w, k]) => [w, Object.fromEntries(Object.entries(k).map(([kind, xs]) => [kind, { median: median(xs), p90: percentile(xs, 0.9) }]))])) }, null, 1));
 
   out = fragments.size;
   md("## 4. Size and start");
@@ -451,7 +594,7 @@ async function main() {
   const starts = workers.map((w) => w.starts.map((t) => t.toFixed(0)).join(", "));
   md(`| \`wrangler dev\` spawned → first answered request (median of ${STARTS}) | ${median(workers[0].starts).toFixed(0)} ms (${starts[0]}) | ${median(workers[1].starts).toFixed(0)} ms (${starts[1]}) |`);
   md();
-  md(`Start-up is measured from spawning \`node_modules/.bin/wrangler dev\` (no build step: \`scripts/bench/worker/wrangler.toml\` serves the already built \`build/worker/shim.mjs\`) to the first 200 answer to \`GET /health\`, polled every 20 ms; it includes wrangler's own start, its bundling, workerd's start and the compilation of the module. The two workers start alternately.`);
+  md(`Start-up is measured from spawning \`node_modules/.bin/wrangler dev\` (no build step: \`scripts/bench/worker/wrangler.toml\` serves the already built \`build/worker/shim.mjs\`) to the first 200 answer to \`GET /health\`, polled every 20 ms; it includes wrangler's own start, its bundling, workerd's start and the compilation of the module. The workers start in turn, the order rotating.`);
   md();
 
   const sections = wasmSections(wasm);
@@ -464,7 +607,7 @@ async function main() {
 
   mkdirSync(OUT, { recursive: true });
   for (const [name, lines] of Object.entries(fragments)) writeFileSync(join(OUT, `${name}.md`), lines.join("\n") + "\n");
-  writeFileSync(join(OUT, "results.json"), JSON.stringify({ sizes, ratios, results, backfill, starts: workers.map((w) => w.starts) }, null, 1));
+  writeFileSync(join(OUT, "results.json"), JSON.stringify({ sizes, summary, sequential, results, backfill, starts: workers.map((w) => w.starts) }, null, 1));
   log(`wrote ${OUT}/{backfill,load,size}.md`);
 }
 

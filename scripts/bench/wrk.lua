@@ -1,5 +1,5 @@
 -- wrk script of the benchmark (scripts/bench/run.sh). Arguments after `--`:
---   mode   read | fallback | update
+--   mode   read | fallback | update | update-one (every request PATCHes the pool's first)
 --   token  the bearer token (the minimal worker ignores it)
 --   first  first customer number of the pool
 --   count  pool size: read and update cycle through it; fallback takes each id once
@@ -24,9 +24,10 @@ function request()
   local i = n
   n = n + 1
   local headers = { ["Authorization"] = "Bearer " .. token }
-  if mode == "update" then
+  if mode == "update" or mode == "update-one" then
     headers["Content-Type"] = "application/json"
-    return wrk.format("PATCH", "/customer/" .. id(i % count), headers,
+    local target = mode == "update" and id(i % count) or id(0)
+    return wrk.format("PATCH", "/customer/" .. target, headers,
       '{"name":"Bench ' .. (i % 97) .. '"}')
   elseif mode == "fallback" then
     return wrk.format("GET", "/customer/" .. id(i), headers)

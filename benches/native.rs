@@ -143,6 +143,10 @@ impl Memo for CountedMemo<'_> {
         self.write();
         self.inner.remember(store, key, entry).await
     }
+    async fn forget(&self, store: StoreName, key: &str) -> StoreResult<()> {
+        self.write();
+        self.inner.forget(store, key).await
+    }
     async fn recall_phase(&self) -> StoreResult<Option<PhaseState>> {
         self.read();
         self.inner.recall_phase().await

@@ -23,7 +23,7 @@ use customer_kv_migration::auth::authenticate;
 use customer_kv_migration::domain::{CustomerId, CustomerRecord};
 use customer_kv_migration::error::Error;
 use customer_kv_migration::http::{ApiRequest, Method};
-use customer_kv_migration::migration::state::coordinator::LocalRegister;
+use customer_kv_migration::migration::state::coordinator::{LocalRegister, PhaseRegister};
 use customer_kv_migration::migration::state::phase_record::PhaseState;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::routes::route;
@@ -290,6 +290,23 @@ struct Measured {
 /// requests in `World::objects`), once through `CountingWriters` (the same object code,
 /// counting storage operations and marking where each KV operation ran). The two must
 /// agree on the status, every KV operation and the object requests.
+/// One request through the real pipeline, with `writers` as the objects; its status.
+fn serve_with<S: KvStore, R: PhaseRegister, W: Writers>(
+    world: &World,
+    (stores, register, writers): (&Stores<S>, &R, &W),
+    request: &ApiRequest,
+) -> u16 {
+    let app = App {
+        stores,
+        register,
+        writers,
+        config: &world.config,
+        phase_cache: &world.cache,
+        now_ms: world.now_ms,
+    };
+    block_on(handle(&app, request)).response.status
+}
+
 fn logged_request(
     world: impl Fn() -> World,
     method: &str,
@@ -338,15 +355,7 @@ fn logged_request(
                 clock,
                 hold_ms,
             };
-            let app = App {
-                stores: &stores,
-                register: &register,
-                writers: &writers,
-                config: &world.config,
-                phase_cache: &world.cache,
-                now_ms: world.now_ms,
-            };
-            let status = block_on(handle(&app, &request)).response.status;
+            let status = serve_with(world, (&stores, &register, &writers), &request);
             let (calls, storage) = (writers.calls.get(), writers.storage.get());
             Measured {
                 status,
@@ -361,15 +370,7 @@ fn logged_request(
                 clock,
                 hold_ms,
             };
-            let app = App {
-                stores: &stores,
-                register: &register,
-                writers: &writers,
-                config: &world.config,
-                phase_cache: &world.cache,
-                now_ms: world.now_ms,
-            };
-            let status = block_on(handle(&app, &request)).response.status;
+            let status = serve_with(world, (&stores, &register, &writers), &request);
             Measured {
                 status,
                 log: log.into_inner(),

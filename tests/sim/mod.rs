@@ -421,21 +421,13 @@ impl Sim {
 
     /// What the read path of `phase` shows for a customer, read straight from the maps.
     pub fn read_path(&self, phase: Phase, id: &str) -> Known {
-        let key = format!("customer_{id}");
-        for store in phase.routing().reads {
-            let Some(entry) = self.stores.get(*store).peek(&key) else {
-                continue;
-            };
-            let value: Value = serde_json::from_slice(&entry.bytes).unwrap_or(Value::Null);
-            if value.get("__tombstone").is_some() {
-                return Known::Absent;
-            }
-            return Known::Present {
+        match self.record_at_rest(phase, id) {
+            None => Known::Absent,
+            Some(value) => Known::Present {
                 name: value["name"].as_str().unwrap_or_default().to_owned(),
                 email: value["email"].as_str().unwrap_or_default().to_owned(),
-            };
+            },
         }
-        Known::Absent
     }
 }
 

@@ -300,6 +300,7 @@ fn serve_with<S: KvStore, R: PhaseRegister, W: Writers>(
         stores,
         register,
         writers,
+        queue: None,
         config: &world.config,
         phase_cache: &world.cache,
         now_ms: world.now_ms,

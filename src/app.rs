@@ -6,6 +6,7 @@ use serde_json::json;
 use crate::auth::authenticate;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
+use crate::migration::copying::fanout::ChunkQueue;
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::gates::GateSettings;
@@ -117,6 +118,8 @@ pub struct App<'a, S, R, W> {
     pub register: &'a R,
     /// Where customer writes run: their objects (docs/design.md §12).
     pub writers: &'a W,
+    /// The backfill queue, where the account has one (docs/design.md §13).
+    pub queue: Option<&'a dyn ChunkQueue>,
     pub config: &'a Config,
     pub phase_cache: &'a PhaseCache,
     pub now_ms: u64,
@@ -184,6 +187,7 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers>(
         stores: app.stores,
         register: app.register,
         writers: app.writers,
+        queue: app.queue,
         plane: &plane,
         config: app.config,
         cache: app.phase_cache,

@@ -264,6 +264,7 @@ fn operations_of_one_sync(customers: usize) -> u32 {
     let budget = Budget::new(PLATFORM_OPERATION_CAP);
     block_on(reverse::advance(
         &metered(&world.stores, &budget),
+        NoFanout::None,
         &budget,
         &state,
         0,
@@ -325,6 +326,7 @@ fn a_write_racing_the_reverse_sync_is_never_undone_in_the_old_store() {
             let budget = Budget::new(PLATFORM_OPERATION_CAP);
             block_on(reverse::advance(
                 &metered(&hooked, &budget),
+                NoFanout::None,
                 &budget,
                 &state,
                 0,

@@ -7,10 +7,12 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::migration::copying::backfill::{self, RunOptions, RunReport};
+use crate::migration::copying::fanout::{self, Fanout};
 use crate::migration::copying::reverse;
 use crate::migration::healing::read_repair::{self, CheckReport};
 use crate::migration::healing::repair::{self, RepairReport};
 use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::gates::{self, GateSettings};
 use crate::migration::state::phase_record::{self, CurrentPhase};
 use crate::phase::Phase;
@@ -32,9 +34,11 @@ pub struct CronReport {
     pub operations: u32,
 }
 
-pub async fn run<S: KvStore, W: Writers>(
+/// One invocation. With `fanout`, the backfill and the reverse sync queue their chunks
+/// for consumers instead of copying them here (docs/design.md §13).
+pub async fn run<S: KvStore, W: Writers, R: PhaseRegister>(
     stores: &Stores<S>,
-    writers: &W,
+    (writers, fanout): (&W, Option<Fanout<'_, R>>),
     default_phase: Phase,
     timings: GateSettings,
     now_ms: u64,
@@ -62,6 +66,7 @@ pub async fn run<S: KvStore, W: Writers>(
         if current.phase.reverse_sync_allowed() && settled {
             reverse_sync = reverse::advance(
                 &stores,
+                fanout,
                 &budget,
                 &current.state,
                 timings.pass_delay_ms,
@@ -78,7 +83,10 @@ pub async fn run<S: KvStore, W: Writers>(
                 pass_delay_ms: timings.pass_delay_ms,
                 ..RunOptions::default()
             };
-            backfill = Some(backfill::run(&stores, &budget, options, now_ms).await?);
+            backfill = Some(match fanout {
+                Some(fanout) => fanout::plan(&stores, fanout, &budget, options, now_ms).await?,
+                None => backfill::run(&stores, &budget, options, now_ms).await?,
+            });
         }
     }
     Ok(CronReport {

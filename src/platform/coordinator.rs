@@ -8,12 +8,13 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 
 use super::kv::WorkersKv;
 use crate::error::Error;
+use crate::migration::copying::fanout::tally::{self, TallyAnswer, TallyOp, TallyStore};
 use crate::migration::state::coordinator::{
     self, unavailable, PhaseRegister, RecordOp, RecordOutcome, Refusal, Reply,
 };
 use crate::migration::state::ledger::{self, LedgerOp, LedgerReply, RunLedger};
 use crate::migration::state::phase_record::PhaseState;
-use crate::store::{StoreError, StoredValue};
+use crate::store::{StoreError, StoreResult, StoredValue};
 
 /// The binding, and the name of the one instance every worker talks to.
 pub const BINDING: &str = "COORDINATOR";
@@ -22,6 +23,8 @@ const INSTANCE: &str = "migration";
 const KEPT_RECORD: &str = "phase-record";
 /// The path of run-ledger ops (every other request is a record op).
 const LEDGER_PATH: &str = "/ledger";
+/// The path of tally ops (docs/design.md §13).
+const TALLY_PATH: &str = "/tally";
 
 #[durable_object]
 pub struct Coordinator {
@@ -42,6 +45,14 @@ impl DurableObject for Coordinator {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.path() == TALLY_PATH {
+            let Ok(op) = req.json::<TallyOp>().await else {
+                return Response::error("not a tally op", 400);
+            };
+            let _held = self.lock.lock().await;
+            let storage = ObjectStorage(self.state.storage());
+            return Response::from_json(&tally::apply(&storage, op).await);
+        }
         if req.path() == LEDGER_PATH {
             let Ok(op) = req.json::<LedgerOp>().await else {
                 return Response::error("not a ledger op", 400);
@@ -106,6 +117,48 @@ impl Coordinator {
     }
 }
 
+/// The tally's entries in the object's storage, under `tally/…`.
+struct ObjectStorage(worker::Storage);
+
+fn storage_failed(err: worker::Error) -> StoreError {
+    StoreError::new("tally", err.to_string())
+}
+
+impl TallyStore for ObjectStorage {
+    async fn get(&self, key: &str) -> StoreResult<Option<String>> {
+        self.0.get(key).await.map_err(storage_failed)
+    }
+
+    async fn put(&self, key: &str, value: String) -> StoreResult<()> {
+        self.0.put(key, value).await.map_err(storage_failed)
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.0.delete(key).await.map(|_| ()).map_err(storage_failed)
+    }
+
+    async fn list(&self, prefix: &str, limit: u32) -> StoreResult<Vec<(String, String)>> {
+        let options = worker::ListOptions::new()
+            .prefix(prefix)
+            .limit(limit.min(1_000) as usize);
+        let map = self
+            .0
+            .list_with_options(options)
+            .await
+            .map_err(storage_failed)?;
+        let mut entries = Vec::new();
+        for entry in map.entries() {
+            let pair = js_sys::Array::from(&entry.map_err(|_| storage_failed("list".into()))?);
+            let (Some(key), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string())
+            else {
+                continue;
+            };
+            entries.push((key, value));
+        }
+        Ok(entries)
+    }
+}
+
 /// The worker's side of the run ledger: each op is one request to the coordinator.
 pub struct DoLedger {
     env: Env,
@@ -149,6 +202,17 @@ impl DoRegister {
 }
 
 impl PhaseRegister for DoRegister {
+    async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer> {
+        let reply: Result<StoreResult<TallyAnswer>> =
+            super::call_object(&self.env, (BINDING, INSTANCE), TALLY_PATH, &op).await;
+        reply.unwrap_or_else(|err| {
+            Err(StoreError::new(
+                "tally",
+                format!("the coordinator did not answer: {err}"),
+            ))
+        })
+    }
+
     async fn apply(&self, op: RecordOp) -> std::result::Result<RecordOutcome, Error> {
         match self.send(&op).await {
             Ok(reply) => reply.map_err(Error::from),

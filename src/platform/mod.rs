@@ -7,6 +7,7 @@
 
 mod coordinator;
 mod kv;
+mod queue;
 mod writers;
 
 use std::rc::Rc;
@@ -18,12 +19,14 @@ use worker::{
 
 use crate::app::{self, App, Config};
 use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
+use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::cron;
 use crate::migration::state::ledger::Ledgered;
 use crate::migration::state::phase_cache::PhaseCache;
 use crate::store::Stores;
 use coordinator::{DoLedger, DoRegister};
 use kv::WorkersKv;
+use queue::WorkerQueue;
 use writers::DoWriters;
 
 thread_local! {
@@ -116,11 +119,13 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     };
     let register = DoRegister::new(&env);
     let writers = DoWriters::new(&env);
+    let queue = WorkerQueue::from_env(&env);
     let cache = PHASE_CACHE.with(Rc::clone);
     let app = App {
         stores: &stores,
         register: &register,
         writers: &writers,
+        queue: queue.as_ref().map(|q| q as &dyn ChunkQueue),
         config: &config,
         phase_cache: &cache,
         now_ms: now_ms(),
@@ -150,9 +155,15 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         }
     };
     let writers = DoWriters::new(&env);
+    let register = DoRegister::new(&env);
+    let queue = WorkerQueue::from_env(&env);
+    let fanout = queue.as_ref().map(|queue| Fanout {
+        register: &register,
+        queue,
+    });
     match cron::run(
         &stores,
-        &writers,
+        (&writers, fanout),
         config.default_phase,
         config.gate_settings(),
         now_ms(),

@@ -20,6 +20,7 @@ pub async fn run_batch<S: KvStore, R: PhaseRegister, W: Writers>(
         .into_options()?;
     let batch = backfill::run_batch(
         ctx.stores,
+        ctx.fanout(),
         ctx.current,
         ctx.config.gate_settings(),
         options,

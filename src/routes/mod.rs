@@ -17,6 +17,7 @@ use percent_encoding::percent_decode_str;
 use crate::app::Config;
 use crate::auth::Caller;
 use crate::http::{ApiError, ApiRequest, ApiResponse, Method};
+use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::phase_cache::PhaseCache;
@@ -31,6 +32,8 @@ pub struct Ctx<'a, S, R, W> {
     pub register: &'a R,
     /// Where customer writes run (docs/design.md §12).
     pub writers: &'a W,
+    /// The backfill queue, if the account has one (docs/design.md §13).
+    pub queue: Option<&'a dyn ChunkQueue>,
     /// The stores as the phase routes them, for the customer API.
     pub plane: &'a DataPlane<'a, S>,
     pub config: &'a Config,
@@ -41,6 +44,14 @@ pub struct Ctx<'a, S, R, W> {
 }
 
 impl<'a, S, R, W> Ctx<'a, S, R, W> {
+    /// The queue and the coordinator, when runs fan out on a queue.
+    pub fn fanout(&self) -> Option<Fanout<'a, R>> {
+        self.queue.map(|queue| Fanout {
+            register: self.register,
+            queue,
+        })
+    }
+
     /// The request's writes, as they go to the customers' objects.
     pub fn writing(&self) -> Writing<'a, S, W> {
         Writing {

@@ -22,6 +22,7 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
         stores: ctx.stores,
         register: ctx.register,
         writers: ctx.writers,
+        queue: ctx.queue,
         default_phase: ctx.config.default_phase,
         settings: ctx.config.gate_settings(),
         who: &ctx.caller.subject,

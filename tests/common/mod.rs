@@ -3,6 +3,10 @@
 
 use customer_kv_migration::app::{handle, App, Config};
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
+use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
+use customer_kv_migration::migration::copying::fanout::{
+    consume, dead_letters, ChunkQueue, Disposition, Fanout,
+};
 use customer_kv_migration::migration::state::coordinator::{LocalRegister, RegisterCell};
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
@@ -25,6 +29,9 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
+/// No queue: runs copy in the cron's invocation.
+pub type NoFanout<'a> = Option<Fanout<'a, LocalRegister<'a, MemoryStore>>>;
+
 pub const SECRET: &[u8] = b"native-test-secret-0123456789abcdef";
 pub const START_MS: u64 = 1_800_000_000_000;
 
@@ -36,6 +43,8 @@ pub struct World {
     pub register: RegisterCell,
     /// The customers' and emails' objects, as one process holds them.
     pub objects: ObjectCells,
+    /// The backfill queue, when the world fans out (docs/design.md §13).
+    pub queue: Option<LocalQueue>,
     pub now_ms: u64,
 }
 
@@ -78,7 +87,52 @@ impl World {
             cache: PhaseCache::default(),
             register: RegisterCell::default(),
             objects: ObjectCells::default(),
+            queue: None,
             now_ms: START_MS,
+        }
+    }
+
+    /// The coordinator, as one process holds it.
+    pub fn register(&self) -> LocalRegister<'_, MemoryStore> {
+        LocalRegister {
+            new_store: &self.stores.new,
+            default_phase: self.config.default_phase,
+            cell: &self.register,
+        }
+    }
+
+    /// Hands the waiting messages to consumers, `batch` at a time, and the dead letters
+    /// to theirs, until none waits; returns the batches consumed.
+    pub fn drain_queue(&self, batch: usize) -> usize {
+        let queue = self.queue.as_ref().expect("a world with a queue");
+        let register = self.register();
+        let fanout = Fanout {
+            register: &register,
+            queue,
+        };
+        let settings = (self.config.default_phase, self.config.gate_settings());
+        let mut batches = 0;
+        loop {
+            let deliveries = queue.take(batch);
+            let dead = queue.take_dead(batch);
+            if deliveries.is_empty() && dead.is_empty() {
+                return batches;
+            }
+            batches += 1;
+            let messages: Vec<_> = deliveries.iter().map(|d| d.message.clone()).collect();
+            let dispositions = block_on(consume(
+                &self.stores,
+                fanout,
+                settings,
+                &messages,
+                self.now_ms,
+            ));
+            for (delivery, disposition) in deliveries.into_iter().zip(dispositions) {
+                queue.settle(delivery, disposition);
+            }
+            let dead: Vec<_> = dead.into_iter().map(|d| d.message).collect();
+            let dispositions = block_on(dead_letters(fanout, &dead, self.now_ms));
+            assert!(dispositions.iter().all(|d| *d == Disposition::Ack));
         }
     }
 
@@ -116,16 +170,13 @@ impl World {
     }
 
     pub fn send_request(&self, request: &ApiRequest) -> ApiResponse {
-        let register = LocalRegister {
-            new_store: &self.stores.new,
-            default_phase: self.config.default_phase,
-            cell: &self.register,
-        };
+        let register = self.register();
         let writers = self.writers();
         let app = App {
             stores: &self.stores,
             register: &register,
             writers: &writers,
+            queue: self.queue.as_ref().map(|q| q as &dyn ChunkQueue),
             config: &self.config,
             phase_cache: &self.cache,
             now_ms: self.now_ms,
@@ -155,9 +206,14 @@ impl World {
 
     /// One cron invocation, as the platform's scheduled event runs it.
     pub fn run_cron(&self) -> customer_kv_migration::migration::cron::CronReport {
+        let register = self.register();
+        let fanout = self.queue.as_ref().map(|queue| Fanout {
+            register: &register,
+            queue,
+        });
         block_on(customer_kv_migration::migration::cron::run(
             &self.stores,
-            &self.writers(),
+            (&self.writers(), fanout),
             self.config.default_phase,
             self.config.gate_settings(),
             self.now_ms,

@@ -21,6 +21,8 @@ use customer_kv_migration::app::{handle, App, Config};
 use customer_kv_migration::domain::CustomerId;
 use customer_kv_migration::error::Error;
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
+use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
+use customer_kv_migration::migration::copying::fanout::{ChunkQueue, Fanout};
 use customer_kv_migration::migration::cron;
 use customer_kv_migration::migration::state::coordinator::{LocalRegister, RegisterCell};
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
@@ -57,6 +59,9 @@ pub struct Settings {
     /// Customers (and emails) every client writes at once, besides its own (see
     /// `shared.rs`).
     pub shared_customers: usize,
+    /// Whether the backfill and the reverse sync fan out on a queue, with consumers
+    /// running among the other tasks (see `queue.rs`).
+    pub fan_out: bool,
 }
 
 impl Settings {
@@ -73,6 +78,7 @@ impl Settings {
             stale_window_ms: 0,
             admins: 1,
             shared_customers: 0,
+            fan_out: false,
         }
     }
 
@@ -84,6 +90,7 @@ impl Settings {
             stale_window_ms: Self::stale_window_for_seed(seed),
             admins: Self::admins_for_seed(seed),
             shared_customers: Self::shared_customers_for_seed(seed),
+            fan_out: Self::fan_out_for_seed(seed),
             ..Self::for_seed(&mut rng)
         };
         (settings, rng)
@@ -108,6 +115,12 @@ impl Settings {
     pub fn shared_customers_for_seed(seed: u64) -> usize {
         let mut rng = Rng::new(seed ^ 0x05a4_ed0c_0570);
         [0, 0, 1, 2][rng.below(4) as usize]
+    }
+
+    /// One history in two fans out on a queue. Drawn from its own stream, as the start
+    /// phase is.
+    pub fn fan_out_for_seed(seed: u64) -> bool {
+        Rng::new(seed ^ 0x0f4a_0cf0_0e0e).chance(0.5)
     }
 
     /// One history in three reads through KV's eventual consistency, with a window a few
@@ -169,6 +182,10 @@ impl Settings {
             shared_customers: self.shared_customers.saturating_sub(1),
             ..*self
         });
+        push(Settings {
+            fan_out: false,
+            ..*self
+        });
         out
     }
 }
@@ -222,6 +239,8 @@ pub struct Sim {
     pub seq: Cell<u64>,
     pub cuts: Cuts,
     pub steps: RefCell<Vec<(usize, usize)>>,
+    /// The backfill queue, in histories that fan out.
+    pub queue: Option<LocalQueue>,
 }
 
 pub const SECRET: &[u8] = b"simulation-secret-0123456789abcdef";
@@ -284,7 +303,28 @@ impl Sim {
             seq: Cell::new(0),
             cuts,
             steps: RefCell::new(Vec::new()),
+            queue: settings.fan_out.then(LocalQueue::default),
         }
+    }
+
+    /// The coordinator every isolate shares.
+    pub fn register(&self) -> LocalRegister<'_, SimKv> {
+        LocalRegister {
+            new_store: &self.stores.new,
+            default_phase: self.config.default_phase,
+            cell: &self.register,
+        }
+    }
+
+    /// The queue and the coordinator, in histories that fan out.
+    pub fn fanout<'a>(
+        &'a self,
+        register: &'a LocalRegister<'a, SimKv>,
+    ) -> Option<Fanout<'a, LocalRegister<'a, SimKv>>> {
+        self.queue.as_ref().map(|queue| Fanout {
+            register,
+            queue: queue as &dyn ChunkQueue,
+        })
     }
 
     pub fn next_seq(&self) -> u64 {
@@ -310,16 +350,13 @@ impl Sim {
         });
         request.authorization = Some(format!("Bearer {bearer}"));
         request.body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let register = LocalRegister {
-            new_store: &self.stores.new,
-            default_phase: self.config.default_phase,
-            cell: &self.register,
-        };
+        let register = self.register();
         let writers = self.writers();
         let app = App {
             stores: &self.stores,
             register: &register,
             writers: &writers,
+            queue: self.queue.as_ref().map(|q| q as &dyn ChunkQueue),
             config: &self.config,
             phase_cache: cache,
             now_ms: self.now(),
@@ -524,9 +561,11 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 pub async fn cron_once(sim: &Sim) -> Result<cron::CronReport, customer_kv_migration::error::Error> {
+    let register = sim.register();
+    let fanout = sim.fanout(&register);
     cron::run(
         &sim.stores,
-        &sim.writers(),
+        (&sim.writers(), fanout),
         sim.config.default_phase,
         sim.config.gate_settings(),
         sim.now(),

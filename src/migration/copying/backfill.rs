@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::error::Error;
 use crate::migration::copying::copy::{self, CopyCounts, Direction};
+use crate::migration::copying::fanout::{self, Fanout};
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::gates::{self, GateSettings};
 use crate::migration::state::ledger::{Lease, LEASE_HELD};
 use crate::migration::state::phase_record::CurrentPhase;
@@ -26,7 +28,7 @@ use crate::store::{KvStore, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
 
 /// How long a run may hold the lease; cron fires every minute.
 const LEASE_MS: u64 = 50_000;
-const LIST_PAGE: u32 = 1_000;
+pub(crate) const LIST_PAGE: u32 = 1_000;
 /// Operations a chunk may need beyond its reads and copies: its checkpoint and a few
 /// corrections of copies whose source changed.
 const CHUNK_SLACK: u32 = 6;
@@ -40,15 +42,17 @@ pub enum Stage {
     CountMappings,
     CopyCustomers,
     CopyMappings,
+    /// Fanned out: every key of the pass is listed and queued; consumers are copying.
+    Draining,
     Done,
 }
 
 impl Stage {
-    fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             Stage::CountCustomers | Stage::CopyCustomers => CUSTOMER_PREFIX,
             Stage::CountMappings | Stage::CopyMappings => EMAIL_PREFIX,
-            Stage::Done => "",
+            Stage::Draining | Stage::Done => "",
         }
     }
 
@@ -57,11 +61,11 @@ impl Stage {
             Stage::CountCustomers => Stage::CountMappings,
             Stage::CountMappings => Stage::CopyCustomers,
             Stage::CopyCustomers => Stage::CopyMappings,
-            Stage::CopyMappings | Stage::Done => Stage::Done,
+            Stage::CopyMappings | Stage::Draining | Stage::Done => Stage::Done,
         }
     }
 
-    fn counting(self) -> bool {
+    pub(crate) fn counting(self) -> bool {
         matches!(self, Stage::CountCustomers | Stage::CountMappings)
     }
 }
@@ -94,6 +98,10 @@ pub struct Checkpoint {
     pub last_write_at: Option<u64>,
     /// The current pass may not start before this instant.
     pub pass_not_before: Option<u64>,
+    /// Whether the run queues its chunks for consumers rather than copying them itself
+    /// (docs/design.md §13); its current pass's findings are in the coordinator's tally.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fanned_out: bool,
 }
 
 impl Checkpoint {
@@ -127,7 +135,7 @@ impl Checkpoint {
 
     /// Ends the current pass: done if it wrote nothing, else another pass, once the
     /// writes it made are visible everywhere.
-    fn end_pass(&mut self, direction: Direction, now_ms: u64, pass_delay_ms: u64) {
+    pub(crate) fn end_pass(&mut self, direction: Direction, now_ms: u64, pass_delay_ms: u64) {
         // The `mutant-reverse-one-pass` build lets the reverse sync finish, and vouch for
         // the old store, after a pass that wrote: no pass re-reads its copies.
         let unsettled_is_done =
@@ -218,12 +226,19 @@ pub struct RunReport {
     pub dry_run: bool,
     pub stage: Stage,
     pub counted: u64,
+    /// Chunks a fanned-out run queued for consumers.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub queued: u64,
     pub counts: CopyCounts,
     pub operations: u32,
     pub complete: bool,
     /// How long the next pass must wait before it may start (see the module's notes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One run: as many chunks as `budget` affords, from the stored checkpoint on.
@@ -379,7 +394,7 @@ async fn advance<S: KvStore>(
     Ok(())
 }
 
-fn move_past_page(checkpoint: &mut Checkpoint, cursor: Option<String>, complete: bool) {
+pub(crate) fn move_past_page(checkpoint: &mut Checkpoint, cursor: Option<String>, complete: bool) {
     checkpoint.after_key = None;
     if complete {
         checkpoint.stage = checkpoint.stage.next();
@@ -390,7 +405,7 @@ fn move_past_page(checkpoint: &mut Checkpoint, cursor: Option<String>, complete:
 }
 
 /// Takes the run lease unless another run holds it; returns why not, if not.
-async fn take_lease<S: KvStore>(
+pub(crate) async fn take_lease<S: KvStore>(
     new_store: &S,
     key: &str,
     now_ms: u64,
@@ -470,8 +485,10 @@ pub struct Batch {
 }
 
 /// Runs one batch now, if [`may_run`] allows, and audits it unless it was a dry run.
-pub async fn run_batch<S: KvStore>(
+/// With `fanout` (and unless a dry run), the batch queues chunks for consumers.
+pub async fn run_batch<S: KvStore, R: PhaseRegister>(
     stores: &Stores<S>,
+    fanout: Option<Fanout<'_, R>>,
     current: &CurrentPhase,
     settings: GateSettings,
     options: RunOptions,
@@ -484,12 +501,20 @@ pub async fn run_batch<S: KvStore>(
         pass_delay_ms: settings.pass_delay_ms,
         ..options
     };
-    let report = run(&metered(stores, &budget), &budget, options, now_ms).await?;
+    let metered = metered(stores, &budget);
+    let report = match fanout.filter(|_| !options.dry_run) {
+        Some(fanout) => fanout::plan(&metered, fanout, &budget, options, now_ms).await?,
+        None => run(&metered, &budget, options, now_ms).await?,
+    };
     if !options.dry_run && report.ran {
-        let detail = format!(
-            "scanned {}, copied {}",
-            report.counts.scanned, report.counts.copied
-        );
+        let detail = if fanout.is_some() {
+            format!("queued {} chunks", report.queued)
+        } else {
+            format!(
+                "scanned {}, copied {}",
+                report.counts.scanned, report.counts.copied
+            )
+        };
         let entry = AuditEntry::action(who, "backfill_batch", now_ms, Some(detail));
         audit::append(&stores.new, &entry).await?;
     }

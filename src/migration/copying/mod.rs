@@ -3,4 +3,5 @@
 
 pub mod backfill;
 pub mod copy;
+pub mod fanout;
 pub mod reverse;

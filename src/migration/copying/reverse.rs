@@ -6,6 +6,8 @@
 
 use crate::migration::copying::backfill::{self, Checkpoint, RunOptions, RunReport};
 use crate::migration::copying::copy::Direction;
+use crate::migration::copying::fanout::{self, Fanout};
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::phase_record::PhaseState;
 use crate::store::budget::Budget;
 use crate::store::{KvStore, StoreResult, Stores};
@@ -22,9 +24,11 @@ pub fn vouches(checkpoint: &Checkpoint, state: &PhaseState) -> bool {
 }
 
 /// One run within `budget`, unless a sync that vouches for the old store already
-/// finished. `stores` should be metered by `budget`.
-pub async fn advance<S: KvStore>(
+/// finished: copying, or with a queue queuing chunks for consumers. `stores` should be
+/// metered by `budget`.
+pub async fn advance<S: KvStore, R: PhaseRegister>(
     stores: &Stores<S>,
+    fanout: Option<Fanout<'_, R>>,
     budget: &Budget,
     state: &PhaseState,
     pass_delay_ms: u64,
@@ -40,7 +44,9 @@ pub async fn advance<S: KvStore>(
         pass_delay_ms,
         ..RunOptions::default()
     };
-    backfill::run(stores, budget, options, now_ms)
-        .await
-        .map(Some)
+    match fanout {
+        Some(fanout) => fanout::plan(stores, fanout, budget, options, now_ms).await,
+        None => backfill::run(stores, budget, options, now_ms).await,
+    }
+    .map(Some)
 }

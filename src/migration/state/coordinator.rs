@@ -11,12 +11,13 @@ use futures::lock::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::migration::copying::fanout::tally::{self, MemoryTally, TallyAnswer, TallyOp};
 use crate::migration::state::gates::GateFacts;
 use crate::migration::state::phase_record::{
     self, CurrentPhase, PhaseChangeOutcome, PhaseChangeRequest, PhaseState,
 };
 use crate::phase::Phase;
-use crate::store::KvStore;
+use crate::store::{KvStore, StoreResult};
 
 /// One write of the phase record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +61,9 @@ pub enum RecordOutcome {
 #[allow(async_fn_in_trait)]
 pub trait PhaseRegister {
     async fn apply(&self, op: RecordOp) -> Result<RecordOutcome, Error>;
+    /// An op on the tally of a fanned-out pass, which the coordinator keeps too
+    /// (docs/design.md §13).
+    async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer>;
 }
 
 /// What [`apply`] did, and the record as it stands after it.
@@ -182,6 +186,7 @@ pub struct RegisterCell {
     lock: Mutex<()>,
     kept: RefCell<Option<PhaseState>>,
     applied: RefCell<Vec<AppliedMove>>,
+    tally: MemoryTally,
 }
 
 /// A move as the register saw it end.
@@ -201,6 +206,11 @@ impl RegisterCell {
 }
 
 impl<S: KvStore> PhaseRegister for LocalRegister<'_, S> {
+    async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer> {
+        let _held = self.cell.lock.lock().await;
+        tally::apply(&self.cell.tally, op).await
+    }
+
     async fn apply(&self, op: RecordOp) -> Result<RecordOutcome, Error> {
         let _held = self.cell.lock.lock().await;
         let kept = self.cell.kept.borrow().clone();

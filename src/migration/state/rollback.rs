@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::migration::copying::backfill::RunReport;
+use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::copying::reverse;
 use crate::migration::healing::repair::{self, RepairReport};
 use crate::migration::state::coordinator::{self, PhaseRegister};
@@ -81,6 +82,8 @@ pub struct Context<'a, S, R, W> {
     pub register: &'a R,
     /// Where journaled customer records are repaired (docs/design.md §12).
     pub writers: &'a W,
+    /// The queue the reverse sync fans out on, if any (docs/design.md §13).
+    pub queue: Option<&'a dyn ChunkQueue>,
     pub default_phase: Phase,
     pub settings: GateSettings,
     pub who: &'a str,
@@ -245,8 +248,13 @@ pub async fn advance<S: KvStore, R: PhaseRegister, W: Writers>(
             }
             Step::Sync => {
                 let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);
+                let fanout = ctx.queue.map(|queue| Fanout {
+                    register: ctx.register,
+                    queue,
+                });
                 let report = reverse::advance(
                     &metered(ctx.stores, &budget),
+                    fanout,
                     &budget,
                     &current.state,
                     ctx.settings.pass_delay_ms,

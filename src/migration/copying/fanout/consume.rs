@@ -1,0 +1,234 @@
+//! The consumer (docs/design.md §13): copies each chunk it is handed with the copy rules
+//! every path shares, inside its own invocation's budget, and reports it to the tally.
+//! Delivery is at least once: a chunk of an earlier run or pass is dropped, one of a
+//! paused backfill is set aside, a chunk reported twice counts once, and a failed copy
+//! is retried by the queue and, when it keeps failing, held as failed by
+//! [`dead_letters`].
+
+use std::collections::BTreeMap;
+
+use crate::migration::copying::backfill::{self, RunOptions};
+use crate::migration::copying::copy::{self, Direction};
+use crate::migration::copying::fanout::plan::plan;
+use crate::migration::copying::fanout::tally::{Admission, Chunk, Held, TallyOp};
+use crate::migration::copying::fanout::{Fanout, QueueMessage};
+use crate::migration::state::coordinator::PhaseRegister;
+use crate::migration::state::gates::{self, GateSettings};
+use crate::migration::state::phase_record::{self, CurrentPhase};
+use crate::phase::Phase;
+use crate::store::budget::{metered, Budget};
+use crate::store::{KvStore, ListedKey, StoreResult, Stores};
+
+/// What the queue should do with a delivered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Ack,
+    /// Deliver it again later (after the queue's retries, to the dead-letter queue).
+    Retry,
+}
+
+/// Operations a chunk may need beyond one write per key: three bulk reads and a few
+/// corrections.
+const CHUNK_OVERHEAD: u32 = 9;
+
+/// Handles one batch of deliveries; returns a disposition for each, in order.
+pub async fn consume<S: KvStore, R: PhaseRegister>(
+    stores: &Stores<S>,
+    fanout: Fanout<'_, R>,
+    (default_phase, timings): (Phase, GateSettings),
+    messages: &[QueueMessage],
+    now_ms: u64,
+) -> Vec<Disposition> {
+    let budget = Budget::per_invocation(0);
+    let stores = metered(stores, &budget);
+    let Ok(current) = phase_record::load(&stores.new, default_phase).await else {
+        return vec![Disposition::Retry; messages.len()];
+    };
+    let mut admissions = BTreeMap::new();
+    let mut nudged = Vec::new();
+    let mut dispositions = Vec::with_capacity(messages.len());
+    for message in messages {
+        let disposition = match message {
+            QueueMessage::Plan { direction } => {
+                if may_copy(*direction, &current, timings, now_ms) {
+                    let options = RunOptions {
+                        direction: *direction,
+                        pass_delay_ms: timings.pass_delay_ms,
+                        fresh_after_ms: fresh_after(*direction, &current),
+                        ..RunOptions::default()
+                    };
+                    // A failed plan is the cron's to retry: it plans every minute.
+                    let _ = plan(&stores, fanout, &budget, options, now_ms).await;
+                }
+                Disposition::Ack
+            }
+            QueueMessage::Chunk(chunk) => {
+                let step = Step {
+                    stores: &stores,
+                    fanout,
+                    budget: &budget,
+                    now_ms,
+                };
+                let allowed = may_copy(chunk.direction, &current, timings, now_ms);
+                match step.chunk(chunk, allowed, &mut admissions).await {
+                    Ok(nudge) => {
+                        if nudge && !nudged.contains(&chunk.direction) {
+                            nudged.push(chunk.direction);
+                        }
+                        Disposition::Ack
+                    }
+                    Err(_) => Disposition::Retry,
+                }
+            }
+        };
+        dispositions.push(disposition);
+    }
+    if !nudged.is_empty() {
+        let plans = nudged
+            .into_iter()
+            .map(|direction| QueueMessage::Plan { direction })
+            .collect();
+        // If this fails, the cron plans within a minute.
+        let _ = fanout.queue.send(plans).await;
+    }
+    dispositions
+}
+
+/// Handles messages that reached the dead-letter queue: a chunk is held as failed, to be
+/// reported by key and sent again by `retry-failed`.
+pub async fn dead_letters<R: PhaseRegister>(
+    fanout: Fanout<'_, R>,
+    messages: &[QueueMessage],
+    now_ms: u64,
+) -> Vec<Disposition> {
+    let mut dispositions = Vec::with_capacity(messages.len());
+    for message in messages {
+        let disposition = match message {
+            QueueMessage::Plan { .. } => Disposition::Ack,
+            QueueMessage::Chunk(chunk) => {
+                let op = TallyOp::Hold {
+                    why: Held::Failed,
+                    chunk: chunk.clone(),
+                    now_ms,
+                };
+                match fanout.tally(op).await {
+                    Ok(_) => Disposition::Ack,
+                    Err(_) => Disposition::Retry,
+                }
+            }
+        };
+        dispositions.push(disposition);
+    }
+    dispositions
+}
+
+/// Whether copies in `direction` may run now, as the cron would judge it.
+fn may_copy(
+    direction: Direction,
+    current: &CurrentPhase,
+    timings: GateSettings,
+    now_ms: u64,
+) -> bool {
+    match direction {
+        Direction::Forward => backfill::may_run(current, timings.settle_ms, now_ms).is_ok(),
+        Direction::Reverse => {
+            current.state.old_store_diverged
+                && current.phase.reverse_sync_allowed()
+                && gates::unsettled_ms(&current.state, timings.settle_ms, now_ms) == 0
+        }
+    }
+}
+
+fn fresh_after(direction: Direction, current: &CurrentPhase) -> u64 {
+    match direction {
+        Direction::Forward => 0,
+        Direction::Reverse => current.state.left_old_store_at,
+    }
+}
+
+struct Step<'a, S, R> {
+    stores: &'a Stores<S>,
+    fanout: Fanout<'a, R>,
+    budget: &'a Budget,
+    now_ms: u64,
+}
+
+impl<S: KvStore, R: PhaseRegister> Step<'_, S, R> {
+    /// Copies one chunk if the tally admits it; returns whether the planner should run.
+    async fn chunk(
+        &self,
+        chunk: &Chunk,
+        allowed: bool,
+        admissions: &mut BTreeMap<(u8, u64, u32), Admission>,
+    ) -> StoreResult<bool> {
+        let direction = chunk.direction;
+        let pass_key = (direction as u8, chunk.run, chunk.pass);
+        let admission = match admissions.get(&pass_key) {
+            Some(admission) => *admission,
+            None => {
+                let op = TallyOp::Admit {
+                    direction,
+                    run: chunk.run,
+                    pass: chunk.pass,
+                };
+                let answer = self.fanout.tally(op).await?;
+                let admission = answer.admission.unwrap_or(Admission::Stale);
+                admissions.insert(pass_key, admission);
+                admission
+            }
+        };
+        match admission {
+            Admission::Stale => return Ok(false),
+            Admission::Paused => return self.park(chunk).await,
+            Admission::Copy if !allowed => return self.park(chunk).await,
+            Admission::Copy => {}
+        }
+        let needed = chunk.keys.len() as u32 + CHUNK_OVERHEAD;
+        if !self.budget.affords(needed) {
+            return Err(crate::store::StoreError::new(
+                "consume",
+                "the invocation's budget is spent; the chunk waits for redelivery",
+            ));
+        }
+        let keys: Vec<ListedKey> = chunk
+            .keys
+            .iter()
+            .map(|k| ListedKey {
+                name: k.name.clone(),
+                expiration: k.expiration,
+                metadata: None,
+            })
+            .collect();
+        let counts = match copy::copy_chunk(self.stores, direction, &keys, self.now_ms, false).await
+        {
+            Ok(counts) => counts,
+            Err(err) => {
+                // The queue retries the chunk; what this attempt wrote before it failed
+                // needs the next pass as much as any copy (if this report is lost too,
+                // see docs/design.md §13).
+                let op = TallyOp::Attempted {
+                    chunk_of: chunk.reference(),
+                    now_ms: self.now_ms,
+                };
+                let _ = self.fanout.tally(op).await;
+                return Err(err);
+            }
+        };
+        let op = TallyOp::Done {
+            chunk_of: chunk.reference(),
+            writes: counts.copied + counts.corrected + counts.errors,
+            counts,
+            now_ms: self.now_ms,
+        };
+        Ok(self.fanout.tally(op).await?.nudge)
+    }
+
+    async fn park(&self, chunk: &Chunk) -> StoreResult<bool> {
+        let op = TallyOp::Hold {
+            why: Held::Parked,
+            chunk: chunk.clone(),
+            now_ms: self.now_ms,
+        };
+        self.fanout.tally(op).await.map(|_| false)
+    }
+}

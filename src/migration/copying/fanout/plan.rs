@@ -1,0 +1,290 @@
+//! The planner (docs/design.md §13): under the run's lease, lists the source from the
+//! checkpoint on and queues chunks of up to 100 keys while the throttle's window has
+//! room; ends a pass once the tally shows every chunk of it done, and starts the next
+//! once the pass's copies are visible everywhere, as the cron's engine does.
+
+use crate::migration::copying::backfill::{
+    load_checkpoint_of, move_past_page, save_checkpoint, take_lease, Checkpoint, RunOptions,
+    RunReport, Stage, LIST_PAGE,
+};
+use crate::migration::copying::copy::Direction;
+use crate::migration::copying::fanout::tally::{Chunk, ChunkKey, Held, Tally, TallyOp};
+use crate::migration::copying::fanout::{Fanout, QueueMessage};
+use crate::migration::keys;
+use crate::migration::state::coordinator::PhaseRegister;
+use crate::store::budget::Budget;
+use crate::store::{KvStore, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
+
+/// Held chunks sent again per planner run.
+const RELEASE_PER_RUN: u32 = 100;
+
+/// One planner run within `budget` (which `stores` should be metered by).
+pub async fn plan<S: KvStore, R: PhaseRegister>(
+    stores: &Stores<S>,
+    fanout: Fanout<'_, R>,
+    budget: &Budget,
+    options: RunOptions,
+    now_ms: u64,
+) -> StoreResult<RunReport> {
+    let start_ops = budget.used();
+    let lease = keys::lease(options.direction);
+    if let Some(reason) = take_lease(&stores.new, lease, now_ms).await? {
+        return Ok(RunReport {
+            skipped_because: Some(reason),
+            ..RunReport::default()
+        });
+    }
+    let mut checkpoint = load_checkpoint_of(&stores.new, options.direction).await?;
+    let result = under_lease(stores, fanout, budget, options, now_ms, &mut checkpoint).await;
+    checkpoint.updated_at = now_ms;
+    save_checkpoint(&stores.new, options.direction, &checkpoint).await?;
+    stores.new.delete(lease).await?;
+    let mut report = result?;
+    report.stage = checkpoint.stage;
+    report.complete = checkpoint.complete();
+    report.operations = budget.used() - start_ops;
+    Ok(report)
+}
+
+async fn under_lease<S: KvStore, R: PhaseRegister>(
+    stores: &Stores<S>,
+    fanout: Fanout<'_, R>,
+    budget: &Budget,
+    options: RunOptions,
+    now_ms: u64,
+    checkpoint: &mut Checkpoint,
+) -> StoreResult<RunReport> {
+    let direction = options.direction;
+    let mut report = RunReport::default();
+    if checkpoint
+        .started_at
+        .is_some_and(|started| started < options.fresh_after_ms)
+    {
+        *checkpoint = Checkpoint::default();
+    }
+    if checkpoint.complete() {
+        return Ok(report);
+    }
+    let run = *checkpoint.started_at.get_or_insert(now_ms);
+    checkpoint.pass = checkpoint.pass.max(1);
+    checkpoint.fanned_out = true;
+    if checkpoint.stage.counting() {
+        // The first pass's listing counts the keys: a separate count would list them all
+        // once more before the first copy.
+        checkpoint.stage = Stage::CopyCustomers;
+    }
+    let waiting_ms = checkpoint.waiting_ms(now_ms);
+    if waiting_ms > 0 {
+        report.skipped_because = Some(format!(
+            "pass {} waits {waiting_ms} ms more for the last pass's copies to reach every KV location",
+            checkpoint.pass
+        ));
+        report.wait_ms = Some(waiting_ms);
+        return Ok(report);
+    }
+    report.ran = true;
+    checkpoint.runs += 1;
+    let mut tally = start(fanout, direction, run, checkpoint.pass, 0).await?;
+    loop {
+        if tally.paused {
+            report.skipped_because = Some("the backfill is paused".to_owned());
+            return Ok(report);
+        }
+        if tally.finished() {
+            let absorbed = absorb(checkpoint, &tally);
+            checkpoint.end_pass(direction, now_ms, options.pass_delay_ms);
+            save_checkpoint(&stores.new, direction, checkpoint).await?;
+            let waiting_ms = checkpoint.waiting_ms(now_ms);
+            if checkpoint.complete() || waiting_ms > 0 {
+                report.wait_ms = Some(waiting_ms).filter(|ms| *ms > 0);
+                return Ok(report);
+            }
+            tally = start(fanout, direction, run, checkpoint.pass, absorbed).await?;
+            continue;
+        }
+        if checkpoint.stage == Stage::Draining {
+            if !tally.listed_all {
+                let op = TallyOp::Listed {
+                    direction,
+                    run,
+                    pass: checkpoint.pass,
+                };
+                tally = fanout.tally(op).await?.tally;
+                continue;
+            }
+            break;
+        }
+        if tally.room() == 0 || !budget.affords(2) {
+            break;
+        }
+        match queue_page(stores, fanout, checkpoint, &tally, (direction, now_ms)).await? {
+            Some(after) => {
+                report.queued += after.queued - tally.queued;
+                tally = after;
+            }
+            None => break, // another planner numbered chunks meanwhile
+        }
+        save_checkpoint(&stores.new, direction, checkpoint).await?;
+    }
+    if tally.parked > 0 {
+        report.queued += send_held(fanout, direction, Held::Parked, now_ms).await?;
+    }
+    Ok(report)
+}
+
+/// Starts tallying `pass` (a no-op if the tally already does) and returns the tally.
+async fn start<R: PhaseRegister>(
+    fanout: Fanout<'_, R>,
+    direction: Direction,
+    run: u64,
+    pass: u32,
+    absorbed_writes: u64,
+) -> StoreResult<Tally> {
+    let op = TallyOp::Start {
+        direction,
+        run,
+        pass,
+        absorbed_writes,
+    };
+    Ok(fanout.tally(op).await?.tally)
+}
+
+/// Takes a finished pass's findings into the checkpoint; returns the writes it took.
+fn absorb(checkpoint: &mut Checkpoint, tally: &Tally) -> u64 {
+    // Later passes repeat the first pass's findings: only their scans and writes count.
+    let counts = if checkpoint.pass > 1 {
+        tally.counts.scanned_and_writes()
+    } else {
+        tally.counts.clone()
+    };
+    checkpoint.counts.add(&counts);
+    checkpoint.pass_writes += tally.writes;
+    checkpoint.last_write_at = checkpoint.last_write_at.max(tally.last_write_at);
+    checkpoint.stage = Stage::Done;
+    tally.writes
+}
+
+/// Lists one page (or what of it the window has room for) and queues it; returns the
+/// tally after, or `None` if another planner reserved chunks meanwhile.
+async fn queue_page<S: KvStore, R: PhaseRegister>(
+    stores: &Stores<S>,
+    fanout: Fanout<'_, R>,
+    checkpoint: &mut Checkpoint,
+    tally: &Tally,
+    (direction, now_ms): (Direction, u64),
+) -> StoreResult<Option<Tally>> {
+    let stage = checkpoint.stage;
+    let page = stores
+        .get(direction.source())
+        .list(stage.prefix(), checkpoint.page_cursor.as_deref(), LIST_PAGE)
+        .await?;
+    let pending: Vec<ListedKey> = page
+        .keys
+        .into_iter()
+        .filter(|k| {
+            checkpoint
+                .after_key
+                .as_deref()
+                .is_none_or(|after| k.name.as_str() > after)
+        })
+        .collect();
+    let all_chunks = pending.len().div_ceil(MAX_BULK_KEYS) as u64;
+    let chunks = all_chunks.min(tally.room());
+    let whole_page = chunks == all_chunks;
+    let answer = if chunks == 0 {
+        None
+    } else {
+        let op = TallyOp::Queue {
+            direction,
+            run: tally.run,
+            pass: tally.pass,
+            expected_queued: tally.queued,
+            chunks,
+        };
+        let answer = fanout.tally(op).await?;
+        if !answer.accepted {
+            return Ok(None);
+        }
+        Some(answer)
+    };
+    let taken = &pending[..(chunks as usize * MAX_BULK_KEYS).min(pending.len())];
+    if let Some(answer) = &answer {
+        let first_seq = answer.first_seq.unwrap_or(tally.queued);
+        let numbered = (first_seq, now_ms);
+        send_chunks(fanout, direction, tally, numbered, taken).await?;
+    }
+    if checkpoint.pass == 1 {
+        checkpoint.total += taken.len() as u64;
+    }
+    if whole_page {
+        move_past_page(checkpoint, page.cursor, page.complete);
+        if checkpoint.stage == Stage::Done {
+            checkpoint.stage = Stage::Draining;
+        }
+    } else {
+        checkpoint.after_key = taken.last().map(|k| k.name.clone());
+    }
+    Ok(Some(answer.map_or_else(|| tally.clone(), |a| a.tally)))
+}
+
+/// Sends the chunks numbered from `first_seq`. Chunks whose sending failed are held as
+/// failed, so they show in the status and `retry-failed` sends them again.
+async fn send_chunks<R: PhaseRegister>(
+    fanout: Fanout<'_, R>,
+    direction: Direction,
+    tally: &Tally,
+    (first_seq, now_ms): (u64, u64),
+    keys: &[ListedKey],
+) -> StoreResult<()> {
+    let chunks: Vec<Chunk> = keys
+        .chunks(MAX_BULK_KEYS)
+        .zip(first_seq..)
+        .map(|(keys, seq)| Chunk {
+            direction,
+            run: tally.run,
+            pass: tally.pass,
+            seq,
+            keys: keys
+                .iter()
+                .map(|k| ChunkKey {
+                    name: k.name.clone(),
+                    expiration: k.expiration,
+                })
+                .collect(),
+        })
+        .collect();
+    let messages = chunks.iter().cloned().map(QueueMessage::Chunk).collect();
+    if fanout.queue.send(messages).await.is_err() {
+        for chunk in chunks {
+            let op = TallyOp::Hold {
+                why: Held::Failed,
+                chunk,
+                now_ms,
+            };
+            fanout.tally(op).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends held chunks again; returns how many.
+pub(crate) async fn send_held<R: PhaseRegister>(
+    fanout: Fanout<'_, R>,
+    direction: Direction,
+    why: Held,
+    now_ms: u64,
+) -> StoreResult<u64> {
+    let op = TallyOp::Release {
+        direction,
+        why,
+        limit: RELEASE_PER_RUN,
+        now_ms,
+    };
+    let released = fanout.tally(op).await?.released;
+    let count = released.len() as u64;
+    if count > 0 {
+        let messages = released.into_iter().map(QueueMessage::Chunk).collect();
+        fanout.queue.send(messages).await?;
+    }
+    Ok(count)
+}

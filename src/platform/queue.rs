@@ -1,0 +1,106 @@
+//! The backfill queue (docs/design.md §13): the producer the planner sends chunks
+//! through, and the consumer event that hands batches to the core. Without the
+//! `BACKFILL_QUEUE` binding the worker copies in its cron, as before.
+
+use futures::future::LocalBoxFuture;
+use worker::{event, Context, Env, MessageBatch, MessageExt};
+
+use super::coordinator::DoRegister;
+use crate::migration::copying::fanout::{self, ChunkQueue, Disposition, Fanout, QueueMessage};
+use crate::store::{StoreError, StoreResult};
+
+pub const BINDING: &str = "BACKFILL_QUEUE";
+/// Messages per `sendBatch` (the platform's cap).
+const MESSAGES_PER_SEND: usize = 100;
+/// Bytes per `sendBatch`, under the platform's 256 KB.
+const BYTES_PER_SEND: usize = 200 * 1024;
+
+pub struct WorkerQueue(worker::Queue);
+
+impl WorkerQueue {
+    /// The queue, if the worker has the binding.
+    pub fn from_env(env: &Env) -> Option<Self> {
+        env.queue(BINDING).ok().map(WorkerQueue)
+    }
+
+    async fn send_all(&self, messages: Vec<QueueMessage>) -> StoreResult<()> {
+        let failed = |e: worker::Error| StoreError::new("queue send", e.to_string());
+        let mut batch: Vec<QueueMessage> = Vec::new();
+        let mut bytes = 0;
+        for message in messages {
+            let size = serde_json::to_vec(&message).map_or(0, |b| b.len());
+            if !batch.is_empty()
+                && (batch.len() == MESSAGES_PER_SEND || bytes + size > BYTES_PER_SEND)
+            {
+                self.0
+                    .send_batch(std::mem::take(&mut batch))
+                    .await
+                    .map_err(failed)?;
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(message);
+        }
+        if !batch.is_empty() {
+            self.0.send_batch(batch).await.map_err(failed)?;
+        }
+        Ok(())
+    }
+}
+
+impl ChunkQueue for WorkerQueue {
+    fn send(&self, messages: Vec<QueueMessage>) -> LocalBoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.send_all(messages))
+    }
+}
+
+/// A batch from the backfill queue or from its dead-letter queue (whose name ends in
+/// `-dlq`, as wrangler.toml names it).
+#[event(queue)]
+async fn queue(batch: MessageBatch<QueueMessage>, env: Env, _ctx: Context) -> worker::Result<()> {
+    let (Ok(config), Ok(stores), Some(queue)) = (
+        super::config(&env),
+        super::stores(&env),
+        WorkerQueue::from_env(&env),
+    ) else {
+        worker::console_error!("queue: the worker is misconfigured");
+        batch.retry_all();
+        return Ok(());
+    };
+    let messages = match batch.messages() {
+        Ok(messages) => messages,
+        Err(_) => {
+            // Not ours to read: acknowledged, so it cannot block the queue.
+            worker::console_error!("queue: a batch held messages that are not chunks");
+            batch.ack_all();
+            return Ok(());
+        }
+    };
+    let bodies: Vec<QueueMessage> = messages.iter().map(|m| m.body().clone()).collect();
+    let register = DoRegister::new(&env);
+    let fanout = Fanout {
+        register: &register,
+        queue: &queue,
+    };
+    let now_ms = super::now_ms();
+    let dispositions = if batch.queue().ends_with("-dlq") {
+        fanout::dead_letters(fanout, &bodies, now_ms).await
+    } else {
+        let settings = (config.default_phase, config.gate_settings());
+        fanout::consume(&stores, fanout, settings, &bodies, now_ms).await
+    };
+    let mut retried = 0;
+    for (message, disposition) in messages.iter().zip(dispositions) {
+        match disposition {
+            Disposition::Ack => message.ack(),
+            Disposition::Retry => {
+                retried += 1;
+                message.retry();
+            }
+        }
+    }
+    if retried > 0 {
+        worker::console_warn!("queue: {retried} of {} messages retried", messages.len());
+    }
+    Ok(())
+}

@@ -7,6 +7,7 @@ use crate::migration::checking::emails::EmailAudit;
 use crate::migration::checking::verify::{Mode, Verification};
 use crate::migration::copying::backfill::{Checkpoint, RunReport, Stage};
 use crate::migration::copying::copy::CopyCounts;
+use crate::migration::copying::fanout::{with_tally, Tally};
 use crate::migration::healing::read_repair::CheckReport;
 use crate::migration::healing::repair::RepairReport;
 use crate::migration::state::audit::AuditEntry;
@@ -72,6 +73,41 @@ pub struct ProgressView {
     pub needed: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vouches: Option<bool>,
+    /// A run fanned out on the queue: the coordinator's tally of its pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<FanoutView>,
+}
+
+/// Chunks of the current pass, queued, in flight, done, failed and set aside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanoutView {
+    pub queued: u64,
+    pub in_flight: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub parked: u64,
+    pub listed_all: bool,
+    pub max_in_flight: u64,
+    pub records_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_keys: Vec<String>,
+}
+
+impl FanoutView {
+    fn of(tally: &Tally) -> Self {
+        Self {
+            queued: tally.queued,
+            in_flight: tally.in_flight(),
+            done: tally.done,
+            failed: tally.failed,
+            parked: tally.parked,
+            listed_all: tally.listed_all,
+            max_in_flight: tally.window(),
+            records_per_second: tally.records_per_second().map(|r| r.round()),
+            failed_keys: tally.failed_keys.clone(),
+        }
+    }
 }
 
 impl ProgressView {
@@ -93,6 +129,18 @@ impl ProgressView {
             unsettled_copies: checkpoint.unsettled_copies(),
             needed: None,
             vouches: None,
+            fanout: None,
+        }
+    }
+
+    /// A run and, when it fans out, its pass's tally so far.
+    pub fn of_run(checkpoint: &Checkpoint, tally: Option<&Tally>) -> Self {
+        match tally {
+            None => Self::of(checkpoint),
+            Some(tally) => Self {
+                fanout: Some(FanoutView::of(tally)),
+                ..Self::of(&with_tally(checkpoint, tally))
+            },
         }
     }
 
@@ -247,7 +295,7 @@ impl StatusView {
                 back: GateView::of(&status.back),
             },
             history,
-            backfill: ProgressView::of(&facts.checkpoint),
+            backfill: ProgressView::of_run(&facts.checkpoint, status.fanout.as_ref()),
             reverse_sync: ProgressView::reverse_sync(current, facts),
             verification_period,
             verification: Verifications {

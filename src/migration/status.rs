@@ -3,8 +3,11 @@
 //! audit entries. Reads only; its cost is bounded by [`gates::STATUS_LIST_PAGES`].
 
 use crate::migration::checking::verify::{self, Verification};
+use crate::migration::copying::copy::Direction;
+use crate::migration::copying::fanout::{Tally, TallyOp};
 use crate::migration::keys::{self, FALLBACK_PREFIX};
 use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::gates::{self, Facts, GateSettings, UnmetGate};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::{sample_keys, KeySample};
@@ -28,10 +31,13 @@ pub struct Status {
     pub fallback_hits: KeySample,
     pub verification: Option<Verification>,
     pub recent_audit: Vec<AuditEntry>,
+    /// The coordinator's tally of the backfill's pass, when it fans out.
+    pub fanout: Option<Tally>,
 }
 
-pub async fn gather<S: KvStore>(
+pub async fn gather<S: KvStore, R: PhaseRegister>(
     stores: &Stores<S>,
+    register: &R,
     current: &CurrentPhase,
     settings: GateSettings,
     now_ms: u64,
@@ -53,6 +59,14 @@ pub async fn gather<S: KvStore>(
             unmet: gates::unmet_gates(&current.state, current.phase, to, &facts.gates),
         })
     };
+    let fanout = if facts.checkpoint.fanned_out {
+        let op = TallyOp::Read {
+            direction: Direction::Forward,
+        };
+        Some(register.tally(op).await?.tally)
+    } else {
+        None
+    };
     let forward = next_move(current.phase.next());
     let back = next_move(current.phase.previous());
     Ok(Status {
@@ -62,5 +76,6 @@ pub async fn gather<S: KvStore>(
         fallback_hits,
         verification,
         recent_audit,
+        fanout,
     })
 }

@@ -22,7 +22,8 @@ pub async fn status<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,
 ) -> Result<ApiResponse, ApiError> {
     let settings = ctx.config.gate_settings();
-    let status = status::gather(ctx.stores, ctx.current, settings, ctx.now_ms).await?;
+    let status =
+        status::gather(ctx.stores, ctx.register, ctx.current, settings, ctx.now_ms).await?;
     Ok(ApiResponse::ok(json!(StatusView::of(
         ctx.current,
         settings,

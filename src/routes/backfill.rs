@@ -4,8 +4,11 @@ use serde_json::json;
 
 use super::{bodies, Ctx};
 use crate::api::{BatchView, ProgressView};
+use crate::error::Error;
 use crate::http::{ApiError, ApiRequest, ApiResponse};
-use crate::migration::copying::backfill::{self, Control};
+use crate::migration::copying::backfill::{self, Checkpoint, Control};
+use crate::migration::copying::copy::Direction;
+use crate::migration::copying::fanout::TallyOp;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
 use crate::writes::Writers;
@@ -30,7 +33,7 @@ pub async fn run_batch<S: KvStore, R: PhaseRegister, W: Writers>(
     .await?;
     Ok(ApiResponse::ok(json!(BatchView {
         report: Some(batch.report),
-        progress: ProgressView::of(&batch.checkpoint),
+        progress: progress(ctx, &batch.checkpoint).await?,
     })))
 }
 
@@ -39,10 +42,31 @@ pub async fn control<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,
     action: Control,
 ) -> Result<ApiResponse, ApiError> {
-    let checkpoint =
-        backfill::control(&ctx.stores.new, action, &ctx.caller.subject, ctx.now_ms).await?;
+    let checkpoint = backfill::control(
+        &ctx.stores.new,
+        (ctx.register, ctx.queue),
+        action,
+        &ctx.caller.subject,
+        ctx.now_ms,
+    )
+    .await?;
     Ok(ApiResponse::ok(json!(BatchView {
         report: None,
-        progress: ProgressView::of(&checkpoint),
+        progress: progress(ctx, &checkpoint).await?,
     })))
+}
+
+/// Where the backfill stands, with the coordinator's tally when it fans out.
+async fn progress<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
+    checkpoint: &Checkpoint,
+) -> Result<ProgressView, ApiError> {
+    if !checkpoint.fanned_out {
+        return Ok(ProgressView::of(checkpoint));
+    }
+    let op = TallyOp::Read {
+        direction: Direction::Forward,
+    };
+    let tally = ctx.register.tally(op).await.map_err(Error::from)?.tally;
+    Ok(ProgressView::of_run(checkpoint, Some(&tally)))
 }

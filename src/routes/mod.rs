@@ -204,6 +204,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
                 "pause" => crate::migration::copying::backfill::Control::Pause,
                 "resume" => crate::migration::copying::backfill::Control::Resume,
                 "reset" => crate::migration::copying::backfill::Control::Reset,
+                "retry-failed" => crate::migration::copying::backfill::Control::RetryFailed,
                 _ => return Err(ApiError::new(404, "route_not_found", "no such route").into()),
             };
             (

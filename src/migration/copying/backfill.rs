@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::error::Error;
 use crate::migration::copying::copy::{self, CopyCounts, Direction};
-use crate::migration::copying::fanout::{self, Fanout};
+use crate::migration::copying::fanout::{self, ChunkQueue, Fanout, Held, QueueMessage, TallyOp};
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::coordinator::PhaseRegister;
@@ -528,6 +528,8 @@ pub enum Control {
     Pause,
     Resume,
     Reset,
+    /// Sends the chunks that reached the dead-letter queue again (docs/design.md §13).
+    RetryFailed,
 }
 
 impl Control {
@@ -536,24 +538,52 @@ impl Control {
             Control::Pause => "backfill_pause",
             Control::Resume => "backfill_resume",
             Control::Reset => "backfill_reset",
+            Control::RetryFailed => "backfill_retry_failed",
         }
     }
 }
 
-/// Pauses, resumes or resets the backfill, audited first; returns where it stands.
-pub async fn control<S: KvStore>(
+/// Pauses, resumes or resets the backfill, or sends its failed chunks again, audited
+/// first; returns where it stands. A pause reaches the coordinator's tally too, which
+/// consumers ask before copying (docs/design.md §13).
+pub async fn control<S: KvStore, R: PhaseRegister>(
     new_store: &S,
+    (register, queue): (&R, Option<&dyn ChunkQueue>),
     action: Control,
     who: &str,
     now_ms: u64,
 ) -> Result<Checkpoint, Error> {
+    let direction = Direction::Forward;
+    if action == Control::RetryFailed && queue.is_none() {
+        return Err(Error::BackfillNotAllowed(
+            "only a backfill fanned out on a queue has failed chunks to retry".to_owned(),
+        ));
+    }
     let entry = AuditEntry::action(who, action.audit_name(), now_ms, None);
     audit::append(new_store, &entry).await?;
     match action {
         Control::Pause | Control::Resume => {
-            set_paused(new_store, action == Control::Pause).await?;
+            let paused = action == Control::Pause;
+            let op = TallyOp::Control {
+                direction,
+                paused: Some(paused),
+                max_in_flight: None,
+            };
+            register.tally(op).await?;
+            set_paused(new_store, paused).await?;
+            if let Some(queue) = queue.filter(|_| !paused) {
+                // The planner sends the chunks set aside while paused; if this fails,
+                // the cron runs it within a minute.
+                let _ = queue.send(vec![QueueMessage::Plan { direction }]).await;
+            }
         }
         Control::Reset => reset(new_store).await?,
+        Control::RetryFailed => {
+            if let Some(queue) = queue {
+                let fanout = Fanout { register, queue };
+                while fanout::plan::send_held(fanout, direction, Held::Failed, now_ms).await? > 0 {}
+            }
+        }
     }
     Ok(load_checkpoint(new_store).await?)
 }

@@ -17,7 +17,7 @@ use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::StoreResult;
 
 pub use consume::{consume, dead_letters, Disposition};
-pub use plan::plan;
+pub use plan::{plan, with_tally};
 pub use tally::{Chunk, ChunkKey, Held, Tally, TallyAnswer, TallyOp};
 
 /// A message on the backfill queue.

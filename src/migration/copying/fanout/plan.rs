@@ -149,8 +149,25 @@ async fn start<R: PhaseRegister>(
     Ok(fanout.tally(op).await?.tally)
 }
 
+/// The checkpoint as it would stand with the current pass's findings so far: what
+/// progress, percentages and ETAs are shown from.
+pub fn with_tally(checkpoint: &Checkpoint, tally: &Tally) -> Checkpoint {
+    let mut shown = checkpoint.clone();
+    if tally.run == checkpoint.started_at.unwrap_or(0) && tally.pass == checkpoint.pass {
+        add_findings(&mut shown, tally);
+    }
+    shown.paused = tally.paused;
+    shown
+}
+
 /// Takes a finished pass's findings into the checkpoint; returns the writes it took.
 fn absorb(checkpoint: &mut Checkpoint, tally: &Tally) -> u64 {
+    add_findings(checkpoint, tally);
+    checkpoint.stage = Stage::Done;
+    tally.writes
+}
+
+fn add_findings(checkpoint: &mut Checkpoint, tally: &Tally) {
     // Later passes repeat the first pass's findings: only their scans and writes count.
     let counts = if checkpoint.pass > 1 {
         tally.counts.scanned_and_writes()
@@ -160,8 +177,6 @@ fn absorb(checkpoint: &mut Checkpoint, tally: &Tally) -> u64 {
     checkpoint.counts.add(&counts);
     checkpoint.pass_writes += tally.writes;
     checkpoint.last_write_at = checkpoint.last_write_at.max(tally.last_write_at);
-    checkpoint.stage = Stage::Done;
-    tally.writes
 }
 
 /// Lists one page (or what of it the window has room for) and queues it; returns the

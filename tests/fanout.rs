@@ -1,0 +1,237 @@
+//! The backfill fanned out on a queue (docs/design.md §13): the planner queues chunks,
+//! consumers copy them within their own budgets, and duplicated, reordered, failed or
+//! stale deliveries, a pause and a reset leave every key copied exactly as the cron
+//! would.
+
+mod common;
+
+use common::*;
+use customer_kv_migration::migration::copying::backfill::{self, Checkpoint};
+use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
+use customer_kv_migration::migration::copying::fanout::{
+    consume, ChunkQueue, Disposition, Fanout, QueueMessage,
+};
+use customer_kv_migration::phase::Phase;
+use customer_kv_migration::store::budget::PLATFORM_OPERATION_CAP;
+use customer_kv_migration::store::Fault;
+
+/// Consumers take this many chunks a batch (wrangler.toml's `max_batch_size`).
+const BATCH: usize = 8;
+
+fn world_with_queue(records: usize) -> World {
+    let mut world = World::in_phase(Phase::Backfill);
+    world.queue = Some(LocalQueue::default());
+    seed_legacy(&world, records);
+    world
+}
+
+fn queue(world: &World) -> &LocalQueue {
+    world.queue.as_ref().unwrap()
+}
+
+fn checkpoint(world: &World) -> Checkpoint {
+    block_on(backfill::load_checkpoint(&world.stores.new)).unwrap()
+}
+
+/// Every live key of the old store's two families is in the new store, identical.
+fn assert_new_mirrors_old(world: &World) {
+    for key in world.stores.old.keys() {
+        assert_eq!(
+            world.stores.new.peek(&key),
+            world.stores.old.peek(&key),
+            "{key}"
+        );
+    }
+}
+
+/// Cron runs (each planning) and consumers until the backfill completes; returns the
+/// cron runs it took.
+fn run_to_completion(world: &mut World) -> usize {
+    for run in 1..=50 {
+        let report = world.run_cron();
+        assert!(report.operations <= PLATFORM_OPERATION_CAP, "{report:?}");
+        world.drain_queue(BATCH);
+        if checkpoint(world).complete() {
+            return run;
+        }
+        world.now_ms += 60_000;
+    }
+    panic!("the backfill did not complete: {:?}", checkpoint(world));
+}
+
+#[test]
+fn a_fanned_out_backfill_copies_every_key_and_counts_each_once() {
+    let mut world = world_with_queue(3_000);
+    run_to_completion(&mut world);
+    assert_new_mirrors_old(&world);
+    let done = checkpoint(&world);
+    assert!(done.fanned_out && done.complete());
+    assert_eq!((done.total, done.counts.copied), (6_000, 6_000));
+    // The first pass copied, so a second re-read everything and found it in sync.
+    assert_eq!(done.pass, 2);
+    assert_eq!(done.counts.scanned, 12_000);
+}
+
+#[test]
+fn every_consumer_invocation_stays_within_its_budget() {
+    let world = world_with_queue(2_000);
+    world.run_cron();
+    let register = world.register();
+    let fanout = Fanout {
+        register: &register,
+        queue: queue(&world),
+    };
+    let settings = (world.config.default_phase, world.config.gate_settings());
+    let mut most = 0;
+    while queue(&world).waiting() > 0 {
+        world.stores.old.reset_counts();
+        world.stores.new.reset_counts();
+        let batch: Vec<QueueMessage> = queue(&world)
+            .take(BATCH)
+            .into_iter()
+            .map(|d| d.message)
+            .collect();
+        let dispositions = block_on(consume(
+            &world.stores,
+            fanout,
+            settings,
+            &batch,
+            world.now_ms,
+        ));
+        assert!(dispositions.iter().all(|d| *d == Disposition::Ack));
+        let used = world.stores.old.counts().total() + world.stores.new.counts().total();
+        most = most.max(used);
+    }
+    // Eight chunks of 100 copies: 800 writes and 25 reads.
+    assert!((800..=PLATFORM_OPERATION_CAP).contains(&most), "{most}");
+}
+
+#[test]
+fn duplicated_and_reordered_chunks_count_once() {
+    let mut world = world_with_queue(1_000);
+    world.run_cron();
+    // Every message twice, in reverse order.
+    let mut all = queue(&world).take(usize::MAX);
+    all.extend(all.clone());
+    all.reverse();
+    let messages: Vec<QueueMessage> = all.into_iter().map(|d| d.message).collect();
+    block_on(queue(&world).send(messages)).unwrap();
+    world.drain_queue(BATCH);
+    run_to_completion(&mut world);
+    assert_new_mirrors_old(&world);
+    let done = checkpoint(&world);
+    assert_eq!((done.total, done.counts.copied), (2_000, 2_000));
+    // Two passes over 2,000 keys, each chunk counted once however often it came.
+    assert_eq!(done.counts.scanned, 4_000);
+}
+
+#[test]
+fn a_pause_sets_chunks_aside_and_a_resume_copies_them() {
+    let mut world = world_with_queue(1_000);
+    world.run_cron();
+    let pause = world.send(
+        "POST",
+        "/admin/migrate/backfill/pause",
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(pause.status, 200, "{}", pause.body);
+    world.drain_queue(BATCH);
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    let fanout = &status.body["backfill"]["fanout"];
+    assert_eq!(fanout["parked"], 20, "{}", status.body["backfill"]);
+    assert_eq!(status.body["backfill"]["paused"], true);
+    assert!(world.stores.new.peek("customer_cust_000000").is_none());
+    // Paused, the cron queues nothing more.
+    world.run_cron();
+    assert_eq!(queue(&world).waiting(), 0);
+    let resume = world.send(
+        "POST",
+        "/admin/migrate/backfill/resume",
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(resume.status, 200, "{}", resume.body);
+    run_to_completion(&mut world);
+    assert_new_mirrors_old(&world);
+    assert_eq!(checkpoint(&world).counts.copied, 2_000);
+}
+
+#[test]
+fn chunks_of_a_reset_run_are_ignored() {
+    let mut world = world_with_queue(500);
+    world.run_cron();
+    let stale = queue(&world).take(usize::MAX);
+    let reset = world.send(
+        "POST",
+        "/admin/migrate/backfill/reset",
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    world.now_ms += 1;
+    world.run_cron();
+    let messages: Vec<QueueMessage> = stale.into_iter().map(|d| d.message).collect();
+    block_on(queue(&world).send(messages)).unwrap();
+    run_to_completion(&mut world);
+    assert_new_mirrors_old(&world);
+    // Only the new run's chunks counted: 1,000 keys copied once, scanned in two passes.
+    let done = checkpoint(&world);
+    assert_eq!((done.counts.copied, done.counts.scanned), (1_000, 2_000));
+}
+
+#[test]
+fn a_chunk_that_keeps_failing_is_reported_and_retried_on_request() {
+    let mut world = world_with_queue(300);
+    world.run_cron();
+    world.stores.new.fail(Fault::Get("customer_".into()));
+    world.drain_queue(BATCH);
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    let fanout = &status.body["backfill"]["fanout"];
+    assert_eq!(fanout["failed"], 3, "{}", status.body["backfill"]);
+    assert!(!fanout["failedKeys"].as_array().unwrap().is_empty());
+    // Failed chunks hold the pass open: nothing is complete.
+    world.stores.new.heal();
+    world.run_cron();
+    world.drain_queue(BATCH);
+    assert!(!checkpoint(&world).complete());
+    let retry = world.send(
+        "POST",
+        "/admin/migrate/backfill/retry-failed",
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    run_to_completion(&mut world);
+    assert_new_mirrors_old(&world);
+}
+
+#[test]
+fn a_queue_that_refuses_sends_holds_the_chunks_as_failed() {
+    let mut world = world_with_queue(200);
+    queue(&world).refuse_sends.set(true);
+    world.run_cron();
+    queue(&world).refuse_sends.set(false);
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    assert_eq!(status.body["backfill"]["fanout"]["failed"], 4);
+    world.send(
+        "POST",
+        "/admin/migrate/backfill/retry-failed",
+        Some(&admin()),
+        None,
+    );
+    run_to_completion(&mut world);
+    assert_new_mirrors_old(&world);
+}
+
+#[test]
+fn retry_failed_without_a_queue_is_refused() {
+    let world = World::in_phase(Phase::Backfill);
+    let r = world.send(
+        "POST",
+        "/admin/migrate/backfill/retry-failed",
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+}

@@ -515,6 +515,17 @@ pub fn run_with(seed: u64, settings: Settings, mut rng: Rng, cuts: Cuts) -> Outc
                 Rng::new(rng.next_u64()),
             ))));
         }
+        if settings.fan_out {
+            for _ in 0..2 {
+                let task = tasks.len();
+                tasks.push(Some(Box::pin(super::queue::consumer_task(
+                    &sim,
+                    task,
+                    30,
+                    Rng::new(rng.next_u64()),
+                ))));
+            }
+        }
         for _ in 0..settings.admins {
             let task = tasks.len();
             tasks.push(Some(Box::pin(admin_task(
@@ -598,7 +609,12 @@ fn converge_and_check(sim: &Sim) {
     }
     block_on(sim.send(&cache, true, "POST", "/admin/migrate/backfill/reset", None));
     for _ in 0..50 {
-        match block_on(cron_once(sim)) {
+        let result = block_on(cron_once(sim));
+        super::queue::drain(sim);
+        if sim.queue.is_some() {
+            retry_failed(sim);
+        }
+        match result {
             Ok(report) if report.backfill.as_ref().is_some_and(|b| b.complete) => break,
             _ => sim.advance_clock(60_000),
         }
@@ -687,10 +703,29 @@ fn settle_copies(sim: &Sim) {
             ));
             batches_run = r.status == 200;
             wait_ms = wait_ms.max(r.body["report"]["waitMs"].as_u64().unwrap_or(0));
+            super::queue::drain(sim);
+            retry_failed(sim);
         }
         sim.advance_clock(wait_ms + 1);
     }
     sim.violation("the backfill's passes or the read-repair checks did not settle".into());
+}
+
+/// Sends the chunks that reached the dead letters again, as an operator would, and
+/// consumes them.
+fn retry_failed(sim: &Sim) {
+    if sim.queue.is_none() {
+        return;
+    }
+    let cache = PhaseCache::default();
+    block_on(sim.send(
+        &cache,
+        true,
+        "POST",
+        "/admin/migrate/backfill/retry-failed",
+        None,
+    ));
+    super::queue::drain(sim);
 }
 
 /// Writes since phase 4 reached the new store alone: a rollback to phase 1 must bring
@@ -708,6 +743,7 @@ fn roll_back_to_the_old_store(sim: &Sim, ids: &[String]) {
         if r.status == 200 || sim.stored_phase() <= Phase::DualWrite {
             break;
         }
+        retry_failed(sim);
         sim.advance_clock(60_000);
     }
     if sim.stored_phase() != Phase::DualWrite {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod queue;
 pub mod rng;
 pub mod shared;
 pub mod store;

@@ -528,7 +528,8 @@ pub enum Control {
     Pause,
     Resume,
     Reset,
-    /// Sends the chunks that reached the dead-letter queue again (docs/design.md §13).
+    /// Sends the chunks that reached the dead-letter queue again, the backfill's and the
+    /// reverse sync's (docs/design.md §13).
     RetryFailed,
 }
 
@@ -581,7 +582,11 @@ pub async fn control<S: KvStore, R: PhaseRegister>(
         Control::RetryFailed => {
             if let Some(queue) = queue {
                 let fanout = Fanout { register, queue };
-                while fanout::plan::send_held(fanout, direction, Held::Failed, now_ms).await? > 0 {}
+                for direction in [Direction::Forward, Direction::Reverse] {
+                    while fanout::plan::send_held(fanout, direction, Held::Failed, now_ms).await?
+                        > 0
+                    {}
+                }
             }
         }
     }

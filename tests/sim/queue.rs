@@ -1,0 +1,111 @@
+//! Consumers of the backfill queue in histories that fan out (docs/design.md §13): they
+//! run among the clients, the cron and the admins, and the queue misbehaves as
+//! at-least-once delivery allows: batches out of order, a message twice, an
+//! acknowledgement lost (the message comes again), messages that keep failing
+//! dead-lettered. Their copies go through the same faulty stores as everything else.
+
+use customer_kv_migration::migration::copying::fanout::local::{Delivery, LocalQueue};
+use customer_kv_migration::migration::copying::fanout::{
+    consume, dead_letters, Disposition, QueueMessage,
+};
+
+use super::rng::Rng;
+use super::store::pause;
+use super::Sim;
+
+/// One consumer: `rounds` times, maybe takes a batch and consumes it.
+pub async fn consumer_task(sim: &Sim, task: usize, rounds: usize, mut rng: Rng) {
+    let Some(queue) = sim.queue.as_ref() else {
+        return;
+    };
+    for step in 0..rounds {
+        for _ in 0..rng.below(40) {
+            pause().await;
+        }
+        if !sim.takes_step(task, step) {
+            continue;
+        }
+        let batch = take_batch(queue, &mut rng);
+        if !batch.is_empty() {
+            consume_batch(sim, queue, batch, &mut rng).await;
+            sim.note(format!(
+                "[{task}.{step}] consumer: {} waiting",
+                queue.waiting()
+            ));
+        }
+        if rng.chance(0.3) {
+            let dead: Vec<QueueMessage> =
+                queue.take_dead(4).into_iter().map(|d| d.message).collect();
+            let register = sim.register();
+            let fanout = sim.fanout(&register).expect("a queue");
+            // A dead letter whose tally op failed is simply lost here; the planner never
+            // counts its chunk done, which the convergence would show as a stuck pass.
+            let _ = dead_letters(fanout, &dead, sim.now()).await;
+        }
+    }
+}
+
+/// Up to four messages, from the front or from anywhere (reordered), sometimes with a
+/// duplicate of one delivered again later.
+fn take_batch(queue: &LocalQueue, rng: &mut Rng) -> Vec<Delivery> {
+    let size = 1 + rng.below(4) as usize;
+    let mut batch = Vec::new();
+    for _ in 0..size {
+        let waiting = queue.waiting();
+        if waiting == 0 {
+            break;
+        }
+        let index = if rng.chance(0.3) {
+            rng.below(waiting as u64) as usize
+        } else {
+            0
+        };
+        if let Some(delivery) = queue.take_at(index) {
+            if rng.chance(0.1) {
+                queue.redeliver(delivery.clone());
+            }
+            batch.push(delivery);
+        }
+    }
+    batch
+}
+
+async fn consume_batch(sim: &Sim, queue: &LocalQueue, batch: Vec<Delivery>, rng: &mut Rng) {
+    let register = sim.register();
+    let fanout = sim.fanout(&register).expect("a queue");
+    let settings = (sim.config.default_phase, sim.config.gate_settings());
+    let messages: Vec<QueueMessage> = batch.iter().map(|d| d.message.clone()).collect();
+    let dispositions = consume(&sim.stores, fanout, settings, &messages, sim.now()).await;
+    for (delivery, disposition) in batch.into_iter().zip(dispositions) {
+        if disposition == Disposition::Ack && rng.chance(0.05) {
+            queue.redeliver(delivery); // the acknowledgement was lost
+        } else {
+            queue.settle(delivery, disposition);
+        }
+    }
+}
+
+/// Consumes everything waiting, dead letters included, in order and without faults.
+pub fn drain(sim: &Sim) {
+    let Some(queue) = sim.queue.as_ref() else {
+        return;
+    };
+    let register = sim.register();
+    let fanout = sim.fanout(&register).expect("a queue");
+    let settings = (sim.config.default_phase, sim.config.gate_settings());
+    for _ in 0..10_000 {
+        let batch = queue.take(8);
+        let dead: Vec<QueueMessage> = queue.take_dead(8).into_iter().map(|d| d.message).collect();
+        if batch.is_empty() && dead.is_empty() {
+            return;
+        }
+        let messages: Vec<QueueMessage> = batch.iter().map(|d| d.message.clone()).collect();
+        let dispositions =
+            super::block_on(consume(&sim.stores, fanout, settings, &messages, sim.now()));
+        for (delivery, disposition) in batch.into_iter().zip(dispositions) {
+            queue.settle(delivery, disposition);
+        }
+        super::block_on(dead_letters(fanout, &dead, sim.now()));
+    }
+    sim.violation("the queue did not drain".into());
+}

@@ -70,6 +70,10 @@ fn a_fanned_out_backfill_copies_every_key_and_counts_each_once() {
     // The first pass copied, so a second re-read everything and found it in sync.
     assert_eq!(done.pass, 2);
     assert_eq!(done.counts.scanned, 12_000);
+    // The status shows the same: the last pass's tally is not added twice.
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    assert_eq!(status.body["backfill"]["counts"]["scanned"], 12_000);
+    assert_eq!(status.body["backfill"]["fanout"]["done"], 60);
 }
 
 #[test]

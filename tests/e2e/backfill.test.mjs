@@ -4,8 +4,8 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { generateLegacyData, mulberry32, normalCustomerId } from "../../scripts/legacy-data.mjs";
-import { customerKey, getJson, isTombstone, startWorker } from "./harness.mjs";
+import { generateLegacyData, mulberry32 } from "../../scripts/legacy-data.mjs";
+import { customerKey, getJson, isTombstone, liveClient, startWorker } from "./harness.mjs";
 
 const LEGACY_CUSTOMERS = 4_995; // with their mappings and the messy cases: about 10,000 keys
 let h;
@@ -40,41 +40,12 @@ async function status() {
   return res.json;
 }
 
-/** A client that keeps writing; returns what it was told, per customer id. */
-async function liveClient(stop, random) {
-  const told = new Map(); // id -> { name } | "deleted"
-  let n = 0;
-  while (!stop.done || n < 30) {
-    n += 1;
-    const pick = Math.floor(random() * 3);
-    if (pick === 0) {
-      const id = `live_${n}`;
-      const res = await h.request("POST", "/customer", {
-        token: h.serviceToken,
-        body: { customerId: id, email: `live.${n}@e2e.example.com`, name: `created ${n}` },
-      });
-      if (res.status === 201) told.set(id, { name: `created ${n}` });
-    } else {
-      const id = normalCustomerId(1 + Math.floor(random() * LEGACY_CUSTOMERS));
-      if (told.get(id) === "deleted") continue;
-      if (pick === 1) {
-        const res = await h.request("PATCH", `/customer/${id}`, { token: h.serviceToken, body: { name: `update ${n}` } });
-        if (res.status === 200) told.set(id, { name: `update ${n}` });
-      } else {
-        const res = await h.request("DELETE", `/customer/${id}`, { token: h.serviceToken });
-        if (res.status === 200) told.set(id, "deleted");
-      }
-    }
-  }
-  return told;
-}
-
 test("10,000 legacy keys migrate under live traffic and every acknowledged write holds", async () => {
   await h.setPhase(1);
   await h.setPhase(2);
   await h.setPhase(3);
   const stop = { done: false };
-  const client = liveClient(stop, mulberry32(42));
+  const client = liveClient(h, { stop, random: mulberry32(42), legacyCustomers: LEGACY_CUSTOMERS });
   let runs = 0;
   for (; runs < 40; runs += 1) {
     await fireCron();

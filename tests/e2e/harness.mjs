@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
 import { mintToken } from "../../scripts/dev-token.mjs";
-import { CUSTOMER_PREFIX, EMAIL_PREFIX, customerKey, emailHash, emailKey } from "../../scripts/legacy-data.mjs";
+import { CUSTOMER_PREFIX, EMAIL_PREFIX, customerKey, emailHash, emailKey, normalCustomerId } from "../../scripts/legacy-data.mjs";
 
 export { customerKey, emailHash, emailKey, mintToken, CUSTOMER_PREFIX, EMAIL_PREFIX };
 
@@ -54,7 +54,53 @@ export const PHASE_KEY = "__migration/phase";
  *                             (the phase falls back to DEFAULT_PHASE)
  *   h.stop()
  */
-export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV", "CUSTOMER_KV"] } = {}) {
+/**
+ * A client that keeps creating, updating and deleting customers until `stop.done` (and
+ * at least 30 writes); returns what it was told, per customer id: { name } or "deleted".
+ */
+export async function liveClient(h, { stop, random, legacyCustomers }) {
+  const told = new Map();
+  let n = 0;
+  while (!stop.done || n < 30) {
+    n += 1;
+    const pick = Math.floor(random() * 3);
+    if (pick === 0) {
+      const id = `live_${n}`;
+      const res = await h.request("POST", "/customer", {
+        token: h.serviceToken,
+        body: { customerId: id, email: `live.${n}@e2e.example.com`, name: `created ${n}` },
+      });
+      if (res.status === 201) told.set(id, { name: `created ${n}` });
+    } else {
+      const id = normalCustomerId(1 + Math.floor(random() * legacyCustomers));
+      if (told.get(id) === "deleted") continue;
+      if (pick === 1) {
+        const res = await h.request("PATCH", `/customer/${id}`, { token: h.serviceToken, body: { name: `update ${n}` } });
+        if (res.status === 200) told.set(id, { name: `update ${n}` });
+      } else {
+        const res = await h.request("DELETE", `/customer/${id}`, { token: h.serviceToken });
+        if (res.status === 200) told.set(id, "deleted");
+      }
+    }
+  }
+  return told;
+}
+
+/** Miniflare's queues as wrangler.toml's commented sections declare them (design §13). */
+const BACKFILL_QUEUES = {
+  queueProducers: { BACKFILL_QUEUE: "customer-backfill" },
+  queueConsumers: {
+    "customer-backfill": {
+      maxBatchSize: 8,
+      maxBatchTimeout: 1,
+      maxRetries: 5,
+      deadLetterQueue: "customer-backfill-dlq",
+    },
+    "customer-backfill-dlq": { maxBatchSize: 100, maxBatchTimeout: 1 },
+  },
+};
+
+export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV", "CUSTOMER_KV"], queue = false } = {}) {
   if (!existsSync(SHIM)) throw new Error(BUILD_MISSING);
   const options = {
     modules: true,
@@ -72,6 +118,7 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
       CUSTOMER_WRITER: "CustomerWriter",
       EMAIL_OWNER: "EmailOwner",
     },
+    ...(queue ? BACKFILL_QUEUES : {}),
     // A free loopback port, so a separate process (the command-line client) can reach it.
     port: 0,
     bindings: {

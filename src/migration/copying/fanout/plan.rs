@@ -153,7 +153,9 @@ async fn start<R: PhaseRegister>(
 /// progress, percentages and ETAs are shown from.
 pub fn with_tally(checkpoint: &Checkpoint, tally: &Tally) -> Checkpoint {
     let mut shown = checkpoint.clone();
-    if tally.run == checkpoint.started_at.unwrap_or(0) && tally.pass == checkpoint.pass {
+    // A complete run took its last pass's findings in already.
+    let current = tally.run == checkpoint.started_at.unwrap_or(0) && tally.pass == checkpoint.pass;
+    if current && !checkpoint.complete() {
         add_findings(&mut shown, tally);
     }
     shown.paused = tally.paused;

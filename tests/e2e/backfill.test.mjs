@@ -15,14 +15,7 @@ before(async () => {
   h = await startWorker();
   await h.reset();
   entries = generateLegacyData({ customers: LEGACY_CUSTOMERS, seed: 7 });
-  const old = h.old();
-  for (let i = 0; i < entries.length; i += 200) {
-    await Promise.all(
-      entries.slice(i, i + 200).map(({ key, value, expiration, metadata }) =>
-        old.put(key, value, { ...(expiration ? { expiration } : {}), ...(metadata ? { metadata } : {}) }),
-      ),
-    );
-  }
+  await h.seedOld(entries);
 });
 after(async () => {
   await h?.stop();

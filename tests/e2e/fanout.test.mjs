@@ -13,15 +13,7 @@ let h;
 
 before(async () => {
   h = await startWorker({ queue: true });
-  const entries = generateLegacyData({ customers: LEGACY_CUSTOMERS, seed: 11 });
-  const old = h.old();
-  for (let i = 0; i < entries.length; i += 500) {
-    await Promise.all(
-      entries.slice(i, i + 500).map(({ key, value, expiration, metadata }) =>
-        old.put(key, value, { ...(expiration ? { expiration } : {}), ...(metadata ? { metadata } : {}) }),
-      ),
-    );
-  }
+  await h.seedOld(generateLegacyData({ customers: LEGACY_CUSTOMERS, seed: 11 }));
 });
 after(async () => {
   await h?.stop();

@@ -178,6 +178,17 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
     }
   }
 
+  /** Puts generated legacy entries (with expirations and metadata) into OTP_AUTH_KV. */
+  async function seedOld(entries) {
+    for (let i = 0; i < entries.length; i += 500) {
+      await Promise.all(
+        entries.slice(i, i + 500).map(({ key, value, expiration, metadata }) =>
+          oldKv.put(key, value, { ...(expiration ? { expiration } : {}), ...(metadata ? { metadata } : {}) }),
+        ),
+      );
+    }
+  }
+
   /** Empty stores and a new coordinator: a worker started afresh. */
   async function reset() {
     await mf.dispose();
@@ -214,6 +225,7 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
     new: () => newKv,
     store: (name) => (name === "old" ? oldKv : newKv),
     listAll,
+    seedOld,
     reset,
     setPhase,
     currentPhase,

@@ -154,6 +154,14 @@ impl Checkpoint {
         self.pass_not_before = Some(self.last_write_at.unwrap_or(now_ms) + pass_delay_ms);
     }
 
+    /// The keys of the page being worked on that are not done yet.
+    pub(crate) fn not_done(&self, page: Vec<ListedKey>) -> Vec<ListedKey> {
+        let after = self.after_key.as_deref();
+        page.into_iter()
+            .filter(|k| after.is_none_or(|after| k.name.as_str() > after))
+            .collect()
+    }
+
     /// Milliseconds left at the rate seen so far, once there is a rate.
     pub fn eta_ms(&self) -> Option<u64> {
         let started = self.started_at?;
@@ -331,16 +339,7 @@ async fn advance<S: KvStore>(
             move_past_page(checkpoint, page.cursor, page.complete);
             continue;
         }
-        let pending: Vec<ListedKey> = page
-            .keys
-            .into_iter()
-            .filter(|k| {
-                checkpoint
-                    .after_key
-                    .as_deref()
-                    .is_none_or(|after| k.name.as_str() > after)
-            })
-            .collect();
+        let pending = checkpoint.not_done(page.keys);
         for whole_chunk in pending.chunks(MAX_BULK_KEYS) {
             let room = options
                 .max_records

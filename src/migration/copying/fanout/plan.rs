@@ -195,16 +195,7 @@ async fn queue_page<S: KvStore, R: PhaseRegister>(
         .get(direction.source())
         .list(stage.prefix(), checkpoint.page_cursor.as_deref(), LIST_PAGE)
         .await?;
-    let pending: Vec<ListedKey> = page
-        .keys
-        .into_iter()
-        .filter(|k| {
-            checkpoint
-                .after_key
-                .as_deref()
-                .is_none_or(|after| k.name.as_str() > after)
-        })
-        .collect();
+    let pending = checkpoint.not_done(page.keys);
     let all_chunks = pending.len().div_ceil(MAX_BULK_KEYS) as u64;
     let chunks = all_chunks.min(tally.room());
     let whole_page = chunks == all_chunks;

@@ -239,3 +239,29 @@ fn retry_failed_without_a_queue_is_refused() {
     );
     assert_eq!(r.status, 409, "{}", r.body);
 }
+
+#[test]
+fn a_throttle_bounds_the_chunks_in_flight() {
+    let mut world = world_with_queue(1_000);
+    let bad = world.send(
+        "POST",
+        "/admin/migrate/backfill/throttle",
+        Some(&admin()),
+        Some(serde_json::json!({ "maxInFlight": 0 })),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let set = world.send(
+        "POST",
+        "/admin/migrate/backfill/throttle",
+        Some(&admin()),
+        Some(serde_json::json!({ "maxInFlight": 5 })),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+    world.run_cron();
+    assert_eq!(queue(&world).waiting(), 5, "20 chunks, 5 at a time");
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    assert_eq!(status.body["backfill"]["fanout"]["maxInFlight"], 5);
+    assert_eq!(status.body["backfill"]["fanout"]["inFlight"], 5);
+    run_to_completion(&mut world);
+    assert_new_mirrors_old(&world);
+}

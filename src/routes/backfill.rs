@@ -56,6 +56,27 @@ pub async fn control<S: KvStore, R: PhaseRegister, W: Writers>(
     })))
 }
 
+/// `POST /admin/migrate/backfill/throttle {maxInFlight}`: how many chunks a fanned-out
+/// backfill may have queued and not yet done.
+pub async fn throttle<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    let max_in_flight = request.json_body::<bodies::Throttle>()?.max_in_flight()?;
+    let checkpoint = backfill::throttle(
+        &ctx.stores.new,
+        ctx.register,
+        max_in_flight,
+        &ctx.caller.subject,
+        ctx.now_ms,
+    )
+    .await?;
+    Ok(ApiResponse::ok(json!(BatchView {
+        report: None,
+        progress: progress(ctx, &checkpoint).await?,
+    })))
+}
+
 /// Where the backfill stands, with the coordinator's tally when it fans out.
 async fn progress<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,

@@ -69,6 +69,27 @@ fn change_request(
     })
 }
 
+/// The most chunks a throttle lets be in flight at once.
+const MAX_IN_FLIGHT_LIMIT: u64 = 100_000;
+
+/// `POST /admin/migrate/backfill/throttle`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Throttle {
+    max_in_flight: u64,
+}
+
+impl Throttle {
+    pub fn max_in_flight(self) -> Result<u64, ApiError> {
+        if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&self.max_in_flight) {
+            return Err(ApiError::invalid_body(format!(
+                "maxInFlight must be an integer from 1 to {MAX_IN_FLIGHT_LIMIT}"
+            )));
+        }
+        Ok(self.max_in_flight)
+    }
+}
+
 /// `POST /admin/migrate/backfill`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

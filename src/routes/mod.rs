@@ -77,6 +77,7 @@ pub enum Route {
     Repair,
     Backfill,
     BackfillControl(crate::migration::copying::backfill::Control),
+    BackfillThrottle,
     Verify,
     Emails,
     Rollback,
@@ -127,6 +128,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::Audit => admin::audit_log(ctx, request).await,
         Route::Backfill => backfill::run_batch(ctx, request).await,
         Route::BackfillControl(action) => backfill::control(ctx, action).await,
+        Route::BackfillThrottle => backfill::throttle(ctx, request).await,
         Route::Emails => emails::run(ctx, request).await,
         Route::Verify => verify::run(ctx, request).await,
         Route::Rollback => rollback::run(ctx, request).await,
@@ -199,6 +201,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["admin", "migrate", "backfill"] => {
             (&["POST"], (*method == Post).then_some(Route::Backfill))
         }
+        ["admin", "migrate", "backfill", "throttle"] => (
+            &["POST"],
+            (*method == Post).then_some(Route::BackfillThrottle),
+        ),
         ["admin", "migrate", "backfill", action] => {
             let control = match *action {
                 "pause" => crate::migration::copying::backfill::Control::Pause,

@@ -543,6 +543,27 @@ impl Control {
     }
 }
 
+/// Sets how many chunks a fanned-out backfill may have in flight (docs/design.md §13),
+/// audited; returns where the backfill stands.
+pub async fn throttle<S: KvStore, R: PhaseRegister>(
+    new_store: &S,
+    register: &R,
+    max_in_flight: u64,
+    who: &str,
+    now_ms: u64,
+) -> Result<Checkpoint, Error> {
+    let detail = Some(format!("at most {max_in_flight} chunks in flight"));
+    let entry = AuditEntry::action(who, "backfill_throttle", now_ms, detail);
+    audit::append(new_store, &entry).await?;
+    let op = TallyOp::Control {
+        direction: Direction::Forward,
+        paused: None,
+        max_in_flight: Some(max_in_flight),
+    };
+    register.tally(op).await?;
+    Ok(load_checkpoint(new_store).await?)
+}
+
 /// Pauses, resumes or resets the backfill, or sends its failed chunks again, audited
 /// first; returns where it stands. A pause reaches the coordinator's tally too, which
 /// consumers ask before copying (docs/design.md §13).

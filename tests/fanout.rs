@@ -95,15 +95,18 @@ fn every_consumer_invocation_stays_within_its_budget() {
             .into_iter()
             .map(|d| d.message)
             .collect();
-        let dispositions = block_on(consume(
+        let consumed = block_on(consume(
             &world.stores,
             fanout,
             settings,
             &batch,
             world.now_ms,
         ));
-        assert!(dispositions.iter().all(|d| *d == Disposition::Ack));
+        assert!(consumed.dispositions.iter().all(|d| *d == Disposition::Ack));
         let used = world.stores.old.counts().total() + world.stores.new.counts().total();
+        // The invocation's own report, which its log line carries, counts the same.
+        assert_eq!(consumed.operations, used);
+        assert_eq!(consumed.messages, batch.len());
         most = most.max(used);
     }
     // Eight chunks of 100 copies: 800 writes and 25 reads.

@@ -83,24 +83,30 @@ async fn queue(batch: MessageBatch<QueueMessage>, env: Env, _ctx: Context) -> wo
         queue: &queue,
     };
     let now_ms = super::now_ms();
-    let dispositions = if batch.queue().ends_with("-dlq") {
-        fanout::dead_letters(fanout, &bodies, now_ms).await
-    } else {
-        let settings = (config.default_phase, config.gate_settings());
-        fanout::consume(&stores, fanout, settings, &bodies, now_ms).await
-    };
-    let mut retried = 0;
+    if batch.queue().ends_with("-dlq") {
+        let dispositions = fanout::dead_letters(fanout, &bodies, now_ms).await;
+        settle(&messages, dispositions);
+        worker::console_warn!("queue: {} dead-lettered messages", messages.len());
+        return Ok(());
+    }
+    let settings = (config.default_phase, config.gate_settings());
+    let mut consumed = fanout::consume(&stores, fanout, settings, &bodies, now_ms).await;
+    settle(&messages, std::mem::take(&mut consumed.dispositions));
+    // The clock moves on at each I/O, so this is the invocation's time waiting on KV, the
+    // coordinator and the queue.
+    worker::console_log!(
+        "queue: {} ms {}",
+        super::now_ms().saturating_sub(now_ms),
+        serde_json::to_string(&consumed).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn settle(messages: &[worker::Message<QueueMessage>], dispositions: Vec<Disposition>) {
     for (message, disposition) in messages.iter().zip(dispositions) {
         match disposition {
             Disposition::Ack => message.ack(),
-            Disposition::Retry => {
-                retried += 1;
-                message.retry();
-            }
+            Disposition::Retry => message.retry(),
         }
     }
-    if retried > 0 {
-        worker::console_warn!("queue: {retried} of {} messages retried", messages.len());
-    }
-    Ok(())
 }

@@ -126,7 +126,8 @@ impl World {
                 settings,
                 &messages,
                 self.now_ms,
-            ));
+            ))
+            .dispositions;
             for (delivery, disposition) in deliveries.into_iter().zip(dispositions) {
                 queue.settle(delivery, disposition);
             }

@@ -75,7 +75,9 @@ async fn consume_batch(sim: &Sim, queue: &LocalQueue, batch: Vec<Delivery>, rng:
     let fanout = sim.fanout(&register).expect("a queue");
     let settings = (sim.config.default_phase, sim.config.gate_settings());
     let messages: Vec<QueueMessage> = batch.iter().map(|d| d.message.clone()).collect();
-    let dispositions = consume(&sim.stores, fanout, settings, &messages, sim.now()).await;
+    let dispositions = consume(&sim.stores, fanout, settings, &messages, sim.now())
+        .await
+        .dispositions;
     for (delivery, disposition) in batch.into_iter().zip(dispositions) {
         if disposition == Disposition::Ack && rng.chance(0.05) {
             queue.redeliver(delivery); // the acknowledgement was lost
@@ -101,7 +103,8 @@ pub fn drain(sim: &Sim) {
         }
         let messages: Vec<QueueMessage> = batch.iter().map(|d| d.message.clone()).collect();
         let dispositions =
-            super::block_on(consume(&sim.stores, fanout, settings, &messages, sim.now()));
+            super::block_on(consume(&sim.stores, fanout, settings, &messages, sim.now()))
+                .dispositions;
         for (delivery, disposition) in batch.into_iter().zip(dispositions) {
             queue.settle(delivery, disposition);
         }

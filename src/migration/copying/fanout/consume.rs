@@ -7,8 +7,10 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 use crate::migration::copying::backfill::{self, RunOptions};
-use crate::migration::copying::copy::{self, Direction};
+use crate::migration::copying::copy::{self, CopyCounts, Direction};
 use crate::migration::copying::fanout::plan::plan;
 use crate::migration::copying::fanout::tally::{Admission, Chunk, Held, TallyOp};
 use crate::migration::copying::fanout::{Fanout, QueueMessage};
@@ -27,26 +29,74 @@ pub enum Disposition {
     Retry,
 }
 
+/// What one consumer invocation did, for its log line: counts only, never keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumed {
+    #[serde(skip)]
+    pub dispositions: Vec<Disposition>,
+    pub messages: usize,
+    /// Chunks copied and reported done.
+    pub chunks: usize,
+    /// Records the copies wrote (copied and corrected).
+    pub written: u64,
+    pub skipped: u64,
+    pub conflicts: u64,
+    pub errors: u64,
+    /// Chunks of an earlier run or pass, dropped.
+    pub stale: usize,
+    /// Chunks set aside while paused or while the phase forbids copying.
+    pub parked: usize,
+    pub retried: usize,
+    pub planned: usize,
+    /// KV operations the invocation made (the platform's cap is 1,000).
+    pub operations: u32,
+}
+
+impl Consumed {
+    fn tick(&mut self, disposition: Disposition) {
+        if disposition == Disposition::Retry {
+            self.retried += 1;
+        }
+        self.dispositions.push(disposition);
+    }
+}
+
+/// What a chunk came to, for the report.
+enum Outcome {
+    Copied(CopyCounts, bool),
+    Stale,
+    Parked,
+}
+
 /// Operations a chunk may need beyond one write per key: three bulk reads and a few
 /// corrections.
 const CHUNK_OVERHEAD: u32 = 9;
 
-/// Handles one batch of deliveries; returns a disposition for each, in order.
+/// Handles one batch of deliveries; returns a disposition for each, in order, and what
+/// the invocation did.
 pub async fn consume<S: KvStore, R: PhaseRegister>(
     stores: &Stores<S>,
     fanout: Fanout<'_, R>,
     (default_phase, timings): (Phase, GateSettings),
     messages: &[QueueMessage],
     now_ms: u64,
-) -> Vec<Disposition> {
+) -> Consumed {
     let budget = Budget::per_invocation(0);
     let stores = metered(stores, &budget);
+    let mut report = Consumed {
+        messages: messages.len(),
+        ..Consumed::default()
+    };
     let Ok(current) = phase_record::load(&stores.new, default_phase).await else {
-        return vec![Disposition::Retry; messages.len()];
+        messages
+            .iter()
+            .for_each(|_| report.tick(Disposition::Retry));
+        report.operations = budget.used();
+        return report;
     };
     let mut admissions = BTreeMap::new();
     let mut nudged = Vec::new();
-    let mut dispositions = Vec::with_capacity(messages.len());
     for message in messages {
         let disposition = match message {
             QueueMessage::Plan { direction } => {
@@ -59,6 +109,7 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
                     };
                     // A failed plan is the cron's to retry: it plans every minute.
                     let _ = plan(&stores, fanout, &budget, options, now_ms).await;
+                    report.planned += 1;
                 }
                 Disposition::Ack
             }
@@ -71,17 +122,30 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
                 };
                 let allowed = may_copy(chunk.direction, &current, timings, now_ms);
                 match step.chunk(chunk, allowed, &mut admissions).await {
-                    Ok(nudge) => {
+                    Ok(Outcome::Copied(counts, nudge)) => {
                         if nudge && !nudged.contains(&chunk.direction) {
                             nudged.push(chunk.direction);
                         }
+                        report.chunks += 1;
+                        report.written += counts.copied + counts.corrected;
+                        report.skipped += counts.skipped;
+                        report.conflicts += counts.conflicts;
+                        report.errors += counts.errors;
+                        Disposition::Ack
+                    }
+                    Ok(Outcome::Stale) => {
+                        report.stale += 1;
+                        Disposition::Ack
+                    }
+                    Ok(Outcome::Parked) => {
+                        report.parked += 1;
                         Disposition::Ack
                     }
                     Err(_) => Disposition::Retry,
                 }
             }
         };
-        dispositions.push(disposition);
+        report.tick(disposition);
     }
     if !nudged.is_empty() {
         let plans = nudged
@@ -91,7 +155,8 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
         // If this fails, the cron plans within a minute.
         let _ = fanout.queue.send(plans).await;
     }
-    dispositions
+    report.operations = budget.used();
+    report
 }
 
 /// Handles messages that reached the dead-letter queue: a chunk is held as failed, to be
@@ -154,13 +219,14 @@ struct Step<'a, S, R> {
 }
 
 impl<S: KvStore, R: PhaseRegister> Step<'_, S, R> {
-    /// Copies one chunk if the tally admits it; returns whether the planner should run.
+    /// Copies one chunk if the tally admits it; a copied chunk says whether the planner
+    /// should run.
     async fn chunk(
         &self,
         chunk: &Chunk,
         allowed: bool,
         admissions: &mut BTreeMap<(u8, u64, u32), Admission>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Outcome> {
         let direction = chunk.direction;
         let pass_key = (direction as u8, chunk.run, chunk.pass);
         let admission = match admissions.get(&pass_key) {
@@ -178,7 +244,7 @@ impl<S: KvStore, R: PhaseRegister> Step<'_, S, R> {
             }
         };
         match admission {
-            Admission::Stale => return Ok(false),
+            Admission::Stale => return Ok(Outcome::Stale),
             Admission::Paused => return self.park(chunk).await,
             Admission::Copy if !allowed => return self.park(chunk).await,
             Admission::Copy => {}
@@ -217,18 +283,19 @@ impl<S: KvStore, R: PhaseRegister> Step<'_, S, R> {
         let op = TallyOp::Done {
             chunk_of: chunk.reference(),
             writes: counts.copied + counts.corrected + counts.errors,
-            counts,
+            counts: counts.clone(),
             now_ms: self.now_ms,
         };
-        Ok(self.fanout.tally(op).await?.nudge)
+        let nudge = self.fanout.tally(op).await?.nudge;
+        Ok(Outcome::Copied(counts, nudge))
     }
 
-    async fn park(&self, chunk: &Chunk) -> StoreResult<bool> {
+    async fn park(&self, chunk: &Chunk) -> StoreResult<Outcome> {
         let op = TallyOp::Hold {
             why: Held::Parked,
             chunk: chunk.clone(),
             now_ms: self.now_ms,
         };
-        self.fanout.tally(op).await.map(|_| false)
+        self.fanout.tally(op).await.map(|_| Outcome::Parked)
     }
 }

@@ -16,7 +16,7 @@ use crate::migration::copying::copy::Direction;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::StoreResult;
 
-pub use consume::{consume, dead_letters, Disposition};
+pub use consume::{consume, dead_letters, Consumed, Disposition};
 pub use plan::{plan, with_tally};
 pub use tally::{Chunk, ChunkKey, Held, Tally, TallyAnswer, TallyOp};
 

@@ -5,42 +5,19 @@
 // empty store.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import { generateLegacyData } from "../../scripts/legacy-data.mjs";
-import { JWT_SECRET, customerKey, getJson, startWorker } from "./harness.mjs";
-
-const CLI =
-  process.env.KV_MIGRATE_BIN ??
-  fileURLToPath(new URL("../../target/debug/kv-migrate", import.meta.url));
-if (!existsSync(CLI)) throw new Error(`${CLI} does not exist: run \`cargo build --bin kv-migrate\``);
+import { customerKey, getJson, kvMigrate, startWorker } from "./harness.mjs";
 
 const work = mkdtempSync(join(tmpdir(), "kv-migrate-e2e-"));
 const backupFile = join(work, "old-store.ndjson");
 let h;
 let seeded; // the old store as seeded: key → { value (bytes), metadata, expiration }
 
-/** Runs the client against `worker`; resolves with its exit code and output. */
-function cli(args, worker = h) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(CLI, args, {
-      env: { ...process.env, KV_MIGRATE_URL: worker.url, JWT_SECRET, KV_MIGRATE_TOKEN: "" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    const out = [];
-    const err = [];
-    child.stdout.on("data", (d) => out.push(d));
-    child.stderr.on("data", (d) => err.push(d));
-    child.on("error", reject);
-    child.on("close", (code) =>
-      resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
-  });
-}
+const cli = (args, worker = h) => kvMigrate(worker, args);
 
 async function ok(args, worker) {
   const run = await cli(args, worker);

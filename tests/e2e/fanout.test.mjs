@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { generateLegacyData, mulberry32 } from "../../scripts/legacy-data.mjs";
-import { liveClient, startWorker } from "./harness.mjs";
+import { kvMigrate, liveClient, startWorker } from "./harness.mjs";
 
 const LEGACY_CUSTOMERS = 9_995; // with their mappings and the messy cases: about 20,000 keys
 let h;
@@ -75,4 +75,45 @@ test("20,000 legacy keys migrate through the queue under live traffic and verify
     if (expected === "deleted") assert.equal(res.status, 404, `${id} came back`);
     else assert.equal(res.json?.name, expected.name, `${id}: ${res.text}`);
   }
+});
+
+test("the command-line client throttles, pauses and resumes a fanned-out backfill and shows its chunks", async () => {
+  await h.reset();
+  await h.seedOld(generateLegacyData({ customers: 995, seed: 12 }));
+  await h.setPhase(1);
+  await h.setPhase(2);
+  await h.setPhase(3);
+  const ok = async (...args) => {
+    const run = await kvMigrate(h, args);
+    assert.equal(run.code, 0, `kv-migrate ${args.join(" ")} exited ${run.code}\n${run.stdout}\n${run.stderr}`);
+    return run;
+  };
+  // Set before the run fans out, the window holds for its planner.
+  await ok("backfill", "throttle", "--max-in-flight", "4");
+  const worker = await h.mf.getWorker();
+  assert.equal((await worker.scheduled({ cron: "* * * * *", scheduledTime: new Date() })).outcome, "ok");
+  const paused = JSON.parse((await ok("--json", "backfill", "pause")).stdout).progress;
+  assert.equal(paused.paused, true);
+  assert.equal(paused.fanout.maxInFlight, 4);
+  assert.equal(paused.fanout.queued, 4, JSON.stringify(paused.fanout));
+  const shown = await ok("status");
+  assert.match(shown.stdout, /backfill .* paused/);
+  assert.match(shown.stdout, /chunks: 4 queued, listing, \d+ in flight \(window 4\), \d+ done, 0 failed, \d+ set aside/);
+
+  await ok("backfill", "resume");
+  let progress;
+  for (let crons = 0; crons < 200; crons += 1) {
+    assert.equal((await worker.scheduled({ cron: "* * * * *", scheduledTime: new Date() })).outcome, "ok");
+    for (let polls = 0; polls < 60; polls += 1) {
+      progress = (await h.request("GET", "/admin/migrate/status", { token: h.adminToken })).json.backfill;
+      if (progress.complete || progress.fanout?.inFlight === 0) break;
+      await sleep(250);
+    }
+    if (progress.complete) break;
+  }
+  assert.equal(progress.complete, true, JSON.stringify(progress));
+  assert.ok(progress.fanout.maxInFlight === 4, JSON.stringify(progress.fanout));
+  // Nothing left to watch: --watch draws once and exits.
+  const watched = await ok("status", "--watch", "--interval", "1");
+  assert.match(watched.stdout, /complete/);
 });

@@ -4,6 +4,7 @@
 // stores directly.
 
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
@@ -22,6 +23,32 @@ if (!existsSync(SHIM)) throw new Error(BUILD_MISSING);
 
 /** The test secret the worker is started with (>= 32 chars). */
 export const JWT_SECRET = "e2e-test-secret-do-not-use-in-production-0123456789";
+
+const KV_MIGRATE =
+  process.env.KV_MIGRATE_BIN ??
+  fileURLToPath(new URL("../../target/debug/kv-migrate", import.meta.url));
+
+/**
+ * Runs the command-line client (target/debug/kv-migrate, or $KV_MIGRATE_BIN) against a
+ * started worker; resolves with its exit code and output.
+ */
+export function kvMigrate(worker, args) {
+  if (!existsSync(KV_MIGRATE)) throw new Error(`${KV_MIGRATE} does not exist: run \`cargo build --bin kv-migrate\``);
+  return new Promise((resolve, reject) => {
+    const child = spawn(KV_MIGRATE, args, {
+      env: { ...process.env, KV_MIGRATE_URL: worker.url, JWT_SECRET, KV_MIGRATE_TOKEN: "" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const out = [];
+    const err = [];
+    child.stdout.on("data", (d) => out.push(d));
+    child.stderr.on("data", (d) => err.push(d));
+    child.on("error", reject);
+    child.on("close", (code) =>
+      resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+    );
+  });
+}
 
 /** Phase numbers and names, DESIGN.md §3. */
 export const PHASE_NAMES = ["legacy", "dual_write", "read_new", "backfill", "new_primary", "complete"];

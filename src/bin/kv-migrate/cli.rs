@@ -39,6 +39,37 @@ pub struct Global {
     pub json: bool,
 }
 
+/// Steering the backfill (`POST /admin/migrate/backfill/…`).
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum BackfillControl {
+    /// Stop copying; fanned out, arriving chunks are set aside.
+    Pause,
+    /// Copy again; set-aside chunks are sent again.
+    Resume,
+    /// Start over (copies already made are skipped as in sync).
+    Reset,
+    /// Send again the chunks that reached the dead-letter queue.
+    RetryFailed,
+    /// Fanned out: at most N chunks of 100 keys queued and not yet done.
+    Throttle {
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        max_in_flight: u64,
+    },
+}
+
+impl BackfillControl {
+    /// The endpoint's last path segment.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Reset => "reset",
+            Self::RetryFailed => "retry-failed",
+            Self::Throttle { .. } => "throttle",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Phase, gates, backfill and reverse-sync progress, verification, journal, audit.
@@ -60,8 +91,11 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Run backfill batches now (the cron also runs them in phase 3).
+    /// Run backfill batches now (the cron also runs them in phase 3), or steer it.
+    #[command(args_conflicts_with_subcommands = true)]
     Backfill {
+        #[command(subcommand)]
+        control: Option<BackfillControl>,
         /// Report what would be copied, write nothing.
         #[arg(long)]
         dry_run: bool,

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::cli::{Args, Command, Force, StoreArg};
+use crate::cli::{Args, BackfillControl, Command, Force, StoreArg};
 use crate::client::{mint_token, Client};
 use crate::outcome::{CommandResult, Failure};
 use crate::render;
@@ -45,6 +45,11 @@ pub fn run(args: Args) -> CommandResult {
             change_phase(&client, &out, phase, &force)
         }
         Command::Backfill {
+            control: Some(control),
+            ..
+        } => backfill_control(&client, &out, control),
+        Command::Backfill {
+            control: None,
             dry_run,
             max_records,
             until_done,
@@ -174,6 +179,18 @@ fn change_phase(client: &Client, out: &Output, phase: u8, force: &Force) -> Comm
     force_fields(&mut body, force);
     let answer = client.post_json("/admin/migrate/phase", &body)?.success()?;
     out.show(&answer, &typed(&answer)?, render::phase_change);
+    Ok(())
+}
+
+fn backfill_control(client: &Client, out: &Output, control: BackfillControl) -> CommandResult {
+    let body = match control {
+        BackfillControl::Throttle { max_in_flight } => json!({ "maxInFlight": max_in_flight }),
+        _ => json!({}),
+    };
+    let path = format!("/admin/migrate/backfill/{}", control.action());
+    let answer = client.post_json(&path, &body)?.success()?;
+    let batch: BatchView = typed(&answer)?;
+    out.show(&answer, &batch, render::backfill_batch);
     Ok(())
 }
 

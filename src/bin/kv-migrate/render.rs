@@ -2,8 +2,8 @@
 //! (`customer_kv_migration::api`).
 
 use customer_kv_migration::api::{
-    AuditPageView, BatchView, EmailAuditView, GateView, ImportView, PhaseChangeView, ProgressView,
-    RollbackAnswer, StatusView, VerificationView,
+    AuditPageView, BatchView, EmailAuditView, FanoutView, GateView, ImportView, PhaseChangeView,
+    ProgressView, RollbackAnswer, StatusView, VerificationView,
 };
 use customer_kv_migration::migration::state::audit::AuditEntry;
 use customer_kv_migration::migration::state::rollback::{Step, Taken};
@@ -58,7 +58,7 @@ fn progress(label: &str, p: &ProgressView) -> String {
         stage_name(p)
     };
     let counts = &p.counts;
-    format!(
+    let line = format!(
         "{label:<13} {} {:>5.1}%  {state}  scanned {}/{}  copied {}  conflicts {}  errors {}{eta}",
         bar(p.percent),
         p.percent,
@@ -67,7 +67,31 @@ fn progress(label: &str, p: &ProgressView) -> String {
         counts.copied,
         counts.conflicts,
         counts.errors,
-    )
+    );
+    match &p.fanout {
+        Some(fanout) if !p.complete => format!("{line}\n{:<13} {}", "", chunks(fanout)),
+        _ => line,
+    }
+}
+
+/// The chunks of a fanned-out pass (docs/design.md §13).
+fn chunks(f: &FanoutView) -> String {
+    let rate = f
+        .records_per_second
+        .map_or(String::new(), |r| format!("  {r:.0} records/s"));
+    let listing = if f.listed_all { "" } else { ", listing" };
+    let mut text = format!(
+        "chunks: {} queued{listing}, {} in flight (window {}), {} done, {} failed, {} set aside{rate}",
+        f.queued, f.in_flight, f.max_in_flight, f.done, f.failed, f.parked
+    );
+    if !f.failed_keys.is_empty() {
+        text.push_str(&format!(
+            "\n{:<13} failed keys: {} (kv-migrate backfill retry-failed)",
+            "",
+            f.failed_keys.join(", ")
+        ));
+    }
+    text
 }
 
 fn gate_lines(direction: &str, gate: Option<&GateView>) -> String {
@@ -216,7 +240,12 @@ pub fn progress_line(s: &StatusView) -> String {
     } else {
         progress("backfill", &s.backfill)
     };
-    format!("phase {} | {running}", s.phase.current.number())
+    let running: Vec<&str> = running.lines().map(str::trim).collect();
+    format!(
+        "phase {} | {}",
+        s.phase.current.number(),
+        running.join(" | ")
+    )
 }
 
 /// Whether `status --watch` has nothing left to watch: the backfill is complete (or

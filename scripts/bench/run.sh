@@ -10,8 +10,11 @@
 #   4. wasm size and dev-server start-up, for both workers;
 #   5. the CPU time of the request hot path (native);
 #   6. the cost at list price per million requests: KV, and the Durable Objects' requests,
-#      storage and (estimated) duration (scripts/bench/cost.mjs), before and after.
-# Not part of the test command: timings are not assertions. Takes about 10 minutes and
+#      storage and (estimated) duration (scripts/bench/cost.mjs), before and after;
+#   7. 100,000 legacy keys backfilled through the queue and through the cron, side by side,
+#      every key verified, and what that means for 1M, 10M and 100M keys
+#      (scripts/bench/fanout.mjs).
+# Not part of the test command: timings are not assertions. Takes about 25 minutes and
 # stops by itself (every load run is bounded; the whole workerd part by BENCH_TIME_LIMIT_S).
 #
 # Options: --quick   short runs (1 round of 3 s, 2,000 keys in workerd) to try the harness
@@ -89,6 +92,10 @@ else
 fi
 node scripts/bench/cost.mjs --out-dir "$dir" > "$dir/cost.md"
 
+say "the backfill through the queue and through the cron (Miniflare)"
+if [ "$quick" = 1 ]; then fanout_keys=5000; else fanout_keys=100000; fi
+BENCH_FANOUT_LIMIT_S=3000 timeout 3060 node scripts/bench/fanout.mjs --out-dir "$dir" --keys "$fanout_keys"
+
 say "writing $out"
 version_of() { node -p "require('./node_modules/$1/package.json').version"; }
 {
@@ -134,5 +141,8 @@ version_of() { node -p "require('./node_modules/$1/package.json').version"; }
   cat scripts/bench/notes-writes.md
   echo
   cat "$dir/cost.md"
+  echo
+  cat "$dir/fanout.md"
+  cat scripts/bench/notes-fanout.md
 } > "$out"
 say "wrote $out"

@@ -38,6 +38,9 @@ fn malformed_and_mistyped_bodies() {
             "invalid_body",
         ),
         (br#"{"customerId": "bad id"}"#, 400, "invalid_customer_id"),
+        // Ids the routes /customer/me and /customer/ensure would shadow.
+        (br#"{"customerId": "me"}"#, 400, "invalid_customer_id"),
+        (br#"{"customerId": "ensure"}"#, 400, "invalid_customer_id"),
         (
             br#"{"customerId": "c1", "email": "nope"}"#,
             400,

@@ -21,6 +21,21 @@ impl CustomerId {
         Ok(Self(raw.to_owned()))
     }
 
+    /// An id for a new customer: also not one of the words `/customer/{id}` shares with
+    /// other routes (`/customer/me`, `/customer/ensure`), which would leave the customer
+    /// unreachable by id. Stored legacy ids are read with [`parse`](Self::parse).
+    pub fn parse_new(raw: &str) -> Result<Self, String> {
+        let id = Self::parse(raw)?;
+        if Self::RESERVED.contains(&raw) {
+            return Err(format!(
+                "customerId may not be {raw:?}: that path is a route"
+            ));
+        }
+        Ok(id)
+    }
+
+    const RESERVED: [&'static str; 2] = ["me", "ensure"];
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -40,6 +55,17 @@ mod tests {
     fn accepts_the_documented_alphabet() {
         assert!(CustomerId::parse("cust_0001-AbZ").is_ok());
         assert!(CustomerId::parse(&"a".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn new_customers_may_not_take_a_route_word() {
+        assert!(CustomerId::parse_new("me").is_err());
+        assert!(CustomerId::parse_new("ensure").is_err());
+        assert!(CustomerId::parse_new("Me").is_ok());
+        assert!(
+            CustomerId::parse("me").is_ok(),
+            "a legacy record stays readable"
+        );
     }
 
     #[test]

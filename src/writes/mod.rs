@@ -61,7 +61,8 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
     pub async fn create(&self, body: Map<String, Value>) -> Result<Value, Error> {
         let given = match body.get("customerId") {
             Some(Value::String(raw)) => {
-                Some(CustomerId::parse(raw).map_err(|m| Error::invalid(Input::CustomerId, m))?)
+                let id = CustomerId::parse_new(raw);
+                Some(id.map_err(|m| Error::invalid(Input::CustomerId, m))?)
             }
             Some(_) => return Err(Error::invalid(Input::Body, "customerId must be a string")),
             None => None,

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use customer_kv_migration::http::{ApiRequest, Method};
 use customer_kv_migration::phase::Phase;
+use customer_kv_migration::store::Fault;
 use serde_json::json;
 
 fn raw(
@@ -345,4 +346,19 @@ fn a_stale_mapping_never_returns_the_wrong_customer() {
         Some(json!({ "customerId": "c2", "email": "gone@example.com" })),
     );
     assert_eq!(taken.status, 201, "a stale mapping does not hold the email");
+}
+
+#[test]
+fn a_failing_store_is_reported_without_the_platform_s_words() {
+    let world = World::in_phase(Phase::DualWrite);
+    world.stores.old.fail(Fault::Get("customer_".into()));
+    let response = world.send("GET", "/customer/c1", Some(&service()), None);
+    assert_eq!(response.status, 503);
+    assert_eq!(error_code(&response), "store_unavailable");
+    let message = response.body["error"]["message"].as_str().unwrap();
+    assert_eq!(message, "a store is unavailable (get failed); retry");
+    // The log gets the platform's first line, never its stack.
+    let detail = response.detail.as_deref().unwrap();
+    assert!(detail.contains("413 Total size"), "{detail}");
+    assert!(!detail.contains("KvNamespace.get"), "{detail}");
 }

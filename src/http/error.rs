@@ -12,7 +12,13 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// What failed underneath, for the log only: the platform's own words, which may
+    /// carry stack traces and limits a client has no use for.
+    pub detail: Option<String>,
 }
+
+/// How much of a platform error the log keeps.
+const DETAIL_CHARS: usize = 300;
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
@@ -20,6 +26,26 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// A store or the coordinator failed: a stable message for the client, the
+    /// platform's first line for the log.
+    fn unavailable(err: &StoreError) -> Self {
+        let first_line = err.message.lines().next().unwrap_or_default();
+        let detail = if first_line.contains('@') {
+            "(withheld: it may name an email)".to_owned()
+        } else {
+            first_line.chars().take(DETAIL_CHARS).collect()
+        };
+        Self {
+            detail: Some(detail),
+            ..Self::new(
+                503,
+                "store_unavailable",
+                format!("a store is unavailable ({} failed); retry", err.operation),
+            )
         }
     }
 
@@ -59,7 +85,7 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         match err {
-            Error::Store(err) => Self::new(503, "store_unavailable", err.to_string()),
+            Error::Store(err) => Self::unavailable(&err),
             Error::Record(err) => err.into(),
             Error::InvalidInput { input, message } => {
                 let code = match input {

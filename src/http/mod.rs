@@ -110,6 +110,8 @@ pub struct ApiResponse {
     pub headers: Vec<(&'static str, String)>,
     /// A body that is not one JSON value (an NDJSON export), with its content type.
     pub raw: Option<(&'static str, Vec<u8>)>,
+    /// An error's detail, for the log, never sent (`ApiError::detail`).
+    pub detail: Option<String>,
 }
 
 impl ApiResponse {
@@ -119,6 +121,7 @@ impl ApiResponse {
             body,
             headers: Vec::new(),
             raw: None,
+            detail: None,
         }
     }
 
@@ -135,7 +138,10 @@ impl ApiResponse {
     }
 
     pub fn error(err: &ApiError) -> Self {
-        let response = Self::json(err.status, err.body());
+        let response = Self {
+            detail: err.detail.clone(),
+            ..Self::json(err.status, err.body())
+        };
         // KV's rate is one write a second to one key; a claim being written settles as fast.
         if err.status == 429 || err.code == "email_being_claimed" {
             return response.with_header("Retry-After", "1".to_owned());

@@ -137,9 +137,10 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
     if outcome.response.status >= 500 {
         console_error!(
-            "answered {} {}",
+            "answered {} {}: {}",
             outcome.response.status,
-            error_code(&outcome.response)
+            error_code(&outcome.response),
+            outcome.response.detail.as_deref().unwrap_or("")
         );
     }
     to_response(&outcome.response)

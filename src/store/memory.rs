@@ -115,7 +115,11 @@ impl MemoryStore {
         }
         let faults = self.faults.borrow();
         if let Some(fault) = faults.iter().find(|f| f.matches(operation, key)) {
-            let mut err = StoreError::new(operation, "injected fault");
+            // Worded as the platform words its failures: a first line, then a stack.
+            let mut err = StoreError::new(
+                operation,
+                "Error: injected fault: 413 Total size of request exceeds the limit of 25MB\n    at KvNamespace.get (worker.js:1:1)",
+            );
             err.rate_limited = matches!(fault, Fault::PutRateLimited(_));
             return Err(err);
         }

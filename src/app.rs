@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, RoleLimits, TokenRules};
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::migration::copying::fanout::ChunkQueue;
@@ -20,7 +20,8 @@ use crate::writes::Writers;
 /// Settings read from the worker's environment (`wrangler.toml` vars and secrets).
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub jwt_secret: Vec<u8>,
+    /// The secret and what else a token must hold.
+    pub tokens: TokenRules,
     /// The phase until an admin stores one.
     pub default_phase: Phase,
     /// How long an isolate trusts its copy of the phase.
@@ -67,10 +68,15 @@ impl Config {
 
     /// Builds the config from a lookup of environment values by name.
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let jwt_secret = lookup("JWT_SECRET")
+        let secret = lookup("JWT_SECRET")
             .filter(|s| !s.is_empty())
             .ok_or("JWT_SECRET is not set")?
             .into_bytes();
+        let set = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let default_phase = match lookup("DEFAULT_PHASE") {
             None => Phase::Legacy,
             Some(raw) => raw
@@ -100,8 +106,19 @@ impl Config {
             "VERIFICATION_PERIOD_SECONDS",
             Self::DEFAULT_VERIFICATION_PERIOD_SECONDS,
         )?;
+        let limits = RoleLimits::DEFAULT;
+        let tokens = TokenRules {
+            secret,
+            issuer: set("JWT_ISSUER"),
+            audience: set("JWT_AUDIENCE"),
+            max_lifetime_secs: RoleLimits {
+                customer: seconds("CUSTOMER_TOKEN_MAX_SECONDS", limits.customer)?,
+                service: seconds("SERVICE_TOKEN_MAX_SECONDS", limits.service)?,
+                admin: seconds("ADMIN_TOKEN_MAX_SECONDS", limits.admin)?,
+            },
+        };
         Ok(Self {
-            jwt_secret,
+            tokens,
             default_phase,
             phase_cache_ms: cache_seconds.saturating_mul(1000),
             request_margin_ms: margin_seconds.saturating_mul(1000),
@@ -168,7 +185,7 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers>(
     }
     let caller = authenticate(
         request.authorization.as_deref(),
-        &app.config.jwt_secret,
+        &app.config.tokens,
         app.now_ms / 1000,
     )?;
     let current = current_phase(app).await?;

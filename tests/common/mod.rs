@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use customer_kv_migration::app::{handle, App, Config};
+use customer_kv_migration::auth::TokenRules;
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{
@@ -77,7 +78,7 @@ impl World {
                 new: MemoryStore::new(),
             },
             config: Config {
-                jwt_secret: SECRET.to_vec(),
+                tokens: TokenRules::new(SECRET.to_vec()),
                 default_phase: Phase::Legacy,
                 phase_cache_ms: 0,
                 request_margin_ms: 0,

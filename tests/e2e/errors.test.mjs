@@ -235,6 +235,13 @@ describe("authentication", () => {
     assertError(await h.request("GET", path, { token }), 401, "invalid_token");
   });
 
+  test("a token that never expires, or outlives its role's maximum: 401 invalid_token", async () => {
+    const forever = mintToken({ secret: JWT_SECRET, sub: "e2e-admin", role: "admin", exp: 2 ** 53 - 1, claims: { iat: undefined } });
+    assertError(await h.request("GET", path, { token: forever }), 401, "invalid_token");
+    const day = mintToken({ secret: JWT_SECRET, sub: "e2e-admin", role: "admin", ttl: 86_400 });
+    assertError(await h.request("GET", path, { token: day }), 401, "invalid_token");
+  });
+
   test("token without sub: 401 invalid_token", async () => {
     const token = mintToken({ secret: JWT_SECRET, sub: null, role: "admin" });
     assertError(await h.request("GET", path, { token }), 401, "invalid_token");

@@ -19,6 +19,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use customer_kv_migration::app::{handle, App, Config};
+use customer_kv_migration::auth::{RoleLimits, TokenRules};
 use customer_kv_migration::domain::CustomerId;
 use customer_kv_migration::error::Error;
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
@@ -247,6 +248,8 @@ pub struct Sim {
 pub const SECRET: &[u8] = b"simulation-secret-0123456789abcdef";
 const START_MS: u64 = 1_800_000_000_000;
 
+const TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 86_400;
+
 fn token(role: &str, sub: &str) -> String {
     use jwt_simple::prelude::*;
     #[derive(Serialize, Deserialize)]
@@ -259,7 +262,7 @@ fn token(role: &str, sub: &str) -> String {
     claims.issued_at = Some(UnixTimeStamp::from_secs(START_MS / 1000 - 60));
     claims.invalid_before = None;
     claims.expires_at = Some(UnixTimeStamp::from_secs(
-        START_MS / 1000 + 10 * 365 * 86_400,
+        START_MS / 1000 - 60 + TOKEN_LIFETIME_SECS,
     ));
     HS256Key::from_bytes(SECRET).authenticate(claims).unwrap()
 }
@@ -288,7 +291,15 @@ impl Sim {
             objects: ObjectCells::default(),
             shared,
             config: Config {
-                jwt_secret: SECRET.to_vec(),
+                // The histories' tokens live as long as they run (`token`).
+                tokens: TokenRules {
+                    max_lifetime_secs: RoleLimits {
+                        customer: TOKEN_LIFETIME_SECS,
+                        service: TOKEN_LIFETIME_SECS,
+                        admin: TOKEN_LIFETIME_SECS,
+                    },
+                    ..TokenRules::new(SECRET.to_vec())
+                },
                 default_phase: Phase::Legacy,
                 phase_cache_ms,
                 // Requests here span up to a second or so of simulated time.

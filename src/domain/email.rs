@@ -12,8 +12,11 @@ impl Email {
     /// RFC 5321 caps a path at 256 octets, which leaves 254 for the address.
     pub const MAX_LEN: usize = 254;
 
+    /// Normalises as the OTP service does, `email.toLowerCase().trim()` in JavaScript
+    /// (so both hash an address the same), then refuses what no address holds:
+    /// whitespace inside, control characters and invisible format characters.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let normalised = raw.trim().to_lowercase();
+        let normalised = js_trim(&raw.to_lowercase()).to_owned();
         if normalised.is_empty() || normalised.len() > Self::MAX_LEN {
             return Err(format!(
                 "email must be 1 to {} characters long",
@@ -26,11 +29,12 @@ impl Email {
         let well_formed = !local.is_empty()
             && !domain.is_empty()
             && !domain.contains('@')
-            && !normalised
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control());
+            && !normalised.chars().any(char::is_whitespace);
         if !well_formed {
             return Err("email must look like local@domain".into());
+        }
+        if normalised.chars().any(|c| c.is_control() || is_format(c)) {
+            return Err("email may not hold control or invisible characters".into());
         }
         Ok(Self(normalised))
     }
@@ -42,6 +46,56 @@ impl Email {
     pub fn hash(&self) -> EmailHash {
         EmailHash::of_normalised(&self.0)
     }
+}
+
+/// JavaScript's `String.prototype.trim`: its WhiteSpace and LineTerminator sets, which
+/// differ from Rust's `trim` (U+FEFF is only JavaScript's, U+0085 only Rust's).
+pub(crate) fn js_trim(text: &str) -> &str {
+    text.trim_matches(|c: char| {
+        matches!(
+            c,
+            '\u{9}'..='\u{d}'
+                | ' '
+                | '\u{a0}'
+                | '\u{1680}'
+                | '\u{2000}'..='\u{200a}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
+        )
+    })
+}
+
+/// Unicode's format characters (general category Cf): invisible, so an address holding
+/// one looks like another that does not.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
 }
 
 impl EmailHash {
@@ -78,6 +132,29 @@ mod tests {
             a.hash().as_str(),
             "ff8d9819fc0e12bf0d24892e45987e249a28dce836a85cad60e28eaaa8c6d976"
         );
+    }
+
+    #[test]
+    fn trims_as_javascript_does() {
+        // U+FEFF is JavaScript whitespace: trimmed, as the OTP service trims it.
+        let bom = Email::parse("\u{feff}ada@example.com").unwrap();
+        assert_eq!(bom.as_str(), "ada@example.com");
+        // U+0085 is not: JavaScript keeps it, and it is a control character: refused.
+        assert!(Email::parse("\u{85}ada@example.com").is_err());
+        assert!(Email::parse("ada@example.com\u{2029}").is_ok());
+    }
+
+    #[test]
+    fn refuses_invisible_and_control_characters() {
+        for bad in [
+            "a\u{200b}da@example.com",
+            "ada@exa\u{ad}mple.com",
+            "ada@example.com\u{200d}x",
+            "a\u{7}da@example.com",
+            "ada\u{e0041}@example.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -207,7 +207,7 @@ fn check_kind(name: &str, kind: FieldKind, value: &Value) -> Result<(), RecordEr
 /// Stores the email trimmed, as the user typed it otherwise; lookups use its normal form.
 fn trim_email(fields: &mut Map<String, Value>) {
     if let Some(Value::String(email)) = fields.get_mut("email") {
-        let trimmed = email.trim();
+        let trimmed = super::email::js_trim(email);
         if trimmed.len() != email.len() {
             *email = trimmed.to_owned();
         }

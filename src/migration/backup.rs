@@ -6,6 +6,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::domain::is_migrated_key;
 use crate::error::Error;
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
@@ -13,9 +14,21 @@ use crate::store::{
     KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores, MAX_BULK_KEYS,
 };
 
-/// Workers KV's limits on a key and on its metadata.
+/// Workers KV's limits on a key and on its metadata, and how far ahead an expiration
+/// must be.
 const MAX_KEY_BYTES: usize = 512;
 const MAX_METADATA_BYTES: usize = 1024;
+const MIN_EXPIRATION_AHEAD_SECS: u64 = 60;
+
+/// What a restore may hold: every line is checked against KV's rules before anything is
+/// written, so an import is all or nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportRules {
+    pub now_secs: u64,
+    /// Keys outside the two customer families (an OTP service's own keys, say), only
+    /// when the admin asks for them.
+    pub all_keys: bool,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +87,7 @@ impl Restore {
 
 /// Parses a whole NDJSON body, or says which line is wrong and why. Blank lines are
 /// skipped.
-pub fn parse(body: &[u8]) -> Result<Vec<Restore>, String> {
+pub fn parse(body: &[u8], rules: ImportRules) -> Result<Vec<Restore>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?;
     let mut restores = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -83,17 +96,34 @@ pub fn parse(body: &[u8]) -> Result<Vec<Restore>, String> {
         }
         let line_number = index + 1;
         let restore =
-            parse_line(raw).map_err(|problem| format!("line {line_number}: {problem}"))?;
+            parse_line(raw, rules).map_err(|problem| format!("line {line_number}: {problem}"))?;
         restores.push(restore);
     }
     Ok(restores)
 }
 
-fn parse_line(raw: &str) -> Result<Restore, String> {
+fn parse_line(raw: &str, rules: ImportRules) -> Result<Restore, String> {
     let line: BackupLine =
         serde_json::from_str(raw).map_err(|e| format!("not a backup line: {e}"))?;
     if line.key.is_empty() || line.key.len() > MAX_KEY_BYTES {
         return Err(format!("the key must be 1 to {MAX_KEY_BYTES} bytes"));
+    }
+    if line.key == "." || line.key == ".." {
+        return Err("KV refuses the keys . and ..".into());
+    }
+    let family = keys::is_migration_state(&line.key) || is_migrated_key(&line.key);
+    if !family && !rules.all_keys {
+        return Err(
+            "the key is not a customer record or email mapping (allKeys=true restores others)"
+                .into(),
+        );
+    }
+    if let Some(expiration) = line.expiration {
+        if expiration < rules.now_secs + MIN_EXPIRATION_AHEAD_SECS {
+            return Err(format!(
+                "the expiration must be at least {MIN_EXPIRATION_AHEAD_SECS} s ahead, as KV requires"
+            ));
+        }
     }
     let bytes = match (line.value, line.base64) {
         (Some(text), None) => text.into_bytes(),
@@ -126,21 +156,25 @@ pub struct ExportPage {
     pub complete: bool,
 }
 
-/// One page of keys under `prefix` as backup lines: customer data only, unless the
-/// prefix asks for the migration's own state. One list and a bulk read per 100 keys.
+/// One page of keys under `prefix` as backup lines: the two customer families only,
+/// unless `all_keys`, or the prefix asks for the migration's own state. One list and a
+/// bulk read per 100 keys.
 pub async fn export_page<S: KvStore>(
     store: &S,
-    prefix: &str,
+    (prefix, all_keys): (&str, bool),
     cursor: Option<&str>,
     limit: u32,
 ) -> StoreResult<ExportPage> {
     let page = store.list(prefix, cursor, limit).await?;
     let include_state = keys::is_migration_state(prefix);
-    let listed: Vec<_> = page
-        .keys
-        .into_iter()
-        .filter(|k| include_state || !keys::is_migration_state(&k.name))
-        .collect();
+    let wanted = |name: &str| {
+        if keys::is_migration_state(name) {
+            include_state
+        } else {
+            all_keys || is_migrated_key(name)
+        }
+    };
+    let listed: Vec<_> = page.keys.into_iter().filter(|k| wanted(&k.name)).collect();
     let mut ndjson = Vec::new();
     for chunk in listed.chunks(MAX_BULK_KEYS) {
         let names: Vec<String> = chunk.iter().map(|k| k.name.clone()).collect();
@@ -231,7 +265,7 @@ mod tests {
                 Some(2_000_000_000),
             ),
             (vec![0xff, 0x00, 0xfe, b'a'], None, None),
-            ("naïve ✓".as_bytes().to_vec(), None, Some(1)),
+            ("naïve ✓".as_bytes().to_vec(), None, Some(NOW + 60)),
         ];
         for (bytes, metadata, expiration) in cases {
             let stored = StoredValue {
@@ -239,7 +273,7 @@ mod tests {
                 metadata: metadata.clone(),
             };
             let line = BackupLine::new("customer_c1", &stored, expiration).to_ndjson();
-            let restored = parse(&line).unwrap();
+            let restored = parse(&line, RULES).unwrap();
             assert_eq!(
                 restored,
                 vec![Restore {
@@ -254,9 +288,16 @@ mod tests {
         }
     }
 
+    const NOW: u64 = 1_800_000_000;
+    const RULES: ImportRules = ImportRules {
+        now_secs: NOW,
+        all_keys: false,
+    };
+
     #[test]
     fn names_the_line_that_is_wrong() {
-        let body = b"{\"key\":\"a\",\"value\":\"1\"}\n\n{\"key\":\"b\"}\n";
+        let parse = |body: &[u8]| parse(body, RULES);
+        let body = b"{\"key\":\"customer_a\",\"value\":\"1\"}\n\n{\"key\":\"customer_b\"}\n";
         assert_eq!(
             parse(body).unwrap_err(),
             "line 3: exactly one of value and base64 must be given"
@@ -264,10 +305,51 @@ mod tests {
         assert!(parse(b"{\"key\":\"\",\"value\":\"x\"}")
             .unwrap_err()
             .contains("key"));
-        assert!(parse(b"{\"key\":\"a\",\"base64\":\"%%\"}")
+        assert!(parse(b"{\"key\":\"customer_a\",\"base64\":\"%%\"}")
             .unwrap_err()
             .contains("base64"));
         assert!(parse(b"[1]").unwrap_err().starts_with("line 1"));
-        assert!(parse(b"{\"key\":\"a\",\"value\":\"x\",\"extra\":1}").is_err());
+        assert!(parse(b"{\"key\":\"customer_a\",\"value\":\"x\",\"extra\":1}").is_err());
+    }
+
+    #[test]
+    fn refuses_what_kv_would_refuse_before_anything_is_written() {
+        let ok = r#"{"key":"customer_a","value":"x"}"#;
+        let body = |bad: &str| format!("{ok}\n{bad}\n{ok}\n").into_bytes();
+        let expired = format!(
+            r#"{{"key":"customer_b","value":"x","expiration":{}}}"#,
+            NOW + 59
+        );
+        for bad in [
+            r#"{"key":"customer_b","value":"x","expiration":1}"#,
+            expired.as_str(),
+            r#"{"key":"..","value":"x"}"#,
+            r#"{"key":".","value":"x"}"#,
+        ] {
+            let err = parse(&body(bad), RULES).unwrap_err();
+            assert!(err.starts_with("line 2:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_the_customer_families_unless_asked() {
+        for key in [
+            "otp_session_attacker",
+            " __migration/phase",
+            "__Migration/phase",
+        ] {
+            let line = format!(r#"{{"key":"{key}","value":"x"}}"#);
+            assert!(parse(line.as_bytes(), RULES).is_err(), "{key:?} accepted");
+            let all = ImportRules {
+                all_keys: true,
+                ..RULES
+            };
+            assert!(parse(line.as_bytes(), all).is_ok(), "{key:?} refused");
+        }
+        let mapping = format!(
+            r#"{{"key":"email_to_customer_{}","value":"c1"}}"#,
+            "a".repeat(64)
+        );
+        assert!(parse(mapping.as_bytes(), RULES).is_ok());
     }
 }

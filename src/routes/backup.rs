@@ -6,7 +6,8 @@ use serde_json::json;
 use super::Ctx;
 use crate::api::ImportView;
 use crate::http::{ApiError, ApiRequest, ApiResponse};
-use crate::migration::backup;
+use crate::migration::backup::{self, ImportRules};
+use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::{KvStore, StoreName};
 use crate::writes::Writers;
@@ -15,6 +16,19 @@ use crate::writes::Writers;
 const EXPORT_PAGE: u32 = 1_000;
 /// Lines one import request may write, inside the 1,000 operations of an invocation.
 const MAX_IMPORT_LINES: usize = 500;
+
+/// `allKeys=true`: keys outside the two customer families too (docs/http-api.md,
+/// "Backups").
+fn all_keys_param(request: &ApiRequest) -> Result<bool, ApiError> {
+    match request.query_param("allKeys")?.as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_query",
+            "allKeys must be true or false",
+        )),
+    }
+}
 
 fn store_param(request: &ApiRequest) -> Result<StoreName, ApiError> {
     let raw = request.query_param("store")?.unwrap_or_default();
@@ -41,7 +55,19 @@ pub async fn export<S: KvStore, R: PhaseRegister, W: Writers>(
                 ApiError::bad_request("invalid_query", format!("limit must be 1 to {EXPORT_PAGE}"))
             })?,
     };
-    let page = backup::export_page(store, &prefix, cursor.as_deref(), limit).await?;
+    let all_keys = all_keys_param(request)?;
+    if all_keys {
+        // Other keys may be another service's (an OTP session): reading them is audited.
+        let detail = format!("every key of the {} store", store_param(request)?.as_str());
+        let entry = AuditEntry::action(
+            &ctx.caller.subject,
+            "export_all_keys",
+            ctx.now_ms,
+            Some(detail),
+        );
+        audit::append(&ctx.stores.new, &entry).await?;
+    }
+    let page = backup::export_page(store, (&prefix, all_keys), cursor.as_deref(), limit).await?;
     let mut response = ApiResponse::raw("application/x-ndjson", page.ndjson)
         .with_header("X-Export-Complete", page.complete.to_string());
     if let Some(next) = page.cursor {
@@ -52,8 +78,27 @@ pub async fn export<S: KvStore, R: PhaseRegister, W: Writers>(
 
 /// Writes the lines of an NDJSON body into a store: only keys it lacks by default, or
 /// every line with `mode=overwrite`. The body is checked whole before anything is
-/// written.
+/// written; an import that fails is audited too.
 pub async fn import<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    let answer = restore(ctx, request).await;
+    if let Err(err) = &answer {
+        let detail = format!("{}: {}", err.code, err.message);
+        let entry = AuditEntry::action(
+            &ctx.caller.subject,
+            "import_failed",
+            ctx.now_ms,
+            Some(detail),
+        );
+        // The refusal is the answer even if its audit cannot be written.
+        let _ = audit::append(&ctx.stores.new, &entry).await;
+    }
+    answer
+}
+
+async fn restore<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
@@ -68,7 +113,11 @@ pub async fn import<S: KvStore, R: PhaseRegister, W: Writers>(
             ))
         }
     };
-    let lines = backup::parse(&request.body).map_err(ApiError::invalid_body)?;
+    let rules = ImportRules {
+        now_secs: ctx.now_ms / 1000,
+        all_keys: all_keys_param(request)?,
+    };
+    let lines = backup::parse(&request.body, rules).map_err(ApiError::invalid_body)?;
     if lines.len() > MAX_IMPORT_LINES {
         return Err(ApiError::invalid_body(format!(
             "at most {MAX_IMPORT_LINES} lines per request; send the rest in another"

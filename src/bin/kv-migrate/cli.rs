@@ -137,6 +137,9 @@ pub enum Command {
         /// Only keys with this prefix.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Keys outside the customer families too (audited).
+        #[arg(long)]
+        all_keys: bool,
     },
     /// Restore an NDJSON export into a store (keys it lacks, or all with --overwrite).
     Import {
@@ -145,6 +148,9 @@ pub enum Command {
         /// Replace keys the store already holds.
         #[arg(long)]
         overwrite: bool,
+        /// Restore keys outside the customer families too.
+        #[arg(long)]
+        all_keys: bool,
         /// The export file; `-` for standard input.
         file: String,
     },

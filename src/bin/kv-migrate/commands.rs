@@ -61,12 +61,17 @@ pub fn run(args: Args) -> CommandResult {
             force,
             no_wait,
         } => rollback(&client, &out, phase, &force, no_wait),
-        Command::Export { store, prefix } => export(&client, store, &prefix),
+        Command::Export {
+            store,
+            prefix,
+            all_keys,
+        } => export(&client, store, &prefix, all_keys),
         Command::Import {
             store,
             overwrite,
+            all_keys,
             file,
-        } => import(&client, &out, store, overwrite, &file),
+        } => import(&client, &out, (store, overwrite, all_keys), &file),
         Command::Audit { limit, all } => audit(&client, &out, limit, all),
         Command::Token { .. } => Ok(()),
     }
@@ -324,7 +329,7 @@ fn rollback(
     Err(Failure::Refused("the rollback did not finish".into()))
 }
 
-fn export(client: &Client, store: StoreArg, prefix: &str) -> CommandResult {
+fn export(client: &Client, store: StoreArg, prefix: &str, all_keys: bool) -> CommandResult {
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
     let mut cursor = String::new();
@@ -334,6 +339,7 @@ fn export(client: &Client, store: StoreArg, prefix: &str) -> CommandResult {
             ("store", store.as_str()),
             ("prefix", prefix),
             ("cursor", cursor.as_str()),
+            ("allKeys", if all_keys { "true" } else { "false" }),
         ];
         let answer = client.get("/admin/migrate/export", &query)?;
         if answer.status != 200 {
@@ -357,8 +363,7 @@ fn export(client: &Client, store: StoreArg, prefix: &str) -> CommandResult {
 fn import(
     client: &Client,
     out: &Output,
-    store: StoreArg,
-    overwrite: bool,
+    (store, overwrite, all_keys): (StoreArg, bool, bool),
     file: &str,
 ) -> CommandResult {
     let reader: Box<dyn BufRead> = if file == "-" {
@@ -381,7 +386,8 @@ fn import(
         if batch.is_empty() {
             return Ok(());
         }
-        let query = [("store", store.as_str()), ("mode", mode)];
+        let all = if all_keys { "true" } else { "false" };
+        let query = [("store", store.as_str()), ("mode", mode), ("allKeys", all)];
         let answer = client
             .post(
                 "/admin/migrate/import",

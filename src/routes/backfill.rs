@@ -50,10 +50,7 @@ pub async fn control<S: KvStore, R: PhaseRegister, W: Writers>(
         ctx.now_ms,
     )
     .await?;
-    Ok(ApiResponse::ok(json!(BatchView {
-        report: None,
-        progress: progress(ctx, &checkpoint).await?,
-    })))
+    standing(ctx, &checkpoint).await
 }
 
 /// `POST /admin/migrate/backfill/throttle {maxInFlight}`: how many chunks a fanned-out
@@ -71,9 +68,17 @@ pub async fn throttle<S: KvStore, R: PhaseRegister, W: Writers>(
         ctx.now_ms,
     )
     .await?;
+    standing(ctx, &checkpoint).await
+}
+
+/// The answer to a control: no batch ran, and where the backfill stands now.
+async fn standing<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
+    checkpoint: &Checkpoint,
+) -> Result<ApiResponse, ApiError> {
     Ok(ApiResponse::ok(json!(BatchView {
         report: None,
-        progress: progress(ctx, &checkpoint).await?,
+        progress: progress(ctx, checkpoint).await?,
     })))
 }
 

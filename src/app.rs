@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::auth::{authenticate, RoleLimits, TokenRules};
+use crate::domain::DEFAULT_MAX_RECORD_BYTES;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::migration::copying::fanout::ChunkQueue;
@@ -14,8 +15,11 @@ use crate::migration::state::phase_cache::{self, PhaseCache};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::phase::Phase;
 use crate::routes::{dispatch, route, Ctx, Route};
-use crate::store::{KvStore, Stores};
+use crate::store::{KvStore, Stores, MAX_VALUE_BYTES};
 use crate::writes::Writers;
+
+/// The smallest record cap an operator may set: room for a record's own fields.
+const MIN_RECORD_CAP: usize = 1024;
 
 /// Settings read from the worker's environment (`wrangler.toml` vars and secrets).
 #[derive(Debug, Clone)]
@@ -33,6 +37,8 @@ pub struct Config {
     pub consistency_window_ms: u64,
     /// How long phase 4 must run without fallback hits before phase 5.
     pub verification_period_ms: u64,
+    /// The most bytes a record written through the API may take (`MAX_RECORD_BYTES`).
+    pub max_record_bytes: usize,
 }
 
 impl Config {
@@ -106,6 +112,17 @@ impl Config {
             "VERIFICATION_PERIOD_SECONDS",
             Self::DEFAULT_VERIFICATION_PERIOD_SECONDS,
         )?;
+        let max_record_bytes = match lookup("MAX_RECORD_BYTES") {
+            None => DEFAULT_MAX_RECORD_BYTES,
+            Some(raw) => raw
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (MIN_RECORD_CAP..=MAX_VALUE_BYTES).contains(n))
+                .ok_or(format!(
+                    "MAX_RECORD_BYTES must be a number of bytes from {MIN_RECORD_CAP} to {MAX_VALUE_BYTES}"
+                ))?,
+        };
         let limits = RoleLimits::DEFAULT;
         let tokens = TokenRules {
             secret,
@@ -124,6 +141,7 @@ impl Config {
             request_margin_ms: margin_seconds.saturating_mul(1000),
             consistency_window_ms: window_seconds.saturating_mul(1000),
             verification_period_ms: period_seconds.saturating_mul(1000),
+            max_record_bytes,
         })
     }
 }

@@ -49,6 +49,7 @@ pub async fn create<S: KvStore, T: ClaimSender>(
     claims: &Claims<'_, T>,
     id: &CustomerId,
     mut body: Map<String, Value>,
+    max_record_bytes: usize,
 ) -> Result<Loaded, Error> {
     let email = parse_email_field(&body)?;
     body.remove("customerId");
@@ -64,12 +65,13 @@ pub async fn create<S: KvStore, T: ClaimSender>(
             record.set_timestamp(field, now.clone());
         }
     }
+    let bytes = record.to_bytes_within(max_record_bytes)?;
     if let Some(email) = &email {
         if let Claim::HeldBy(_) = claims.claim(&email.hash(), id).await? {
             return Err(Error::EmailTaken);
         }
     }
-    store_new(plane, record).await
+    store_new(plane, record, bytes).await
 }
 
 /// What `ensure` found at one derived id.
@@ -90,6 +92,7 @@ pub async fn ensure<S: KvStore, T: ClaimSender>(
     id: &CustomerId,
     email: &Email,
     mut body: Map<String, Value>,
+    max_record_bytes: usize,
 ) -> Result<Ensured, Error> {
     let found = find(plane, id).await?;
     if let Some(found) = &found {
@@ -100,6 +103,10 @@ pub async fn ensure<S: KvStore, T: ClaimSender>(
     // Invalid input is refused before the claim writes anything.
     body.remove("customerId");
     let mut record = CustomerRecord::from_input(id.clone(), body)?;
+    let now = rfc3339(plane.now_ms);
+    record.set_timestamp("createdAt", now.clone());
+    record.set_timestamp("updatedAt", now);
+    let bytes = record.to_bytes_within(max_record_bytes)?;
     // A claim both refuses an email another customer holds and (re)writes the mapping a
     // previous attempt may have left out.
     if let Claim::HeldBy(holder) = claims.claim(&email.hash(), id).await? {
@@ -108,10 +115,7 @@ pub async fn ensure<S: KvStore, T: ClaimSender>(
     if let Some(found) = found {
         return Ok(Ensured::Found(found));
     }
-    let now = rfc3339(plane.now_ms);
-    record.set_timestamp("createdAt", now.clone());
-    record.set_timestamp("updatedAt", now);
-    Ok(Ensured::Created(store_new(plane, record).await?))
+    Ok(Ensured::Created(store_new(plane, record, bytes).await?))
 }
 
 /// Merges `patch` into the record (in its object); moves the email's claim when the
@@ -121,6 +125,7 @@ pub async fn update<S: KvStore, T: ClaimSender>(
     claims: &Claims<'_, T>,
     id: &CustomerId,
     patch: Map<String, Value>,
+    max_record_bytes: usize,
 ) -> Result<Loaded, Error> {
     let Loaded {
         mut record,
@@ -133,6 +138,7 @@ pub async fn update<S: KvStore, T: ClaimSender>(
     // Versions only move forward, even if this isolate's clock is behind the last writer's.
     let stamp = previous_updated.map_or(plane.now_ms, |prev| plane.now_ms.max(prev + 1));
     record.set_timestamp("updatedAt", rfc3339(stamp));
+    let bytes = record.to_bytes_within(max_record_bytes)?;
 
     let new_email = record.email();
     let email_changed = new_email != previous_email;
@@ -144,7 +150,10 @@ pub async fn update<S: KvStore, T: ClaimSender>(
         }
     }
     let everywhere = plane
-        .apply_after_read(&[record_change(&record, metadata.clone())], served_by)
+        .apply_after_read(
+            &[record_change(&record, bytes, metadata.clone())],
+            served_by,
+        )
         .await?;
     if let (true, true, Some(old)) = (email_changed, everywhere, &previous_email) {
         claims.release(&old.hash(), id).await?;
@@ -309,9 +318,10 @@ pub fn parse_email_field(body: &Map<String, Value>) -> Result<Option<Email>, Err
 async fn store_new<S: KvStore>(
     plane: &DataPlane<'_, S>,
     record: CustomerRecord,
+    bytes: Vec<u8>,
 ) -> Result<Loaded, Error> {
     plane
-        .apply_to_absent_key(&[record_change(&record, None)])
+        .apply_to_absent_key(&[record_change(&record, bytes, None)])
         .await?;
     Ok(Loaded {
         record,
@@ -320,10 +330,10 @@ async fn store_new<S: KvStore>(
     })
 }
 
-fn record_change(record: &CustomerRecord, metadata: Option<Value>) -> Change {
+fn record_change(record: &CustomerRecord, bytes: Vec<u8>, metadata: Option<Value>) -> Change {
     Change::Put {
         key: customer_key(record.id()),
-        bytes: record.to_bytes(),
+        bytes,
         metadata,
     }
 }

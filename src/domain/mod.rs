@@ -12,4 +12,4 @@ pub use keys::{
     customer_key, email_key, is_customer_key, is_migrated_key, mapping_target, CUSTOMER_PREFIX,
     EMAIL_PREFIX,
 };
-pub use record::{CustomerRecord, RecordError, Tombstone};
+pub use record::{CustomerRecord, RecordError, Tombstone, DEFAULT_MAX_RECORD_BYTES};

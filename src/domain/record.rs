@@ -19,7 +19,13 @@ pub enum RecordError {
     Corrupt(String),
     /// Input with a field of the wrong type or an invalid id/email.
     InvalidField { field: String, message: String },
+    /// A write through the API would store more than the record cap allows.
+    TooLarge { bytes: usize, limit: usize },
 }
+
+/// The most bytes a record written through the API may take, by default: 100 records then
+/// always fit one 25 MB bulk read (docs/design.md §2, "Record size").
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
 
 /// The JSON type each known field must have when it comes in through the API.
 #[derive(Clone, Copy)]
@@ -128,6 +134,18 @@ impl CustomerRecord {
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serialising a map of JSON values cannot fail.
         serde_json::to_vec(&self.fields).unwrap_or_default()
+    }
+
+    /// The bytes to store, if they fit `limit`.
+    pub fn to_bytes_within(&self, limit: usize) -> Result<Vec<u8>, RecordError> {
+        let bytes = self.to_bytes();
+        if bytes.len() > limit {
+            return Err(RecordError::TooLarge {
+                bytes: bytes.len(),
+                limit,
+            });
+        }
+        Ok(bytes)
     }
 }
 

@@ -142,6 +142,13 @@ impl From<RecordError> for ApiError {
                 };
                 Self::bad_request(code, message)
             }
+            RecordError::TooLarge { bytes, limit } => Self::new(
+                413,
+                "record_too_large",
+                format!(
+                    "the record would take {bytes} bytes; at most {limit} are allowed (MAX_RECORD_BYTES)"
+                ),
+            ),
         }
     }
 }

@@ -58,6 +58,7 @@ impl<'a, S, R, W> Ctx<'a, S, R, W> {
             writers: self.writers,
             plane: self.plane,
             record: &self.current.state,
+            max_record_bytes: self.config.max_record_bytes,
         }
     }
 }

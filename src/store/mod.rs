@@ -10,6 +10,8 @@ use serde_json::Value;
 
 /// The most keys one bulk read may ask for (Workers KV's limit).
 pub const MAX_BULK_KEYS: usize = 100;
+/// The largest value KV holds, and the most bytes one bulk read may return (25 MiB).
+pub const MAX_VALUE_BYTES: usize = 25 * 1024 * 1024;
 
 /// Which of the two namespaces an operation addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

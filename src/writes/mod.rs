@@ -34,6 +34,8 @@ pub struct Writing<'a, S, W> {
     pub writers: &'a W,
     pub plane: &'a DataPlane<'a, S>,
     pub record: &'a PhaseState,
+    /// The most bytes a record written may take (`Config::max_record_bytes`).
+    pub max_record_bytes: usize,
 }
 
 /// A write as the request sees it: the record (if any) and whether it was created.
@@ -50,6 +52,7 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
         let request = WriteRequest {
             record: record.clone(),
             op,
+            max_record_bytes: self.max_record_bytes,
         };
         let reply = writers.write(id, request).await;
         plane.warnings.borrow_mut().extend(reply.warnings);

@@ -7,7 +7,7 @@ use crate::app::Config;
 use serde_json::{Map, Value};
 
 use crate::customers::{self, Ensured, Loaded};
-use crate::domain::{customer_key, CustomerId, Email};
+use crate::domain::{customer_key, CustomerId, Email, DEFAULT_MAX_RECORD_BYTES};
 use crate::error::{Error, Input};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::healing::repair::{self, Repaired};
@@ -22,6 +22,13 @@ use crate::writes::memo::{self, Memo, Waiter};
 pub struct WriteRequest {
     pub record: PhaseState,
     pub op: CustomerOp,
+    /// The record cap of the worker that sent the write (`MAX_RECORD_BYTES`).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+fn default_max_record_bytes() -> usize {
+    DEFAULT_MAX_RECORD_BYTES
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,7 +137,7 @@ pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
     let plane = DataPlane::new(&seen, phase, clock.now_ms)
         .with_old_store_catching_up(record.old_store_diverged);
     let claims = Claims { sender, record };
-    let result = apply(&plane, &claims, id, request.op).await;
+    let result = apply(&plane, &claims, id, request.op, request.max_record_bytes).await;
     Reply {
         result,
         warnings: plane.warnings.take(),
@@ -142,11 +149,12 @@ async fn apply<S: KvStore, T: ClaimSender>(
     claims: &Claims<'_, T>,
     id: &CustomerId,
     op: CustomerOp,
+    max_record_bytes: usize,
 ) -> Result<Written, Error> {
     let record = |loaded: Loaded| loaded.record.to_json();
     match op {
         CustomerOp::Create { body } => Ok(Written::Created {
-            record: record(customers::create(plane, claims, id, body).await?),
+            record: record(customers::create(plane, claims, id, body, max_record_bytes).await?),
         }),
         CustomerOp::Ensure { body } => {
             let email = ensure_email(&body)?;
@@ -157,7 +165,7 @@ async fn apply<S: KvStore, T: ClaimSender>(
                 ));
             }
             Ok(
-                match customers::ensure(plane, claims, id, &email, body).await? {
+                match customers::ensure(plane, claims, id, &email, body, max_record_bytes).await? {
                     Ensured::Created(loaded) => Written::Created {
                         record: record(loaded),
                     },
@@ -172,7 +180,7 @@ async fn apply<S: KvStore, T: ClaimSender>(
             )
         }
         CustomerOp::Update { patch } => Ok(Written::Updated {
-            record: record(customers::update(plane, claims, id, patch).await?),
+            record: record(customers::update(plane, claims, id, patch, max_record_bytes).await?),
         }),
         CustomerOp::Delete => {
             customers::delete(plane, claims, id).await?;

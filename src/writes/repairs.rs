@@ -29,6 +29,8 @@ impl<S: KvStore, W: Writers> Repairs for ThroughObjects<'_, S, W> {
         let request = WriteRequest {
             record: self.current.state.clone(),
             op: CustomerOp::Repair,
+            // A repair copies what is stored; it writes no record of its own.
+            max_record_bytes: usize::MAX,
         };
         match self.writers.write(&id, request).await.result {
             Ok(Written::Repaired { repair }) => Ok(repair),

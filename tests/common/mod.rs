@@ -3,6 +3,7 @@
 
 use customer_kv_migration::app::{handle, App, Config};
 use customer_kv_migration::auth::TokenRules;
+use customer_kv_migration::domain::DEFAULT_MAX_RECORD_BYTES;
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{
@@ -84,6 +85,7 @@ impl World {
                 request_margin_ms: 0,
                 consistency_window_ms: 0,
                 verification_period_ms: 0,
+                max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             },
             cache: PhaseCache::default(),
             register: RegisterCell::default(),

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 
 use customer_kv_migration::app::{handle, App, Config};
 use customer_kv_migration::auth::{RoleLimits, TokenRules};
-use customer_kv_migration::domain::CustomerId;
+use customer_kv_migration::domain::{CustomerId, DEFAULT_MAX_RECORD_BYTES};
 use customer_kv_migration::error::Error;
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
@@ -306,6 +306,7 @@ impl Sim {
                 request_margin_ms: 3_000,
                 consistency_window_ms: settings.stale_window_ms,
                 verification_period_ms: 0,
+                max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             },
             model: RefCell::new(BTreeMap::new()),
             retired: RefCell::new(BTreeMap::new()),

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::store::{
-    KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores, MAX_BULK_KEYS,
+    read_many, KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores, MAX_BULK_KEYS,
 };
 
 /// Workers KV's limits on a key and on its metadata, and how far ahead an expiration
@@ -178,7 +178,7 @@ pub async fn export_page<S: KvStore>(
     let mut ndjson = Vec::new();
     for chunk in listed.chunks(MAX_BULK_KEYS) {
         let names: Vec<String> = chunk.iter().map(|k| k.name.clone()).collect();
-        let values = store.get_many(&names).await?;
+        let values = read_many(store, &names).await?;
         for (key, value) in chunk.iter().zip(values) {
             // Gone since it was listed (deleted or expired): nothing to back up.
             if let Some(value) = value {
@@ -224,7 +224,7 @@ pub async fn import<S: KvStore>(
             vec![None; chunk.len()]
         } else {
             let names: Vec<String> = chunk.iter().map(|l| l.key.clone()).collect();
-            store.get_many(&names).await?
+            read_many(store, &names).await?
         };
         for (line, existing) in chunk.iter().zip(existing) {
             if existing.is_some() {

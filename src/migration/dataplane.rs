@@ -13,7 +13,7 @@ use crate::migration::copying::copy;
 use crate::migration::healing::{fallback, journal};
 use crate::migration::key_state;
 use crate::phase::Phase;
-use crate::store::{KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
+use crate::store::{read_many, KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 
 /// A value found by the read path, and which store served it.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,7 +126,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// background checks, not for the reads of the API.
     pub async fn read_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>> {
         let first = self.stores.get(self.phase.primary_read_store());
-        let mut values = first.get_many(keys).await?;
+        let mut values = read_many(first, keys).await?;
         if let Some(fallback) = self.phase.fallback_store() {
             let missing: Vec<String> = keys
                 .iter()
@@ -135,7 +135,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
                 .map(|(k, _)| k.clone())
                 .collect();
             if !missing.is_empty() {
-                let found = self.stores.get(fallback).get_many(&missing).await?;
+                let found = read_many(self.stores.get(fallback), &missing).await?;
                 let mut found: HashMap<String, Option<StoredValue>> =
                     missing.into_iter().zip(found).collect();
                 for (key, value) in keys.iter().zip(values.iter_mut()) {

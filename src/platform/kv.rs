@@ -90,10 +90,26 @@ impl KvStore for WorkersKv {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let found = self
-            .bulk_get_with_metadata(keys)
-            .await
-            .map_err(|err| StoreError::new("get", format!("bulk read failed: {err:?}")))?;
+        let found = self.bulk_get_with_metadata(keys).await.map_err(|err| {
+            let message = format!("bulk read failed: {err:?}");
+            // KV's answer to values that add up to more than 25 MB: `read_many` splits.
+            let too_large = message.contains("413");
+            if too_large {
+                match keys {
+                    [only] => worker::console_warn!(
+                        "kv: the value of {only} alone exceeds a bulk read's 25 MB; read singly"
+                    ),
+                    _ => worker::console_warn!(
+                        "kv: a bulk read of {} keys exceeded 25 MB; read in parts",
+                        keys.len()
+                    ),
+                }
+            }
+            StoreError {
+                too_large,
+                ..StoreError::new("get", message)
+            }
+        })?;
         let mut values = Vec::with_capacity(keys.len());
         for (key, entry) in keys.iter().zip(found) {
             let value = match entry {

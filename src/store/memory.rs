@@ -148,6 +148,21 @@ impl KvStore for MemoryStore {
             .find(|k| self.faults.borrow().iter().any(|f| f.matches("get", k)));
         self.check("get", first_faulty.map_or("", String::as_str))?;
         let entries = self.entries.borrow();
+        // As KV does, a bulk read fails whole when its values add up to more than 25 MB.
+        let total: usize = keys
+            .iter()
+            .filter_map(|key| entries.get(key))
+            .map(|e| e.bytes.len())
+            .sum();
+        if total > super::MAX_VALUE_BYTES {
+            return Err(StoreError {
+                too_large: true,
+                ..StoreError::new(
+                    "get",
+                    "Error: KV GET_BULK failed: 413 Total size of request exceeds the limit of 25MB",
+                )
+            });
+        }
         Ok(keys
             .iter()
             .map(|key| {

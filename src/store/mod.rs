@@ -6,6 +6,8 @@ mod memory;
 
 pub use memory::{list_page, Fault, MemoryStore, OpCounts};
 
+use std::ops::Range;
+
 use serde_json::Value;
 
 /// The most keys one bulk read may ask for (Workers KV's limit).
@@ -85,6 +87,10 @@ pub struct StoreError {
     /// KV refused the operation for its rate (429: more than one write a second to one
     /// key); nothing was written.
     pub rate_limited: bool,
+    /// KV refused a bulk read because its values add up to more than 25 MB (413): a
+    /// smaller read of the same keys may succeed ([`read_many`]).
+    #[serde(default)]
+    pub too_large: bool,
 }
 
 impl StoreError {
@@ -93,6 +99,7 @@ impl StoreError {
             operation: operation.into(),
             message: message.into(),
             rate_limited: false,
+            too_large: false,
         }
     }
 }
@@ -118,6 +125,37 @@ pub trait KvStore {
     async fn delete(&self, key: &str) -> StoreResult<()>;
     /// One page of keys with `prefix`, in key order, at most `limit` (KV caps it at 1,000).
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> StoreResult<ListPage>;
+}
+
+/// The values of `keys`, in their order, as [`KvStore::get_many`] reads them, whatever
+/// their size: a bulk read KV refuses because its values add up to more than 25 MB is
+/// split in halves until each part fits, down to single reads (docs/design.md §2,
+/// "Record size"), so one large legacy value can never stop a reader. Every bulk
+/// reader goes through here; each part is one more operation on the caller's budget.
+pub async fn read_many<S: KvStore>(
+    store: &S,
+    keys: &[String],
+) -> StoreResult<Vec<Option<StoredValue>>> {
+    let mut values = vec![None; keys.len()];
+    let mut pending: Vec<Range<usize>> = Vec::new();
+    pending.push(0..keys.len());
+    while let Some(part) = pending.pop() {
+        match store.get_many(&keys[part.clone()]).await {
+            Ok(found) => {
+                for (slot, value) in values[part].iter_mut().zip(found) {
+                    *slot = value;
+                }
+            }
+            Err(err) if err.too_large && part.len() > 1 => {
+                let middle = part.start + part.len() / 2;
+                pending.push(middle..part.end);
+                pending.push(part.start..middle);
+            }
+            Err(err) if err.too_large => values[part.start] = store.get(&keys[part.start]).await?,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(values)
 }
 
 /// The old and the new namespace side by side.

@@ -26,7 +26,7 @@ use crate::migration::stored::{self, Listing};
 use crate::store::budget::metered;
 use crate::store::budget::Budget;
 use crate::store::Stores;
-use crate::store::{KvStore, ListedKey, StoreResult, StoredValue, MAX_BULK_KEYS};
+use crate::store::{read_many, KvStore, ListedKey, StoreResult, StoredValue, MAX_BULK_KEYS};
 use crate::writes::claims::{ClaimSender, Claims};
 
 const LIST_PAGE: u32 = 1_000;
@@ -184,11 +184,7 @@ async fn audit_records<S: KvStore, T: ClaimSender>(
     audit: &mut EmailAudit,
     names: &[String],
 ) -> Result<(), Error> {
-    let values = plane
-        .stores
-        .get(plane.phase.primary_read_store())
-        .get_many(names)
-        .await?;
+    let values = read_many(plane.stores.get(plane.phase.primary_read_store()), names).await?;
     let mut holders = Vec::new(); // (customer, mapping key)
     for value in values.into_iter().flatten() {
         audit.records_scanned += 1;

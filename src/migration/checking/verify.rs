@@ -18,7 +18,7 @@ use crate::migration::state::coordinator::{PhaseRegister, RecordOp};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::stored::{self, Listing};
 use crate::store::budget::{metered, Budget};
-use crate::store::{KvStore, ListPage, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
+use crate::store::{read_many, KvStore, ListPage, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
 
 const LIST_PAGE: u32 = 1_000;
 /// Keys named per category.
@@ -285,8 +285,8 @@ async fn compare_pairs<S: KvStore>(
     if to_read.is_empty() {
         return Ok(());
     }
-    let old_values = stores.old.get_many(&to_read).await?;
-    let new_values = stores.new.get_many(&to_read).await?;
+    let old_values = read_many(&stores.old, &to_read).await?;
+    let new_values = read_many(&stores.new, &to_read).await?;
     for ((name, old), new) in to_read.iter().zip(old_values).zip(new_values) {
         verification.values_compared += 1;
         let same = match (&old, &new) {
@@ -313,7 +313,7 @@ async fn classify_only_new<S: KvStore>(
     if keys.is_empty() {
         return Ok(());
     }
-    let values = stores.new.get_many(keys).await?;
+    let values = read_many(&stores.new, keys).await?;
     for (name, value) in keys.iter().zip(values) {
         if value.is_some_and(|v| !Tombstone::is_tombstone(&v.bytes)) {
             verification.note(Category::Extra, name);

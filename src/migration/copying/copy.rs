@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{CustomerRecord, Tombstone, CUSTOMER_PREFIX};
 use crate::migration::healing::read_repair;
 use crate::migration::key_state;
-use crate::store::{KvStore, ListedKey, PutOptions, StoreName, StoreResult, StoredValue, Stores};
+use crate::store::{
+    read_many, KvStore, ListedKey, PutOptions, StoreName, StoreResult, StoredValue, Stores,
+};
 use crate::time::parse_rfc3339_ms;
 
 /// Which way data flows.
@@ -208,8 +210,8 @@ pub async fn copy_chunk<S: KvStore>(
         ..Default::default()
     };
     let names: Vec<String> = keys.iter().map(|k| k.name.clone()).collect();
-    let source_values = stores.get(direction.source()).get_many(&names).await?;
-    let target_values = stores.get(direction.target()).get_many(&names).await?;
+    let source_values = read_many(stores.get(direction.source()), &names).await?;
+    let target_values = read_many(stores.get(direction.target()), &names).await?;
 
     let mut to_write: Vec<(&ListedKey, StoredValue)> = Vec::new();
     for ((listed, source), target) in keys.iter().zip(source_values).zip(target_values) {
@@ -314,7 +316,7 @@ async fn recheck<S: KvStore>(
             break;
         }
         let names: Vec<String> = expected.iter().map(|(k, _)| k.clone()).collect();
-        let now_in_source = stores.get(direction.source()).get_many(&names).await?;
+        let now_in_source = read_many(stores.get(direction.source()), &names).await?;
         let mut changed = Vec::new();
         for ((key, was), current) in expected.into_iter().zip(now_in_source) {
             if current == was {

@@ -14,7 +14,7 @@ use crate::migration::keys;
 use crate::migration::stored::{self, Listing};
 use crate::phase::Phase;
 use crate::store::budget::{Budget, BOOKKEEPING_RESERVE};
-use crate::store::{KvStore, ListedKey, StoreName, StoreResult, StoredValue, Stores};
+use crate::store::{read_many, KvStore, ListedKey, StoreName, StoreResult, StoredValue, Stores};
 
 /// Entries listed per run; how many are checked is bounded by the run's budget.
 pub const ENTRIES_PER_RUN: u32 = 1_000;
@@ -175,8 +175,8 @@ pub async fn drain<S: KvStore>(
             break;
         }
         let keys: Vec<String> = chunk.iter().map(|e| e.key.clone()).collect();
-        let old = stores.old.get_many(&keys).await?;
-        let new = stores.new.get_many(&keys).await?;
+        let old = read_many(&stores.old, &keys).await?;
+        let new = read_many(&stores.new, &keys).await?;
         for ((entry, old), new) in chunk.iter().zip(old).zip(new) {
             report.examined += 1;
             let verdict = check(&entry.copied, old.as_ref(), new.as_ref(), may_correct);

@@ -214,8 +214,11 @@ impl Caller {
 }
 
 /// Fields a customer may not change on their own record: what they pay for and what
-/// they are entitled to is set by the services that sell it.
+/// they are entitled to is set by the services that sell it, and the email by the OTP
+/// service, which verifies it (an owner could otherwise claim an address nobody holds
+/// yet, and `ensure` would hand its real owner the owner's account).
 pub const OWNER_PROTECTED_FIELDS: &[&str] = &[
+    "email",
     "plan",
     "tier",
     "status",

@@ -31,11 +31,13 @@ pub async fn get<S: KvStore>(plane: &DataPlane<'_, S>, id: &CustomerId) -> Resul
         .ok_or_else(|| Error::CustomerNotFound(Some(id.as_str().to_owned())))
 }
 
+/// The customer holding `email`, which the caller wrote as `raw`.
 pub async fn get_by_email<S: KvStore>(
     plane: &DataPlane<'_, S>,
     email: &Email,
+    raw: &str,
 ) -> Result<Loaded, Error> {
-    owner_of(plane, email)
+    holder_of(plane, email, raw)
         .await?
         .ok_or(Error::CustomerNotFound(None))
 }
@@ -52,6 +54,7 @@ pub async fn create<S: KvStore, T: ClaimSender>(
     max_record_bytes: usize,
 ) -> Result<Loaded, Error> {
     let email = parse_email_field(&body)?;
+    let body_email = body.get("email").cloned();
     body.remove("customerId");
     if find(plane, id).await?.is_some() {
         return Err(Error::CustomerExists(format!(
@@ -67,6 +70,7 @@ pub async fn create<S: KvStore, T: ClaimSender>(
     }
     let bytes = record.to_bytes_within(max_record_bytes)?;
     if let Some(email) = &email {
+        refuse_if_legacy_holder(plane, email, raw_email(body_email.as_ref()), id).await?;
         if let Claim::HeldBy(_) = claims.claim(&email.hash(), id).await? {
             return Err(Error::EmailTaken);
         }
@@ -102,6 +106,12 @@ pub async fn ensure<S: KvStore, T: ClaimSender>(
     }
     // Invalid input is refused before the claim writes anything.
     body.remove("customerId");
+    if found.is_none() {
+        let raw = raw_email(body.get("email"));
+        if let Some(holder) = legacy_holder(plane, email, raw).await? {
+            return Ok(Ensured::EmailHeldBy(holder.record.id().clone()));
+        }
+    }
     let mut record = CustomerRecord::from_input(id.clone(), body)?;
     let now = rfc3339(plane.now_ms);
     record.set_timestamp("createdAt", now.clone());
@@ -134,6 +144,7 @@ pub async fn update<S: KvStore, T: ClaimSender>(
     } = get(plane, id).await?;
     let previous_email = record.email();
     let previous_updated = record.updated_at().and_then(parse_rfc3339_ms);
+    let patched_email = patch.get("email").cloned();
     record.apply_patch(patch)?;
     // Versions only move forward, even if this isolate's clock is behind the last writer's.
     let stamp = previous_updated.map_or(plane.now_ms, |prev| plane.now_ms.max(prev + 1));
@@ -144,6 +155,7 @@ pub async fn update<S: KvStore, T: ClaimSender>(
     let email_changed = new_email != previous_email;
     if email_changed {
         if let Some(email) = &new_email {
+            refuse_if_legacy_holder(plane, email, raw_email(patched_email.as_ref()), id).await?;
             if let Claim::HeldBy(_) = claims.claim(&email.hash(), id).await? {
                 return Err(Error::EmailTaken);
             }
@@ -249,6 +261,63 @@ pub async fn owner_of<S: KvStore>(
     email: &Email,
 ) -> Result<Option<Loaded>, Error> {
     holder_in_stores(plane, &email.hash()).await
+}
+
+/// The customer holding `email`, written as `raw` by the caller: by its mapping, else by
+/// a legacy mapping of one of `raw`'s un-normalised forms ([`legacy_holder`]).
+pub async fn holder_of<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    email: &Email,
+    raw: &str,
+) -> Result<Option<Loaded>, Error> {
+    match owner_of(plane, email).await? {
+        Some(owner) => Ok(Some(owner)),
+        None => legacy_holder(plane, email, raw).await,
+    }
+}
+
+/// A legacy customer whose mapping was hashed from an un-normalised form of `raw` and
+/// whose record holds `email`: looked for before an email is judged free, so neither a
+/// create nor an email change takes the address of a customer the email audit has not
+/// re-keyed yet (docs/design.md §2, "Legacy mappings"). Costs a read per form, and none
+/// when `raw` is already normalised.
+pub async fn legacy_holder<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    email: &Email,
+    raw: &str,
+) -> Result<Option<Loaded>, Error> {
+    for hash in email.legacy_hashes(raw) {
+        let Some(id) = mapped_id(plane, &hash).await? else {
+            continue;
+        };
+        match find(plane, &id).await {
+            Ok(Some(loaded)) if loaded.record.email().as_ref() == Some(email) => {
+                return Ok(Some(loaded))
+            }
+            Ok(_) => {}
+            Err(err) if err.is_corrupt_record() => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(None)
+}
+
+/// `EmailTaken` if a legacy customer other than `id` holds `email`.
+async fn refuse_if_legacy_holder<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    email: &Email,
+    raw: &str,
+    id: &CustomerId,
+) -> Result<(), Error> {
+    match legacy_holder(plane, email, raw).await? {
+        Some(holder) if holder.record.id() != id => Err(Error::EmailTaken),
+        _ => Ok(()),
+    }
+}
+
+/// The email field as the caller wrote it (empty when it is not a string).
+fn raw_email(field: Option<&Value>) -> &str {
+    field.and_then(Value::as_str).unwrap_or_default()
 }
 
 /// The customer the stores show holding the email with this hash: the mapping's target,

@@ -46,6 +46,19 @@ impl Email {
     pub fn hash(&self) -> EmailHash {
         EmailHash::of_normalised(&self.0)
     }
+
+    /// The hashes a legacy writer may have stored this email's mapping under instead of
+    /// [`Email::hash`], from `raw` as the caller wrote it: as given, trimmed only, and
+    /// lowercased only (docs/design.md §2). Empty when `raw` is already normalised.
+    pub fn legacy_hashes(&self, raw: &str) -> Vec<EmailHash> {
+        let mut forms: Vec<String> = Vec::new();
+        for form in [raw.to_owned(), js_trim(raw).to_owned(), raw.to_lowercase()] {
+            if form != self.0 && !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+        forms.iter().map(|f| EmailHash::of_normalised(f)).collect()
+    }
 }
 
 /// JavaScript's `String.prototype.trim`: its WhiteSpace and LineTerminator sets, which
@@ -120,6 +133,20 @@ impl EmailHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legacy_forms_are_the_raw_text_trimmed_or_lowercased() {
+        let raw = "  Mixed.Case@Example.COM ";
+        let email = Email::parse(raw).unwrap();
+        let hashes = email.legacy_hashes(raw);
+        let expected: Vec<EmailHash> = [raw, "Mixed.Case@Example.COM", "  mixed.case@example.com "]
+            .iter()
+            .map(|f| EmailHash::of_normalised(f))
+            .collect();
+        assert_eq!(hashes, expected);
+        assert!(email.legacy_hashes("mixed.case@example.com").is_empty());
+        assert_eq!(email.legacy_hashes("Mixed.Case@Example.COM").len(), 1);
+    }
 
     #[test]
     fn normalises_before_hashing() {

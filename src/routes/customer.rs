@@ -44,7 +44,7 @@ pub async fn by_email<S: KvStore, R: PhaseRegister, W: Writers>(
     raw_email: &str,
 ) -> Result<ApiResponse, ApiError> {
     let email = Email::parse(raw_email).map_err(|m| ApiError::bad_request("invalid_email", m))?;
-    let loaded = customers::get_by_email(ctx.plane, &email).await?;
+    let loaded = customers::get_by_email(ctx.plane, &email, raw_email).await?;
     // Answer 404, not 403, to a customer asking for another's email: the difference
     // would tell them which addresses have accounts.
     if ctx

@@ -103,7 +103,11 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
     pub async fn ensure(&self, body: Map<String, Value>) -> Result<Done, Error> {
         let email = object::ensure_email(&body)?;
         // An existing customer is found without asking any object.
-        if let Some(existing) = customers::owner_of(self.plane, &email).await? {
+        let raw = body
+            .get("email")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(existing) = customers::holder_of(self.plane, &email, raw).await? {
             return Ok(found(existing));
         }
         for id in derived_ids(&email) {

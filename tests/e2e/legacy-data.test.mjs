@@ -119,6 +119,28 @@ describe("phase 2 (read_new) over a seeded legacy store", () => {
     assertError(byEmail, 404, "customer_not_found", "by email");
   });
 
+  test("the un-normalised-email customer is found, not duplicated, given the email as it was hashed", async () => {
+    const m = MESSY.unnormalisedEmail;
+    const byEmail = await h.request("GET", byEmailPath(m.rawEmail), { token: h.serviceToken });
+    assertStatus(byEmail, 200, "by the raw email");
+    assert.equal(byEmail.json.customerId, m.customerId);
+    const ensured = await h.request("POST", "/customer/ensure", { token: h.serviceToken, body: { email: m.rawEmail } });
+    assertStatus(ensured, 200, "ensure finds the legacy customer");
+    assert.equal(ensured.json.customerId, m.customerId);
+    const created = await h.request("POST", "/customer", { token: h.serviceToken, body: { customerId: "squatter", email: m.rawEmail } });
+    assertError(created, 409, "email_taken", "create with its email");
+  });
+
+  test("an owner may not change their email (pre-hijacking); a service may", async () => {
+    const id = normalCustomerId(11);
+    const owner = h.token({ role: "customer", sub: id });
+    const res = await h.request("PATCH", `/customer/${id}`, { token: owner, body: { email: "unclaimed@e2e.example.com" } });
+    assertError(res, 403, "forbidden");
+    const ensured = await h.request("POST", "/customer/ensure", { token: h.serviceToken, body: { email: "unclaimed@e2e.example.com" } });
+    assertStatus(ensured, 201, "the address is still free for its real owner");
+    assert.notEqual(ensured.json.customerId, id);
+  });
+
   test("patching a legacy-only customer writes the merged record to both stores", async () => {
     const id = normalCustomerId(10);
     const stored = JSON.parse(value(customerKey(id)));

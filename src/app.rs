@@ -7,6 +7,7 @@ use crate::auth::{authenticate, RoleLimits, TokenRules};
 use crate::domain::DEFAULT_MAX_RECORD_BYTES;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
+use crate::logging::{Level, RequestLog};
 use crate::migration::copying::fanout::ChunkQueue;
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::coordinator::PhaseRegister;
@@ -15,6 +16,7 @@ use crate::migration::state::phase_cache::{self, PhaseCache};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::phase::Phase;
 use crate::routes::{dispatch, route, Ctx, Route};
+use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores, MAX_VALUE_BYTES};
 use crate::writes::Writers;
 
@@ -39,6 +41,8 @@ pub struct Config {
     pub verification_period_ms: u64,
     /// The most bytes a record written through the API may take (`MAX_RECORD_BYTES`).
     pub max_record_bytes: usize,
+    /// The least severe log line written (`LOG_LEVEL`).
+    pub log_level: Level,
 }
 
 impl Config {
@@ -123,6 +127,12 @@ impl Config {
                     "MAX_RECORD_BYTES must be a number of bytes from {MIN_RECORD_CAP} to {MAX_VALUE_BYTES}"
                 ))?,
         };
+        let log_level = match lookup("LOG_LEVEL") {
+            None => Level::Info,
+            Some(raw) => {
+                Level::parse(&raw).ok_or("LOG_LEVEL must be debug, info, warn or error")?
+            }
+        };
         let limits = RoleLimits::DEFAULT;
         let tokens = TokenRules {
             secret,
@@ -142,6 +152,7 @@ impl Config {
             consistency_window_ms: window_seconds.saturating_mul(1000),
             verification_period_ms: period_seconds.saturating_mul(1000),
             max_record_bytes,
+            log_level,
         })
     }
 }
@@ -160,28 +171,64 @@ pub struct App<'a, S, R, W> {
     pub now_ms: u64,
 }
 
-/// A response and the warnings worth logging (free of private data).
+/// A response, the warnings worth logging and the request's log line (all free of
+/// private data: `logging`).
 pub struct Outcome {
     pub response: ApiResponse,
     pub warnings: Vec<String>,
+    pub log: RequestLog,
+}
+
+/// What a request showed on its way, for its log line.
+#[derive(Default)]
+struct Trace {
+    warnings: Vec<String>,
+    route: Option<&'static str>,
+    phase: Option<u8>,
 }
 
 pub async fn handle<S: KvStore, R: PhaseRegister, W: Writers>(
     app: &App<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Outcome {
-    let mut warnings = Vec::new();
-    let response = match serve(app, request, &mut warnings).await {
+    // Counts the request's KV operations; the limit is the platform's, not this one's.
+    let budget = Budget::new(u32::MAX);
+    let counted = metered(app.stores, &budget);
+    let app = App {
+        stores: &counted,
+        register: app.register,
+        writers: app.writers,
+        queue: app.queue,
+        config: app.config,
+        phase_cache: app.phase_cache,
+        now_ms: app.now_ms,
+    };
+    let mut trace = Trace::default();
+    let response = match serve(&app, request, &mut trace).await {
         Ok(response) => response,
         Err(refusal) => refusal,
     };
-    Outcome { response, warnings }
+    let code = response.body["error"]["code"].as_str().map(str::to_owned);
+    let log = RequestLog {
+        method: request.method.as_str(),
+        route: trace.route.unwrap_or("unmatched"),
+        status: response.status,
+        code,
+        phase: trace.phase,
+        kv_operations: budget.used(),
+        detail: response.detail.clone(),
+    };
+    Outcome {
+        response,
+        warnings: trace.warnings,
+        log,
+    }
 }
 
 async fn serve<S: KvStore, R: PhaseRegister, W: Writers>(
     app: &App<'_, S, R, W>,
     request: &ApiRequest,
-    warnings: &mut Vec<String>,
+    trace: &mut Trace,
 ) -> Result<ApiResponse, ApiResponse> {
     if request.body.len() > MAX_BODY_BYTES {
         return Err(payload_too_large().into());
@@ -193,8 +240,10 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers>(
             None => response,
         }
     })?;
+    trace.route = Some(route.template());
     if route == Route::Health {
         let current = current_phase(app).await?;
+        trace.phase = Some(current.phase.number());
         return Ok(ApiResponse::ok(json!({
             "status": "ok",
             "phase": current.phase.number(),
@@ -207,6 +256,7 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers>(
         app.now_ms / 1000,
     )?;
     let current = current_phase(app).await?;
+    trace.phase = Some(current.phase.number());
     let plane = if request.method == Method::Get {
         DataPlane::reading(
             app.stores,
@@ -231,7 +281,7 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers>(
         now_ms: app.now_ms,
     };
     let result = dispatch(&ctx, route, request).await;
-    warnings.extend(plane.warnings.take());
+    trace.warnings.extend(plane.warnings.take());
     result.map_err(ApiResponse::from)
 }
 

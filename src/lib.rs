@@ -13,6 +13,7 @@ pub mod customers;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod logging;
 pub mod migration;
 pub mod phase;
 pub mod routes;

@@ -211,11 +211,22 @@ async function run(mode, entries) {
     const wallMs = performance.now() - started;
     await sleep(500); // the last log lines
     const lines = stdout.split("\n");
-    const cronReports = lines.filter((l) => l.includes("cron: {")).map((l) => JSON.parse(l.slice(l.indexOf("cron: ") + 6)));
-    const consumerReports = lines
-      .map((l) => /queue: (\d+) ms (\{.*\})/.exec(l))
-      .filter(Boolean)
-      .map(([, ms, json]) => ({ ms: Number(ms), ...JSON.parse(json) }));
+    // The worker's log lines are JSON objects: {"event":"cron","report":…} per cron run,
+    // {"event":"queue","consumed":…,"durationMs":…} per consumer invocation.
+    const events = lines
+      .filter((l) => l.includes('"event":'))
+      .map((l) => {
+        try {
+          return JSON.parse(l.slice(l.indexOf("{")));
+        } catch {
+          return null;
+        }
+      })
+      .filter(Boolean);
+    const cronReports = events.filter((e) => e.event === "cron" && e.report).map((e) => e.report);
+    const consumerReports = events
+      .filter((e) => e.event === "queue" && e.consumed)
+      .map((e) => ({ ms: e.durationMs, ...e.consumed }));
     log(`${mode}: complete in ${(wallMs / 1000).toFixed(1)} s, ${crons.length} cron runs, ${consumerReports.length} consumer invocations`);
 
     // The product's own full verification, then the independent comparison.

@@ -211,8 +211,9 @@ async function backfillInWorkerd(keys) {
       const ms = performance.now() - start;
       let report;
       for (let wait = 0; wait < 100 && !report; wait++) {
-        const line = stdout.slice(before).split("\n").find((l) => l.includes("cron: {"));
-        if (line) report = JSON.parse(line.slice(line.indexOf("cron: ") + 6));
+        // The worker logs one JSON object per cron run: {"event":"cron","report":{…}}.
+        const line = stdout.slice(before).split("\n").find((l) => l.includes('"event":"cron"'));
+        if (line) report = JSON.parse(line.slice(line.indexOf("{"))).report;
         else await sleep(20);
       }
       if (!report) throw new Error(`no cron report in the worker's output: ${stdout.slice(before, before + 500)}`);

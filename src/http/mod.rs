@@ -19,6 +19,17 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name (`OTHER` for one the API does not serve).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Other(_) => "OTHER",
+        }
+    }
+
     pub fn parse(raw: &str) -> Self {
         match raw.to_ascii_uppercase().as_str() {
             "GET" | "HEAD" => Method::Get,

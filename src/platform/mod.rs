@@ -19,6 +19,7 @@ use worker::{
 
 use crate::app::{self, App, Config};
 use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
+use crate::logging::{self, Level};
 use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::cron;
 use crate::migration::state::ledger::Ledgered;
@@ -131,18 +132,20 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         now_ms: now_ms(),
     };
     let outcome = app::handle(&app, &request).await;
-    // Log codes only: paths and bodies may hold emails, headers hold tokens.
+    // The log holds route templates, codes and counts only (`logging`): paths and bodies
+    // may hold emails, headers hold tokens.
     for warning in &outcome.warnings {
-        console_warn!("{warning}");
+        let message = serde_json::json!({ "message": warning });
+        log(config.log_level, Level::Warn, "warning", message, None);
     }
-    if outcome.response.status >= 500 {
-        console_error!(
-            "answered {} {}: {}",
-            outcome.response.status,
-            error_code(&outcome.response),
-            outcome.response.detail.as_deref().unwrap_or("")
-        );
-    }
+    let took = now_ms().saturating_sub(app.now_ms);
+    log(
+        config.log_level,
+        outcome.log.level(),
+        "request",
+        &outcome.log,
+        Some(took),
+    );
     to_response(&outcome.response)
 }
 
@@ -162,22 +165,25 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         register: &register,
         queue,
     });
-    match cron::run(
+    let started = now_ms();
+    let ran = cron::run(
         &stores,
         (&writers, fanout),
         config.default_phase,
         config.gate_settings(),
-        now_ms(),
+        started,
     )
-    .await
-    {
-        Ok(report) => console_log!(
-            "cron: {}",
-            serde_json::to_string(&report).unwrap_or_default()
-        ),
+    .await;
+    let took = Some(now_ms().saturating_sub(started));
+    match ran {
+        Ok(report) => {
+            let fields = serde_json::json!({ "report": report });
+            log(config.log_level, Level::Info, "cron", fields, took);
+        }
         Err(err) => {
             let err = ApiError::from(err);
-            console_error!("cron failed: {} {}", err.code, err.message)
+            let fields = serde_json::json!({ "code": err.code, "message": err.message });
+            log(config.log_level, Level::Error, "cron", fields, took);
         }
     }
 }
@@ -213,8 +219,22 @@ async fn read_request(req: &mut Request) -> std::result::Result<ApiRequest, ApiR
     })
 }
 
-fn error_code(response: &ApiResponse) -> &str {
-    response.body["error"]["code"].as_str().unwrap_or("")
+/// Writes one log line (`logging::line`) to the console stream of its level.
+pub(crate) fn log(
+    threshold: Level,
+    level: Level,
+    event: &str,
+    fields: impl serde::Serialize,
+    duration_ms: Option<u64>,
+) {
+    let Some(line) = logging::line(threshold, level, event, fields, duration_ms) else {
+        return;
+    };
+    match level {
+        Level::Error => console_error!("{line}"),
+        Level::Warn => console_warn!("{line}"),
+        Level::Info | Level::Debug => console_log!("{line}"),
+    }
 }
 
 fn to_response(response: &ApiResponse) -> Result<Response> {

@@ -2,6 +2,7 @@
 //! through, and the consumer event that hands batches to the core. Without the
 //! `BACKFILL_QUEUE` binding the worker copies in its cron, as before.
 
+use crate::logging::Level;
 use futures::future::LocalBoxFuture;
 use worker::{event, Context, Env, MessageBatch, MessageExt};
 
@@ -86,7 +87,8 @@ async fn queue(batch: MessageBatch<QueueMessage>, env: Env, _ctx: Context) -> wo
     if batch.queue().ends_with("-dlq") {
         let dispositions = fanout::dead_letters(fanout, &bodies, now_ms).await;
         settle(&messages, dispositions);
-        worker::console_warn!("queue: {} dead-lettered messages", messages.len());
+        let fields = serde_json::json!({ "deadLettered": messages.len() });
+        super::log(config.log_level, Level::Warn, "queue", fields, None);
         return Ok(());
     }
     let settings = (config.default_phase, config.gate_settings());
@@ -94,11 +96,9 @@ async fn queue(batch: MessageBatch<QueueMessage>, env: Env, _ctx: Context) -> wo
     settle(&messages, std::mem::take(&mut consumed.dispositions));
     // The clock moves on at each I/O, so this is the invocation's time waiting on KV, the
     // coordinator and the queue.
-    worker::console_log!(
-        "queue: {} ms {}",
-        super::now_ms().saturating_sub(now_ms),
-        serde_json::to_string(&consumed).unwrap_or_default()
-    );
+    let took = Some(super::now_ms().saturating_sub(now_ms));
+    let fields = serde_json::json!({ "consumed": consumed });
+    super::log(config.log_level, Level::Info, "queue", fields, took);
     Ok(())
 }
 

@@ -6,12 +6,14 @@ use serde_json::json;
 use super::{bodies, Ctx};
 use crate::api::{AuditPageView, PhaseChangeView, RepairView, StatusView};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
+use crate::migration::copying::copy::Direction;
+use crate::migration::copying::fanout::tally::TallyOp;
 use crate::migration::cron;
 use crate::migration::state::audit;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::phase_record;
 use crate::migration::status;
-use crate::store::KvStore;
+use crate::store::{KvStore, StoreError};
 use crate::writes::Writers;
 
 /// Entries per audit page unless `limit` says otherwise.
@@ -29,6 +31,35 @@ pub async fn status<S: KvStore, R: PhaseRegister, W: Writers>(
         settings,
         status
     ))))
+}
+
+/// A key no product writes: reading it touches a namespace and costs one read.
+const READY_PROBE_KEY: &str = "__ready_probe";
+
+/// `GET /admin/migrate/ready`: touches each binding the worker needs once and reports
+/// each (`/health` stays cheap and public). 503 when any fails.
+pub async fn ready<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
+) -> Result<ApiResponse, ApiError> {
+    let probe = |failed: Option<StoreError>| match failed {
+        None => json!({ "ok": true }),
+        Some(err) => json!({ "ok": false, "error": format!("{} failed", err.operation) }),
+    };
+    let old = ctx.stores.old.get(READY_PROBE_KEY).await.err();
+    let new = ctx.stores.new.get(READY_PROBE_KEY).await.err();
+    let read_tally = TallyOp::Read {
+        direction: Direction::Forward,
+    };
+    let coordinator = ctx.register.tally(read_tally).await.err();
+    let ready = old.is_none() && new.is_none() && coordinator.is_none();
+    let body = json!({
+        "ready": ready,
+        "oldStore": probe(old),
+        "newStore": probe(new),
+        "coordinator": probe(coordinator),
+        "queue": { "bound": ctx.queue.is_some() },
+    });
+    Ok(ApiResponse::json(if ready { 200 } else { 503 }, body))
 }
 
 /// `POST /admin/migrate/phase {phase, force?, reason?}`.

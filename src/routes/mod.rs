@@ -74,6 +74,7 @@ pub enum Route {
     UpdateCustomer(String),
     DeleteCustomer(String),
     MigrationStatus,
+    Ready,
     ChangePhase,
     Repair,
     Backfill,
@@ -88,6 +89,33 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route as logs name it: its path with placeholders, never an id or an email.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Health => "/health",
+            Route::Me => "/customer/me",
+            Route::Create => "/customer",
+            Route::Ensure => "/customer/ensure",
+            Route::ByEmail(_) => "/customer/by-email/{email}",
+            Route::GetCustomer(_) | Route::UpdateCustomer(_) | Route::DeleteCustomer(_) => {
+                "/customer/{id}"
+            }
+            Route::MigrationStatus => "/admin/migrate/status",
+            Route::Ready => "/admin/migrate/ready",
+            Route::ChangePhase => "/admin/migrate/phase",
+            Route::Repair => "/admin/migrate/repair",
+            Route::Backfill => "/admin/migrate/backfill",
+            Route::BackfillControl(_) => "/admin/migrate/backfill/{action}",
+            Route::BackfillThrottle => "/admin/migrate/backfill/throttle",
+            Route::Verify => "/admin/migrate/verify",
+            Route::Emails => "/admin/migrate/emails",
+            Route::Rollback => "/admin/migrate/rollback",
+            Route::Audit => "/admin/migrate/audit",
+            Route::Export => "/admin/migrate/export",
+            Route::Import => "/admin/migrate/import",
+        }
+    }
+
     /// Whether only an admin may take this route: every `/admin/migrate` route.
     pub fn requires_admin(&self) -> bool {
         !matches!(
@@ -124,6 +152,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::UpdateCustomer(id) => customer::update(ctx, &id, request).await,
         Route::DeleteCustomer(id) => customer::delete(ctx, &id).await,
         Route::MigrationStatus => admin::status(ctx).await,
+        Route::Ready => admin::ready(ctx).await,
         Route::ChangePhase => admin::change_phase(ctx, request).await,
         Route::Repair => admin::repair(ctx).await,
         Route::Audit => admin::audit_log(ctx, request).await,
@@ -187,6 +216,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["admin", "migrate", "status"] => {
             (&["GET"], (*method == Get).then_some(Route::MigrationStatus))
         }
+        ["admin", "migrate", "ready"] => (&["GET"], (*method == Get).then_some(Route::Ready)),
         ["admin", "migrate", "phase"] => {
             (&["POST"], (*method == Post).then_some(Route::ChangePhase))
         }

@@ -86,6 +86,7 @@ impl World {
                 consistency_window_ms: 0,
                 verification_period_ms: 0,
                 max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+                log_level: customer_kv_migration::logging::Level::Info,
             },
             cache: PhaseCache::default(),
             register: RegisterCell::default(),
@@ -174,6 +175,11 @@ impl World {
     }
 
     pub fn send_request(&self, request: &ApiRequest) -> ApiResponse {
+        self.handle(request).response
+    }
+
+    /// The whole outcome of a request: response, warnings and log line.
+    pub fn handle(&self, request: &ApiRequest) -> customer_kv_migration::app::Outcome {
         let register = self.register();
         let writers = self.writers();
         let app = App {
@@ -185,7 +191,7 @@ impl World {
             phase_cache: &self.cache,
             now_ms: self.now_ms,
         };
-        block_on(handle(&app, request)).response
+        block_on(handle(&app, request))
     }
 
     pub fn set_phase(&self, phase: Phase) {

@@ -307,6 +307,7 @@ impl Sim {
                 consistency_window_ms: settings.stale_window_ms,
                 verification_period_ms: 0,
                 max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+                log_level: customer_kv_migration::logging::Level::Info,
             },
             model: RefCell::new(BTreeMap::new()),
             retired: RefCell::new(BTreeMap::new()),

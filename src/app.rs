@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::alerts::{self, Alert};
 use crate::auth::{authenticate, RoleLimits, TokenRules};
 use crate::domain::DEFAULT_MAX_RECORD_BYTES;
 use crate::http::ApiError;
@@ -43,6 +44,8 @@ pub struct Config {
     pub max_record_bytes: usize,
     /// The least severe log line written (`LOG_LEVEL`).
     pub log_level: Level,
+    /// Where alerts are posted (`ALERT_WEBHOOK_URL`, http or https), if anywhere.
+    pub alert_webhook_url: Option<String>,
 }
 
 impl Config {
@@ -133,6 +136,12 @@ impl Config {
                 Level::parse(&raw).ok_or("LOG_LEVEL must be debug, info, warn or error")?
             }
         };
+        let alert_webhook_url = match set("ALERT_WEBHOOK_URL") {
+            Some(url) if !url.starts_with("https://") && !url.starts_with("http://") => {
+                return Err("ALERT_WEBHOOK_URL must be an http(s) URL".into())
+            }
+            url => url,
+        };
         let limits = RoleLimits::DEFAULT;
         let tokens = TokenRules {
             secret,
@@ -153,6 +162,7 @@ impl Config {
             verification_period_ms: period_seconds.saturating_mul(1000),
             max_record_bytes,
             log_level,
+            alert_webhook_url,
         })
     }
 }
@@ -177,6 +187,8 @@ pub struct Outcome {
     pub response: ApiResponse,
     pub warnings: Vec<String>,
     pub log: RequestLog,
+    /// What the operator should hear about (`alerts`).
+    pub alerts: Vec<Alert>,
 }
 
 /// What a request showed on its way, for its log line.
@@ -218,10 +230,12 @@ pub async fn handle<S: KvStore, R: PhaseRegister, W: Writers>(
         kv_operations: budget.used(),
         detail: response.detail.clone(),
     };
+    let alerts = alerts::of_request(&log, &response.body);
     Outcome {
         response,
         warnings: trace.warnings,
         log,
+        alerts,
     }
 }
 

@@ -6,6 +6,7 @@
 //! under `cargo test` against [`store::MemoryStore`]; only [`platform`] (built for wasm)
 //! talks to the Workers runtime.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -36,7 +36,14 @@ fn a_lookup_by_email_logs_its_route_template_and_no_email() {
         "/customer/by-email/nobody%40example.com",
     ] {
         let outcome = world.handle(&request(Method::Get, path, &service(), None));
-        let text = line(Level::Debug, outcome.log.level(), "request", &outcome.log, Some(5)).unwrap();
+        let text = line(
+            Level::Debug,
+            outcome.log.level(),
+            "request",
+            &outcome.log,
+            Some(5),
+        )
+        .unwrap();
         let parsed: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["route"], "/customer/by-email/{email}", "{text}");
         assert_eq!(parsed["phase"], 2);
@@ -45,11 +52,22 @@ fn a_lookup_by_email_logs_its_route_template_and_no_email() {
             assert!(!text.contains(private), "{private} in {text}");
         }
     }
-    let text = line(Level::Info, created.log.level(), "request", &created.log, None).unwrap();
+    let text = line(
+        Level::Info,
+        created.log.level(),
+        "request",
+        &created.log,
+        None,
+    )
+    .unwrap();
     assert!(!text.contains("Private") && !text.contains('@'), "{text}");
     let missing = world.handle(&request(Method::Get, "/customer/nobody", &service(), None));
     assert_eq!(
-        (missing.log.status, missing.log.code.as_deref(), missing.log.route),
+        (
+            missing.log.status,
+            missing.log.code.as_deref(),
+            missing.log.route
+        ),
         (404, Some("customer_not_found"), "/customer/{id}")
     );
     assert_eq!(missing.log.level(), Level::Warn);
@@ -66,7 +84,10 @@ fn readiness_reports_each_binding() {
     let failing = world.send("GET", "/admin/migrate/ready", Some(&admin()), None);
     assert_eq!(failing.status, 503, "{}", failing.body);
     assert_eq!(
-        (failing.body["oldStore"]["ok"].as_bool(), failing.body["newStore"]["ok"].as_bool()),
+        (
+            failing.body["oldStore"]["ok"].as_bool(),
+            failing.body["newStore"]["ok"].as_bool()
+        ),
         (Some(false), Some(true))
     );
     let refused = world.send("GET", "/admin/migrate/ready", Some(&service()), None);

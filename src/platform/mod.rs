@@ -8,6 +8,7 @@
 mod coordinator;
 mod kv;
 mod queue;
+mod webhook;
 mod writers;
 
 use std::rc::Rc;
@@ -17,6 +18,7 @@ use worker::{
     Result, ScheduleContext, ScheduledEvent,
 };
 
+use crate::alerts;
 use crate::app::{self, App, Config};
 use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
 use crate::logging::{self, Level};
@@ -61,11 +63,11 @@ fn stores(env: &Env) -> Result<Stores<Ledgered<WorkersKv, DoLedger>>> {
 
 fn config(env: &Env) -> std::result::Result<Config, String> {
     Config::from_env(|name| {
-        if name == "JWT_SECRET" {
-            env.secret(name).ok().map(|s| s.to_string())
-        } else {
-            env.var(name).ok().map(|v| v.to_string())
-        }
+        // A var or a secret (`ALERT_WEBHOOK_URL` may be either).
+        env.var(name)
+            .ok()
+            .map(|v| v.to_string())
+            .or_else(|| env.secret(name).ok().map(|s| s.to_string()))
     })
 }
 
@@ -94,7 +96,7 @@ fn now_ms() -> u64 {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let config = match config(&env) {
         Ok(config) => config,
         Err(problem) => {
@@ -146,11 +148,18 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         &outcome.log,
         Some(took),
     );
+    if let (Some(url), false) = (&config.alert_webhook_url, outcome.alerts.is_empty()) {
+        ctx.wait_until(webhook::deliver(
+            url.clone(),
+            outcome.alerts,
+            config.log_level,
+        ));
+    }
     to_response(&outcome.response)
 }
 
 #[event(scheduled)]
-async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     let (config, stores) = match (config(&env), stores(&env)) {
         (Ok(config), Ok(stores)) => (config, stores),
         _ => {
@@ -175,16 +184,22 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     )
     .await;
     let took = Some(now_ms().saturating_sub(started));
-    match ran {
+    let raised = match ran {
         Ok(report) => {
+            let raised = alerts::of_cron(&report);
             let fields = serde_json::json!({ "report": report });
             log(config.log_level, Level::Info, "cron", fields, took);
+            raised
         }
         Err(err) => {
             let err = ApiError::from(err);
             let fields = serde_json::json!({ "code": err.code, "message": err.message });
             log(config.log_level, Level::Error, "cron", fields, took);
+            vec![alerts::of_cron_failure(err.code)]
         }
+    };
+    if let (Some(url), false) = (&config.alert_webhook_url, raised.is_empty()) {
+        ctx.wait_until(webhook::deliver(url.clone(), raised, config.log_level));
     }
 }
 

@@ -87,6 +87,7 @@ impl World {
                 verification_period_ms: 0,
                 max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
                 log_level: customer_kv_migration::logging::Level::Info,
+                alert_webhook_url: None,
             },
             cache: PhaseCache::default(),
             register: RegisterCell::default(),

@@ -136,7 +136,8 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
       { type: "ESModule", include: ["**/*.js"] },
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
-    compatibilityDate: "2025-01-01",
+    // As wrangler.toml deploys it.
+    compatibilityDate: "2026-04-26",
     kvNamespaces,
     // The coordinator of the phase record (docs/design.md §11) and the objects every
     // customer write and email claim runs in (§12).
@@ -155,6 +156,8 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
       PHASE_SETTLE_MARGIN_SECONDS: "0",
       // Local KV is strongly consistent: no window to wait out.
       KV_CONSISTENCY_WINDOW_SECONDS: "0",
+      // Refusals and failures only: a line per request would bury the runners' output.
+      LOG_LEVEL: "warn",
       ...bindings,
     },
   };

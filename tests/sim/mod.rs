@@ -308,6 +308,7 @@ impl Sim {
                 verification_period_ms: 0,
                 max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
                 log_level: customer_kv_migration::logging::Level::Info,
+                alert_webhook_url: None,
             },
             model: RefCell::new(BTreeMap::new()),
             retired: RefCell::new(BTreeMap::new()),

@@ -3,8 +3,9 @@
 //! mapping counts only when the record it points to still holds that email, so a stale or
 //! orphaned mapping can never hand out the wrong customer.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::domain::json::{Json, JsonObject};
 use crate::domain::{
     customer_key, email_key, mapping_target, CustomerId, CustomerRecord, Email, EmailHash,
 };
@@ -48,10 +49,10 @@ pub async fn create<S: KvStore, T: ClaimSender>(
     plane: &DataPlane<'_, S>,
     claims: &Claims<'_, T>,
     id: &CustomerId,
-    mut body: Map<String, Value>,
+    mut body: JsonObject,
 ) -> Result<Loaded, Error> {
     let email = parse_email_field(&body)?;
-    body.remove("customerId");
+    body.shift_remove("customerId");
     if find(plane, id).await?.is_some() {
         return Err(Error::CustomerExists(format!(
             "customer '{id}' already exists"
@@ -89,7 +90,7 @@ pub async fn ensure<S: KvStore, T: ClaimSender>(
     claims: &Claims<'_, T>,
     id: &CustomerId,
     email: &Email,
-    mut body: Map<String, Value>,
+    mut body: JsonObject,
 ) -> Result<Ensured, Error> {
     let found = find(plane, id).await?;
     if let Some(found) = &found {
@@ -98,7 +99,7 @@ pub async fn ensure<S: KvStore, T: ClaimSender>(
         }
     }
     // Invalid input is refused before the claim writes anything.
-    body.remove("customerId");
+    body.shift_remove("customerId");
     let mut record = CustomerRecord::from_input(id.clone(), body)?;
     // A claim both refuses an email another customer holds and (re)writes the mapping a
     // previous attempt may have left out.
@@ -120,7 +121,7 @@ pub async fn update<S: KvStore, T: ClaimSender>(
     plane: &DataPlane<'_, S>,
     claims: &Claims<'_, T>,
     id: &CustomerId,
-    patch: Map<String, Value>,
+    patch: JsonObject,
 ) -> Result<Loaded, Error> {
     let Loaded {
         mut record,
@@ -295,10 +296,10 @@ pub fn derived_ids(email: &Email) -> impl Iterator<Item = CustomerId> {
     })
 }
 
-pub fn parse_email_field(body: &Map<String, Value>) -> Result<Option<Email>, Error> {
+pub fn parse_email_field(body: &JsonObject) -> Result<Option<Email>, Error> {
     match body.get("email") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(raw)) => Email::parse(raw)
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(raw)) => Email::parse(raw)
             .map(Some)
             .map_err(|m| Error::invalid(Input::Email, m)),
         Some(_) => Err(Error::invalid(Input::Email, "email must be a string")),

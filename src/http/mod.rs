@@ -113,8 +113,8 @@ pub struct ApiResponse {
     pub body: Value,
     pub headers: Vec<(&'static str, String)>,
     /// What is sent instead of `body`: a body that is not one JSON value (an NDJSON
-    /// export), or a record's exact text (`body` then holds it as a `Value`, whose
-    /// numbers may be rounded: for tests and the log, never sent).
+    /// export), or a record's exact text (`body` then holds the record as a `Value`,
+    /// whose numbers may be rounded: for tests to read, never sent nor logged).
     pub raw: Option<(&'static str, Vec<u8>)>,
     /// An error's detail, for the log, never sent (`ApiError::detail`).
     pub detail: Option<String>,

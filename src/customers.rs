@@ -3,8 +3,9 @@
 //! mapping counts only when the record it points to still holds that email, so a stale or
 //! orphaned mapping can never hand out the wrong customer.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::domain::json::{Json, JsonObject};
 use crate::domain::{
     customer_key, email_key, mapping_target, CustomerId, CustomerRecord, Email, EmailHash,
 };
@@ -50,12 +51,12 @@ pub async fn create<S: KvStore, T: ClaimSender>(
     plane: &DataPlane<'_, S>,
     claims: &Claims<'_, T>,
     id: &CustomerId,
-    mut body: Map<String, Value>,
+    mut body: JsonObject,
     max_record_bytes: usize,
 ) -> Result<Loaded, Error> {
     let email = parse_email_field(&body)?;
     let body_email = body.get("email").cloned();
-    body.remove("customerId");
+    body.shift_remove("customerId");
     if find(plane, id).await?.is_some() {
         return Err(Error::CustomerExists(format!(
             "customer '{id}' already exists"
@@ -95,7 +96,7 @@ pub async fn ensure<S: KvStore, T: ClaimSender>(
     claims: &Claims<'_, T>,
     id: &CustomerId,
     email: &Email,
-    mut body: Map<String, Value>,
+    mut body: JsonObject,
     max_record_bytes: usize,
 ) -> Result<Ensured, Error> {
     let found = find(plane, id).await?;
@@ -105,7 +106,7 @@ pub async fn ensure<S: KvStore, T: ClaimSender>(
         }
     }
     // Invalid input is refused before the claim writes anything.
-    body.remove("customerId");
+    body.shift_remove("customerId");
     if found.is_none() {
         let raw = raw_email(body.get("email"));
         if let Some(holder) = legacy_holder(plane, email, raw).await? {
@@ -134,7 +135,7 @@ pub async fn update<S: KvStore, T: ClaimSender>(
     plane: &DataPlane<'_, S>,
     claims: &Claims<'_, T>,
     id: &CustomerId,
-    patch: Map<String, Value>,
+    patch: JsonObject,
     max_record_bytes: usize,
 ) -> Result<Loaded, Error> {
     let Loaded {
@@ -316,8 +317,8 @@ async fn refuse_if_legacy_holder<S: KvStore>(
 }
 
 /// The email field as the caller wrote it (empty when it is not a string).
-fn raw_email(field: Option<&Value>) -> &str {
-    field.and_then(Value::as_str).unwrap_or_default()
+fn raw_email(field: Option<&Json>) -> &str {
+    field.and_then(Json::as_str).unwrap_or_default()
 }
 
 /// The customer the stores show holding the email with this hash: the mapping's target,
@@ -373,10 +374,10 @@ pub fn derived_ids(email: &Email) -> impl Iterator<Item = CustomerId> {
     })
 }
 
-pub fn parse_email_field(body: &Map<String, Value>) -> Result<Option<Email>, Error> {
+pub fn parse_email_field(body: &JsonObject) -> Result<Option<Email>, Error> {
     match body.get("email") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(raw)) => Email::parse(raw)
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(raw)) => Email::parse(raw)
             .map(Some)
             .map_err(|m| Error::invalid(Input::Email, m)),
         Some(_) => Err(Error::invalid(Input::Email, "email must be a string")),

@@ -3,8 +3,9 @@
 
 mod customer_id;
 mod email;
+pub mod json;
 mod keys;
-mod record;
+pub mod record;
 
 pub use customer_id::CustomerId;
 pub use email::{Email, EmailHash};

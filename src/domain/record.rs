@@ -1,16 +1,17 @@
 //! The customer record. It is kept as the JSON object it was stored as, so every field —
-//! known or unknown, including explicit nulls and key order — survives a round trip;
-//! the fields the product relies on are checked when a record enters and read through
-//! typed accessors.
+//! known or unknown, including explicit nulls, key order and the text of its numbers —
+//! survives a round trip; the fields the product relies on are checked when a record
+//! enters and read through typed accessors.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::json::{self, Json, JsonObject};
 use super::{CustomerId, Email};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomerRecord {
     id: CustomerId,
-    fields: Map<String, Value>,
+    fields: JsonObject,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,15 +58,11 @@ impl CustomerRecord {
     /// Reads a stored value. Lenient: legacy records may carry odd field types, and the
     /// API returns them as they are; only a value that is not a record at all is corrupt.
     pub fn from_stored(bytes: &[u8]) -> Result<Self, RecordError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| RecordError::Corrupt(format!("stored value is not JSON: {e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(RecordError::Corrupt(
-                "stored value is not a JSON object".into(),
-            ));
-        };
+        let fields = json::parse_object(bytes)
+            .map_err(|e| RecordError::Corrupt(format!("stored value is not JSON: {e}")))?
+            .ok_or_else(|| RecordError::Corrupt("stored value is not a JSON object".into()))?;
         let id = match fields.get("customerId") {
-            Some(Value::String(raw)) => CustomerId::parse(raw).map_err(RecordError::Corrupt)?,
+            Some(Json::String(raw)) => CustomerId::parse(raw).map_err(RecordError::Corrupt)?,
             _ => {
                 return Err(RecordError::Corrupt(
                     "stored record has no string customerId".into(),
@@ -76,20 +73,20 @@ impl CustomerRecord {
     }
 
     /// Builds a new record from API input: every known field must have its type.
-    pub fn from_input(id: CustomerId, mut fields: Map<String, Value>) -> Result<Self, RecordError> {
+    pub fn from_input(id: CustomerId, mut fields: JsonObject) -> Result<Self, RecordError> {
         match fields.get("customerId") {
             None => {}
-            Some(Value::String(given)) if given == id.as_str() => {}
+            Some(Json::String(given)) if given == id.as_str() => {}
             Some(_) => return Err(invalid("customerId", "must equal the record's id")),
         }
         check_known_fields(&fields, false)?;
         trim_email(&mut fields);
-        fields.insert("customerId".into(), Value::String(id.to_string()));
+        fields.insert("customerId".into(), Json::String(id.to_string()));
         Ok(Self { id, fields })
     }
 
     /// Merges a patch (RFC 7386: `null` removes a field, objects merge recursively).
-    pub fn apply_patch(&mut self, patch: Map<String, Value>) -> Result<(), RecordError> {
+    pub fn apply_patch(&mut self, patch: JsonObject) -> Result<(), RecordError> {
         if let Some(given) = patch.get("customerId") {
             if given.as_str() != Some(self.id.as_str()) {
                 return Err(invalid("customerId", "cannot be changed"));
@@ -111,29 +108,35 @@ impl CustomerRecord {
     pub fn email(&self) -> Option<Email> {
         self.fields
             .get("email")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .and_then(|raw| Email::parse(raw).ok())
     }
 
     pub fn updated_at(&self) -> Option<&str> {
-        self.fields.get("updatedAt").and_then(Value::as_str)
+        self.fields.get("updatedAt").and_then(Json::as_str)
     }
 
     pub fn set_timestamp(&mut self, field: &str, rfc3339: String) {
-        self.fields.insert(field.to_owned(), Value::String(rfc3339));
+        self.fields.insert(field.to_owned(), Json::String(rfc3339));
     }
 
     pub fn has_field(&self, field: &str) -> bool {
         self.fields.contains_key(field)
     }
 
-    pub fn to_json(&self) -> Value {
-        Value::Object(self.fields.clone())
+    /// The record as a `serde_json::Value`, whose numbers lose their spelling: for tests
+    /// and inspection only; what is stored and sent is [`Self::to_bytes`].
+    pub fn to_value(&self) -> Value {
+        Value::Object(json::object_to_value(&self.fields))
+    }
+
+    /// The record as compact JSON, every number as it was written.
+    pub fn to_text(&self) -> String {
+        json::object_text(&self.fields)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        // Serialising a map of JSON values cannot fail.
-        serde_json::to_vec(&self.fields).unwrap_or_default()
+        self.to_text().into_bytes()
     }
 
     /// The bytes to store, if they fit `limit`.
@@ -146,6 +149,35 @@ impl CustomerRecord {
             });
         }
         Ok(bytes)
+    }
+}
+
+/// Carries a record between a customer's object and the worker as its text (a JSON
+/// string on the wire), so that its numbers keep their text there too.
+pub mod record_as_text {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{CustomerRecord, RecordError};
+
+    pub fn serialize<S: Serializer>(
+        record: &CustomerRecord,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&record.to_text())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<CustomerRecord, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        CustomerRecord::from_stored(text.as_bytes()).map_err(|err| match err {
+            RecordError::Corrupt(message) => D::Error::custom(message),
+            RecordError::InvalidField { message, .. } => D::Error::custom(message),
+            RecordError::TooLarge { bytes, limit } => {
+                D::Error::custom(format!("record of {bytes} bytes over {limit}"))
+            }
+        })
     }
 }
 
@@ -184,7 +216,7 @@ fn invalid(field: &str, message: &str) -> RecordError {
     }
 }
 
-fn check_known_fields(fields: &Map<String, Value>, nulls_allowed: bool) -> Result<(), RecordError> {
+fn check_known_fields(fields: &JsonObject, nulls_allowed: bool) -> Result<(), RecordError> {
     for (name, kind) in KNOWN_FIELDS {
         let Some(value) = fields.get(*name) else {
             continue;
@@ -197,12 +229,12 @@ fn check_known_fields(fields: &Map<String, Value>, nulls_allowed: bool) -> Resul
     Ok(())
 }
 
-fn check_kind(name: &str, kind: FieldKind, value: &Value) -> Result<(), RecordError> {
+fn check_kind(name: &str, kind: FieldKind, value: &Json) -> Result<(), RecordError> {
     match kind {
         FieldKind::AnyJson => Ok(()),
-        FieldKind::Text if value.is_string() => Ok(()),
+        FieldKind::Text if matches!(value, Json::String(_)) => Ok(()),
         FieldKind::Text => Err(invalid(name, "must be a string")),
-        FieldKind::List if value.is_array() => Ok(()),
+        FieldKind::List if matches!(value, Json::Array(_)) => Ok(()),
         FieldKind::List => Err(invalid(name, "must be an array")),
         FieldKind::Timestamp => match value.as_str() {
             Some(text) if crate::time::is_rfc3339(text) => Ok(()),
@@ -223,8 +255,8 @@ fn check_kind(name: &str, kind: FieldKind, value: &Value) -> Result<(), RecordEr
 }
 
 /// Stores the email trimmed, as the user typed it otherwise; lookups use its normal form.
-fn trim_email(fields: &mut Map<String, Value>) {
-    if let Some(Value::String(email)) = fields.get_mut("email") {
+fn trim_email(fields: &mut JsonObject) {
+    if let Some(Json::String(email)) = fields.get_mut("email") {
         let trimmed = super::email::js_trim(email);
         if trimmed.len() != email.len() {
             *email = trimmed.to_owned();
@@ -232,19 +264,20 @@ fn trim_email(fields: &mut Map<String, Value>) {
     }
 }
 
-fn merge_field(target: &mut Map<String, Value>, name: String, patch: Value) {
+fn merge_field(target: &mut JsonObject, name: String, patch: Json) {
     match patch {
-        Value::Null => {
-            target.remove(&name);
+        Json::Null => {
+            // The other fields keep their order.
+            target.shift_remove(&name);
         }
-        Value::Object(patch_fields) => {
+        Json::Object(patch_fields) => {
             let slot = target
                 .entry(name)
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Value::Object(Map::new());
+                .or_insert_with(|| Json::Object(JsonObject::new()));
+            if !matches!(slot, Json::Object(_)) {
+                *slot = Json::Object(JsonObject::new());
             }
-            if let Value::Object(existing) = slot {
+            if let Json::Object(existing) = slot {
                 for (inner_name, inner_value) in patch_fields {
                     merge_field(existing, inner_name, inner_value);
                 }
@@ -261,11 +294,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn fields(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => unreachable!("test input is an object"),
-        }
+    fn fields(value: Value) -> JsonObject {
+        json::parse_object(value.to_string().as_bytes())
+            .unwrap()
+            .expect("test input is an object")
     }
 
     #[test]
@@ -300,7 +332,7 @@ mod tests {
             CustomerRecord::from_input(id, fields(json!({"email": " A@B.io ", "x": {"y": 1}})))
                 .unwrap();
         assert_eq!(
-            record.to_json(),
+            record.to_value(),
             json!({"email": "A@B.io", "x": {"y": 1}, "customerId": "c1"})
         );
         assert_eq!(record.email().unwrap().as_str(), "a@b.io");
@@ -318,12 +350,28 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(
-            record.to_json(),
+            record.to_value(),
             json!({"customerId":"c1","config":{"theme":"dark","lang":"fr"},"new":1})
         );
         assert!(record
             .apply_patch(fields(json!({"customerId": "other"})))
             .is_err());
+    }
+
+    #[test]
+    fn numbers_keep_their_text_through_a_patch() {
+        let mut record = CustomerRecord::from_stored(
+            br#"{"customerId":"c1","n":12345678901234567890123,"gone":1,"x":{"e":1E+2,"z":-0},"last":0.30000000000000000444}"#,
+        )
+        .unwrap();
+        let patch = json::parse_object(br#"{"gone":null,"x":{"m":1e2},"d":1.00}"#)
+            .unwrap()
+            .unwrap();
+        record.apply_patch(patch).unwrap();
+        assert_eq!(
+            record.to_text(),
+            r#"{"customerId":"c1","n":12345678901234567890123,"x":{"e":1E+2,"z":-0,"m":1e2},"last":0.30000000000000000444,"d":1.00}"#
+        );
     }
 
     #[test]

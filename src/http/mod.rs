@@ -2,6 +2,9 @@
 
 use serde_json::Value;
 
+use crate::domain::json::{self, JsonObject};
+use crate::domain::CustomerRecord;
+
 mod error;
 
 pub use error::ApiError;
@@ -74,22 +77,23 @@ impl ApiRequest {
         Ok(None)
     }
 
-    /// The body as a JSON object; an absent body counts as `{}`.
     /// The body as a typed request (an empty body reads as `{}`): 400 `invalid_json`
     /// when it is not JSON, `invalid_body` when it does not fit `T`.
     pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        let object = self.json_object()?;
+        let object = json::object_to_value(&self.json_object()?);
         serde_json::from_value(Value::Object(object))
             .map_err(|e| ApiError::invalid_body(format!("the body does not fit: {e}")))
     }
 
-    pub fn json_object(&self) -> Result<serde_json::Map<String, Value>, ApiError> {
+    /// The body as a JSON object, its numbers as written (an empty body reads as `{}`):
+    /// 400 `invalid_json` when it is not JSON, `invalid_body` when not an object.
+    pub fn json_object(&self) -> Result<JsonObject, ApiError> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(serde_json::Map::new());
+            return Ok(JsonObject::new());
         }
-        match serde_json::from_slice::<Value>(&self.body) {
-            Ok(Value::Object(map)) => Ok(map),
-            Ok(_) => Err(ApiError::invalid_body("the body must be a JSON object")),
+        match json::parse_object(&self.body) {
+            Ok(Some(object)) => Ok(object),
+            Ok(None) => Err(ApiError::invalid_body("the body must be a JSON object")),
             Err(e) => Err(ApiError::bad_request(
                 "invalid_json",
                 format!("the body is not valid JSON: {e}"),
@@ -119,7 +123,9 @@ pub struct ApiResponse {
     /// The JSON body, unless `raw` replaces it.
     pub body: Value,
     pub headers: Vec<(&'static str, String)>,
-    /// A body that is not one JSON value (an NDJSON export), with its content type.
+    /// What is sent instead of `body`: a body that is not one JSON value (an NDJSON
+    /// export), or a record's exact text (`body` then holds the record as a `Value`,
+    /// whose numbers may be rounded: for tests to read, never sent nor logged).
     pub raw: Option<(&'static str, Vec<u8>)>,
     /// An error's detail, for the log, never sent (`ApiError::detail`).
     pub detail: Option<String>,
@@ -133,6 +139,14 @@ impl ApiResponse {
             headers: Vec::new(),
             raw: None,
             detail: None,
+        }
+    }
+
+    /// A customer record, sent as its text so that its numbers keep their spelling.
+    pub fn record(status: u16, record: &CustomerRecord) -> Self {
+        Self {
+            raw: Some(("application/json", record.to_bytes())),
+            ..Self::json(status, record.to_value())
         }
     }
 

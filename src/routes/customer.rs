@@ -1,11 +1,12 @@
 //! Handlers of the customer API: parse the input, check who may do it, call
 //! [`crate::customers`].
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use super::Ctx;
 use crate::auth::{Role, OWNER_PROTECTED_FIELDS};
 use crate::customers::{self, Loaded};
+use crate::domain::json::JsonObject;
 use crate::domain::{CustomerId, Email};
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
@@ -18,7 +19,7 @@ fn parse_id(raw: &str) -> Result<CustomerId, ApiError> {
 }
 
 fn record_response(status: u16, loaded: &Loaded) -> ApiResponse {
-    ApiResponse::json(status, loaded.record.to_json())
+    ApiResponse::record(status, &loaded.record)
 }
 
 pub async fn me<S: KvStore, R: PhaseRegister, W: Writers>(
@@ -68,7 +69,7 @@ pub async fn create<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx.caller.require_privileged()?;
     let body = request.json_object()?;
     let record = ctx.writing().create(body).await?;
-    Ok(ApiResponse::json(201, record))
+    Ok(ApiResponse::record(201, &record))
 }
 
 pub async fn ensure<S: KvStore, R: PhaseRegister, W: Writers>(
@@ -79,7 +80,7 @@ pub async fn ensure<S: KvStore, R: PhaseRegister, W: Writers>(
     let body = request.json_object()?;
     let done = ctx.writing().ensure(body).await?;
     let status = if done.created { 201 } else { 200 };
-    Ok(ApiResponse::json(status, done.record.unwrap_or_default()))
+    Ok(ApiResponse::record(status, &done.record))
 }
 
 pub async fn update<S: KvStore, R: PhaseRegister, W: Writers>(
@@ -94,7 +95,7 @@ pub async fn update<S: KvStore, R: PhaseRegister, W: Writers>(
         refuse_protected_fields(&patch)?;
     }
     let record = ctx.writing().update(&id, patch).await?;
-    Ok(ApiResponse::json(200, record))
+    Ok(ApiResponse::record(200, &record))
 }
 
 pub async fn delete<S: KvStore, R: PhaseRegister, W: Writers>(
@@ -109,7 +110,7 @@ pub async fn delete<S: KvStore, R: PhaseRegister, W: Writers>(
     ))
 }
 
-fn refuse_protected_fields(patch: &Map<String, Value>) -> Result<(), ApiError> {
+fn refuse_protected_fields(patch: &JsonObject) -> Result<(), ApiError> {
     match OWNER_PROTECTED_FIELDS
         .iter()
         .find(|f| patch.contains_key(**f))

@@ -10,10 +10,9 @@ pub mod memo;
 pub mod object;
 pub mod repairs;
 
-use serde_json::{Map, Value};
-
 use crate::customers::{self, derived_ids, Loaded};
-use crate::domain::CustomerId;
+use crate::domain::json::{Json, JsonObject};
+use crate::domain::{CustomerId, CustomerRecord};
 use crate::error::{Error, Input};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::phase_record::PhaseState;
@@ -38,9 +37,9 @@ pub struct Writing<'a, S, W> {
     pub max_record_bytes: usize,
 }
 
-/// A write as the request sees it: the record (if any) and whether it was created.
+/// An ensure as the request sees it: the record and whether it was created.
 pub struct Done {
-    pub record: Option<Value>,
+    pub record: CustomerRecord,
     pub created: bool,
 }
 
@@ -61,9 +60,9 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
 
     /// `POST /customer`: at the id given, or else at the first id derived from the email
     /// that no record holds.
-    pub async fn create(&self, body: Map<String, Value>) -> Result<Value, Error> {
+    pub async fn create(&self, body: JsonObject) -> Result<CustomerRecord, Error> {
         let given = match body.get("customerId") {
-            Some(Value::String(raw)) => {
+            Some(Json::String(raw)) => {
                 let id = CustomerId::parse_new(raw);
                 Some(id.map_err(|m| Error::invalid(Input::CustomerId, m))?)
             }
@@ -100,13 +99,10 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
     /// `POST /customer/ensure`: the customer holding the email, created if there is none.
     /// Concurrent calls for one email go to the same derived id's object, so one creates
     /// and the others find what it created.
-    pub async fn ensure(&self, body: Map<String, Value>) -> Result<Done, Error> {
+    pub async fn ensure(&self, body: JsonObject) -> Result<Done, Error> {
         let email = object::ensure_email(&body)?;
         // An existing customer is found without asking any object.
-        let raw = body
-            .get("email")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let raw = body.get("email").and_then(Json::as_str).unwrap_or_default();
         if let Some(existing) = customers::holder_of(self.plane, &email, raw).await? {
             return Ok(found(existing));
         }
@@ -115,13 +111,13 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
             match self.send(&id, op).await? {
                 Written::Created { record } => {
                     return Ok(Done {
-                        record: Some(record),
+                        record,
                         created: true,
                     })
                 }
                 Written::Found { record } => {
                     return Ok(Done {
-                        record: Some(record),
+                        record,
                         created: false,
                     })
                 }
@@ -145,7 +141,11 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
     }
 
     /// `PATCH /customer/{id}`.
-    pub async fn update(&self, id: &CustomerId, patch: Map<String, Value>) -> Result<Value, Error> {
+    pub async fn update(
+        &self,
+        id: &CustomerId,
+        patch: JsonObject,
+    ) -> Result<CustomerRecord, Error> {
         match self.send(id, CustomerOp::Update { patch }).await? {
             Written::Updated { record } => Ok(record),
             other => Err(unexpected(&other)),
@@ -163,7 +163,7 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
 
 fn found(loaded: Loaded) -> Done {
     Done {
-        record: Some(loaded.record.to_json()),
+        record: loaded.record,
         created: false,
     }
 }

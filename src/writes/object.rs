@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::app::Config;
-use serde_json::{Map, Value};
 
 use crate::customers::{self, Ensured, Loaded};
-use crate::domain::{customer_key, CustomerId, Email, DEFAULT_MAX_RECORD_BYTES};
+use crate::domain::json::{object_as_text, JsonObject};
+use crate::domain::record::record_as_text;
+use crate::domain::{customer_key, CustomerId, CustomerRecord, Email, DEFAULT_MAX_RECORD_BYTES};
 use crate::error::{Error, Input};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::healing::repair::{self, Repaired};
@@ -31,18 +32,24 @@ fn default_max_record_bytes() -> usize {
     DEFAULT_MAX_RECORD_BYTES
 }
 
+/// Bodies and records travel as their text (`bodyText`, `recordText`) so that their
+/// numbers keep their spelling; the names differ from the objects of before, so a peer
+/// of the other version fails loudly rather than misreads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum CustomerOp {
     Create {
-        body: Map<String, Value>,
+        #[serde(rename = "bodyText", with = "object_as_text")]
+        body: JsonObject,
     },
     /// `ensureCustomerAccount` at an id derived from the email in `body`.
     Ensure {
-        body: Map<String, Value>,
+        #[serde(rename = "bodyText", with = "object_as_text")]
+        body: JsonObject,
     },
     Update {
-        patch: Map<String, Value>,
+        #[serde(rename = "patchText", with = "object_as_text")]
+        patch: JsonObject,
     },
     Delete,
     /// Makes the stores agree on the customer's record after a journaled write
@@ -54,13 +61,26 @@ pub enum CustomerOp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Written {
-    Created { record: Value },
-    Found { record: Value },
-    Updated { record: Value },
+    Created {
+        #[serde(rename = "recordText", with = "record_as_text")]
+        record: CustomerRecord,
+    },
+    Found {
+        #[serde(rename = "recordText", with = "record_as_text")]
+        record: CustomerRecord,
+    },
+    Updated {
+        #[serde(rename = "recordText", with = "record_as_text")]
+        record: CustomerRecord,
+    },
     Deleted,
     IdHoldsAnotherEmail,
-    EmailHeldBy { id: String },
-    Repaired { repair: Repaired },
+    EmailHeldBy {
+        id: String,
+    },
+    Repaired {
+        repair: Repaired,
+    },
 }
 
 /// A write's outcome and what the request should log (nothing private).
@@ -151,7 +171,7 @@ async fn apply<S: KvStore, T: ClaimSender>(
     op: CustomerOp,
     max_record_bytes: usize,
 ) -> Result<Written, Error> {
-    let record = |loaded: Loaded| loaded.record.to_json();
+    let record = |loaded: Loaded| loaded.record;
     match op {
         CustomerOp::Create { body } => Ok(Written::Created {
             record: record(customers::create(plane, claims, id, body, max_record_bytes).await?),
@@ -195,7 +215,40 @@ async fn apply<S: KvStore, T: ClaimSender>(
 }
 
 /// The email an ensure is for, so the worker can derive the ids to try.
-pub fn ensure_email(body: &Map<String, Value>) -> Result<Email, Error> {
+pub fn ensure_email(body: &JsonObject) -> Result<Email, Error> {
     customers::parse_email_field(body)?
         .ok_or_else(|| Error::invalid(Input::Body, "email is required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::json;
+
+    /// Between the worker and a customer's object, bodies and records cross as JSON:
+    /// their numbers must cross as they were written.
+    #[test]
+    fn bodies_and_records_cross_to_and_from_the_object_with_their_numbers_text() {
+        let text = r#"{"customerId":"c1","n":12345678901234567890123,"x":[1e2,1E+2,-0,1.00]}"#;
+        let patch = json::parse_object(text.as_bytes()).unwrap().unwrap();
+        let op = CustomerOp::Update { patch };
+        let crossed: CustomerOp =
+            serde_json::from_str(&serde_json::to_string(&op).unwrap()).unwrap();
+        assert_eq!(crossed, op);
+        let CustomerOp::Update { patch } = crossed else {
+            unreachable!("an update crossed");
+        };
+        assert_eq!(json::object_text(&patch), text);
+
+        let record = CustomerRecord::from_stored(text.as_bytes()).unwrap();
+        let reply = Reply {
+            result: Ok(Written::Updated { record }),
+            warnings: Vec::new(),
+        };
+        let crossed: Reply = serde_json::from_str(&serde_json::to_string(&reply).unwrap()).unwrap();
+        let Ok(Written::Updated { record }) = crossed.result else {
+            unreachable!("an update's record crossed");
+        };
+        assert_eq!(record.to_text(), text);
+    }
 }

@@ -28,17 +28,22 @@ const KV_MIGRATE =
   process.env.KV_MIGRATE_BIN ??
   fileURLToPath(new URL("../../target/debug/kv-migrate", import.meta.url));
 
-/** The environment kv-migrate runs with against `worker`: no profile, a minted token. */
+/**
+ * The environment kv-migrate runs with against `worker`: no profile, a minted token.
+ * `env` adds to it; a variable set to undefined is removed.
+ */
 export function kvMigrateEnv(worker, env = {}) {
-  return {
+  const all = {
     ...process.env,
     KV_MIGRATE_URL: worker.url,
     JWT_SECRET,
-    KV_MIGRATE_TOKEN: "",
-    KV_MIGRATE_TOKEN_FILE: "",
-    KV_MIGRATE_ENV: "",
+    KV_MIGRATE_TOKEN: undefined,
+    KV_MIGRATE_TOKEN_FILE: undefined,
+    KV_MIGRATE_ENV: undefined,
+    KV_MIGRATE_CONFIG: undefined,
     ...env,
   };
+  return Object.fromEntries(Object.entries(all).filter(([, value]) => value !== undefined));
 }
 
 export { KV_MIGRATE };

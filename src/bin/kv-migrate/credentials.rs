@@ -55,7 +55,8 @@ fn env_var(name: &str) -> Option<String> {
 
 /// The profile `--env` names, if any.
 pub fn profile(global: &Global) -> CommandResult<Option<Profile>> {
-    let Some(name) = &global.profile else {
+    // An empty KV_MIGRATE_ENV names no profile.
+    let Some(name) = global.profile.as_ref().filter(|n| !n.trim().is_empty()) else {
         return Ok(None);
     };
     let path = config::config_path(env_var).ok_or_else(|| {

@@ -64,6 +64,9 @@ pub struct ProgressView {
     pub updated_at: u64,
     pub completed_at: Option<u64>,
     pub runs: u64,
+    /// Time spent paused between `startedAt` and `updatedAt`.
+    #[serde(default)]
+    pub paused_ms: u64,
     pub pass: u32,
     pub pass_starts_at: Option<u64>,
     pub unsettled_copies: bool,
@@ -124,6 +127,7 @@ impl ProgressView {
             updated_at: checkpoint.updated_at,
             completed_at: checkpoint.completed_at,
             runs: checkpoint.runs,
+            paused_ms: checkpoint.paused_ms_until(checkpoint.updated_at),
             pass: checkpoint.pass.max(1),
             pass_starts_at: checkpoint.pass_not_before,
             unsettled_copies: checkpoint.unsettled_copies(),

@@ -29,14 +29,35 @@ const KV_MIGRATE =
   fileURLToPath(new URL("../../target/debug/kv-migrate", import.meta.url));
 
 /**
- * Runs the command-line client (target/debug/kv-migrate, or $KV_MIGRATE_BIN) against a
- * started worker; resolves with its exit code and output.
+ * The environment kv-migrate runs with against `worker`: no profile, a minted token.
+ * `env` adds to it; a variable set to undefined is removed.
  */
-export function kvMigrate(worker, args) {
+export function kvMigrateEnv(worker, env = {}) {
+  const all = {
+    ...process.env,
+    KV_MIGRATE_URL: worker.url,
+    JWT_SECRET,
+    KV_MIGRATE_TOKEN: undefined,
+    KV_MIGRATE_TOKEN_FILE: undefined,
+    KV_MIGRATE_ENV: undefined,
+    KV_MIGRATE_CONFIG: undefined,
+    ...env,
+  };
+  return Object.fromEntries(Object.entries(all).filter(([, value]) => value !== undefined));
+}
+
+export { KV_MIGRATE };
+
+/**
+ * Runs the command-line client (target/debug/kv-migrate, or $KV_MIGRATE_BIN) against a
+ * started worker; resolves with its exit code and output. `env` adds to or overrides
+ * the environment; standard input is not a terminal (confirmations need --yes).
+ */
+export function kvMigrate(worker, args, { env } = {}) {
   if (!existsSync(KV_MIGRATE)) throw new Error(`${KV_MIGRATE} does not exist: run \`cargo build --bin kv-migrate\``);
   return new Promise((resolve, reject) => {
     const child = spawn(KV_MIGRATE, args, {
-      env: { ...process.env, KV_MIGRATE_URL: worker.url, JWT_SECRET, KV_MIGRATE_TOKEN: "" },
+      env: kvMigrateEnv(worker, env),
       stdio: ["ignore", "pipe", "pipe"],
     });
     const out = [];

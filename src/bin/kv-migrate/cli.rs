@@ -1,5 +1,7 @@
 //! The command line.
 
+use std::path::PathBuf;
+
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -7,9 +9,12 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
     name = "kv-migrate",
     version,
     about = "Drive the OTP_AUTH_KV → CUSTOMER_KV migration through the worker's admin API",
-    after_help = "Exit codes: 0 done, 1 other failure, 2 bad command line, 3 refused or not finished \
+    after_help = "Credentials never go on the command line: the admin token comes from --token-file, \
+KV_MIGRATE_TOKEN, the profile's token_file (--env), or is minted from JWT_SECRET (local use).\n\n\
+Exit codes: 0 done, 1 other failure, 2 bad command line, 3 refused or not finished \
 (gate, rollback under way, verification differences), 4 unauthorized, 5 worker or store failure, \
-6 worker unreachable, 7 invalid request."
+6 worker unreachable, 7 invalid request, 8 not confirmed (answered other than yes, or no terminal \
+to ask and no --yes)."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -20,20 +25,32 @@ pub struct Args {
 
 #[derive(Debug, ClapArgs)]
 pub struct Global {
-    /// The worker's base URL.
+    /// The worker's base URL [default: the profile's url, else http://127.0.0.1:8787].
+    #[arg(long, global = true, env = "KV_MIGRATE_URL")]
+    pub url: Option<String>,
+    /// A file holding an admin JWT (not readable by group or others). KV_MIGRATE_TOKEN
+    /// may hold the token itself; without either, the profile's token_file, else a
+    /// short-lived admin token minted from JWT_SECRET.
     #[arg(
         long,
         global = true,
-        env = "KV_MIGRATE_URL",
-        default_value = "http://127.0.0.1:8787"
+        env = "KV_MIGRATE_TOKEN_FILE",
+        value_name = "PATH"
     )]
-    pub url: String,
-    /// An admin JWT. Without one, a short-lived admin token is minted from JWT_SECRET.
-    #[arg(long, global = true, env = "KV_MIGRATE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// The worker's signing secret, used only to mint tokens locally.
-    #[arg(long, global = true, env = "JWT_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// The profile of this name in the config file ($KV_MIGRATE_CONFIG, else
+    /// $XDG_CONFIG_HOME/kv-migrate/config.toml or ~/.config/kv-migrate/config.toml).
+    #[arg(
+        long = "env",
+        global = true,
+        env = "KV_MIGRATE_ENV",
+        value_name = "NAME"
+    )]
+    pub profile: Option<String>,
+    /// Answer yes to the confirmation that rollback, --force, import --overwrite and
+    /// backfill reset ask for (needed when standard input is not a terminal).
+    #[arg(long, global = true)]
+    pub yes: bool,
     /// Print the worker's answers as JSON (one document per line) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -90,6 +107,10 @@ pub enum Command {
         /// First wait until the last move has settled (isolates all run it).
         #[arg(long)]
         wait: bool,
+        /// Show the gates of the move and change nothing: exit 0 if it would be allowed,
+        /// 3 if refused.
+        #[arg(long, conflicts_with = "wait")]
+        dry_run: bool,
     },
     /// Run backfill batches now (the cron also runs them in phase 3), or steer it.
     #[command(args_conflicts_with_subcommands = true)]
@@ -129,6 +150,10 @@ pub enum Command {
         /// Take one round of steps and exit (3 if not done) instead of waiting.
         #[arg(long)]
         no_wait: bool,
+        /// Show the steps the rollback would take and change nothing: exit 0 if it would
+        /// go through, 3 if a gate would stop it.
+        #[arg(long, conflicts_with = "no_wait")]
+        dry_run: bool,
     },
     /// Write every key of a store as NDJSON to standard output.
     Export {
@@ -161,6 +186,11 @@ pub enum Command {
         /// Every entry, page after page.
         #[arg(long)]
         all: bool,
+    },
+    /// Print a shell completion script: `source <(kv-migrate completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Print a short-lived JWT minted from JWT_SECRET, for local use.
     Token {

@@ -3,8 +3,9 @@
 use jwt_simple::prelude::*;
 use serde_json::Value;
 
-use crate::cli::Global;
+use crate::credentials::Connection;
 use crate::outcome::{CommandResult, Failure};
+use crate::retry::{with_retries, RetryPolicy};
 
 /// Largest answer read (an export page of 1,000 keys fits many times over).
 const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
@@ -28,17 +29,9 @@ pub fn mint_token(secret: &str, role: &str, sub: &str, minutes: u64) -> CommandR
         .map_err(|e| Failure::Other(format!("could not sign a token: {e}")))
 }
 
-/// Who a locally minted token names, so the audit log says who acted.
-fn operator() -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .map_or_else(|| "operator".to_owned(), |u| format!("{u} (kv-migrate)"))
-}
-
 pub struct Client {
-    base: String,
-    token: String,
+    connection: Connection,
+    retry: RetryPolicy,
     agent: ureq::Agent,
 }
 
@@ -90,41 +83,70 @@ impl Answer {
 }
 
 impl Client {
-    pub fn new(global: &Global) -> CommandResult<Self> {
-        // An empty variable counts as unset.
-        let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
-        let token =
-            match (given(&global.token), given(&global.secret)) {
-                (Some(token), _) => token,
-                (None, Some(secret)) => mint_token(&secret, "admin", &operator(), 15)?,
-                (None, None) => return Err(Failure::Unauthorized(
-                    "no token: pass --token (or KV_MIGRATE_TOKEN), or set JWT_SECRET to mint one"
-                        .into(),
-                )),
-            };
+    pub fn new(connection: Connection, retry: RetryPolicy) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(120)))
             .build();
-        Ok(Self {
-            base: global.url.trim_end_matches('/').to_owned(),
-            token,
+        Self {
+            connection,
+            retry,
             agent: config.into(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.connection.base_url
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> String {
+        format!("{}{path}{}", self.connection.base_url, encode_query(query))
+    }
+
+    /// The admin token, and the Access service token when the profile names one.
+    fn authorize<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        let request = request.header(
+            "Authorization",
+            format!("Bearer {}", self.connection.token.expose()),
+        );
+        match &self.connection.access {
+            Some(access) => request
+                .header("CF-Access-Client-Id", &access.client_id)
+                .header("CF-Access-Client-Secret", access.client_secret.expose()),
+            None => request,
+        }
+    }
+
+    /// A GET: reads are safe to repeat, so a 5xx or a lost connection is retried.
+    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> CommandResult<Answer> {
+        let url = self.url(path, query);
+        self.retrying(&format!("GET {path}"), || {
+            Self::read(self.authorize(self.agent.get(&url)).call())
         })
     }
 
-    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> CommandResult<Answer> {
-        let request = self
-            .agent
-            .get(format!("{}{path}{}", self.base, encode_query(query)))
-            .header("Authorization", format!("Bearer {}", self.token));
-        Self::read(request.call())
-    }
-
+    /// A POST made once: a phase move, a backfill control. Its first attempt may have
+    /// acted before the answer was lost, so it is never repeated.
     pub fn post_json(&self, path: &str, body: &Value) -> CommandResult<Answer> {
         self.post(path, &[], "application/json", body.to_string().into_bytes())
     }
 
+    /// A POST that resumes from the worker's checkpoint (a backfill batch, a verification
+    /// call, the email audit, a rollback round), so repeating it after a 5xx or a lost
+    /// connection does no harm.
+    pub fn post_json_resumable(&self, path: &str, body: &Value) -> CommandResult<Answer> {
+        let body = body.to_string();
+        self.retrying(&format!("POST {path}"), || {
+            let request = self.authorize(self.agent.post(self.url(path, &[])));
+            Self::read(
+                request
+                    .content_type("application/json")
+                    .send(body.as_bytes()),
+            )
+        })
+    }
+
+    /// A POST made once (see [`Client::post_json`]).
     pub fn post(
         &self,
         path: &str,
@@ -132,12 +154,18 @@ impl Client {
         content_type: &str,
         body: Vec<u8>,
     ) -> CommandResult<Answer> {
-        let request = self
-            .agent
-            .post(format!("{}{path}{}", self.base, encode_query(query)))
-            .header("Authorization", format!("Bearer {}", self.token))
-            .content_type(content_type);
-        Self::read(request.send(&body[..]))
+        let request = self.authorize(self.agent.post(self.url(path, query)));
+        Self::read(request.content_type(content_type).send(&body[..]))
+    }
+
+    fn retrying(
+        &self,
+        what: &str,
+        attempt: impl FnMut() -> CommandResult<Answer>,
+    ) -> CommandResult<Answer> {
+        with_retries(self.retry, what, attempt, std::thread::sleep, |notice| {
+            eprintln!("{notice}")
+        })
     }
 
     fn read(
@@ -180,5 +208,142 @@ fn encode_query(pairs: &[(&str, &str)]) -> String {
         String::new()
     } else {
         format!("?{}", encoded.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::credentials::{AccessToken, Secret};
+
+    /// A worker stand-in on a loopback port: answers each connection with the next
+    /// status of `statuses`, and hands back each request's head (request line and
+    /// headers, lowercased).
+    fn scripted_worker(statuses: Vec<u16>) -> (String, mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (heads, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for status in statuses {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(value) = lower.strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" || line.is_empty() {
+                        break;
+                    }
+                    head.push_str(&lower);
+                }
+                reader.read_exact(&mut vec![0; length]).unwrap();
+                heads.send(head).unwrap();
+                let body = if status == 200 {
+                    r#"{"ok":true}"#
+                } else {
+                    r#"{"error":{"code":"store_unavailable","message":"retry"}}"#
+                };
+                let mut stream = stream;
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        });
+        (url, received)
+    }
+
+    fn client(url: String, access: Option<AccessToken>) -> Client {
+        let fast = RetryPolicy {
+            attempts: 5,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        };
+        let connection = Connection {
+            base_url: url,
+            token: Secret::new("the.admin.jwt"),
+            access,
+        };
+        Client::new(connection, fast)
+    }
+
+    #[test]
+    fn a_get_answered_503_is_tried_again_and_succeeds() {
+        let (url, heads) = scripted_worker(vec![503, 200]);
+        let answer = client(url, None).get("/admin/migrate/status", &[]).unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.success().unwrap()["ok"], true);
+        let first = heads.recv().unwrap();
+        assert!(first.starts_with("get /admin/migrate/status "), "{first}");
+        assert!(first.contains("authorization: bearer the.admin.jwt"));
+        assert!(!first.contains("cf-access-client-id"));
+        assert!(heads
+            .recv()
+            .unwrap()
+            .starts_with("get /admin/migrate/status "));
+    }
+
+    #[test]
+    fn a_resumable_post_is_tried_again_but_a_phase_move_is_not() {
+        let (url, heads) = scripted_worker(vec![503, 200, 503]);
+        let client = client(url, None);
+        let batch = client
+            .post_json_resumable("/admin/migrate/backfill", &serde_json::json!({}))
+            .unwrap();
+        assert_eq!(batch.status, 200);
+        assert_eq!(heads.iter().take(2).count(), 2);
+        let phase = client
+            .post_json("/admin/migrate/phase", &serde_json::json!({ "phase": 1 }))
+            .unwrap();
+        assert_eq!(phase.status, 503, "a phase move is made once");
+        assert!(heads
+            .recv()
+            .unwrap()
+            .starts_with("post /admin/migrate/phase "));
+    }
+
+    #[test]
+    fn an_access_service_token_goes_with_every_request() {
+        let (url, heads) = scripted_worker(vec![200]);
+        let access = AccessToken {
+            client_id: "id.access".into(),
+            client_secret: Secret::new("access-secret"),
+        };
+        client(url, Some(access))
+            .get("/admin/migrate/status", &[])
+            .unwrap();
+        let head = heads.recv().unwrap();
+        assert!(head.contains("cf-access-client-id: id.access"), "{head}");
+        assert!(
+            head.contains("cf-access-client-secret: access-secret"),
+            "{head}"
+        );
+    }
+
+    #[test]
+    fn a_worker_that_stays_down_is_reported_unreachable() {
+        // Bound, then closed: nothing listens on the port.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let failure = client(format!("http://127.0.0.1:{port}"), None)
+            .get("/admin/migrate/status", &[])
+            .err()
+            .expect("nothing listens");
+        assert_eq!(failure.exit_code(), 6);
     }
 }

@@ -15,8 +15,12 @@ use serde_json::{json, Value};
 
 use crate::cli::{Args, BackfillControl, Command, Force, StoreArg};
 use crate::client::{mint_token, Client};
+use crate::confirm::confirm;
+use crate::credentials;
 use crate::outcome::{CommandResult, Failure};
+use crate::plan;
 use crate::render;
+use crate::retry::RetryPolicy;
 
 /// Requests a looping command makes before it gives up: far more than any run needs.
 const MAX_ROUNDS: usize = 100_000;
@@ -26,19 +30,38 @@ const IMPORT_BODY_BYTES: usize = 60 * 1024;
 const IMPORT_LINES: usize = 400;
 
 pub fn run(args: Args) -> CommandResult {
-    let json = args.global.json;
-    if let Command::Token { role, sub, minutes } = &args.command {
-        let secret = args.global.secret.as_deref().ok_or_else(|| {
-            Failure::Other("set JWT_SECRET (or pass --secret) to mint a token".into())
-        })?;
-        println!("{}", mint_token(secret, role, sub, *minutes)?);
-        return Ok(());
+    let global = &args.global;
+    match &args.command {
+        Command::Token { role, sub, minutes } => {
+            let secret = credentials::signing_secret()?;
+            println!("{}", mint_token(secret.expose(), role, sub, *minutes)?);
+            return Ok(());
+        }
+        Command::Completions { shell } => {
+            let mut command = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "kv-migrate", &mut std::io::stdout());
+            return Ok(());
+        }
+        _ => {}
     }
-    let client = Client::new(&args.global)?;
-    let out = Output { json };
+    let profile = credentials::profile(global)?;
+    let connection = credentials::connection(global, profile.as_ref())?;
+    let client = Client::new(connection, RetryPolicy::STANDARD);
+    if let Some(action) = needs_confirmation(&args.command) {
+        confirm(&format!("{action} on {}", client.base_url()), global.yes)?;
+    }
+    let out = Output { json: global.json };
     match args.command {
         Command::Status { watch, interval } => status(&client, &out, watch, interval),
-        Command::Phase { phase, force, wait } => {
+        Command::Phase {
+            phase,
+            force,
+            dry_run: true,
+            ..
+        } => plan::phase(&client, &out, phase, &force),
+        Command::Phase {
+            phase, force, wait, ..
+        } => {
             if wait {
                 wait_until_settled(&client, &out)?;
             }
@@ -59,7 +82,14 @@ pub fn run(args: Args) -> CommandResult {
         Command::Rollback {
             phase,
             force,
+            dry_run: true,
+            ..
+        } => plan::rollback(&client, &out, phase, &force),
+        Command::Rollback {
+            phase,
+            force,
             no_wait,
+            ..
         } => rollback(&client, &out, phase, &force, no_wait),
         Command::Export {
             store,
@@ -73,18 +103,55 @@ pub fn run(args: Args) -> CommandResult {
             file,
         } => import(&client, &out, (store, overwrite, all_keys), &file),
         Command::Audit { limit, all } => audit(&client, &out, limit, all),
-        Command::Token { .. } => Ok(()),
+        Command::Token { .. } | Command::Completions { .. } => Ok(()),
+    }
+}
+
+/// What the command would do that is hard to undo, if anything: the operator confirms
+/// it first (`--yes` for scripts). Dry runs change nothing and ask nothing.
+fn needs_confirmation(command: &Command) -> Option<String> {
+    match command {
+        Command::Rollback {
+            phase,
+            force,
+            dry_run: false,
+            ..
+        } => Some(if force.force {
+            format!("Roll back to phase {phase}, forcing past every gate")
+        } else {
+            format!("Roll back to phase {phase}")
+        }),
+        Command::Phase {
+            phase,
+            force,
+            dry_run: false,
+            ..
+        } if force.force => Some(format!("Force the move to phase {phase} past its gates")),
+        Command::Import {
+            store,
+            overwrite: true,
+            file,
+            ..
+        } => Some(format!(
+            "Overwrite keys of the {} store with those of {file}",
+            store.as_str()
+        )),
+        Command::Backfill {
+            control: Some(BackfillControl::Reset),
+            ..
+        } => Some("Start the backfill over".into()),
+        _ => None,
     }
 }
 
 /// Prints either the worker's JSON or the human rendering of it.
-struct Output {
-    json: bool,
+pub struct Output {
+    pub json: bool,
 }
 
 impl Output {
     /// The worker's answer as it came (`--json`), or read as `T` and rendered for people.
-    fn show<T>(&self, value: &Value, typed: &T, human: impl FnOnce(&T) -> String) {
+    pub fn show<T>(&self, value: &Value, typed: &T, human: impl FnOnce(&T) -> String) {
         if self.json {
             println!("{value}");
         } else {
@@ -94,7 +161,7 @@ impl Output {
 
     /// Progress lines go to standard error in JSON mode, so standard output stays
     /// one document per line.
-    fn progress(&self, line: &str) {
+    pub fn progress(&self, line: &str) {
         if self.json {
             eprintln!("{line}");
         } else {
@@ -116,7 +183,7 @@ struct ErrorFields {
 }
 
 /// An answer read as the library's type for it.
-fn typed<T: DeserializeOwned>(value: &Value) -> CommandResult<T> {
+pub fn typed<T: DeserializeOwned>(value: &Value) -> CommandResult<T> {
     T::deserialize(value).map_err(|e| {
         Failure::Other(format!(
             "the worker's answer does not have the expected shape: {e}"
@@ -214,7 +281,7 @@ fn backfill(
     }
     for _ in 0..MAX_ROUNDS {
         let answer = client
-            .post_json("/admin/migrate/backfill", &body)?
+            .post_json_resumable("/admin/migrate/backfill", &body)?
             .success()?;
         let batch: BatchView = typed(&answer)?;
         out.show(&answer, &batch, render::backfill_batch);
@@ -244,7 +311,7 @@ fn verify(client: &Client, out: &Output, sample: Option<u64>) -> CommandResult {
     body["restart"] = json!(true);
     for _ in 0..MAX_ROUNDS {
         let answer = client
-            .post_json("/admin/migrate/verify", &body)?
+            .post_json_resumable("/admin/migrate/verify", &body)?
             .success()?;
         body["restart"] = json!(false);
         let verification: VerificationView = typed(&answer)?;
@@ -270,7 +337,7 @@ fn emails(client: &Client, out: &Output, dry_run: bool) -> CommandResult {
     let body = json!({ "dryRun": dry_run });
     for _ in 0..MAX_ROUNDS {
         let answer = client
-            .post_json("/admin/migrate/emails", &body)?
+            .post_json_resumable("/admin/migrate/emails", &body)?
             .success()?;
         let audit: EmailAuditView = typed(&answer)?;
         if audit.complete {
@@ -292,7 +359,7 @@ fn rollback(
     let mut body = json!({ "toPhase": phase });
     force_fields(&mut body, force);
     for _ in 0..MAX_ROUNDS {
-        let answer = client.post_json("/admin/migrate/rollback", &body)?;
+        let answer = client.post_json_resumable("/admin/migrate/rollback", &body)?;
         if answer.status == 200 {
             let done = answer.json()?;
             out.show(&done, &typed::<RollbackAnswer>(&done)?, |r| {

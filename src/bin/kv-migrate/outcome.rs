@@ -14,6 +14,7 @@ use std::fmt;
 /// | 5 | the worker or a store failed (5xx) |
 /// | 6 | the worker could not be reached |
 /// | 7 | the request was rejected as invalid (400, 404, 405, 413) |
+/// | 8 | not confirmed: the prompt was answered otherwise than `yes`, or standard input is not a terminal and `--yes` was not given |
 #[derive(Debug)]
 pub enum Failure {
     Other(String),
@@ -22,6 +23,7 @@ pub enum Failure {
     Server(String),
     Unreachable(String),
     Invalid(String),
+    NotConfirmed(String),
 }
 
 impl Failure {
@@ -33,6 +35,7 @@ impl Failure {
             Failure::Server(_) => 5,
             Failure::Unreachable(_) => 6,
             Failure::Invalid(_) => 7,
+            Failure::NotConfirmed(_) => 8,
         }
     }
 
@@ -55,7 +58,8 @@ impl fmt::Display for Failure {
         | Failure::Unauthorized(m)
         | Failure::Server(m)
         | Failure::Unreachable(m)
-        | Failure::Invalid(m)) = self;
+        | Failure::Invalid(m)
+        | Failure::NotConfirmed(m)) = self;
         f.write_str(m)
     }
 }

@@ -45,7 +45,9 @@ fn stage_name(p: &ProgressView) -> String {
 /// One line for a backfill-like progress.
 fn progress(label: &str, p: &ProgressView) -> String {
     let eta = match p.eta_ms {
-        Some(ms) if !p.complete => format!("  ETA {}", duration(ms)),
+        // The worker's estimate counts working time only and what the current pass has
+        // left; a paused backfill has none.
+        Some(ms) if !p.complete && !p.paused => format!("  ETA {}", duration(ms)),
         _ => String::new(),
     };
     let state = if p.complete {

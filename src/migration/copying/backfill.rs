@@ -88,6 +88,12 @@ pub struct Checkpoint {
     pub completed_at: Option<u64>,
     pub runs: u64,
     pub paused: bool,
+    /// Time spent in pauses that have ended, and when the current one began: the ETA
+    /// counts working time only.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub paused_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_since: Option<u64>,
     /// The pass over the keys, from 1; a pass that wrote is followed by another.
     pub pass: u32,
     /// Writes the current pass made or attempted (copies, deletes, corrections).
@@ -165,15 +171,29 @@ impl Checkpoint {
     /// Milliseconds left at the rate seen so far, once there is a rate.
     pub fn eta_ms(&self) -> Option<u64> {
         let started = self.started_at?;
-        let elapsed = self.updated_at.checked_sub(started)?;
         if self.complete() {
             return Some(0);
         }
-        if self.counts.scanned == 0 || elapsed == 0 || self.stage.counting() {
+        let working = self
+            .updated_at
+            .checked_sub(started)?
+            .saturating_sub(self.paused_ms_until(self.updated_at));
+        if self.counts.scanned == 0 || working == 0 || self.stage.counting() {
             return None;
         }
-        let left = self.total.saturating_sub(self.counts.scanned);
-        Some(left.saturating_mul(elapsed) / self.counts.scanned)
+        // `counts.scanned` adds up every pass, so it gives the rate; what is left is
+        // what the current pass has not scanned yet.
+        let scanned_in_pass = self.counts.scanned.saturating_sub(self.scanned_before_pass);
+        let left = self.total.saturating_sub(scanned_in_pass);
+        Some(left.saturating_mul(working) / self.counts.scanned)
+    }
+
+    /// Time spent paused up to `at`, the current pause included.
+    pub fn paused_ms_until(&self, at: u64) -> u64 {
+        let current = self
+            .paused_since
+            .map_or(0, |since| at.saturating_sub(since));
+        self.paused_ms.saturating_add(current)
     }
 }
 
@@ -430,8 +450,20 @@ pub(crate) async fn take_lease<S: KvStore>(
 }
 
 /// Pauses or resumes the backfill: the cron skips a paused one.
-pub async fn set_paused<S: KvStore>(new_store: &S, paused: bool) -> StoreResult<Checkpoint> {
+pub async fn set_paused<S: KvStore>(
+    new_store: &S,
+    paused: bool,
+    now_ms: u64,
+) -> StoreResult<Checkpoint> {
     let mut checkpoint = load_checkpoint(new_store).await?;
+    if paused && checkpoint.paused_since.is_none() {
+        checkpoint.paused_since = Some(now_ms);
+    }
+    if !paused {
+        if let Some(since) = checkpoint.paused_since.take() {
+            checkpoint.paused_ms += now_ms.saturating_sub(since);
+        }
+    }
     checkpoint.paused = paused;
     save_checkpoint(new_store, Direction::Forward, &checkpoint).await?;
     Ok(checkpoint)
@@ -591,7 +623,7 @@ pub async fn control<S: KvStore, R: PhaseRegister>(
                 max_in_flight: None,
             };
             register.tally(op).await?;
-            set_paused(new_store, paused).await?;
+            set_paused(new_store, paused, now_ms).await?;
             if let Some(queue) = queue.filter(|_| !paused) {
                 // The planner sends the chunks set aside while paused; if this fails,
                 // the cron runs it within a minute.
@@ -611,4 +643,73 @@ pub async fn control<S: KvStore, R: PhaseRegister>(
         }
     }
     Ok(load_checkpoint(new_store).await?)
+}
+
+#[cfg(test)]
+mod eta_tests {
+    use super::*;
+
+    /// 1,000 keys, started at 0, scanning 100 keys a second of working time.
+    fn running(scanned: u64, updated_at: u64) -> Checkpoint {
+        Checkpoint {
+            stage: Stage::CopyCustomers,
+            total: 1_000,
+            counts: CopyCounts {
+                scanned,
+                ..CopyCounts::default()
+            },
+            started_at: Some(0),
+            updated_at,
+            pass: 1,
+            ..Checkpoint::default()
+        }
+    }
+
+    #[test]
+    fn the_first_pass_estimates_from_its_rate() {
+        assert_eq!(running(250, 2_500).eta_ms(), Some(7_500));
+    }
+
+    #[test]
+    fn a_later_pass_estimates_what_it_has_left_not_zero() {
+        // Pass 1 scanned all 1,000 keys in 10 s; pass 2 has scanned 200 of them in 2 s.
+        let checkpoint = Checkpoint {
+            pass: 2,
+            scanned_before_pass: 1_000,
+            ..running(1_200, 12_000)
+        };
+        assert_eq!(checkpoint.percent(), 20.0);
+        assert_eq!(checkpoint.eta_ms(), Some(8_000));
+    }
+
+    #[test]
+    fn time_spent_paused_does_not_slow_the_estimate() {
+        // 250 keys in 2.5 s of work, with a 60 s pause that ended and a 10 s one going on.
+        let paused = Checkpoint {
+            paused_ms: 60_000,
+            ..running(250, 62_500)
+        };
+        assert_eq!(paused.eta_ms(), Some(7_500));
+        let pausing = Checkpoint {
+            paused_since: Some(62_500),
+            paused_ms: 60_000,
+            ..running(250, 72_500)
+        };
+        assert_eq!(pausing.paused_ms_until(72_500), 70_000);
+        assert_eq!(pausing.eta_ms(), Some(7_500));
+    }
+
+    #[test]
+    fn no_estimate_while_counting_and_zero_when_done() {
+        let counting = Checkpoint {
+            stage: Stage::CountMappings,
+            ..running(0, 1_000)
+        };
+        assert_eq!(counting.eta_ms(), None);
+        let done = Checkpoint {
+            stage: Stage::Done,
+            ..running(1_000, 10_000)
+        };
+        assert_eq!(done.eta_ms(), Some(0));
+    }
 }

@@ -1,11 +1,11 @@
-//! One request from start to finish, free of the platform: size limit, route, token,
+//! One request from start to finish, free of the platform: route, body limit, token,
 //! phase, handler. The worker's adapter only converts requests and responses.
 
 use serde_json::json;
 
 use crate::auth::{authenticate, RoleLimits, TokenRules};
 use crate::http::ApiError;
-use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
+use crate::http::{ApiRequest, ApiResponse, BodyError, BodyLimit, Method, RequestBody};
 use crate::migration::copying::fanout::ChunkQueue;
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::coordinator::PhaseRegister;
@@ -148,33 +148,53 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
+/// Serves a request whose body is already in memory (native tests, the benches).
 pub async fn handle<S: KvStore, R: PhaseRegister, W: Writers>(
     app: &App<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Outcome {
+    let head = ApiRequest {
+        body: Vec::new(),
+        ..request.clone()
+    };
+    handle_body(app, head, request.body.clone()).await
+}
+
+/// Serves `head` (a request whose body is not read yet) with `body`, which is read only
+/// up to the limit its route takes.
+pub async fn handle_body<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
+    app: &App<'_, S, R, W>,
+    head: ApiRequest,
+    body: B,
+) -> Outcome {
     let mut warnings = Vec::new();
-    let response = match serve(app, request, &mut warnings).await {
+    let response = match serve(app, head, body, &mut warnings).await {
         Ok(response) => response,
         Err(refusal) => refusal,
     };
     Outcome { response, warnings }
 }
 
-async fn serve<S: KvStore, R: PhaseRegister, W: Writers>(
+async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
     app: &App<'_, S, R, W>,
-    request: &ApiRequest,
+    mut request: ApiRequest,
+    body: B,
     warnings: &mut Vec<String>,
 ) -> Result<ApiResponse, ApiResponse> {
-    if request.body.len() > MAX_BODY_BYTES {
-        return Err(payload_too_large().into());
-    }
-    let route = route(&request.method, &request.path).map_err(|refusal| {
+    let routed = route(&request.method, &request.path);
+    // Before anything costs work: a request no route takes is held to the default too.
+    let limit = routed
+        .as_ref()
+        .map_or(BodyLimit::DEFAULT, Route::body_limit);
+    request.body = read_body(body, limit).await?;
+    let route = routed.map_err(|refusal| {
         let response = ApiResponse::error(&refusal.error);
         match refusal.allow {
             Some(allow) => response.with_header("Allow", allow),
             None => response,
         }
     })?;
+    let request = &request;
     if route == Route::Health {
         let current = current_phase(app).await?;
         return Ok(ApiResponse::ok(json!({
@@ -231,10 +251,22 @@ async fn current_phase<S: KvStore, R: PhaseRegister, W: Writers>(
     .map_err(ApiError::from)
 }
 
-pub fn payload_too_large() -> ApiError {
+/// The body, read no further than `limit` allows.
+async fn read_body<B: RequestBody>(body: B, limit: BodyLimit) -> Result<Vec<u8>, ApiError> {
+    body.read_up_to(limit.bytes())
+        .await
+        .map_err(|problem| match problem {
+            BodyError::TooLarge => payload_too_large(limit.bytes()),
+            BodyError::Unreadable => {
+                ApiError::bad_request("invalid_body", "the body could not be read")
+            }
+        })
+}
+
+fn payload_too_large(limit: usize) -> ApiError {
     ApiError::new(
         413,
         "payload_too_large",
-        format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        format!("the body is larger than {limit} bytes"),
     )
 }

@@ -2,12 +2,11 @@
 
 use serde_json::Value;
 
+mod body;
 mod error;
 
+pub use body::{BodyError, BodyLimit, RequestBody, MAX_BODY_BYTES};
 pub use error::ApiError;
-
-/// Largest request body accepted, in bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {

@@ -16,7 +16,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::app::Config;
 use crate::auth::Caller;
-use crate::http::{ApiError, ApiRequest, ApiResponse, Method};
+use crate::http::{ApiError, ApiRequest, ApiResponse, BodyLimit, Method};
 use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::coordinator::PhaseRegister;
@@ -87,6 +87,11 @@ pub enum Route {
 }
 
 impl Route {
+    /// How large a body this route takes: 64 KiB, refused before the token is checked.
+    pub fn body_limit(&self) -> BodyLimit {
+        BodyLimit::DEFAULT
+    }
+
     /// Whether only an admin may take this route: every `/admin/migrate` route.
     pub fn requires_admin(&self) -> bool {
         !matches!(

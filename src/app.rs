@@ -186,7 +186,13 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
     let limit = routed
         .as_ref()
         .map_or(BodyLimit::DEFAULT, Route::body_limit);
-    request.body = read_body(body, limit).await?;
+    let unread = match limit {
+        BodyLimit::BeforeAuth(_) => {
+            request.body = read_body(body, limit).await?;
+            None
+        }
+        BodyLimit::AfterAdmin(_) => Some(body),
+    };
     let route = routed.map_err(|refusal| {
         let response = ApiResponse::error(&refusal.error);
         match refusal.allow {
@@ -194,7 +200,6 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
             None => response,
         }
     })?;
-    let request = &request;
     if route == Route::Health {
         let current = current_phase(app).await?;
         return Ok(ApiResponse::ok(json!({
@@ -208,6 +213,12 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
         &app.config.tokens,
         app.now_ms / 1000,
     )?;
+    if let Some(body) = unread {
+        // A body read only for an admin: the token is checked from the headers alone.
+        caller.require_admin()?;
+        request.body = read_body(body, limit).await?;
+    }
+    let request = &request;
     let current = current_phase(app).await?;
     let plane = if request.method == Method::Get {
         DataPlane::reading(

@@ -5,11 +5,17 @@
 /// Largest request body accepted before authentication, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Largest value Workers KV holds (25 MiB), the most a raw value import may carry.
+pub const MAX_VALUE_BYTES: usize = 25 * 1024 * 1024;
+
 /// How many bytes a route's body may hold, and whether the caller must be known first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyLimit {
     /// Checked before authentication: cheap to refuse, so any caller may be refused.
     BeforeAuth(usize),
+    /// Read only once the token names an admin: a body this large is memory no one
+    /// else may make the worker hold.
+    AfterAdmin(usize),
 }
 
 impl BodyLimit {
@@ -19,7 +25,7 @@ impl BodyLimit {
 
     pub fn bytes(self) -> usize {
         match self {
-            BodyLimit::BeforeAuth(bytes) => bytes,
+            BodyLimit::BeforeAuth(bytes) | BodyLimit::AfterAdmin(bytes) => bytes,
         }
     }
 }

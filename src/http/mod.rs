@@ -5,7 +5,7 @@ use serde_json::Value;
 mod body;
 mod error;
 
-pub use body::{BodyError, BodyLimit, RequestBody, MAX_BODY_BYTES};
+pub use body::{BodyError, BodyLimit, RequestBody, MAX_BODY_BYTES, MAX_VALUE_BYTES};
 pub use error::ApiError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

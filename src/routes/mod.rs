@@ -16,7 +16,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::app::Config;
 use crate::auth::Caller;
-use crate::http::{ApiError, ApiRequest, ApiResponse, BodyLimit, Method};
+use crate::http::{ApiError, ApiRequest, ApiResponse, BodyLimit, Method, MAX_VALUE_BYTES};
 use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::coordinator::PhaseRegister;
@@ -84,12 +84,18 @@ pub enum Route {
     Audit,
     Export,
     Import,
+    ImportValue,
 }
 
 impl Route {
-    /// How large a body this route takes: 64 KiB, refused before the token is checked.
+    /// How large a body this route takes: 64 KiB, refused before the token is checked,
+    /// except a raw value, which may be as large as KV takes and so is read only for an
+    /// admin.
     pub fn body_limit(&self) -> BodyLimit {
-        BodyLimit::DEFAULT
+        match self {
+            Route::ImportValue => BodyLimit::AfterAdmin(MAX_VALUE_BYTES),
+            _ => BodyLimit::DEFAULT,
+        }
     }
 
     /// Whether only an admin may take this route: every `/admin/migrate` route.
@@ -139,6 +145,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::Rollback => rollback::run(ctx, request).await,
         Route::Export => backup::export(ctx, request).await,
         Route::Import => backup::import(ctx, request).await,
+        Route::ImportValue => backup::import_value(ctx, request).await,
     }
 }
 
@@ -201,6 +208,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["admin", "migrate", "audit"] => (&["GET"], (*method == Get).then_some(Route::Audit)),
         ["admin", "migrate", "export"] => (&["GET"], (*method == Get).then_some(Route::Export)),
         ["admin", "migrate", "import"] => (&["POST"], (*method == Post).then_some(Route::Import)),
+        ["admin", "migrate", "import", "value"] => {
+            (&["POST"], (*method == Post).then_some(Route::ImportValue))
+        }
         ["admin", "migrate", "emails"] => (&["POST"], (*method == Post).then_some(Route::Emails)),
         ["admin", "migrate", "verify"] => (&["POST"], (*method == Post).then_some(Route::Verify)),
         ["admin", "migrate", "backfill"] => {
@@ -272,6 +282,7 @@ mod tests {
             ("GET", "/admin/migrate/audit"),
             ("GET", "/admin/migrate/export"),
             ("POST", "/admin/migrate/import"),
+            ("POST", "/admin/migrate/import/value"),
             ("POST", "/admin/migrate/emails"),
             ("POST", "/admin/migrate/verify"),
             ("POST", "/admin/migrate/backfill"),

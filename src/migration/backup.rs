@@ -48,6 +48,19 @@ pub struct BackupLine {
     pub expiration: Option<u64>,
 }
 
+impl BackupLine {
+    /// The value's bytes, from whichever of `value` and `base64` the line holds.
+    pub fn take_bytes(&mut self) -> Result<Vec<u8>, String> {
+        match (self.value.take(), self.base64.take()) {
+            (Some(text), None) => Ok(text.into_bytes()),
+            (None, Some(encoded)) => BASE64
+                .decode(encoded.as_bytes())
+                .map_err(|e| format!("base64 is not valid: {e}")),
+            _ => Err("exactly one of value and base64 must be given".into()),
+        }
+    }
+}
+
 /// A line ready to write back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Restore {
@@ -82,16 +95,10 @@ pub fn parse(body: &[u8], rules: ImportRules) -> Result<Vec<Restore>, String> {
 }
 
 fn parse_line(raw: &str, rules: ImportRules) -> Result<Restore, String> {
-    let line: BackupLine =
+    let mut line: BackupLine =
         serde_json::from_str(raw).map_err(|e| format!("not a backup line: {e}"))?;
-    let options = check_entry(&line.key, line.metadata, line.expiration, rules)?;
-    let bytes = match (line.value, line.base64) {
-        (Some(text), None) => text.into_bytes(),
-        (None, Some(encoded)) => BASE64
-            .decode(encoded.as_bytes())
-            .map_err(|e| format!("base64 is not valid: {e}"))?,
-        _ => return Err("exactly one of value and base64 must be given".into()),
-    };
+    let options = check_entry(&line.key, line.metadata.take(), line.expiration, rules)?;
+    let bytes = line.take_bytes()?;
     Ok(Restore {
         key: line.key,
         bytes,

@@ -29,19 +29,17 @@ after(async () => {
 
 const now = () => Math.floor(Date.now() / 1000);
 
-/** A body produced on demand, 64 KiB at a time, counting what the reader pulled. */
-function chunkedBody(total, chunk = 64 * 1024) {
+/** A body of `sent` bytes, 64 KiB at a time, whose end never comes. */
+function stallingBody(sent, chunk = 64 * 1024) {
   let produced = 0;
-  const piece = new Uint8Array(chunk).fill(0x61);
   const stream = new ReadableStream({
     pull(controller) {
-      if (produced >= total) return controller.close();
-      const n = Math.min(chunk, total - produced);
-      produced += n;
-      controller.enqueue(piece.slice(0, n));
+      if (produced >= sent) return new Promise(() => {});
+      produced += chunk;
+      controller.enqueue(new Uint8Array(chunk).fill(0x61));
     },
   });
-  return { stream, produced: () => produced };
+  return { stream };
 }
 
 /** Sends a streamed body, which fetch sends chunked (no Content-Length). */
@@ -184,14 +182,15 @@ describe("input validation", () => {
   });
 
   // A chunked body (no Content-Length) is read as a stream and dropped at the limit:
-  // before, the worker buffered all of it (100 MiB took workerd from 176 to 425 MB).
-  test("a chunked body of 32 MiB: 413 before authentication, without reading it all", async () => {
-    const total = 32 * 1024 * 1024;
-    const body = chunkedBody(total);
+  // before, the worker buffered all of it (100 MiB took workerd from 76 to 374 MB). This
+  // one sends 2 MiB and then never ends, so only a worker that stops reading at the
+  // limit answers (the timeout fails the test otherwise). Its sending pauses before the
+  // answer, as a client that kept writing might see the refused connection reset.
+  test("a chunked body of 2 MiB that never ends: 413 before authentication", { timeout: 60_000 }, async () => {
+    const body = stallingBody(2 * 1024 * 1024);
     const started = Date.now();
     const res = await sendChunked("POST", "/customer", body.stream);
     assertError(res, 413, "payload_too_large");
-    assert.ok(body.produced() < total / 2, `the worker read ${body.produced()} of ${total} bytes`);
     assert.ok(Date.now() - started < 10_000, "answered quickly");
     assertStatus(await h.request("GET", "/health"), 200, "the worker answers afterwards");
   });

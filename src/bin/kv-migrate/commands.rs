@@ -4,8 +4,6 @@ use std::io::{BufRead, Write};
 use std::thread::sleep;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
 use customer_kv_migration::api::{
     AuditPageView, BatchView, EmailAuditView, ImportView, RollbackAnswer, StatusView,
     VerificationView,
@@ -443,19 +441,9 @@ fn import_value(
     line_number: usize,
 ) -> CommandResult<ImportView> {
     let invalid = |problem: String| Failure::Invalid(format!("line {line_number}: {problem}"));
-    let line: BackupLine =
+    let mut line: BackupLine =
         serde_json::from_str(raw).map_err(|e| invalid(format!("not a backup line: {e}")))?;
-    let bytes = match (line.value, line.base64) {
-        (Some(text), None) => text.into_bytes(),
-        (None, Some(encoded)) => BASE64
-            .decode(encoded.as_bytes())
-            .map_err(|e| invalid(format!("base64 is not valid: {e}")))?,
-        _ => {
-            return Err(invalid(
-                "exactly one of value and base64 must be given".into(),
-            ))
-        }
-    };
+    let bytes = line.take_bytes().map_err(invalid)?;
     let expiration = line.expiration.map(|e| e.to_string());
     let metadata = line.metadata.map(|m| m.to_string());
     let flag = |on: bool| if on { "true" } else { "false" };

@@ -1,4 +1,4 @@
-//! One request from start to finish, free of the platform: size limit, route, token,
+//! One request from start to finish, free of the platform: route, body limit, token,
 //! phase, handler. The worker's adapter only converts requests and responses.
 
 use serde_json::json;
@@ -7,7 +7,7 @@ use crate::alerts::{self, Alert};
 use crate::auth::{authenticate, RoleLimits, TokenRules};
 use crate::domain::DEFAULT_MAX_RECORD_BYTES;
 use crate::http::ApiError;
-use crate::http::{ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
+use crate::http::{ApiRequest, ApiResponse, BodyError, BodyLimit, Method, RequestBody};
 use crate::logging::{Level, RequestLog};
 use crate::migration::copying::fanout::ChunkQueue;
 use crate::migration::dataplane::DataPlane;
@@ -199,9 +199,24 @@ struct Trace {
     phase: Option<u8>,
 }
 
+/// Serves a request whose body is already in memory (native tests, the benches).
 pub async fn handle<S: KvStore, R: PhaseRegister, W: Writers>(
     app: &App<'_, S, R, W>,
     request: &ApiRequest,
+) -> Outcome {
+    let head = ApiRequest {
+        body: Vec::new(),
+        ..request.clone()
+    };
+    handle_body(app, head, request.body.clone()).await
+}
+
+/// Serves `head` (a request whose body is not read yet) with `body`, which is read only
+/// up to the limit its route takes.
+pub async fn handle_body<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
+    app: &App<'_, S, R, W>,
+    head: ApiRequest,
+    body: B,
 ) -> Outcome {
     // Counts the request's KV operations; the limit is the platform's, not this one's.
     let budget = Budget::new(u32::MAX);
@@ -215,14 +230,15 @@ pub async fn handle<S: KvStore, R: PhaseRegister, W: Writers>(
         phase_cache: app.phase_cache,
         now_ms: app.now_ms,
     };
+    let method = head.method.as_str();
     let mut trace = Trace::default();
-    let response = match serve(&app, request, &mut trace).await {
+    let response = match serve(&app, head, body, &mut trace).await {
         Ok(response) => response,
         Err(refusal) => refusal,
     };
     let code = response.body["error"]["code"].as_str().map(str::to_owned);
     let log = RequestLog {
-        method: request.method.as_str(),
+        method,
         route: trace.route.unwrap_or("unmatched"),
         status: response.status,
         code,
@@ -239,15 +255,25 @@ pub async fn handle<S: KvStore, R: PhaseRegister, W: Writers>(
     }
 }
 
-async fn serve<S: KvStore, R: PhaseRegister, W: Writers>(
+async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
     app: &App<'_, S, R, W>,
-    request: &ApiRequest,
+    mut request: ApiRequest,
+    body: B,
     trace: &mut Trace,
 ) -> Result<ApiResponse, ApiResponse> {
-    if request.body.len() > MAX_BODY_BYTES {
-        return Err(payload_too_large().into());
-    }
-    let route = route(&request.method, &request.path).map_err(|refusal| {
+    let routed = route(&request.method, &request.path);
+    // Before anything costs work: a request no route takes is held to the default too.
+    let limit = routed
+        .as_ref()
+        .map_or(BodyLimit::DEFAULT, Route::body_limit);
+    let unread = match limit {
+        BodyLimit::BeforeAuth(_) => {
+            request.body = read_body(body, limit).await?;
+            None
+        }
+        BodyLimit::AfterAdmin(_) => Some(body),
+    };
+    let route = routed.map_err(|refusal| {
         let response = ApiResponse::error(&refusal.error);
         match refusal.allow {
             Some(allow) => response.with_header("Allow", allow),
@@ -269,6 +295,12 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers>(
         &app.config.tokens,
         app.now_ms / 1000,
     )?;
+    if let Some(body) = unread {
+        // A body read only for an admin: the token is checked from the headers alone.
+        caller.require_admin()?;
+        request.body = read_body(body, limit).await?;
+    }
+    let request = &request;
     let current = current_phase(app).await?;
     trace.phase = Some(current.phase.number());
     let plane = if request.method == Method::Get {
@@ -313,10 +345,22 @@ async fn current_phase<S: KvStore, R: PhaseRegister, W: Writers>(
     .map_err(ApiError::from)
 }
 
-pub fn payload_too_large() -> ApiError {
+/// The body, read no further than `limit` allows.
+async fn read_body<B: RequestBody>(body: B, limit: BodyLimit) -> Result<Vec<u8>, ApiError> {
+    body.read_up_to(limit.bytes())
+        .await
+        .map_err(|problem| match problem {
+            BodyError::TooLarge => payload_too_large(limit.bytes()),
+            BodyError::Unreadable => {
+                ApiError::bad_request("invalid_body", "the body could not be read")
+            }
+        })
+}
+
+fn payload_too_large(limit: usize) -> ApiError {
     ApiError::new(
         413,
         "payload_too_large",
-        format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        format!("the body is larger than {limit} bytes"),
     )
 }

@@ -3,7 +3,9 @@
 mod common;
 
 use common::*;
-use customer_kv_migration::http::{ApiRequest, Method};
+use std::cell::Cell;
+
+use customer_kv_migration::http::{ApiRequest, BodyError, Method, RequestBody};
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::Fault;
 use serde_json::json;
@@ -64,6 +66,44 @@ fn malformed_and_mistyped_bodies() {
         (response.status, error_code(&response)),
         (413, "payload_too_large")
     );
+}
+
+/// A body too large for any limit, as a stream that would never end: it records the
+/// limit it was read up to, and refuses.
+struct EndlessBody<'a> {
+    read_up_to: &'a Cell<Option<usize>>,
+}
+
+impl RequestBody for EndlessBody<'_> {
+    async fn read_up_to(self, limit: usize) -> Result<Vec<u8>, BodyError> {
+        self.read_up_to.set(Some(limit));
+        Err(BodyError::TooLarge)
+    }
+}
+
+#[test]
+fn an_oversized_body_is_refused_on_every_route_before_the_token_is_checked() {
+    let world = World::at_real_time();
+    for (method, path) in [
+        ("POST", "/customer"),
+        ("PATCH", "/customer/c1"),
+        ("GET", "/customer/me"),
+        ("GET", "/health"),
+        ("POST", "/admin/migrate/phase"),
+        ("POST", "/admin/migrate/import"),
+        ("POST", "/nowhere"),
+        ("PUT", "/customer/c1"),
+    ] {
+        let limit = Cell::new(None);
+        let head = ApiRequest::new(Method::parse(method), path);
+        let response = world.send_body(head, EndlessBody { read_up_to: &limit });
+        assert_eq!(
+            (response.status, error_code(&response)),
+            (413, "payload_too_large"),
+            "{method} {path}"
+        );
+        assert_eq!(limit.get(), Some(64 * 1024), "{method} {path}");
+    }
 }
 
 #[test]

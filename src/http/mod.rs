@@ -5,12 +5,11 @@ use serde_json::Value;
 use crate::domain::json::{self, JsonObject};
 use crate::domain::CustomerRecord;
 
+mod body;
 mod error;
 
+pub use body::{BodyError, BodyLimit, RequestBody, MAX_BODY_BYTES, MAX_VALUE_BYTES};
 pub use error::ApiError;
-
-/// Largest request body accepted, in bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {

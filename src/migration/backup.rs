@@ -1,7 +1,7 @@
 //! Backups as NDJSON: one line per key with its value (as text where it is UTF-8, else
 //! base64), metadata and expiration, so a restore reproduces the key exactly.
 
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,7 +11,8 @@ use crate::error::Error;
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::store::{
-    read_many, KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores, MAX_BULK_KEYS,
+    read_many, KvStore, ListedKey, PutOptions, StoreName, StoreResult, StoredValue, Stores,
+    MAX_BULK_KEYS,
 };
 
 /// Workers KV's limits on a key and on its metadata, and how far ahead an expiration
@@ -30,6 +31,7 @@ pub struct ImportRules {
     pub all_keys: bool,
 }
 
+/// One line of a backup as read back (an export writes it with `write_line`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupLine {
@@ -48,24 +50,15 @@ pub struct BackupLine {
 }
 
 impl BackupLine {
-    pub fn new(key: &str, stored: &StoredValue, expiration: Option<u64>) -> Self {
-        let (value, base64) = match std::str::from_utf8(&stored.bytes) {
-            Ok(text) => (Some(text.to_owned()), None),
-            Err(_) => (None, Some(BASE64.encode(&stored.bytes))),
-        };
-        Self {
-            key: key.to_owned(),
-            value,
-            base64,
-            metadata: stored.metadata.clone(),
-            expiration,
+    /// The value's bytes, from whichever of `value` and `base64` the line holds.
+    pub fn take_bytes(&mut self) -> Result<Vec<u8>, String> {
+        match (self.value.take(), self.base64.take()) {
+            (Some(text), None) => Ok(text.into_bytes()),
+            (None, Some(encoded)) => BASE64
+                .decode(encoded.as_bytes())
+                .map_err(|e| format!("base64 is not valid: {e}")),
+            _ => Err("exactly one of value and base64 must be given".into()),
         }
-    }
-
-    pub fn to_ndjson(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).unwrap_or_default();
-        line.push(b'\n');
-        line
     }
 }
 
@@ -103,69 +96,113 @@ pub fn parse(body: &[u8], rules: ImportRules) -> Result<Vec<Restore>, String> {
 }
 
 fn parse_line(raw: &str, rules: ImportRules) -> Result<Restore, String> {
-    let line: BackupLine =
+    let mut line: BackupLine =
         serde_json::from_str(raw).map_err(|e| format!("not a backup line: {e}"))?;
-    if line.key.is_empty() || line.key.len() > MAX_KEY_BYTES {
+    let options = check_entry(&line.key, line.metadata.take(), line.expiration, rules)?;
+    let bytes = line.take_bytes()?;
+    Ok(Restore {
+        key: line.key,
+        bytes,
+        options,
+    })
+}
+
+/// Checks a key to restore, with its metadata and expiration, against KV's rules and the
+/// import's: the same for an NDJSON line and for a raw value.
+pub fn check_entry(
+    key: &str,
+    metadata: Option<Value>,
+    expiration: Option<u64>,
+    rules: ImportRules,
+) -> Result<PutOptions, String> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(format!("the key must be 1 to {MAX_KEY_BYTES} bytes"));
     }
-    if line.key == "." || line.key == ".." {
+    if key == "." || key == ".." {
         return Err("KV refuses the keys . and ..".into());
     }
-    let family = keys::is_migration_state(&line.key) || is_migrated_key(&line.key);
+    let family = keys::is_migration_state(key) || is_migrated_key(key);
     if !family && !rules.all_keys {
         return Err(
             "the key is not a customer record or email mapping (allKeys=true restores others)"
                 .into(),
         );
     }
-    if let Some(expiration) = line.expiration {
+    if let Some(expiration) = expiration {
         if expiration < rules.now_secs + MIN_EXPIRATION_AHEAD_SECS {
             return Err(format!(
                 "the expiration must be at least {MIN_EXPIRATION_AHEAD_SECS} s ahead, as KV requires"
             ));
         }
     }
-    let bytes = match (line.value, line.base64) {
-        (Some(text), None) => text.into_bytes(),
-        (None, Some(encoded)) => BASE64
-            .decode(encoded.as_bytes())
-            .map_err(|e| format!("base64 is not valid: {e}"))?,
-        _ => return Err("exactly one of value and base64 must be given".into()),
-    };
-    if let Some(metadata) = &line.metadata {
+    if let Some(metadata) = &metadata {
         if serde_json::to_vec(metadata).map_or(0, |m| m.len()) > MAX_METADATA_BYTES {
             return Err(format!(
                 "metadata is larger than {MAX_METADATA_BYTES} bytes"
             ));
         }
     }
-    Ok(Restore {
-        key: line.key,
-        bytes,
-        options: PutOptions {
-            expiration: line.expiration,
-            metadata: line.metadata.filter(|m| !m.is_null()),
-        },
+    Ok(PutOptions {
+        expiration,
+        metadata: metadata.filter(|m| !m.is_null()),
     })
+}
+
+/// Values one export page holds, roughly. A page is built whole in memory and an isolate
+/// has 128 MB for everything (each value as read, its NDJSON line, the response's copy
+/// for the runtime), so a page stops once its values reach this; a value larger than it
+/// (KV holds up to 25 MiB) makes a page of its own.
+pub const EXPORT_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Where an export goes on: the list cursor of the page being worked on (none for the
+/// first) and, when a page stopped part-way for its bytes, the last key it exported.
+/// Sent to clients as base64url JSON and opaque to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportCursor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+impl ExportCursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// A cursor an export answered, or `None` for anything else.
+    pub fn decode(raw: &str) -> Option<Self> {
+        let json = URL_SAFE_NO_PAD.decode(raw.as_bytes()).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    /// Of a listed page, the keys not exported yet.
+    fn not_done(&self, page: Vec<ListedKey>) -> Vec<ListedKey> {
+        let after = self.after.as_deref();
+        page.into_iter()
+            .filter(|k| after.is_none_or(|after| k.name.as_str() > after))
+            .collect()
+    }
 }
 
 /// One page of an export: NDJSON lines, and where the next page starts.
 pub struct ExportPage {
     pub ndjson: Vec<u8>,
-    pub cursor: Option<String>,
+    pub cursor: Option<ExportCursor>,
     pub complete: bool,
 }
 
 /// One page of keys under `prefix` as backup lines: the two customer families only,
-/// unless `all_keys`, or the prefix asks for the migration's own state. One list and a
-/// bulk read per 100 keys.
+/// unless `all_keys`, or the prefix asks for the migration's own state. One list, then
+/// bulk reads until the page holds [`EXPORT_PAGE_BYTES`] of values.
 pub async fn export_page<S: KvStore>(
     store: &S,
     (prefix, all_keys): (&str, bool),
-    cursor: Option<&str>,
+    cursor: &ExportCursor,
     limit: u32,
 ) -> StoreResult<ExportPage> {
-    let page = store.list(prefix, cursor, limit).await?;
+    let page = store.list(prefix, cursor.list.as_deref(), limit).await?;
     let include_state = keys::is_migration_state(prefix);
     let wanted = |name: &str| {
         if keys::is_migration_state(name) {
@@ -174,23 +211,113 @@ pub async fn export_page<S: KvStore>(
             all_keys || is_migrated_key(name)
         }
     };
-    let listed: Vec<_> = page.keys.into_iter().filter(|k| wanted(&k.name)).collect();
+    let listed: Vec<_> = cursor
+        .not_done(page.keys)
+        .into_iter()
+        .filter(|k| wanted(&k.name))
+        .collect();
     let mut ndjson = Vec::new();
-    for chunk in listed.chunks(MAX_BULK_KEYS) {
+    let mut reads = ReadSizes::default();
+    let mut done = 0;
+    while done < listed.len() && reads.value_bytes < EXPORT_PAGE_BYTES {
+        let chunk = &listed[done..done + reads.next_len(listed.len() - done)];
         let names: Vec<String> = chunk.iter().map(|k| k.name.clone()).collect();
         let values = read_many(store, &names).await?;
         for (key, value) in chunk.iter().zip(values) {
             // Gone since it was listed (deleted or expired): nothing to back up.
             if let Some(value) = value {
-                ndjson.extend(BackupLine::new(&key.name, &value, key.expiration).to_ndjson());
+                reads.saw(value.bytes.len());
+                write_line(&mut ndjson, &key.name, &value, key.expiration);
             }
         }
+        done += chunk.len();
     }
+    if done < listed.len() {
+        // Stopped for its bytes: the next page lists this one again and goes on after
+        // the last key written.
+        let next = ExportCursor {
+            list: cursor.list.clone(),
+            after: Some(listed[done - 1].name.clone()),
+        };
+        return Ok(ExportPage {
+            ndjson,
+            cursor: Some(next),
+            complete: false,
+        });
+    }
+    let next = page
+        .cursor
+        .filter(|_| !page.complete)
+        .map(|list| ExportCursor {
+            list: Some(list),
+            after: None,
+        });
     Ok(ExportPage {
         ndjson,
-        cursor: page.cursor.filter(|_| !page.complete),
+        cursor: next,
         complete: page.complete,
     })
+}
+
+/// How many keys each bulk read of a page asks for. Sizes are unknown until read, so
+/// reads start at one key and at most double, and never ask for more than the page has
+/// room for at the largest value seen: a page of large values does not read 100 of them
+/// at once.
+#[derive(Debug, Default)]
+struct ReadSizes {
+    last_len: usize,
+    largest: usize,
+    value_bytes: usize,
+}
+
+impl ReadSizes {
+    fn next_len(&self, left: usize) -> usize {
+        let room = EXPORT_PAGE_BYTES.saturating_sub(self.value_bytes);
+        let fits = room / self.largest.max(1);
+        (self.last_len * 2)
+            .clamp(1, MAX_BULK_KEYS)
+            .min(fits.max(1))
+            .min(left)
+    }
+
+    fn saw(&mut self, value_len: usize) {
+        self.largest = self.largest.max(value_len);
+        self.value_bytes += value_len;
+    }
+}
+
+/// Appends the backup line of one value, written straight into the page (a 25 MiB value
+/// is not copied into a line first).
+fn write_line(out: &mut Vec<u8>, key: &str, stored: &StoredValue, expiration: Option<u64>) {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        key: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        base64: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<&'a Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expiration: Option<u64>,
+    }
+    let (value, base64) = match std::str::from_utf8(&stored.bytes) {
+        Ok(text) => (Some(text), None),
+        Err(_) => (None, Some(BASE64.encode(&stored.bytes))),
+    };
+    // Room for the line at once, so a large one does not grow the page by copying.
+    out.reserve(stored.bytes.len() + stored.bytes.len() / 3 + key.len() + 64);
+    let line = Line {
+        key,
+        value,
+        base64,
+        metadata: stored.metadata.as_ref(),
+        expiration,
+    };
+    // Writing into a Vec fails only on a non-string map key, which JSON values lack.
+    if serde_json::to_writer(&mut *out, &line).is_ok() {
+        out.push(b'\n');
+    }
 }
 
 /// What an import wrote.
@@ -237,6 +364,55 @@ pub async fn import<S: KvStore>(
             imported.written += 1;
         }
     }
+    audit_import(stores, store_name, imported, who, now_ms).await?;
+    Ok(imported)
+}
+
+/// Writes one value given raw (`POST /admin/migrate/import/value`, for a value too large
+/// for an NDJSON request), as [`import`] writes a line: only if the store lacks the key
+/// unless `overwrite`, never the migration's own state, audited. `bytes` goes to the put
+/// as it is, not copied.
+pub async fn import_value<S: KvStore>(
+    stores: &Stores<S>,
+    (store_name, key): (StoreName, &str),
+    bytes: &[u8],
+    options: PutOptions,
+    overwrite: bool,
+    (who, now_ms): (&str, u64),
+) -> Result<Imported, Error> {
+    let store = stores.get(store_name);
+    let mut imported = Imported {
+        written: 0,
+        already_present: 0,
+        skipped_migration_state: 0,
+    };
+    if keys::is_migration_state(key) {
+        imported.skipped_migration_state = 1;
+    } else if !overwrite && is_present(store, key).await? {
+        imported.already_present = 1;
+    } else {
+        store.put(key, bytes, options).await?;
+        imported.written = 1;
+    }
+    audit_import(stores, store_name, imported, who, now_ms).await?;
+    Ok(imported)
+}
+
+/// Whether `key` exists, asked of a one-key list rather than a read: the value may be
+/// 25 MiB, and the one being imported is already in memory.
+async fn is_present<S: KvStore>(store: &S, key: &str) -> StoreResult<bool> {
+    // `key` is the first of the keys it prefixes, so it is listed first if it exists.
+    let page = store.list(key, None, 1).await?;
+    Ok(page.keys.first().is_some_and(|k| k.name == key))
+}
+
+async fn audit_import<S: KvStore>(
+    stores: &Stores<S>,
+    store_name: StoreName,
+    imported: Imported,
+    who: &str,
+    now_ms: u64,
+) -> Result<(), Error> {
     let detail = format!(
         "{} keys written to the {} store, {} already there",
         imported.written,
@@ -248,7 +424,7 @@ pub async fn import<S: KvStore>(
         &AuditEntry::action(who, "import", now_ms, Some(detail)),
     )
     .await?;
-    Ok(imported)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -272,7 +448,8 @@ mod tests {
                 bytes: bytes.clone(),
                 metadata: metadata.clone(),
             };
-            let line = BackupLine::new("customer_c1", &stored, expiration).to_ndjson();
+            let mut line = Vec::new();
+            write_line(&mut line, "customer_c1", &stored, expiration);
             let restored = parse(&line, RULES).unwrap();
             assert_eq!(
                 restored,

@@ -5,6 +5,7 @@
 //! `console.error` and re-instantiates the module after an abort, so this crate adds
 //! none of its own.
 
+mod body;
 mod coordinator;
 mod kv;
 mod queue;
@@ -20,13 +21,14 @@ use worker::{
 
 use crate::alerts;
 use crate::app::{self, App, Config};
-use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method, MAX_BODY_BYTES};
+use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method};
 use crate::logging::{self, Level};
 use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::cron;
 use crate::migration::state::ledger::Ledgered;
 use crate::migration::state::phase_cache::PhaseCache;
 use crate::store::Stores;
+use body::StreamedBody;
 use coordinator::{DoLedger, DoRegister};
 use kv::WorkersKv;
 use queue::WorkerQueue;
@@ -96,26 +98,23 @@ fn now_ms() -> u64 {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let config = match config(&env) {
         Ok(config) => config,
         Err(problem) => {
             console_error!("configuration error: {problem}");
-            return to_response(&ApiResponse::error(&ApiError::internal(
+            return to_response(ApiResponse::error(&ApiError::internal(
                 "the worker is misconfigured",
             )));
         }
     };
-    let request = match read_request(&mut req).await {
-        Ok(request) => request,
-        Err(response) => return to_response(&response),
-    };
+    let (head, body) = read_head(&req);
     let stores = match stores(&env) {
         Ok(stores) => stores,
         Err(problem) => {
             // A binding name is configuration, not private data.
             console_error!("configuration error: {problem}");
-            return to_response(&ApiResponse::error(&ApiError::internal(
+            return to_response(ApiResponse::error(&ApiError::internal(
                 "the worker is misconfigured",
             )));
         }
@@ -133,7 +132,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         phase_cache: &cache,
         now_ms: now_ms(),
     };
-    let outcome = app::handle(&app, &request).await;
+    let outcome = app::handle_body(&app, head, body).await;
     // The log holds route templates, codes and counts only (`logging`): paths and bodies
     // may hold emails, headers hold tokens.
     for warning in &outcome.warnings {
@@ -155,7 +154,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             config.log_level,
         ));
     }
-    to_response(&outcome.response)
+    to_response(outcome.response)
 }
 
 #[event(scheduled)]
@@ -203,35 +202,28 @@ async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     }
 }
 
-/// Converts the runtime's request, refusing an oversized body before reading it when
-/// the client declared its length.
-async fn read_request(req: &mut Request) -> std::result::Result<ApiRequest, ApiResponse> {
-    let declared = req
-        .headers()
+/// Converts the runtime's request: its head now, its body as a stream the core reads
+/// only as far as the route's limit.
+fn read_head(req: &Request) -> (ApiRequest, StreamedBody) {
+    let headers = req.headers();
+    let declared = headers
         .get("Content-Length")
         .ok()
         .flatten()
         .and_then(|v| v.trim().parse::<usize>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-        return Err(app::payload_too_large().into());
-    }
     // The runtime hands over a normalised URL; splitting it here rather than parsing it
     // with `Request::url` keeps the `url` crate and its Unicode tables (a fifth of the
     // wasm) out of the build.
     let url = req.inner().url();
-    let body = req.bytes().await.map_err(|_| {
-        ApiResponse::error(&ApiError::bad_request(
-            "invalid_body",
-            "the body could not be read",
-        ))
-    })?;
-    Ok(ApiRequest {
+    let head = ApiRequest {
         method: Method::parse(req.method().as_ref()),
         path: req.path(),
         query: query_of(&url).to_owned(),
-        authorization: req.headers().get("Authorization").ok().flatten(),
-        body,
-    })
+        authorization: headers.get("Authorization").ok().flatten(),
+        body: Vec::new(),
+    };
+    let stream = req.inner().body().map(wasm_bindgen::JsCast::unchecked_into);
+    (head, StreamedBody::new(stream, declared))
 }
 
 /// Writes one log line (`logging::line`) to the console stream of its level.
@@ -252,10 +244,12 @@ pub(crate) fn log(
     }
 }
 
-fn to_response(response: &ApiResponse) -> Result<Response> {
+/// Takes the response by value: an export page (up to about 8 MiB of values, or one
+/// value of 25 MiB) is handed to the runtime without another copy in wasm memory.
+fn to_response(response: ApiResponse) -> Result<Response> {
     let headers = Headers::new();
-    let (content_type, body) = match &response.raw {
-        Some((content_type, bytes)) => (*content_type, bytes.clone()),
+    let (content_type, body) = match response.raw {
+        Some((content_type, bytes)) => (content_type, bytes),
         None => (
             "application/json",
             serde_json::to_vec(&response.body).unwrap_or_default(),

@@ -16,7 +16,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::app::Config;
 use crate::auth::Caller;
-use crate::http::{ApiError, ApiRequest, ApiResponse, Method};
+use crate::http::{ApiError, ApiRequest, ApiResponse, BodyLimit, Method, MAX_VALUE_BYTES};
 use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::coordinator::PhaseRegister;
@@ -86,6 +86,7 @@ pub enum Route {
     Audit,
     Export,
     Import,
+    ImportValue,
 }
 
 impl Route {
@@ -113,6 +114,17 @@ impl Route {
             Route::Audit => "/admin/migrate/audit",
             Route::Export => "/admin/migrate/export",
             Route::Import => "/admin/migrate/import",
+            Route::ImportValue => "/admin/migrate/import/value",
+        }
+    }
+
+    /// How large a body this route takes: 64 KiB, refused before the token is checked,
+    /// except a raw value, which may be as large as KV takes and so is read only for an
+    /// admin.
+    pub fn body_limit(&self) -> BodyLimit {
+        match self {
+            Route::ImportValue => BodyLimit::AfterAdmin(MAX_VALUE_BYTES),
+            _ => BodyLimit::DEFAULT,
         }
     }
 
@@ -164,6 +176,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::Rollback => rollback::run(ctx, request).await,
         Route::Export => backup::export(ctx, request).await,
         Route::Import => backup::import(ctx, request).await,
+        Route::ImportValue => backup::import_value(ctx, request).await,
     }
 }
 
@@ -227,6 +240,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["admin", "migrate", "audit"] => (&["GET"], (*method == Get).then_some(Route::Audit)),
         ["admin", "migrate", "export"] => (&["GET"], (*method == Get).then_some(Route::Export)),
         ["admin", "migrate", "import"] => (&["POST"], (*method == Post).then_some(Route::Import)),
+        ["admin", "migrate", "import", "value"] => {
+            (&["POST"], (*method == Post).then_some(Route::ImportValue))
+        }
         ["admin", "migrate", "emails"] => (&["POST"], (*method == Post).then_some(Route::Emails)),
         ["admin", "migrate", "verify"] => (&["POST"], (*method == Post).then_some(Route::Verify)),
         ["admin", "migrate", "backfill"] => {
@@ -298,6 +314,7 @@ mod tests {
             ("GET", "/admin/migrate/audit"),
             ("GET", "/admin/migrate/export"),
             ("POST", "/admin/migrate/import"),
+            ("POST", "/admin/migrate/import/value"),
             ("POST", "/admin/migrate/emails"),
             ("POST", "/admin/migrate/verify"),
             ("POST", "/admin/migrate/backfill"),

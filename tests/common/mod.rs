@@ -1,10 +1,10 @@
 //! A native test world: both stores in memory, the real request pipeline, real tokens.
 #![allow(dead_code)]
 
-use customer_kv_migration::app::{handle, App, Config};
+use customer_kv_migration::app::{handle, handle_body, App, Config};
 use customer_kv_migration::auth::TokenRules;
 use customer_kv_migration::domain::DEFAULT_MAX_RECORD_BYTES;
-use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
+use customer_kv_migration::http::{ApiRequest, ApiResponse, Method, RequestBody};
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{
     consume, dead_letters, ChunkQueue, Disposition, Fanout,
@@ -183,16 +183,32 @@ impl World {
     pub fn handle(&self, request: &ApiRequest) -> customer_kv_migration::app::Outcome {
         let register = self.register();
         let writers = self.writers();
-        let app = App {
+        let app = self.app(&register, &writers);
+        block_on(handle(&app, request))
+    }
+
+    /// Serves `head` with a body the pipeline reads itself, as the worker's stream is.
+    pub fn send_body(&self, head: ApiRequest, body: impl RequestBody) -> ApiResponse {
+        let register = self.register();
+        let writers = self.writers();
+        let app = self.app(&register, &writers);
+        block_on(handle_body(&app, head, body)).response
+    }
+
+    fn app<'a>(
+        &'a self,
+        register: &'a LocalRegister<'a, MemoryStore>,
+        writers: &'a LocalWriters<'a, MemoryStore>,
+    ) -> App<'a, MemoryStore, LocalRegister<'a, MemoryStore>, LocalWriters<'a, MemoryStore>> {
+        App {
             stores: &self.stores,
-            register: &register,
-            writers: &writers,
+            register,
+            writers,
             queue: self.queue.as_ref().map(|q| q as &dyn ChunkQueue),
             config: &self.config,
             phase_cache: &self.cache,
             now_ms: self.now_ms,
-        };
-        block_on(handle(&app, request))
+        }
     }
 
     pub fn set_phase(&self, phase: Phase) {

@@ -8,6 +8,7 @@ use customer_kv_migration::api::{
     AuditPageView, BatchView, EmailAuditView, ImportView, RollbackAnswer, StatusView,
     VerificationView,
 };
+use customer_kv_migration::migration::backup::BackupLine;
 use customer_kv_migration::migration::state::rollback::Step;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -25,7 +26,8 @@ use crate::retry::RetryPolicy;
 /// Requests a looping command makes before it gives up: far more than any run needs.
 const MAX_ROUNDS: usize = 100_000;
 /// An import request's body stays under the worker's 64 KiB limit, in at most this many
-/// lines (the worker takes 500).
+/// lines (the worker takes 500); a longer line's value goes alone, raw, to
+/// `/admin/migrate/import/value`.
 const IMPORT_BODY_BYTES: usize = 60 * 1024;
 const IMPORT_LINES: usize = 400;
 
@@ -449,7 +451,7 @@ fn import(
     };
     let mut batch = String::new();
     let mut lines_in_batch = 0;
-    let mut send = |batch: &mut String, lines: &mut usize| -> CommandResult {
+    let send = |batch: &mut String, lines: &mut usize, totals: &mut ImportView| -> CommandResult {
         if batch.is_empty() {
             return Ok(());
         }
@@ -464,9 +466,7 @@ fn import(
             )?
             .success()?;
         let part: ImportView = typed(&answer)?;
-        totals.written += part.written;
-        totals.already_present += part.already_present;
-        totals.skipped_migration_state += part.skipped_migration_state;
+        add(totals, &part);
         *lines = 0;
         Ok(())
     };
@@ -476,21 +476,65 @@ fn import(
             continue;
         }
         if line.len() + 1 > IMPORT_BODY_BYTES {
-            return Err(Failure::Invalid(format!(
-                "line {} is larger than one import request may carry ({IMPORT_BODY_BYTES} bytes)",
-                index + 1
-            )));
+            // Too large for an NDJSON request: its value goes alone, raw.
+            let part = import_value(client, (store, overwrite, all_keys), &line, index + 1)?;
+            add(&mut totals, &part);
+            continue;
         }
         if batch.len() + line.len() + 1 > IMPORT_BODY_BYTES || lines_in_batch == IMPORT_LINES {
-            send(&mut batch, &mut lines_in_batch)?;
+            send(&mut batch, &mut lines_in_batch, &mut totals)?;
         }
         batch.push_str(&line);
         batch.push('\n');
         lines_in_batch += 1;
     }
-    send(&mut batch, &mut lines_in_batch)?;
+    send(&mut batch, &mut lines_in_batch, &mut totals)?;
     out.show(&json!(totals), &totals, render::import);
     Ok(())
+}
+
+fn add(totals: &mut ImportView, part: &ImportView) {
+    totals.written += part.written;
+    totals.already_present += part.already_present;
+    totals.skipped_migration_state += part.skipped_migration_state;
+}
+
+/// Sends one backup line's value as raw bytes to `POST /admin/migrate/import/value`,
+/// which takes up to 25 MiB (KV's largest value) where an NDJSON request takes 64 KiB.
+fn import_value(
+    client: &Client,
+    (store, overwrite, all_keys): (StoreArg, bool, bool),
+    raw: &str,
+    line_number: usize,
+) -> CommandResult<ImportView> {
+    let invalid = |problem: String| Failure::Invalid(format!("line {line_number}: {problem}"));
+    let mut line: BackupLine =
+        serde_json::from_str(raw).map_err(|e| invalid(format!("not a backup line: {e}")))?;
+    let bytes = line.take_bytes().map_err(invalid)?;
+    let expiration = line.expiration.map(|e| e.to_string());
+    let metadata = line.metadata.map(|m| m.to_string());
+    let flag = |on: bool| if on { "true" } else { "false" };
+    let mut query = vec![
+        ("store", store.as_str()),
+        ("key", line.key.as_str()),
+        ("overwrite", flag(overwrite)),
+        ("allKeys", flag(all_keys)),
+    ];
+    if let Some(expiration) = &expiration {
+        query.push(("expiration", expiration));
+    }
+    if let Some(metadata) = &metadata {
+        query.push(("metadata", metadata));
+    }
+    let answer = client
+        .post(
+            "/admin/migrate/import/value",
+            &query,
+            "application/octet-stream",
+            bytes,
+        )?
+        .success()?;
+    typed(&answer)
 }
 
 fn audit(client: &Client, out: &Output, limit: u32, all: bool) -> CommandResult {

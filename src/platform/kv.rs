@@ -7,6 +7,7 @@ use wasm_bindgen_futures::JsFuture;
 use worker::kv::{KvError, KvStore as WorkersKvBinding};
 use worker::Env;
 
+use crate::logging::Level;
 use crate::store::{
     KvStore, ListPage, ListedKey, PutOptions, StoreError, StoreResult, StoredValue,
 };
@@ -95,15 +96,13 @@ impl KvStore for WorkersKv {
             // KV's answer to values that add up to more than 25 MB: `read_many` splits.
             let too_large = message.contains("413");
             if too_large {
-                match keys {
-                    [only] => worker::console_warn!(
-                        "kv: the value of {only} alone exceeds a bulk read's 25 MB; read singly"
-                    ),
-                    _ => worker::console_warn!(
-                        "kv: a bulk read of {} keys exceeded 25 MB; read in parts",
-                        keys.len()
-                    ),
-                }
+                // A warning whatever LOG_LEVEL says: it names a value too large to read
+                // with its neighbours, which an operator should know of.
+                let fields = match keys {
+                    [only] => serde_json::json!({ "splitKeys": 1, "key": only }),
+                    _ => serde_json::json!({ "splitKeys": keys.len() }),
+                };
+                super::log(Level::Warn, Level::Warn, "kv_bulk_read_split", fields, None);
             }
             StoreError {
                 too_large,

@@ -262,6 +262,7 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
     trace: &mut Trace,
 ) -> Result<ApiResponse, ApiResponse> {
     let routed = route(&request.method, &request.path);
+    trace.route = routed.as_ref().ok().map(Route::template);
     // Before anything costs work: a request no route takes is held to the default too.
     let limit = routed
         .as_ref()
@@ -280,7 +281,6 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
             None => response,
         }
     })?;
-    trace.route = Some(route.template());
     if route == Route::Health {
         let current = current_phase(app).await?;
         trace.phase = Some(current.phase.number());

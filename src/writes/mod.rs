@@ -101,9 +101,10 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
     /// and the others find what it created.
     pub async fn ensure(&self, body: JsonObject) -> Result<Done, Error> {
         let email = object::ensure_email(&body)?;
-        // An existing customer is found without asking any object.
-        let raw = body.get("email").and_then(Json::as_str).unwrap_or_default();
-        if let Some(existing) = customers::holder_of(self.plane, &email, raw).await? {
+        // An existing customer is found without asking any object. A legacy customer
+        // mapped under an un-normalised hash is looked for once, in the object
+        // (`customers::ensure`), which answers with its id: a new signup pays no more.
+        if let Some(existing) = customers::owner_of(self.plane, &email).await? {
             return Ok(found(existing));
         }
         for id in derived_ids(&email) {

@@ -303,6 +303,7 @@ fn serve_with<S: KvStore, R: PhaseRegister, W: Writers>(
         queue: None,
         config: &world.config,
         phase_cache: &world.cache,
+        access_keys: &world.access_keys,
         now_ms: world.now_ms,
     };
     block_on(handle(&app, request)).response.status

@@ -4,7 +4,11 @@
 use serde_json::json;
 
 use crate::alerts::{self, Alert};
-use crate::auth::{authenticate, RoleLimits, TokenRules};
+use crate::auth::access::AccessRules;
+use crate::auth::keys::AccessKeys;
+use crate::auth::{
+    admin_caller, authenticate, AdminSignIn, RoleLimits, TokenRules, MIN_ADMIN_SECRET_BYTES,
+};
 use crate::domain::DEFAULT_MAX_RECORD_BYTES;
 use crate::http::ApiError;
 use crate::http::{ApiRequest, ApiResponse, BodyError, BodyLimit, Method, RequestBody};
@@ -29,6 +33,8 @@ const MIN_RECORD_CAP: usize = 1024;
 pub struct Config {
     /// The secret and what else a token must hold.
     pub tokens: TokenRules,
+    /// How admins sign in on `/admin` (Access, an admin secret, or `tokens`).
+    pub admin_sign_in: AdminSignIn,
     /// The phase until an admin stores one.
     pub default_phase: Phase,
     /// How long an isolate trusts its copy of the phase.
@@ -142,6 +148,23 @@ impl Config {
             }
             url => url,
         };
+        let access = AccessRules::from_settings(
+            set("ACCESS_TEAM_DOMAIN").as_deref(),
+            set("ACCESS_AUD").as_deref(),
+            set("ACCESS_ADMINS").as_deref(),
+            set("ACCESS_ADMIN_GROUPS").as_deref(),
+        )?;
+        let admin_secret = match set("ADMIN_JWT_SECRET").map(String::into_bytes) {
+            Some(admin) if admin.len() < MIN_ADMIN_SECRET_BYTES => {
+                return Err(format!(
+                    "ADMIN_JWT_SECRET must hold {MIN_ADMIN_SECRET_BYTES} bytes at least"
+                ))
+            }
+            Some(admin) if admin == secret => {
+                return Err("ADMIN_JWT_SECRET must differ from JWT_SECRET".into())
+            }
+            admin => admin,
+        };
         let limits = RoleLimits::DEFAULT;
         let tokens = TokenRules {
             secret,
@@ -155,6 +178,10 @@ impl Config {
         };
         Ok(Self {
             tokens,
+            admin_sign_in: AdminSignIn {
+                access,
+                admin_secret,
+            },
             default_phase,
             phase_cache_ms: cache_seconds.saturating_mul(1000),
             request_margin_ms: margin_seconds.saturating_mul(1000),
@@ -178,6 +205,8 @@ pub struct App<'a, S, R, W> {
     pub queue: Option<&'a dyn ChunkQueue>,
     pub config: &'a Config,
     pub phase_cache: &'a PhaseCache,
+    /// The Access team's keys, as this isolate holds them.
+    pub access_keys: &'a AccessKeys,
     pub now_ms: u64,
 }
 
@@ -228,6 +257,7 @@ pub async fn handle_body<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBod
         queue: app.queue,
         config: app.config,
         phase_cache: app.phase_cache,
+        access_keys: app.access_keys,
         now_ms: app.now_ms,
     };
     let method = head.method.as_str();
@@ -290,11 +320,24 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
             "phaseName": current.phase.name(),
         })));
     }
-    let caller = authenticate(
-        request.authorization.as_deref(),
-        &app.config.tokens,
-        app.now_ms / 1000,
-    )?;
+    let config = app.config;
+    let caller = if route.requires_admin() {
+        let sign_in = &config.admin_sign_in;
+        admin_caller(
+            &request,
+            &config.tokens,
+            sign_in,
+            app.access_keys,
+            app.now_ms,
+        )
+        .await?
+    } else {
+        authenticate(
+            request.authorization.as_deref(),
+            &config.tokens,
+            app.now_ms / 1000,
+        )?
+    };
     if let Some(body) = unread {
         // A body read only for an admin: the token is checked from the headers alone.
         caller.require_admin()?;

@@ -51,6 +51,8 @@ pub struct ApiRequest {
     /// The raw query string, without `?`.
     pub query: String,
     pub authorization: Option<String>,
+    /// `Cf-Access-Jwt-Assertion`: what Cloudflare Access signed for this request.
+    pub access_assertion: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -61,6 +63,7 @@ impl ApiRequest {
             path: path.to_owned(),
             query: String::new(),
             authorization: None,
+            access_assertion: None,
             body: Vec::new(),
         }
     }

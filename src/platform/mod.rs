@@ -5,6 +5,7 @@
 //! `console.error` and re-instantiates the module after an abort, so this crate adds
 //! none of its own.
 
+mod access;
 mod body;
 mod coordinator;
 mod kv;
@@ -21,6 +22,7 @@ use worker::{
 
 use crate::alerts;
 use crate::app::{self, App, Config};
+use crate::auth::keys::AccessKeys;
 use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method};
 use crate::logging::{self, Level};
 use crate::migration::copying::fanout::{ChunkQueue, Fanout};
@@ -37,6 +39,8 @@ use writers::DoWriters;
 thread_local! {
     /// Lives as long as the isolate: the phase is re-read from KV only when it is stale.
     static PHASE_CACHE: Rc<PhaseCache> = Rc::new(PhaseCache::default());
+    /// The Access team's keys, fetched when an assertion first needs them.
+    static ACCESS_KEYS: Rc<AccessKeys> = Rc::new(AccessKeys::new(Box::new(access::FetchKeys)));
 }
 
 /// The two namespaces.
@@ -123,6 +127,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let writers = DoWriters::new(&env);
     let queue = WorkerQueue::from_env(&env);
     let cache = PHASE_CACHE.with(Rc::clone);
+    let access_keys = ACCESS_KEYS.with(Rc::clone);
     let app = App {
         stores: &stores,
         register: &register,
@@ -130,6 +135,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         queue: queue.as_ref().map(|q| q as &dyn ChunkQueue),
         config: &config,
         phase_cache: &cache,
+        access_keys: &access_keys,
         now_ms: now_ms(),
     };
     let outcome = app::handle_body(&app, head, body).await;
@@ -220,6 +226,7 @@ fn read_head(req: &Request) -> (ApiRequest, StreamedBody) {
         path: req.path(),
         query: query_of(&url).to_owned(),
         authorization: headers.get("Authorization").ok().flatten(),
+        access_assertion: headers.get("Cf-Access-Jwt-Assertion").ok().flatten(),
         body: Vec::new(),
     };
     let stream = req.inner().body().map(wasm_bindgen::JsCast::unchecked_into);

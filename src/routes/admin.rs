@@ -58,6 +58,11 @@ pub async fn ready<S: KvStore, R: PhaseRegister, W: Writers>(
         "newStore": probe(new),
         "coordinator": probe(coordinator),
         "queue": { "bound": ctx.queue.is_some() },
+        // Not a readiness condition: local and staging setups may share the secret.
+        "adminSignIn": {
+            "method": ctx.config.admin_sign_in.describe(),
+            "sharesOtpSecret": ctx.config.admin_sign_in.shares_the_otp_secret(),
+        },
     });
     Ok(ApiResponse::json(if ready { 200 } else { 503 }, body))
 }

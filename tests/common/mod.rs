@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use customer_kv_migration::app::{handle, handle_body, App, Config};
-use customer_kv_migration::auth::TokenRules;
+use customer_kv_migration::auth::keys::AccessKeys;
+use customer_kv_migration::auth::{AdminSignIn, TokenRules};
 use customer_kv_migration::domain::DEFAULT_MAX_RECORD_BYTES;
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method, RequestBody};
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
@@ -41,6 +42,8 @@ pub struct World {
     pub stores: Stores<MemoryStore>,
     pub config: Config,
     pub cache: PhaseCache,
+    /// The Access team's keys; fetched from nowhere unless a test gives a fetcher.
+    pub access_keys: AccessKeys,
     /// The coordinator of the phase record, as one process holds it.
     pub register: RegisterCell,
     /// The customers' and emails' objects, as one process holds them.
@@ -80,6 +83,7 @@ impl World {
             },
             config: Config {
                 tokens: TokenRules::new(SECRET.to_vec()),
+                admin_sign_in: AdminSignIn::default(),
                 default_phase: Phase::Legacy,
                 phase_cache_ms: 0,
                 request_margin_ms: 0,
@@ -90,6 +94,7 @@ impl World {
                 alert_webhook_url: None,
             },
             cache: PhaseCache::default(),
+            access_keys: AccessKeys::default(),
             register: RegisterCell::default(),
             objects: ObjectCells::default(),
             queue: None,
@@ -207,6 +212,7 @@ impl World {
             queue: self.queue.as_ref().map(|q| q as &dyn ChunkQueue),
             config: &self.config,
             phase_cache: &self.cache,
+            access_keys: &self.access_keys,
             now_ms: self.now_ms,
         }
     }

@@ -37,6 +37,7 @@ export function kvMigrateEnv(worker, env = {}) {
     ...process.env,
     KV_MIGRATE_URL: worker.url,
     JWT_SECRET,
+    ADMIN_JWT_SECRET: undefined,
     KV_MIGRATE_TOKEN: undefined,
     KV_MIGRATE_TOKEN_FILE: undefined,
     KV_MIGRATE_ENV: undefined,

@@ -19,7 +19,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use customer_kv_migration::app::{handle, App, Config};
-use customer_kv_migration::auth::{RoleLimits, TokenRules};
+use customer_kv_migration::auth::keys::AccessKeys;
+use customer_kv_migration::auth::{AdminSignIn, RoleLimits, TokenRules};
 use customer_kv_migration::domain::{CustomerId, DEFAULT_MAX_RECORD_BYTES};
 use customer_kv_migration::error::Error;
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
@@ -300,6 +301,7 @@ impl Sim {
                     },
                     ..TokenRules::new(SECRET.to_vec())
                 },
+                admin_sign_in: AdminSignIn::default(),
                 default_phase: Phase::Legacy,
                 phase_cache_ms,
                 // Requests here span up to a second or so of simulated time.
@@ -374,6 +376,7 @@ impl Sim {
             queue: self.queue.as_ref().map(|q| q as &dyn ChunkQueue),
             config: &self.config,
             phase_cache: cache,
+            access_keys: &AccessKeys::default(),
             now_ms: self.now(),
         };
         handle(&app, &request).await.response

@@ -105,10 +105,10 @@ impl Client {
 
     /// The admin token, and the Access service token when the profile names one.
     fn authorize<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        let request = request.header(
-            "Authorization",
-            format!("Bearer {}", self.connection.token.expose()),
-        );
+        let request = match &self.connection.token {
+            Some(token) => request.header("Authorization", format!("Bearer {}", token.expose())),
+            None => request,
+        };
         match &self.connection.access {
             Some(access) => request
                 .header("CF-Access-Client-Id", &access.client_id)
@@ -273,7 +273,7 @@ mod tests {
         };
         let connection = Connection {
             base_url: url,
-            token: Secret::new("the.admin.jwt"),
+            token: Some(Secret::new("the.admin.jwt")),
             access,
         };
         Client::new(connection, fast)

@@ -35,7 +35,7 @@ pub fn run(args: Args) -> CommandResult {
     let global = &args.global;
     match &args.command {
         Command::Token { role, sub, minutes } => {
-            let secret = credentials::signing_secret()?;
+            let secret = credentials::signing_secret(role)?;
             println!("{}", mint_token(secret.expose(), role, sub, *minutes)?);
             return Ok(());
         }

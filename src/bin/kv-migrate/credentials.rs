@@ -44,7 +44,8 @@ pub struct AccessToken {
 #[derive(Debug)]
 pub struct Connection {
     pub base_url: String,
-    pub token: Secret,
+    /// The bearer token; none when Cloudflare Access signs the requests in.
+    pub token: Option<Secret>,
     pub access: Option<AccessToken>,
 }
 
@@ -68,7 +69,8 @@ pub fn profile(global: &Global) -> CommandResult<Option<Profile>> {
 }
 
 /// The URL and credentials: `--url`, `--token-file` and the environment win over the
-/// profile; a token is minted from `JWT_SECRET` only when nothing else names one.
+/// profile; a token is minted from `ADMIN_JWT_SECRET` or `JWT_SECRET` only when nothing else
+/// names credentials.
 pub fn connection(global: &Global, profile: Option<&Profile>) -> CommandResult<Connection> {
     let base_url = global
         .url
@@ -76,21 +78,6 @@ pub fn connection(global: &Global, profile: Option<&Profile>) -> CommandResult<C
         .filter(|u| !u.trim().is_empty())
         .or_else(|| profile.and_then(|p| p.url.clone()))
         .unwrap_or_else(|| DEFAULT_URL.to_owned());
-    let token = if let Some(path) = &global.token_file {
-        read_secret_file(path, "--token-file")?
-    } else if let Some(token) = env_var("KV_MIGRATE_TOKEN") {
-        Secret::new(token.trim())
-    } else if let Some(path) = profile.and_then(|p| p.token_file.as_ref()) {
-        read_secret_file(path, "the profile's token_file")?
-    } else if let Some(secret) = env_var("JWT_SECRET") {
-        Secret::new(mint_token(&secret, "admin", &operator(), 15)?)
-    } else {
-        return Err(Failure::Unauthorized(
-            "no token: pass --token-file PATH, set KV_MIGRATE_TOKEN, choose a profile with \
-             --env, or set JWT_SECRET to mint one"
-                .into(),
-        ));
-    };
     let access =
         match profile {
             Some(Profile {
@@ -112,6 +99,30 @@ pub fn connection(global: &Global, profile: Option<&Profile>) -> CommandResult<C
                     .into(),
             )),
         };
+    let token = if let Some(path) = &global.token_file {
+        Some(read_secret_file(path, "--token-file")?)
+    } else if let Some(token) = env_var("KV_MIGRATE_TOKEN") {
+        Some(Secret::new(token.trim()))
+    } else if let Some(path) = profile.and_then(|p| p.token_file.as_ref()) {
+        Some(read_secret_file(path, "the profile's token_file")?)
+    } else if access.is_some() {
+        // Cloudflare Access signs the requests in; no admin token is needed.
+        None
+    } else if let Ok(secret) = signing_secret("admin") {
+        Some(Secret::new(mint_token(
+            secret.expose(),
+            "admin",
+            &operator(),
+            15,
+        )?))
+    } else {
+        return Err(Failure::Unauthorized(
+            "no credentials: pass --token-file PATH, set KV_MIGRATE_TOKEN, choose a profile \
+             with --env (a token_file or an Access service token), or set ADMIN_JWT_SECRET \
+             or JWT_SECRET to mint a token"
+                .into(),
+        ));
+    };
     Ok(Connection {
         base_url: base_url.trim_end_matches('/').to_owned(),
         token,
@@ -119,11 +130,21 @@ pub fn connection(global: &Global, profile: Option<&Profile>) -> CommandResult<C
     })
 }
 
-/// The JWT_SECRET to mint tokens with (`kv-migrate token`).
-pub fn signing_secret() -> CommandResult<Secret> {
-    env_var("JWT_SECRET")
+/// The secret to mint a token of `role` with: an admin's is signed with
+/// `ADMIN_JWT_SECRET` when it is set, as the worker then requires; any other with
+/// `JWT_SECRET`.
+pub fn signing_secret(role: &str) -> CommandResult<Secret> {
+    let admin_secret = (role == "admin")
+        .then(|| env_var("ADMIN_JWT_SECRET"))
+        .flatten();
+    admin_secret
+        .or_else(|| env_var("JWT_SECRET"))
         .map(Secret::new)
-        .ok_or_else(|| Failure::Other("set JWT_SECRET to mint a token".into()))
+        .ok_or_else(|| {
+            Failure::Other(
+                "set JWT_SECRET (or ADMIN_JWT_SECRET for an admin) to mint a token".into(),
+            )
+        })
 }
 
 /// Who a locally minted token names, so the audit log says who acted.

@@ -1,35 +1,11 @@
-//! Bearer-token authentication (HS256 JWTs shared with the OTP auth service) and the
-//! rules of who may touch which record.
+//! Bearer tokens: HS256 JWTs signed with a shared secret.
 
 use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
 
+use super::{Caller, Role};
 use crate::domain::CustomerId;
 use crate::http::ApiError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Customer,
-    Service,
-    Admin,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Customer => "customer",
-            Role::Service => "service",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-/// Who is calling, as proven by a verified token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub subject: String,
-    pub role: Role,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct RoleClaim {
@@ -173,59 +149,6 @@ pub fn authenticate(
     }
     Ok(Caller { subject, role })
 }
-
-impl Caller {
-    pub fn is_owner(&self, id: &CustomerId) -> bool {
-        self.subject == id.as_str()
-    }
-
-    pub fn is_privileged(&self) -> bool {
-        matches!(self.role, Role::Service | Role::Admin)
-    }
-
-    /// Owners, services and admins may read and update a record.
-    pub fn require_owner_or_privileged(&self, id: &CustomerId) -> Result<(), ApiError> {
-        if self.is_privileged() || self.is_owner(id) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(
-                "this token may not access that customer",
-            ))
-        }
-    }
-
-    pub fn require_privileged(&self) -> Result<(), ApiError> {
-        if self.is_privileged() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(
-                "this action needs a service or admin token",
-            ))
-        }
-    }
-
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.role == Role::Admin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("this action needs an admin token"))
-        }
-    }
-}
-
-/// Fields a customer may not change on their own record: what they pay for and what
-/// they are entitled to is set by the services that sell it, and the email by the OTP
-/// service, which verifies it (an owner could otherwise claim an address nobody holds
-/// yet, and `ensure` would hand its real owner the owner's account).
-pub const OWNER_PROTECTED_FIELDS: &[&str] = &[
-    "email",
-    "plan",
-    "tier",
-    "status",
-    "subscriptions",
-    "flairs",
-    "features",
-];
 
 #[cfg(test)]
 mod tests {

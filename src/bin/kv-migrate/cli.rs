@@ -10,7 +10,8 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
     version,
     about = "Drive the OTP_AUTH_KV → CUSTOMER_KV migration through the worker's admin API",
     after_help = "Credentials never go on the command line: the admin token comes from --token-file, \
-KV_MIGRATE_TOKEN, the profile's token_file (--env), or is minted from JWT_SECRET (local use).\n\n\
+KV_MIGRATE_TOKEN, the profile's token_file or Access service token (--env), or is minted from \
+ADMIN_JWT_SECRET, else JWT_SECRET (local use).\n\n\
 Exit codes: 0 done, 1 other failure, 2 bad command line, 3 refused or not finished \
 (gate, rollback under way, verification differences), 4 unauthorized, 5 worker or store failure, \
 6 worker unreachable, 7 invalid request, 8 not confirmed (answered other than yes, or no terminal \
@@ -29,8 +30,9 @@ pub struct Global {
     #[arg(long, global = true, env = "KV_MIGRATE_URL")]
     pub url: Option<String>,
     /// A file holding an admin JWT (not readable by group or others). KV_MIGRATE_TOKEN
-    /// may hold the token itself; without either, the profile's token_file, else a
-    /// short-lived admin token minted from JWT_SECRET.
+    /// may hold the token itself; without either, the profile's token_file or Access
+    /// service token, else a short-lived admin token minted from ADMIN_JWT_SECRET or
+    /// JWT_SECRET.
     #[arg(
         long,
         global = true,
@@ -192,7 +194,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print a short-lived JWT minted from JWT_SECRET, for local use.
+    /// Print a short-lived JWT minted from JWT_SECRET (an admin's from ADMIN_JWT_SECRET
+    /// when it is set).
     Token {
         #[arg(long, default_value = "admin")]
         role: String,

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::migration::checking::emails::EmailAudit;
+use crate::migration::checking::inventory::Inventory;
 use crate::migration::checking::verify::{Mode, Verification};
 use crate::migration::copying::backfill::{Checkpoint, RunReport, Stage};
 use crate::migration::copying::copy::CopyCounts;
@@ -164,6 +165,42 @@ pub struct KeysView {
     pub keys: Vec<String>,
 }
 
+/// `POST /admin/migrate/inventory`, and the status's `inventory`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryView {
+    pub complete: bool,
+    /// Customer keys the new store held, deletions' markers aside.
+    pub listed: u64,
+    pub new_only: KeysView,
+    pub same: u64,
+    pub different: KeysView,
+    pub started_at: u64,
+    pub updated_at: u64,
+    pub completed_at: Option<u64>,
+}
+
+impl InventoryView {
+    pub fn of(inventory: &Inventory) -> Self {
+        Self {
+            complete: inventory.complete(),
+            listed: inventory.listed,
+            new_only: KeysView {
+                count: inventory.new_only,
+                keys: inventory.new_only_keys.clone(),
+            },
+            same: inventory.same,
+            different: KeysView {
+                count: inventory.different,
+                keys: inventory.different_keys.clone(),
+            },
+            started_at: inventory.started_at,
+            updated_at: inventory.updated_at,
+            completed_at: inventory.completed_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerificationView {
@@ -176,6 +213,8 @@ pub struct VerificationView {
     pub missing: KeysView,
     pub extra: KeysView,
     pub mismatched: KeysView,
+    /// Only in the new store, and there before the migration: not counted against it.
+    pub preexisting: KeysView,
     pub started_at: u64,
     pub updated_at: u64,
     pub completed_at: Option<u64>,
@@ -201,6 +240,10 @@ impl VerificationView {
             mismatched: KeysView {
                 count: v.mismatched,
                 keys: v.mismatched_keys.clone(),
+            },
+            preexisting: KeysView {
+                count: v.preexisting,
+                keys: v.preexisting_keys.clone(),
             },
             started_at: v.started_at,
             updated_at: v.updated_at,
@@ -261,6 +304,8 @@ pub struct StatusView {
     /// Phase 4 only.
     pub verification_period: Option<VerificationPeriodView>,
     pub verification: Verifications,
+    /// What the new store held before the migration, if an inventory was taken.
+    pub inventory: Option<InventoryView>,
     pub fallback_hits: KeySample,
     pub repair_journal: KeySample,
     pub read_repairs_settling: KeySample,
@@ -306,6 +351,7 @@ impl StatusView {
                 current: status.verification.as_ref().map(VerificationView::of),
                 last_full: facts.last_full.as_ref().map(VerificationView::of),
             },
+            inventory: status.inventory.as_ref().map(InventoryView::of),
             fallback_hits: status.fallback_hits.clone(),
             repair_journal: facts.journal.clone(),
             read_repairs_settling: facts.settling.clone(),

@@ -23,6 +23,15 @@ pub const LAST_FULL_VERIFICATION: &str = "__migration/verify-last-full";
 pub const EMAIL_AUDIT: &str = "__migration/emails";
 pub const EMAIL_AUDIT_DRY_RUN: &str = "__migration/emails-dry-run";
 
+/// The inventory of the new store before the migration (`checking::inventory`).
+pub const INVENTORY: &str = "__migration/inventory";
+/// Marks of keys the new store held before the migration, one per key.
+pub const PREEXISTING_PREFIX: &str = "__migration/preexisting/";
+
+pub fn preexisting(key: &str) -> String {
+    format!("{PREEXISTING_PREFIX}{key}")
+}
+
 /// The checkpoint of the backfill or the reverse sync (`copying::backfill`).
 pub fn checkpoint(direction: Direction) -> &'static str {
     match direction {

@@ -2,6 +2,7 @@
 //! gates of the next move each way, fallback hits, the verification under way and recent
 //! audit entries. Reads only; its cost is bounded by [`gates::STATUS_LIST_PAGES`].
 
+use crate::migration::checking::inventory::{self, Inventory};
 use crate::migration::checking::verify::{self, Verification};
 use crate::migration::copying::copy::Direction;
 use crate::migration::copying::fanout::{Tally, TallyOp};
@@ -30,6 +31,7 @@ pub struct Status {
     /// Every key read from the old store since the hits were last cleared.
     pub fallback_hits: KeySample,
     pub verification: Option<Verification>,
+    pub inventory: Option<Inventory>,
     pub recent_audit: Vec<AuditEntry>,
     /// The coordinator's tally of the backfill's pass, when it fans out.
     pub fanout: Option<Tally>,
@@ -53,6 +55,7 @@ pub async fn gather<S: KvStore, R: PhaseRegister>(
     .await?;
     let recent_audit = audit::recent(&stores.new, RECENT_AUDIT_ENTRIES).await?;
     let verification = verify::load(&stores.new, keys::VERIFICATION).await?;
+    let inventory = inventory::load(&stores.new).await?;
     let next_move = |to: Option<Phase>| {
         to.map(|to| NextMove {
             to,
@@ -75,6 +78,7 @@ pub async fn gather<S: KvStore, R: PhaseRegister>(
         back,
         fallback_hits,
         verification,
+        inventory,
         recent_audit,
         fanout,
     })

@@ -123,6 +123,13 @@ enum VerifyMode {
     Sample,
 }
 
+/// `POST /admin/migrate/inventory`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Inventory {
+    pub restart: Option<bool>,
+}
+
 /// `POST /admin/migrate/verify`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

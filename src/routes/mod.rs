@@ -9,6 +9,7 @@ pub mod backup;
 mod bodies;
 pub mod customer;
 pub mod emails;
+pub mod inventory;
 pub mod rollback;
 pub mod verify;
 
@@ -81,6 +82,7 @@ pub enum Route {
     BackfillControl(crate::migration::copying::backfill::Control),
     BackfillThrottle,
     Verify,
+    Inventory,
     Emails,
     Rollback,
     Audit,
@@ -109,6 +111,7 @@ impl Route {
             Route::BackfillControl(_) => "/admin/migrate/backfill/{action}",
             Route::BackfillThrottle => "/admin/migrate/backfill/throttle",
             Route::Verify => "/admin/migrate/verify",
+            Route::Inventory => "/admin/migrate/inventory",
             Route::Emails => "/admin/migrate/emails",
             Route::Rollback => "/admin/migrate/rollback",
             Route::Audit => "/admin/migrate/audit",
@@ -173,6 +176,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::BackfillThrottle => backfill::throttle(ctx, request).await,
         Route::Emails => emails::run(ctx, request).await,
         Route::Verify => verify::run(ctx, request).await,
+        Route::Inventory => inventory::run(ctx, request).await,
         Route::Rollback => rollback::run(ctx, request).await,
         Route::Export => backup::export(ctx, request).await,
         Route::Import => backup::import(ctx, request).await,
@@ -245,6 +249,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         }
         ["admin", "migrate", "emails"] => (&["POST"], (*method == Post).then_some(Route::Emails)),
         ["admin", "migrate", "verify"] => (&["POST"], (*method == Post).then_some(Route::Verify)),
+        ["admin", "migrate", "inventory"] => {
+            (&["POST"], (*method == Post).then_some(Route::Inventory))
+        }
         ["admin", "migrate", "backfill"] => {
             (&["POST"], (*method == Post).then_some(Route::Backfill))
         }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::error::Error;
+use crate::migration::checking::inventory;
 use crate::migration::copying::backfill;
 use crate::migration::keys;
 use crate::migration::state::coordinator::{PhaseRegister, RecordOp};
@@ -53,9 +54,13 @@ pub struct Verification {
     pub missing: u64,
     pub extra: u64,
     pub mismatched: u64,
+    /// Keys only the new store holds that it held before the migration (the inventory
+    /// marked them): not the copy's doing, so not extra.
+    pub preexisting: u64,
     pub missing_keys: Vec<String>,
     pub extra_keys: Vec<String>,
     pub mismatched_keys: Vec<String>,
+    pub preexisting_keys: Vec<String>,
 }
 
 impl Verification {
@@ -85,6 +90,7 @@ impl Verification {
             Category::Missing => (&mut self.missing, &mut self.missing_keys),
             Category::Extra => (&mut self.extra, &mut self.extra_keys),
             Category::Mismatched => (&mut self.mismatched, &mut self.mismatched_keys),
+            Category::Preexisting => (&mut self.preexisting, &mut self.preexisting_keys),
         };
         *count += 1;
         if samples.len() < SAMPLE_KEYS {
@@ -98,6 +104,7 @@ enum Category {
     Missing,
     Extra,
     Mismatched,
+    Preexisting,
 }
 
 /// The verification in progress (`keys::VERIFICATION`) or the last full one
@@ -304,7 +311,8 @@ async fn compare_pairs<S: KvStore>(
     Ok(())
 }
 
-/// A key only the new store has is extra, unless it is a tombstone (a deleted customer).
+/// A key only the new store has is extra, unless it is a tombstone (a deleted customer)
+/// or the inventory found it there before the migration (docs/design.md §16).
 async fn classify_only_new<S: KvStore>(
     stores: &Stores<S>,
     verification: &mut Verification,
@@ -314,10 +322,26 @@ async fn classify_only_new<S: KvStore>(
         return Ok(());
     }
     let values = read_many(&stores.new, keys).await?;
-    for (name, value) in keys.iter().zip(values) {
-        if value.is_some_and(|v| !Tombstone::is_tombstone(&v.bytes)) {
-            verification.note(Category::Extra, name);
-        }
+    let live: Vec<String> = keys
+        .iter()
+        .zip(values)
+        .filter(|(_, value)| {
+            value
+                .as_ref()
+                .is_some_and(|v| !Tombstone::is_tombstone(&v.bytes))
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    let marks = inventory::marks(&stores.new, &live).await?;
+    for (name, mark) in live.iter().zip(marks) {
+        let category = match mark {
+            Some(_) => Category::Preexisting,
+            None => Category::Extra,
+        };
+        verification.note(category, name);
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{CustomerRecord, Tombstone, CUSTOMER_PREFIX};
+use crate::migration::checking::inventory;
 use crate::migration::healing::read_repair;
 use crate::migration::key_state;
 use crate::store::{
@@ -214,6 +215,8 @@ pub async fn copy_chunk<S: KvStore>(
     let target_values = read_many(stores.get(direction.target()), &names).await?;
 
     let mut to_write: Vec<(&ListedKey, StoredValue)> = Vec::new();
+    // Copies that would replace a value the new store holds.
+    let mut overwrites: Vec<String> = Vec::new();
     for ((listed, source), target) in keys.iter().zip(source_values).zip(target_values) {
         let verdict = decide(
             direction,
@@ -227,6 +230,9 @@ pub async fn copy_chunk<S: KvStore>(
                 let Some(source) = source else { continue };
                 if verdict == Verdict::Copy && is_corrupt_record(&listed.name, &source.bytes) {
                     counts.corrupt += 1;
+                }
+                if direction == Direction::Forward && target.is_some() {
+                    overwrites.push(listed.name.clone());
                 }
                 to_write.push((listed, source));
             }
@@ -243,6 +249,9 @@ pub async fn copy_chunk<S: KvStore>(
             }
         }
     }
+    if !overwrites.is_empty() {
+        keep_preexisting(&stores.new, &mut to_write, &overwrites, &mut counts).await?;
+    }
     if dry_run {
         counts.copied = to_write.len() as u64;
         return Ok(counts);
@@ -251,6 +260,32 @@ pub async fn copy_chunk<S: KvStore>(
     let written = write_copies(stores, direction, to_write, now_ms, &mut counts).await?;
     counts.copied = written;
     Ok(counts)
+}
+
+/// Drops the copies that would replace a value the new store held before the migration
+/// (the inventory marked it, docs/design.md §16): the operator settles those, so they
+/// count as conflicts. One bulk read per 100 such keys, which only a new store that
+/// holds older versions than the old store's makes.
+async fn keep_preexisting<S: KvStore>(
+    new_store: &S,
+    to_write: &mut Vec<(&ListedKey, StoredValue)>,
+    overwrites: &[String],
+    counts: &mut CopyCounts,
+) -> StoreResult<()> {
+    let marks = inventory::marks(new_store, overwrites).await?;
+    let kept: Vec<&String> = overwrites
+        .iter()
+        .zip(marks)
+        .filter_map(|(name, mark)| mark.map(|_| name))
+        .collect();
+    if kept.is_empty() {
+        return Ok(());
+    }
+    to_write.retain(|(listed, _)| !kept.contains(&&listed.name));
+    counts.conflicts += kept.len() as u64;
+    let names: Vec<String> = kept.into_iter().cloned().collect();
+    extend_capped(&mut counts.conflict_keys, &names);
+    Ok(())
 }
 
 /// Writes the copies, then re-reads and corrects them; returns how many were written.

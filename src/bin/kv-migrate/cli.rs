@@ -138,6 +138,13 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         sample: Option<u64>,
     },
+    /// Take the inventory of what CUSTOMER_KV holds before the migration (phase 0),
+    /// until complete.
+    Inventory {
+        /// Take it afresh rather than continue or show the last one.
+        #[arg(long)]
+        restart: bool,
+    },
     /// Audit and repair the email → customer mappings, until complete.
     Emails {
         #[arg(long)]

@@ -5,8 +5,8 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use customer_kv_migration::api::{
-    AuditPageView, BatchView, EmailAuditView, ImportView, RollbackAnswer, StatusView,
-    VerificationView,
+    AuditPageView, BatchView, EmailAuditView, ImportView, InventoryView, RollbackAnswer,
+    StatusView, VerificationView,
 };
 use customer_kv_migration::migration::backup::BackupLine;
 use customer_kv_migration::migration::state::rollback::Step;
@@ -81,6 +81,7 @@ pub fn run(args: Args) -> CommandResult {
         } => backfill(&client, &out, dry_run, max_records, until_done),
         Command::Verify { full: _, sample } => verify(&client, &out, sample),
         Command::Emails { dry_run } => emails(&client, &out, dry_run),
+        Command::Inventory { restart } => inventory(&client, &out, restart),
         Command::Rollback {
             phase,
             force,
@@ -333,6 +334,26 @@ fn verify(client: &Client, out: &Output, sample: Option<u64>) -> CommandResult {
         ));
     }
     Err(Failure::Refused("the verification did not finish".into()))
+}
+
+fn inventory(client: &Client, out: &Output, restart: bool) -> CommandResult {
+    let mut body = json!({ "restart": restart });
+    for _ in 0..MAX_ROUNDS {
+        let answer = client
+            .post_json_resumable("/admin/migrate/inventory", &body)?
+            .success()?;
+        body["restart"] = json!(false);
+        let inventory: InventoryView = typed(&answer)?;
+        if inventory.complete {
+            out.show(&answer, &inventory, render::inventory);
+            return Ok(());
+        }
+        out.progress(&format!(
+            "taking the inventory: {} customer keys sorted",
+            inventory.listed
+        ));
+    }
+    Err(Failure::Refused("the inventory did not finish".into()))
 }
 
 fn emails(client: &Client, out: &Output, dry_run: bool) -> CommandResult {

@@ -2,8 +2,8 @@
 //! (`customer_kv_migration::api`).
 
 use customer_kv_migration::api::{
-    AuditPageView, BatchView, EmailAuditView, FanoutView, GateView, ImportView, PhaseChangeView,
-    ProgressView, RollbackAnswer, StatusView, VerificationView,
+    AuditPageView, BatchView, EmailAuditView, FanoutView, GateView, ImportView, InventoryView,
+    PhaseChangeView, ProgressView, RollbackAnswer, StatusView, VerificationView,
 };
 use customer_kv_migration::migration::state::audit::AuditEntry;
 use customer_kv_migration::migration::state::rollback::{Step, Taken};
@@ -168,7 +168,11 @@ fn verification_line(v: Option<&VerificationView>) -> String {
         v.missing.count,
         v.mismatched.count,
         v.extra.count,
-    )
+    ) + &if v.preexisting.count > 0 {
+        format!(" (and {} there before the migration)", v.preexisting.count)
+    } else {
+        String::new()
+    }
 }
 
 pub fn status(s: &StatusView) -> String {
@@ -305,6 +309,33 @@ pub fn verification(v: &VerificationView) -> String {
         if !keys.is_empty() {
             out.push(format!("  {kind}: {}", keys.join(", ")));
         }
+    }
+    out.join("\n")
+}
+
+pub fn inventory(i: &InventoryView) -> String {
+    let mut out = vec![format!(
+        "inventory {}: {} customer keys in CUSTOMER_KV; {} only there, {} equal to OTP_AUTH_KV's, {} different",
+        if i.complete { "complete" } else { "running" },
+        i.listed,
+        i.new_only.count,
+        i.same,
+        i.different.count,
+    )];
+    for (kind, keys) in [
+        ("only there", &i.new_only.keys),
+        ("different", &i.different.keys),
+    ] {
+        if !keys.is_empty() {
+            out.push(format!("  {kind}: {}", keys.join(", ")));
+        }
+    }
+    if i.new_only.count + i.different.count > 0 {
+        out.push(
+            "  the migration leaves these as they are: the backfill never overwrites them and \
+             the verification counts them apart"
+                .into(),
+        );
     }
     out.join("\n")
 }

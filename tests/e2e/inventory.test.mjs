@@ -1,0 +1,54 @@
+// A CUSTOMER_KV that already holds customers, in workerd: the CLI takes the inventory
+// in phase 0; the backfill then leaves those customers as they are and the full
+// verification reports them apart from extras (docs/design.md §16).
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { assertError, assertStatus, getJson, kvMigrate, sampleRecord, seedCustomer, startWorker } from "./harness.mjs";
+
+let h;
+
+before(async () => {
+  h = await startWorker();
+  // Legacy customers, as the OTP service wrote them.
+  for (let i = 0; i < 30; i += 1) {
+    await seedCustomer(h, ["old"], sampleRecord(`legacy_${i}`, `legacy${i}@example.com`));
+  }
+  // What a customer API wrote into the new store before the migration: a customer of
+  // its own, and a legacy customer it edited (with an older updatedAt than the old store's).
+  await seedCustomer(h, ["new"], sampleRecord("api_only", "api-only@example.com", { updatedAt: "2025-01-01T00:00:00Z" }));
+  const edited = sampleRecord("legacy_3", "legacy3@example.com", { name: "Edited by the API", updatedAt: "2019-01-01T00:00:00Z" });
+  await h.new().put("customer_legacy_3", JSON.stringify(edited));
+});
+after(async () => {
+  await h?.stop();
+});
+
+test("the inventory sorts what the new store held, through the CLI", async () => {
+  const run = await kvMigrate(h, ["inventory"]);
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stdout, /inventory complete: 3 customer keys in CUSTOMER_KV; 2 only there, 0 equal to OTP_AUTH_KV's, 1 different/);
+  assert.match(run.stdout, /different: customer_legacy_3/);
+  const status = await h.request("GET", "/admin/migrate/status", { token: h.adminToken });
+  assertStatus(status, 200);
+  assert.equal(status.json.inventory.newOnly.count, 2);
+});
+
+test("after it, the backfill keeps them and the verification counts them apart", async () => {
+  await h.setPhase(3);
+  for (let round = 0; round < 20; round += 1) {
+    const res = await h.request("POST", "/admin/migrate/backfill", { token: h.adminToken, body: {} });
+    assertStatus(res, 200);
+    if (res.json.progress.complete) break;
+  }
+  assert.equal((await getJson(h.new(), "customer_legacy_3")).name, "Edited by the API");
+  assert.equal((await getJson(h.new(), "customer_legacy_4")).name, "Test legacy_4");
+  const verified = await h.request("POST", "/admin/migrate/verify", { token: h.adminToken, body: { mode: "full" } });
+  assertStatus(verified, 200);
+  assert.equal(verified.json.complete, true);
+  assert.equal(verified.json.extra.count, 0, verified.text);
+  assert.equal(verified.json.preexisting.count, 2, verified.text);
+  assert.deepEqual(verified.json.mismatched.keys, ["customer_legacy_3"]);
+  // Past phase 0 the inventory cannot be taken: the migration's copies are in the store.
+  assertError(await h.request("POST", "/admin/migrate/inventory", { token: h.adminToken, body: {} }), 409, "inventory_not_allowed");
+});

@@ -57,6 +57,9 @@ pub struct Verification {
     /// Keys only the new store holds that it held before the migration (the inventory
     /// marked them): not the copy's doing, so not extra.
     pub preexisting: u64,
+    /// Whether an inventory marked keys to count apart: read once when the verification
+    /// starts, so a migration without any pays nothing per batch.
+    pub consult_marks: bool,
     pub missing_keys: Vec<String>,
     pub extra_keys: Vec<String>,
     pub mismatched_keys: Vec<String>,
@@ -322,6 +325,14 @@ async fn classify_only_new<S: KvStore>(
         return Ok(());
     }
     let values = read_many(&stores.new, keys).await?;
+    if !verification.consult_marks {
+        for (name, value) in keys.iter().zip(values) {
+            if value.is_some_and(|v| !Tombstone::is_tombstone(&v.bytes)) {
+                verification.note(Category::Extra, name);
+            }
+        }
+        return Ok(());
+    }
     let live: Vec<String> = keys
         .iter()
         .zip(values)
@@ -371,7 +382,12 @@ pub async fn run<S: KvStore>(
 ) -> StoreResult<Verification> {
     let mut verification = match load(&stores.new, keys::VERIFICATION).await? {
         Some(v) if !restart && !v.complete() && v.mode == mode && v.rate == rate.max(1) => v,
-        _ => Verification::new(mode, rate, now_ms),
+        _ => Verification {
+            consult_marks: inventory::load(&stores.new)
+                .await?
+                .is_some_and(|taken| taken.preexisting() > 0),
+            ..Verification::new(mode, rate, now_ms)
+        },
     };
     let result = advance(stores, budget, &mut verification, now_ms).await;
     save(&stores.new, keys::VERIFICATION, &verification).await?;

@@ -406,3 +406,28 @@ pub struct AuditPageView {
     pub cursor: Option<String>,
     pub complete: bool,
 }
+
+/// `GET /admin/migrate/ready`: each binding the worker needs, touched once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyView {
+    pub ready: bool,
+    pub old_store: Probe,
+    pub new_store: Probe,
+    pub coordinator: Probe,
+    pub queue: QueueBinding,
+}
+
+/// One binding touched: whether it answered, and which operation failed if not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether the worker has the backfill queue (without it the cron copies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueBinding {
+    pub bound: bool,
+}

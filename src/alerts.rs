@@ -1,7 +1,7 @@
 //! What an operator should hear about without watching (`ALERT_WEBHOOK_URL`): a phase
 //! change, a forced move, a rollback step, a verification that finds differences, a
-//! backfill or reverse sync whose copies fail, a repair journal that outgrows a run, a
-//! cron run that fails. Derived here from what a request answered or a cron run
+//! backfill or reverse sync whose copies fail, a backfill that has stopped moving, a
+//! repair journal that outgrows a run, a cron run that fails. Derived here from what a request answered or a cron run
 //! reported, so the adapter only delivers them. Texts hold phases, codes and counts;
 //! an admin's `reason` is the only free text, and it is the admin's own.
 
@@ -27,6 +27,11 @@ impl Alert {
         }
     }
 }
+
+/// Cron runs in a row (one a minute) that leave a backfill expected to move where it
+/// stood before `backfill_stalled` is raised: long enough for a few minutes of a busy
+/// repair journal or slow consumers, short enough to hear of a stall within minutes.
+pub const BACKFILL_STALL_RUNS: u32 = 5;
 
 /// Alerts a request's answer calls for.
 pub fn of_request(log: &RequestLog, body: &Value) -> Vec<Alert> {
@@ -97,6 +102,23 @@ pub fn of_cron(report: &CronReport) -> Vec<Alert> {
                 ));
             }
         }
+    }
+    // The cron runs the backfill only when it is expected to move (phase 3, settled,
+    // neither paused nor done nor waiting for a pass's window: `cron::run`), and counts
+    // the runs that left it in place (`Checkpoint::note_cron_run`). Raised when the count
+    // reaches the threshold, so once a stall, and again only after the backfill moved.
+    if let Some(run) = report
+        .backfill
+        .as_ref()
+        .filter(|run| run.idle_runs == BACKFILL_STALL_RUNS)
+    {
+        alerts.push(Alert::new(
+            "backfill_stalled",
+            format!(
+                "the backfill has not moved in {BACKFILL_STALL_RUNS} cron runs in a row (stage {})",
+                run.stage.name()
+            ),
+        ));
     }
     if report.repair.more {
         alerts.push(Alert::new(

@@ -452,3 +452,41 @@ pub struct AuditPageView {
     pub cursor: Option<String>,
     pub complete: bool,
 }
+
+/// `GET /admin/migrate/ready`: each binding the worker needs, touched once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyView {
+    pub ready: bool,
+    pub old_store: Probe,
+    pub new_store: Probe,
+    pub coordinator: Probe,
+    pub queue: QueueBinding,
+    /// How admins sign in (docs/design.md §14); not a readiness condition: local and
+    /// staging setups may share the OTP service's secret.
+    #[serde(default)]
+    pub admin_sign_in: AdminSignInView,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminSignInView {
+    /// `access`, `admin-secret`, `access-or-admin-secret` or `shared-secret`.
+    pub method: String,
+    /// Whether a `JWT_SECRET` admin token opens `/admin`.
+    pub shares_otp_secret: bool,
+}
+
+/// One binding touched: whether it answered, and which operation failed if not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether the worker has the backfill queue (without it the cron copies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueBinding {
+    pub bound: bool,
+}

@@ -226,6 +226,7 @@ struct Trace {
     warnings: Vec<String>,
     route: Option<&'static str>,
     phase: Option<u8>,
+    fallback_hits: u32,
 }
 
 /// Serves a request whose body is already in memory (native tests, the benches).
@@ -274,6 +275,7 @@ pub async fn handle_body<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBod
         code,
         phase: trace.phase,
         kv_operations: budget.used(),
+        fallback_hits: trace.fallback_hits,
         detail: response.detail.clone(),
     };
     let alerts = alerts::of_request(&log, &response.body);
@@ -371,6 +373,7 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
     };
     let result = dispatch(&ctx, route, request).await;
     trace.warnings.extend(plane.warnings.take());
+    trace.fallback_hits = plane.fallback_hits.get();
     result.map_err(ApiResponse::from)
 }
 

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod migration;
 pub mod phase;
 pub mod routes;

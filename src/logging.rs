@@ -42,9 +42,16 @@ pub struct RequestLog {
     pub phase: Option<u8>,
     /// KV operations the request made in this invocation (its objects' are their own).
     pub kv_operations: u32,
+    /// Reads this invocation served from the fallback store (phases 2 to 4).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub fallback_hits: u32,
     /// A failure's detail as `ApiResponse::detail` keeps it (short, without emails).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl RequestLog {
@@ -99,6 +106,7 @@ mod tests {
             code: Some("customer_not_found".into()),
             phase: Some(2),
             kv_operations: 3,
+            fallback_hits: 0,
             detail: None,
         };
         let text = line(Level::Info, log.level(), "request", &log, Some(12)).unwrap();
@@ -108,6 +116,10 @@ mod tests {
         assert_eq!(parsed["route"], "/customer/{id}");
         assert_eq!(parsed["kvOperations"], 3);
         assert_eq!(parsed["durationMs"], 12);
+        assert!(
+            parsed.get("fallbackHits").is_none(),
+            "a count of 0 is left out"
+        );
         assert!(line(Level::Error, log.level(), "request", &log, None).is_none());
         assert_eq!(Level::parse(" WARNING "), Some(Level::Warn));
         assert_eq!(Level::parse("loud"), None);

@@ -81,6 +81,7 @@ pub async fn run<S: KvStore, W: Writers, R: PhaseRegister>(
         if !checkpoint.paused && !checkpoint.complete() {
             let options = RunOptions {
                 pass_delay_ms: timings.pass_delay_ms,
+                watch_stall: true,
                 ..RunOptions::default()
             };
             backfill = Some(match fanout {

@@ -2,7 +2,7 @@
 //! that decides which store a customer key is read from and written to, in which order,
 //! and what happens when the second write fails.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use serde_json::Value;
@@ -50,6 +50,8 @@ pub struct DataPlane<'a, S> {
     pub now_ms: u64,
     /// Things worth a log line that did not fail the request (no private data).
     pub warnings: RefCell<Vec<String>>,
+    /// Reads this request served from the fallback store (its metrics: `crate::metrics`).
+    pub fallback_hits: Cell<u32>,
     /// Whether a fallback read copies the key into the new store. Only for requests that
     /// just read: a request that goes on to write the key relies on the new store
     /// lacking it (see [`DataPlane::apply_after_read`]).
@@ -71,6 +73,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             phase,
             now_ms,
             warnings: RefCell::new(Vec::new()),
+            fallback_hits: Cell::new(0),
             read_repair: false,
             settle_copies_after_ms: 0,
             old_store_catching_up: false,
@@ -335,6 +338,8 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// writers skip the old store, so a copy racing one of them could not be checked.
     /// Neither step fails the read.
     async fn after_fallback(&self, key: &str, served: &StoredValue) {
+        self.fallback_hits
+            .set(self.fallback_hits.get().saturating_add(1));
         if let Err(err) = fallback::record(&self.stores.new, key, self.phase, self.now_ms).await {
             self.warn(format!("could not record a fallback hit: {err}"));
         }

@@ -9,6 +9,7 @@ mod access;
 mod body;
 mod coordinator;
 mod kv;
+mod metrics;
 mod queue;
 mod webhook;
 mod writers;
@@ -153,6 +154,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         &outcome.log,
         Some(took),
     );
+    let point = crate::metrics::of_request(&outcome.log, took);
+    metrics::write(&env, &point, config.log_level);
     if let (Some(url), false) = (&config.alert_webhook_url, outcome.alerts.is_empty()) {
         ctx.wait_until(webhook::deliver(
             url.clone(),
@@ -188,9 +191,12 @@ async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
         started,
     )
     .await;
-    let took = Some(now_ms().saturating_sub(started));
+    let took_ms = now_ms().saturating_sub(started);
+    let took = Some(took_ms);
     let raised = match ran {
         Ok(report) => {
+            let point = crate::metrics::of_cron(&report, took_ms);
+            metrics::write(&env, &point, config.log_level);
             let raised = alerts::of_cron(&report);
             let fields = serde_json::json!({ "report": report });
             log(config.log_level, Level::Info, "cron", fields, took);
@@ -198,6 +204,8 @@ async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
         }
         Err(err) => {
             let err = ApiError::from(err);
+            let point = crate::metrics::of_cron_failure(err.code, took_ms);
+            metrics::write(&env, &point, config.log_level);
             let fields = serde_json::json!({ "code": err.code, "message": err.message });
             log(config.log_level, Level::Error, "cron", fields, took);
             vec![alerts::of_cron_failure(err.code)]

@@ -87,6 +87,9 @@ async fn queue(batch: MessageBatch<QueueMessage>, env: Env, _ctx: Context) -> wo
     if batch.queue().ends_with("-dlq") {
         let dispositions = fanout::dead_letters(fanout, &bodies, now_ms).await;
         settle(&messages, dispositions);
+        let took = super::now_ms().saturating_sub(now_ms);
+        let point = crate::metrics::of_dead_letters(messages.len(), took);
+        super::metrics::write(&env, &point, config.log_level);
         let fields = serde_json::json!({ "deadLettered": messages.len() });
         super::log(config.log_level, Level::Warn, "queue", fields, None);
         return Ok(());
@@ -96,7 +99,10 @@ async fn queue(batch: MessageBatch<QueueMessage>, env: Env, _ctx: Context) -> wo
     settle(&messages, std::mem::take(&mut consumed.dispositions));
     // The clock moves on at each I/O, so this is the invocation's time waiting on KV, the
     // coordinator and the queue.
-    let took = Some(super::now_ms().saturating_sub(now_ms));
+    let took_ms = super::now_ms().saturating_sub(now_ms);
+    let took = Some(took_ms);
+    let point = crate::metrics::of_queue(&consumed, took_ms);
+    super::metrics::write(&env, &point, config.log_level);
     let fields = serde_json::json!({ "consumed": consumed });
     super::log(config.log_level, Level::Info, "queue", fields, took);
     Ok(())

@@ -4,7 +4,10 @@
 use serde_json::json;
 
 use super::{bodies, Ctx};
-use crate::api::{AuditPageView, PhaseChangeView, RepairView, StatusView};
+use crate::api::{
+    AdminSignInView, AuditPageView, PhaseChangeView, Probe, QueueBinding, ReadyView, RepairView,
+    StatusView,
+};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::copying::copy::Direction;
 use crate::migration::copying::fanout::tally::TallyOp;
@@ -41,9 +44,9 @@ const READY_PROBE_KEY: &str = "__ready_probe";
 pub async fn ready<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,
 ) -> Result<ApiResponse, ApiError> {
-    let probe = |failed: Option<StoreError>| match failed {
-        None => json!({ "ok": true }),
-        Some(err) => json!({ "ok": false, "error": format!("{} failed", err.operation) }),
+    let probe = |failed: Option<StoreError>| Probe {
+        ok: failed.is_none(),
+        error: failed.map(|err| format!("{} failed", err.operation)),
     };
     let old = ctx.stores.old.get(READY_PROBE_KEY).await.err();
     let new = ctx.stores.new.get(READY_PROBE_KEY).await.err();
@@ -52,16 +55,17 @@ pub async fn ready<S: KvStore, R: PhaseRegister, W: Writers>(
     };
     let coordinator = ctx.register.tally(read_tally).await.err();
     let ready = old.is_none() && new.is_none() && coordinator.is_none();
-    let body = json!({
-        "ready": ready,
-        "oldStore": probe(old),
-        "newStore": probe(new),
-        "coordinator": probe(coordinator),
-        "queue": { "bound": ctx.queue.is_some() },
-        // Not a readiness condition: local and staging setups may share the secret.
-        "adminSignIn": {
-            "method": ctx.config.admin_sign_in.describe(),
-            "sharesOtpSecret": ctx.config.admin_sign_in.shares_the_otp_secret(),
+    let body = json!(ReadyView {
+        ready,
+        old_store: probe(old),
+        new_store: probe(new),
+        coordinator: probe(coordinator),
+        queue: QueueBinding {
+            bound: ctx.queue.is_some(),
+        },
+        admin_sign_in: AdminSignInView {
+            method: ctx.config.admin_sign_in.describe().to_owned(),
+            shares_otp_secret: ctx.config.admin_sign_in.shares_the_otp_secret(),
         },
     });
     Ok(ApiResponse::json(if ready { 200 } else { 503 }, body))

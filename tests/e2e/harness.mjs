@@ -149,9 +149,21 @@ const BACKFILL_QUEUES = {
   },
 };
 
-export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV", "CUSTOMER_KV"], queue = false } = {}) {
+/**
+ * `options` adds Miniflare options to the worker (an Analytics Engine dataset, say);
+ * `sidecars` are Workers run alongside it (a wrapped binding's implementation); `shared`
+ * adds options of the whole Miniflare instance (`handleRuntimeStdio`, say).
+ */
+export async function startWorker({
+  bindings = {},
+  kvNamespaces = ["OTP_AUTH_KV", "CUSTOMER_KV"],
+  queue = false,
+  options: extra = {},
+  sidecars = [],
+  shared = {},
+} = {}) {
   if (!existsSync(SHIM)) throw new Error(BUILD_MISSING);
-  const options = {
+  const worker = {
     modules: true,
     scriptPath: SHIM,
     modulesRules: [
@@ -169,8 +181,6 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
       EMAIL_OWNER: "EmailOwner",
     },
     ...(queue ? BACKFILL_QUEUES : {}),
-    // A free loopback port, so a separate process (the command-line client) can reach it.
-    port: 0,
     bindings: {
       JWT_SECRET,
       DEFAULT_PHASE: "0",
@@ -182,7 +192,13 @@ export async function startWorker({ bindings = {}, kvNamespaces = ["OTP_AUTH_KV"
       LOG_LEVEL: "warn",
       ...bindings,
     },
+    ...extra,
   };
+  // A free loopback port, so a separate process (the command-line client) can reach it.
+  const options =
+    sidecars.length > 0
+      ? { port: 0, ...shared, workers: [{ name: "customer-kv-migration", ...worker }, ...sidecars] }
+      : { ...worker, port: 0, ...shared };
   let mf, url, oldKv, newKv;
   async function boot() {
     mf = new Miniflare(options);

@@ -15,7 +15,7 @@ ADMIN_JWT_SECRET, else JWT_SECRET (local use).\n\n\
 Exit codes: 0 done, 1 other failure, 2 bad command line, 3 refused or not finished \
 (gate, rollback under way, verification differences), 4 unauthorized, 5 worker or store failure, \
 6 worker unreachable, 7 invalid request, 8 not confirmed (answered other than yes, or no terminal \
-to ask and no --yes)."
+to ask and no --yes), 9 not ready (a binding the worker cannot reach)."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -100,6 +100,8 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         interval: u64,
     },
+    /// Whether the worker reaches both namespaces and the coordinator (exit 9 if not).
+    Ready,
     /// Move to phase N through the gates.
     Phase {
         #[arg(value_parser = clap::value_parser!(u8).range(0..=5))]

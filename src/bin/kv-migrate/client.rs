@@ -212,8 +212,7 @@ fn encode_query(pairs: &[(&str, &str)]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::{BufRead, BufReader, Read, Write};
+pub(crate) mod tests {
     use std::net::TcpListener;
     use std::sync::mpsc;
     use std::time::Duration;
@@ -221,51 +220,25 @@ mod tests {
     use super::*;
     use crate::credentials::{AccessToken, Secret};
 
-    /// A worker stand-in on a loopback port: answers each connection with the next
-    /// status of `statuses`, and hands back each request's head (request line and
-    /// headers, lowercased).
+    /// A worker that answers each connection with the next of `statuses`: `{"ok":true}`
+    /// for a 200, a store failure otherwise.
     fn scripted_worker(statuses: Vec<u16>) -> (String, mpsc::Receiver<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (heads, received) = mpsc::channel();
-        std::thread::spawn(move || {
-            for status in statuses {
-                let (stream, _) = listener.accept().unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut head = String::new();
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(value) = lower.strip_prefix("content-length:") {
-                        length = value.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" || line.is_empty() {
-                        break;
-                    }
-                    head.push_str(&lower);
-                }
-                reader.read_exact(&mut vec![0; length]).unwrap();
-                heads.send(head).unwrap();
+        let answers = statuses
+            .into_iter()
+            .map(|status| {
                 let body = if status == 200 {
                     r#"{"ok":true}"#
                 } else {
                     r#"{"error":{"code":"store_unavailable","message":"retry"}}"#
                 };
-                let mut stream = stream;
-                write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .unwrap();
-            }
-        });
-        (url, received)
+                (status, body.to_owned())
+            })
+            .collect();
+        crate::fake_worker::answering(answers)
     }
 
-    fn client(url: String, access: Option<AccessToken>) -> Client {
+    /// A client of `url` whose retries wait milliseconds, not seconds.
+    pub(crate) fn client(url: String, access: Option<AccessToken>) -> Client {
         let fast = RetryPolicy {
             attempts: 5,
             first_delay: Duration::from_millis(1),

@@ -20,6 +20,7 @@ use crate::confirm::confirm;
 use crate::credentials;
 use crate::outcome::{CommandResult, Failure};
 use crate::plan;
+use crate::ready;
 use crate::render;
 use crate::retry::RetryPolicy;
 
@@ -55,6 +56,7 @@ pub fn run(args: Args) -> CommandResult {
     let out = Output { json: global.json };
     match args.command {
         Command::Status { watch, interval } => status(&client, &out, watch, interval),
+        Command::Ready => ready::ready(&client, &out),
         Command::Phase {
             phase,
             force,

@@ -17,10 +17,14 @@ mod config;
 mod confirm;
 #[cfg(not(target_arch = "wasm32"))]
 mod credentials;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod fake_worker;
 #[cfg(not(target_arch = "wasm32"))]
 mod outcome;
 #[cfg(not(target_arch = "wasm32"))]
 mod plan;
+#[cfg(not(target_arch = "wasm32"))]
+mod ready;
 #[cfg(not(target_arch = "wasm32"))]
 mod render;
 #[cfg(not(target_arch = "wasm32"))]

@@ -15,6 +15,7 @@ use std::fmt;
 /// | 6 | the worker could not be reached |
 /// | 7 | the request was rejected as invalid (400, 404, 405, 413) |
 /// | 8 | not confirmed: the prompt was answered otherwise than `yes`, or standard input is not a terminal and `--yes` was not given |
+/// | 9 | not ready: `ready` found a binding the worker cannot reach |
 #[derive(Debug)]
 pub enum Failure {
     Other(String),
@@ -24,6 +25,7 @@ pub enum Failure {
     Unreachable(String),
     Invalid(String),
     NotConfirmed(String),
+    NotReady(String),
 }
 
 impl Failure {
@@ -36,6 +38,7 @@ impl Failure {
             Failure::Unreachable(_) => 6,
             Failure::Invalid(_) => 7,
             Failure::NotConfirmed(_) => 8,
+            Failure::NotReady(_) => 9,
         }
     }
 
@@ -59,7 +62,8 @@ impl fmt::Display for Failure {
         | Failure::Server(m)
         | Failure::Unreachable(m)
         | Failure::Invalid(m)
-        | Failure::NotConfirmed(m)) = self;
+        | Failure::NotConfirmed(m)
+        | Failure::NotReady(m)) = self;
         f.write_str(m)
     }
 }

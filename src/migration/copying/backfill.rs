@@ -68,6 +68,33 @@ impl Stage {
     pub(crate) fn counting(self) -> bool {
         matches!(self, Stage::CountCustomers | Stage::CountMappings)
     }
+
+    /// Its name as the API and the metrics show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::CountCustomers => "count_customers",
+            Stage::CountMappings => "count_mappings",
+            Stage::CopyCustomers => "copy_customers",
+            Stage::CopyMappings => "copy_mappings",
+            Stage::Draining => "draining",
+            Stage::Done => "done",
+        }
+    }
+}
+
+/// Where a backfill stands, as the stall watch compares it from one cron run to the
+/// next: any listing, scan, pass or chunk done moves it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Position {
+    pub stage: Stage,
+    pub pass: u32,
+    pub page_cursor: Option<String>,
+    pub after_key: Option<String>,
+    pub total: u64,
+    pub scanned: u64,
+    /// Fanned out: chunks of the pass the consumers have done.
+    pub chunks_done: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +135,13 @@ pub struct Checkpoint {
     /// (docs/design.md §13); its current pass's findings are in the coordinator's tally.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fanned_out: bool,
+    /// Where the last cron run left the backfill, and how many cron runs in a row have
+    /// left it there since (`alerts`' `backfill_stalled`). Kept here, in the run state
+    /// each run saves anyway, rather than in a KV key of its own written every minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Position>,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub idle_runs: u32,
 }
 
 impl Checkpoint {
@@ -188,6 +222,28 @@ impl Checkpoint {
         Some(left.saturating_mul(working) / self.counts.scanned)
     }
 
+    /// Notes where a cron run leaves the backfill (`chunks_done`: the consumers' count,
+    /// fanned out): one that leaves it where the last one did is one more idle run, one
+    /// that moved it starts the count over. Returns the count.
+    pub(crate) fn note_cron_run(&mut self, chunks_done: u64) -> u32 {
+        let position = Position {
+            stage: self.stage,
+            pass: self.pass,
+            page_cursor: self.page_cursor.clone(),
+            after_key: self.after_key.clone(),
+            total: self.total,
+            scanned: self.counts.scanned,
+            chunks_done,
+        };
+        if self.seen.as_ref() == Some(&position) {
+            self.idle_runs = self.idle_runs.saturating_add(1);
+        } else {
+            self.idle_runs = 0;
+            self.seen = Some(position);
+        }
+        self.idle_runs
+    }
+
     /// Time spent paused up to `at`, the current pause included.
     pub fn paused_ms_until(&self, at: u64) -> u64 {
         let current = self
@@ -231,6 +287,9 @@ pub struct RunOptions {
     /// How long after a pass's last write the next pass may start: KV's consistency
     /// window plus the longest a request that raced the write may still run.
     pub pass_delay_ms: u64,
+    /// The cron's runs: note where the run leaves the backfill, for the stall alert
+    /// (admin batches and consumers' plans leave the count alone).
+    pub watch_stall: bool,
 }
 
 impl Default for RunOptions {
@@ -241,6 +300,7 @@ impl Default for RunOptions {
             max_records: None,
             fresh_after_ms: 0,
             pass_delay_ms: 0,
+            watch_stall: false,
         }
     }
 }
@@ -263,9 +323,17 @@ pub struct RunReport {
     /// How long the next pass must wait before it may start (see the module's notes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+    /// Cron runs in a row, this one included, that left the backfill where it stood
+    /// (see [`Checkpoint::note_cron_run`]); 0 for a run that moved it or was not watched.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub idle_runs: u32,
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -325,6 +393,9 @@ pub async fn run<S: KvStore>(
         &mut report,
     )
     .await;
+    if options.watch_stall && result.is_ok() {
+        report.idle_runs = checkpoint.note_cron_run(0);
+    }
     checkpoint.updated_at = now_ms;
     if !options.dry_run {
         // Whatever happened, keep what was done, then free the lease.
@@ -456,6 +527,9 @@ pub async fn set_paused<S: KvStore>(
     now_ms: u64,
 ) -> StoreResult<Checkpoint> {
     let mut checkpoint = load_checkpoint(new_store).await?;
+    // A stall is counted afresh once the operator has stepped in.
+    checkpoint.idle_runs = 0;
+    checkpoint.seen = None;
     if paused && checkpoint.paused_since.is_none() {
         checkpoint.paused_since = Some(now_ms);
     }
@@ -646,7 +720,7 @@ pub async fn control<S: KvStore, R: PhaseRegister>(
 }
 
 #[cfg(test)]
-mod eta_tests {
+mod tests {
     use super::*;
 
     /// 1,000 keys, started at 0, scanning 100 keys a second of working time.
@@ -697,6 +771,25 @@ mod eta_tests {
         };
         assert_eq!(pausing.paused_ms_until(72_500), 70_000);
         assert_eq!(pausing.eta_ms(), Some(7_500));
+    }
+
+    #[test]
+    fn a_cron_run_that_leaves_the_backfill_in_place_counts_as_idle() {
+        let mut checkpoint = running(250, 2_500);
+        assert_eq!(checkpoint.note_cron_run(0), 0, "the first look only notes");
+        assert_eq!(checkpoint.note_cron_run(0), 1);
+        assert_eq!(checkpoint.note_cron_run(0), 2);
+        checkpoint.counts.scanned += 100; // a chunk copied
+        assert_eq!(checkpoint.note_cron_run(0), 0);
+        assert_eq!(checkpoint.note_cron_run(0), 1);
+        checkpoint.after_key = Some("customer_c9".into()); // an empty chunk moved past
+        assert_eq!(checkpoint.note_cron_run(0), 0);
+        assert_eq!(checkpoint.note_cron_run(3), 0, "fanned out: chunks done");
+        assert_eq!(checkpoint.note_cron_run(3), 1);
+        assert_eq!(Stage::Draining.name(), "draining");
+        for stage in [Stage::CountCustomers, Stage::CopyMappings, Stage::Done] {
+            assert_eq!(serde_json::to_value(stage).unwrap(), stage.name());
+        }
     }
 
     #[test]

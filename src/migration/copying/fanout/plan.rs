@@ -36,16 +36,27 @@ pub async fn plan<S: KvStore, R: PhaseRegister>(
     }
     let mut checkpoint = load_checkpoint_of(&stores.new, options.direction).await?;
     let result = under_lease(stores, fanout, budget, options, now_ms, &mut checkpoint).await;
+    // Consumers copy, so the chunks they have done are progress too. A paused backfill
+    // is not expected to move.
+    let idle_runs = match &result {
+        Ok((_, Some(tally))) if options.watch_stall && !tally.paused => {
+            checkpoint.note_cron_run(tally.done)
+        }
+        _ => 0,
+    };
     checkpoint.updated_at = now_ms;
     save_checkpoint(&stores.new, options.direction, &checkpoint).await?;
     stores.new.delete(lease).await?;
-    let mut report = result?;
+    let (mut report, _) = result?;
+    report.idle_runs = idle_runs;
     report.stage = checkpoint.stage;
     report.complete = checkpoint.complete();
     report.operations = budget.used() - start_ops;
     Ok(report)
 }
 
+/// The planner's work under the lease: its report and, once it got as far as asking
+/// the coordinator, the tally as the run left it.
 async fn under_lease<S: KvStore, R: PhaseRegister>(
     stores: &Stores<S>,
     fanout: Fanout<'_, R>,
@@ -53,7 +64,7 @@ async fn under_lease<S: KvStore, R: PhaseRegister>(
     options: RunOptions,
     now_ms: u64,
     checkpoint: &mut Checkpoint,
-) -> StoreResult<RunReport> {
+) -> StoreResult<(RunReport, Option<Tally>)> {
     let direction = options.direction;
     let mut report = RunReport::default();
     if checkpoint
@@ -63,7 +74,7 @@ async fn under_lease<S: KvStore, R: PhaseRegister>(
         *checkpoint = Checkpoint::default();
     }
     if checkpoint.complete() {
-        return Ok(report);
+        return Ok((report, None));
     }
     let run = *checkpoint.started_at.get_or_insert(now_ms);
     checkpoint.pass = checkpoint.pass.max(1);
@@ -80,7 +91,7 @@ async fn under_lease<S: KvStore, R: PhaseRegister>(
             checkpoint.pass
         ));
         report.wait_ms = Some(waiting_ms);
-        return Ok(report);
+        return Ok((report, None));
     }
     report.ran = true;
     checkpoint.runs += 1;
@@ -88,7 +99,7 @@ async fn under_lease<S: KvStore, R: PhaseRegister>(
     loop {
         if tally.paused {
             report.skipped_because = Some("the backfill is paused".to_owned());
-            return Ok(report);
+            return Ok((report, Some(tally)));
         }
         if tally.finished() {
             let absorbed = absorb(checkpoint, &tally);
@@ -97,7 +108,7 @@ async fn under_lease<S: KvStore, R: PhaseRegister>(
             let waiting_ms = checkpoint.waiting_ms(now_ms);
             if checkpoint.complete() || waiting_ms > 0 {
                 report.wait_ms = Some(waiting_ms).filter(|ms| *ms > 0);
-                return Ok(report);
+                return Ok((report, Some(tally)));
             }
             tally = start(fanout, direction, run, checkpoint.pass, absorbed).await?;
             continue;
@@ -129,7 +140,7 @@ async fn under_lease<S: KvStore, R: PhaseRegister>(
     if tally.parked > 0 {
         report.queued += send_held(fanout, direction, Held::Parked, now_ms).await?;
     }
-    Ok(report)
+    Ok((report, Some(tally)))
 }
 
 /// Starts tallying `pass` (a no-op if the tally already does) and returns the tally.

@@ -180,7 +180,7 @@ function progressText(p) {
   const perSecond = rate(p);
   const parts = [
     `${state}, stage ${p.stage}, pass ${p.pass}, ${num(p.runs)} runs`,
-    `${num(p.counts.scanned)} of ${num(p.total)} keys scanned`,
+    `${num(p.total)} keys to scan in each pass`,
     perSecond === null ? null : `${perSecond.toFixed(1)} records/s`,
     p.complete ? null : `ETA ${p.etaMs === null || p.etaMs === undefined ? "unknown" : duration(p.etaMs)}`,
     p.unsettledCopies ? "copies await the pass that re-reads them" : null,

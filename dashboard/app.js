@@ -244,7 +244,10 @@ function verificationBlock(title, v) {
 }
 
 function renderVerification(s) {
-  fill($("verification"), verificationBlock("Last full", s.verification.lastFull), s.verification.current && s.verification.current !== s.verification.lastFull ? verificationBlock("Latest", s.verification.current) : null);
+  const { current, lastFull } = s.verification;
+  // The latest is shown apart only when it is another run than the last full one.
+  const same = current && lastFull && current.mode === lastFull.mode && current.startedAt === lastFull.startedAt;
+  fill($("verification"), verificationBlock("Last full", lastFull), current && !same ? verificationBlock("Latest", current) : null);
 }
 
 function renderSync(s) {

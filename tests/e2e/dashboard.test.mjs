@@ -207,6 +207,33 @@ test("the backfill bar advances as cron runs fire", { skip }, async () => {
   await shot("backfill-done");
 });
 
+test("pause, verification and the email audit run from the page and answer in words", { skip }, async () => {
+  await openDialog("#backfill-pause");
+  assert.match(await confirm(), /backfill paused/);
+  assert.match(await text("#backfill-summary"), /^complete|^paused/);
+  await openDialog("#backfill-resume");
+  assert.match(await confirm(), /backfill (complete|running)/);
+
+  await page.select("#verify-mode", "full");
+  await openDialog("#verify");
+  const verified = await confirm();
+  assert.match(verified, /full, clean: listed \d/);
+  assert.match(await text("#verification"), /Last full clean/);
+  // A clean full verification after the backfill opens the gate to phase 4.
+  assert.match(await text("#gates"), /Forward: to 4 new_primary allowed/);
+
+  // The dry run comes first and is shown in the dialog; cancelling writes nothing.
+  const found = await openDialog("#emails");
+  assert.match(found, /dry run, nothing written/);
+  assert.match(found, /records and \d[\d,]* mappings scanned/);
+  await page.click("#confirm-cancel");
+  await page.waitForFunction(() => !document.getElementById("confirm").open);
+  assert.match(await text("#result p"), /dry run, nothing written/);
+  await openDialog("#emails");
+  assert.match(await confirm(), /^Done: repaired/);
+  await shot("checks");
+});
+
 test("a rollback shows its planned steps first and changes nothing when cancelled", { skip }, async () => {
   await page.select("#rollback-to", "0");
   const plan = await openDialog("#rollback");

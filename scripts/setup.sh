@@ -31,9 +31,18 @@ fi
 stamp=node_modules/.package-lock.sha256
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  say "installing npm packages (wrangler, miniflare, binaryen, esbuild)"
+  say "installing npm packages (wrangler, miniflare, binaryen, esbuild, puppeteer-core)"
   npm ci --no-audit --no-fund
   echo "$want" > "$stamp"
+fi
+
+# A browser for the dashboard's end-to-end test (tests/e2e/dashboard.test.mjs): Debian's
+# chromium, driven by puppeteer-core from npm (which downloads no browser of its own).
+if ! command -v chromium >/dev/null 2>&1; then
+  say "installing chromium (apt-get)"
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
 
 # A development secret for wrangler dev; never a production one.

@@ -20,7 +20,7 @@ use crate::migration::state::gates::GateSettings;
 use crate::migration::state::phase_cache::{self, PhaseCache};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::phase::Phase;
-use crate::routes::{dispatch, route, Ctx, Route};
+use crate::routes::{dashboard, dispatch, route, Ctx, Route};
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores, MAX_VALUE_BYTES};
 use crate::writes::Writers;
@@ -321,6 +321,11 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
             "phase": current.phase.number(),
             "phaseName": current.phase.name(),
         })));
+    }
+    if let Route::Dashboard(asset) = route {
+        // Static files: no phase, no KV (docs/design.md §15).
+        let config = app.config;
+        return Ok(dashboard::serve(asset, &request, config, app.access_keys, app.now_ms).await?);
     }
     let config = app.config;
     let caller = if route.requires_admin() {

@@ -34,9 +34,14 @@ pub struct Rollback {
     to_phase: i64,
     force: Option<bool>,
     reason: Option<String>,
+    dry_run: Option<bool>,
 }
 
 impl Rollback {
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+
     pub fn into_request(self) -> Result<PhaseChangeRequest, ApiError> {
         change_request("toPhase", self.to_phase, self.force, self.reason, true)
     }

@@ -8,6 +8,7 @@ pub mod backfill;
 pub mod backup;
 mod bodies;
 pub mod customer;
+pub mod dashboard;
 pub mod emails;
 pub mod inventory;
 pub mod rollback;
@@ -89,6 +90,8 @@ pub enum Route {
     Export,
     Import,
     ImportValue,
+    /// The operator dashboard's files (docs/design.md §15).
+    Dashboard(dashboard::Asset),
 }
 
 impl Route {
@@ -118,6 +121,7 @@ impl Route {
             Route::Export => "/admin/migrate/export",
             Route::Import => "/admin/migrate/import",
             Route::ImportValue => "/admin/migrate/import/value",
+            Route::Dashboard(asset) => asset.template(),
         }
     }
 
@@ -131,11 +135,13 @@ impl Route {
         }
     }
 
-    /// Whether only an admin may take this route: every `/admin/migrate` route.
+    /// Whether only an admin may take this route: every `/admin/migrate` route. The
+    /// dashboard's files hold no data and decide their own sign-in (`dashboard::serve`).
     pub fn requires_admin(&self) -> bool {
         !matches!(
             self,
             Route::Health
+                | Route::Dashboard(_)
                 | Route::Me
                 | Route::Create
                 | Route::Ensure
@@ -158,7 +164,9 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         ctx.caller.require_admin()?;
     }
     match route {
-        Route::Health => Err(ApiError::internal("health is served before dispatch")),
+        Route::Health | Route::Dashboard(_) => {
+            Err(ApiError::internal("served before authentication"))
+        }
         Route::Me => customer::me(ctx).await,
         Route::GetCustomer(id) => customer::get(ctx, &id).await,
         Route::ByEmail(email) => customer::by_email(ctx, &email).await,
@@ -213,6 +221,25 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
     use Method::*;
     let (allowed, chosen): (&[&str], Option<Route>) = match parts.as_slice() {
         ["health"] => (&["GET"], (*method == Get).then_some(Route::Health)),
+        // The dashboard's page is `/admin/`; `/admin` sends the browser there.
+        ["admin"] => {
+            let asset = if path.ends_with('/') {
+                dashboard::Asset::Page
+            } else {
+                dashboard::Asset::Redirect
+            };
+            (
+                &["GET"],
+                (*method == Get).then_some(Route::Dashboard(asset)),
+            )
+        }
+        ["admin", name] => match dashboard::Asset::named(name) {
+            Some(asset) => (
+                &["GET"],
+                (*method == Get).then_some(Route::Dashboard(asset)),
+            ),
+            None => return Err(ApiError::new(404, "route_not_found", "no such route").into()),
+        },
         ["customer"] => (&["POST"], (*method == Post).then_some(Route::Create)),
         ["customer", "me"] => (&["GET"], (*method == Get).then_some(Route::Me)),
         ["customer", "ensure"] => (&["POST"], (*method == Post).then_some(Route::Ensure)),
@@ -334,6 +361,28 @@ mod tests {
                 path.starts_with("/admin/"),
                 "{path}"
             );
+        }
+    }
+
+    #[test]
+    fn the_dashboard_is_served_beside_the_admin_api_without_taking_its_paths() {
+        use dashboard::Asset;
+        let get = |path: &str| route(&Method::Get, path);
+        assert_eq!(get("/admin"), Ok(Route::Dashboard(Asset::Redirect)));
+        assert_eq!(get("/admin/"), Ok(Route::Dashboard(Asset::Page)));
+        assert_eq!(get("/admin/app.js"), Ok(Route::Dashboard(Asset::Script)));
+        assert_eq!(get("/admin/style.css"), Ok(Route::Dashboard(Asset::Style)));
+        assert_eq!(get("/admin/migrate/status"), Ok(Route::MigrationStatus));
+        assert_eq!(get("/admin/migrate").unwrap_err().error.status, 404);
+        assert_eq!(get("/admin/secrets.txt").unwrap_err().error.status, 404);
+        assert_eq!(get("/admin/app.js/x").unwrap_err().error.status, 404);
+        let refusal = route(&Method::Post, "/admin/").unwrap_err();
+        assert_eq!(refusal.error.status, 405);
+        assert_eq!(refusal.allow.as_deref(), Some("GET"));
+        for path in ["/admin", "/admin/", "/admin/app.js", "/admin/style.css"] {
+            let route = get(path).unwrap();
+            assert!(!route.requires_admin(), "{path}");
+            assert_eq!(route.template(), path, "the log names the file");
         }
     }
 

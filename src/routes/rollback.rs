@@ -1,7 +1,8 @@
-//! `POST /admin/migrate/rollback {toPhase, force?, reason?}`: walks the phase down to
-//! `toPhase` as far as is safe right now ([`rollback::advance`]), and says what is left:
-//! 200 once the target is reached, or 409 `rollback_in_progress` with the progress and
-//! what it waits for; calling again continues.
+//! `POST /admin/migrate/rollback {toPhase, force?, reason?, dryRun?}`: walks the phase
+//! down to `toPhase` as far as is safe right now ([`rollback::advance`]), and says what
+//! is left: 200 once the target is reached, or 409 `rollback_in_progress` with the
+//! progress and what it waits for; calling again continues. A dry run answers the plan
+//! ([`rollback::preview`]) and changes nothing.
 
 use serde_json::json;
 
@@ -17,7 +18,9 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    let change = request.json_body::<bodies::Rollback>()?.into_request()?;
+    let body = request.json_body::<bodies::Rollback>()?;
+    let dry_run = body.dry_run();
+    let change = body.into_request()?;
     let rollback = rollback::Context {
         stores: ctx.stores,
         register: ctx.register,
@@ -28,6 +31,12 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
         who: &ctx.caller.subject,
         now_ms: ctx.now_ms,
     };
+    if dry_run {
+        let preview = rollback::preview(&rollback, &change).await?;
+        let mut body = json!(preview);
+        body["dryRun"] = json!(true);
+        return Ok(ApiResponse::ok(body));
+    }
     let progress = rollback::advance(&rollback, change).await?;
     if progress.moved() {
         // This isolate serves its own moves at once; others within the cache lifetime.

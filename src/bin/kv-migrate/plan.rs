@@ -1,6 +1,6 @@
 //! `phase N --dry-run` and `rollback N --dry-run`: what the move would meet, read from
 //! `GET /admin/migrate/status`, without acting. A rollback's steps come from the
-//! worker's own rule ([`next_step`]) applied to the facts the status reports, so the
+//! worker's own plan ([`plan`]) applied to the facts the status reports, so the
 //! plan and the walk agree.
 
 use customer_kv_migration::api::{GateView, StatusView};
@@ -8,7 +8,7 @@ use customer_kv_migration::migration::state::gates::{
     unmet_gates, GateFacts, UnmetGate, VerificationFacts,
 };
 use customer_kv_migration::migration::state::phase_record::PhaseState;
-use customer_kv_migration::migration::state::rollback::{next_step, Step};
+use customer_kv_migration::migration::state::rollback::{plan, Step};
 use customer_kv_migration::phase::Phase;
 use serde_json::{json, Value};
 
@@ -17,9 +17,6 @@ use crate::client::Client;
 use crate::commands::{typed, Output};
 use crate::outcome::{CommandResult, Failure};
 use crate::render;
-
-/// More steps than any walk from 5 to 0 takes; a guard against a rule that loops.
-const MAX_PLANNED_STEPS: usize = 16;
 
 fn fetch_status(client: &Client) -> CommandResult<StatusView> {
     typed(&client.get("/admin/migrate/status", &[])?.success()?)
@@ -146,30 +143,10 @@ pub fn phase(client: &Client, out: &Output, to: u8, force: &Force) -> CommandRes
 }
 
 /// The steps a rollback to `to` would take from where the status stands, and the gates
-/// that would stop it, if any.
+/// that would stop it, if any: the worker's own plan.
 fn rollback_steps(status: &StatusView, to: Phase) -> (Vec<Step>, Option<Vec<UnmetGate>>) {
-    let mut state = phase_state(status);
-    let mut facts = gate_facts(status);
-    let mut at = status.phase.current;
-    let mut steps = Vec::new();
-    for _ in 0..MAX_PLANNED_STEPS {
-        let step = next_step(&state, at, to, &facts);
-        match &step {
-            Step::Done => return (steps, None),
-            Step::Blocked { gates } => return (steps, Some(gates.clone())),
-            Step::Move { to } => {
-                at = *to;
-                state.phase = to.number();
-                // The wait for isolates to settle after each move is told with the move.
-                facts.unsettled_ms = 0;
-            }
-            Step::Wait { .. } => facts.unsettled_ms = 0,
-            Step::Repair => facts.repair_journal_size = 0,
-            Step::Sync => facts.reverse_sync_complete = true,
-        }
-        steps.push(step);
-    }
-    (steps, None)
+    let facts = gate_facts(status);
+    plan(&phase_state(status), status.phase.current, to, &facts)
 }
 
 pub fn rollback(client: &Client, out: &Output, to: u8, force: &Force) -> CommandResult {

@@ -149,10 +149,7 @@ pub async fn advance<S: KvStore, R: PhaseRegister, W: Writers>(
     request.rollback = true;
     let target = request.to;
     if Move::new(current.phase, target).goes_forward() {
-        return Err(Error::InvalidRollback(format!(
-            "a rollback goes to a lower phase; the phase is {} (use /admin/migrate/phase to move forward)",
-            current.phase.number()
-        )));
+        return Err(going_forward(current.phase));
     }
     if request.force {
         let facts = gates::gather(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;
@@ -303,6 +300,95 @@ pub async fn advance<S: KvStore, R: PhaseRegister, W: Writers>(
         waiting_for: "call again to continue",
         facts: Some(facts),
     })
+}
+
+/// More steps than any walk from 5 to 0 takes; a guard against a rule that loops.
+const MAX_PLANNED_STEPS: usize = 16;
+
+/// The steps a rollback from `from` to `to` would take, [`next_step`] applied to the
+/// facts as each step would leave them, and the gates that would stop it, if any. Each
+/// move is followed by its wait for isolates to settle, told with the move.
+pub fn plan(
+    state: &PhaseState,
+    from: Phase,
+    to: Phase,
+    facts: &GateFacts,
+) -> (Vec<Step>, Option<Vec<UnmetGate>>) {
+    let mut state = state.clone();
+    let mut facts = facts.clone();
+    let mut at = from;
+    let mut steps = Vec::new();
+    for _ in 0..MAX_PLANNED_STEPS {
+        let step = next_step(&state, at, to, &facts);
+        match &step {
+            Step::Done => return (steps, None),
+            Step::Blocked { gates } => return (steps, Some(gates.clone())),
+            Step::Move { to } => {
+                at = *to;
+                state.phase = to.number();
+                facts.unsettled_ms = 0;
+            }
+            Step::Wait { .. } => facts.unsettled_ms = 0,
+            Step::Repair => facts.repair_journal_size = 0,
+            Step::Sync => facts.reverse_sync_complete = true,
+        }
+        steps.push(step);
+    }
+    (steps, None)
+}
+
+/// What a rollback would do now, acting on nothing (`dryRun`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Preview {
+    pub from: Phase,
+    pub to: Phase,
+    /// Whether it would reach `to` (forced, always).
+    pub allowed: bool,
+    pub forced: bool,
+    pub steps: Vec<Step>,
+    /// The gates that would stop the walk, or that a forced rollback moves past.
+    pub unmet: Vec<UnmetGate>,
+}
+
+/// [`advance`]'s plan from where the coordinator's record stands, without acting.
+pub async fn preview<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Context<'_, S, R, W>,
+    request: &PhaseChangeRequest,
+) -> Result<Preview, Error> {
+    let current = coordinator::read(ctx.register, ctx.default_phase).await?;
+    let (from, to) = (current.phase, request.to);
+    if Move::new(from, to).goes_forward() {
+        return Err(going_forward(from));
+    }
+    let facts = gates::gather(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;
+    if request.force && from != to {
+        let unmet = gates::unmet_gates(&current.state, from, to, &facts.gates);
+        return Ok(Preview {
+            from,
+            to,
+            allowed: true,
+            forced: true,
+            steps: vec![Step::Move { to }],
+            unmet,
+        });
+    }
+    let (steps, blocked) = plan(&current.state, from, to, &facts.gates);
+    Ok(Preview {
+        from,
+        to,
+        allowed: blocked.is_none(),
+        forced: false,
+        steps,
+        unmet: blocked.unwrap_or_default(),
+    })
+}
+
+fn going_forward(phase: Phase) -> Error {
+    Error::InvalidRollback(format!(
+        "a rollback goes to a lower phase; the phase is {} (use /admin/migrate/phase to move forward)",
+        phase.number()
+    ))
 }
 
 /// The progress of a call that stops at `at` (phase, target) before `next`.

@@ -64,7 +64,10 @@ fn render(view: &ReadyView) -> String {
         ""
     };
     if !sign_in.method.is_empty() {
-        lines.push(format!("  {:<26} {}{warning}", "admin sign-in", sign_in.method));
+        lines.push(format!(
+            "  {:<26} {}{warning}",
+            "admin sign-in", sign_in.method
+        ));
     }
     lines.join("\n")
 }

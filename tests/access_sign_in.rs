@@ -379,3 +379,57 @@ fn the_admin_secret_must_be_long_and_not_the_otp_secret() {
     let good = Config::from_env(env("an-admin-only-secret-of-32-bytes-or-more")).unwrap();
     assert_eq!(good.admin_sign_in.describe(), "admin-secret");
 }
+
+#[test]
+fn another_sites_page_cannot_act_through_the_access_cookie() {
+    use customer_kv_migration::http::Provenance;
+    let (world, _) = access_world("ops@example.com", "");
+    let move_from = |provenance: Provenance, phase: u8| {
+        let mut request = ApiRequest::new(Method::Post, "/admin/migrate/phase");
+        request.access_assertion =
+            Some(Assertion::for_user("ops@example.com", world.now_ms).sign());
+        request.provenance = provenance;
+        request.body = json!({ "phase": phase, "force": true, "reason": "drill" })
+            .to_string()
+            .into_bytes();
+        world.send_request(&request)
+    };
+    let site = |fetch_site: Option<&str>, origin: Option<&str>| Provenance {
+        fetch_site: fetch_site.map(str::to_owned),
+        origin: origin.map(str::to_owned),
+        host: Some("customers.example.com".into()),
+    };
+    for (cross, why) in [
+        (
+            site(Some("cross-site"), Some("https://evil.example")),
+            "another site",
+        ),
+        (
+            site(Some("same-site"), Some("https://blog.example.com")),
+            "a sibling subdomain",
+        ),
+        (
+            site(None, Some("https://evil.example")),
+            "an old browser's Origin",
+        ),
+        (site(None, Some("null")), "a sandboxed page"),
+    ] {
+        let refused = move_from(cross, 1);
+        assert_eq!(refused.status, 403, "{why}: {}", refused.body);
+    }
+    assert_eq!(world.send("GET", "/health", None, None).body["phase"], 0);
+    // The dashboard's own pages, and clients that are not browsers (the CLI through a
+    // service token), act.
+    let own = move_from(
+        site(Some("same-origin"), Some("https://customers.example.com")),
+        1,
+    );
+    assert_eq!(own.status, 200, "{}", own.body);
+    let cli = move_from(Provenance::default(), 2);
+    assert_eq!(cli.status, 200, "{}", cli.body);
+    // Reads are harmless from anywhere.
+    let mut read = ApiRequest::new(Method::Get, "/admin/migrate/status");
+    read.access_assertion = Some(Assertion::for_user("ops@example.com", world.now_ms).sign());
+    read.provenance = site(Some("cross-site"), None);
+    assert_eq!(world.send_request(&read).status, 200);
+}

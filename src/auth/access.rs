@@ -37,7 +37,7 @@ pub enum Identity {
 
 impl Identity {
     fn parse(raw: &str) -> Result<Self, String> {
-        let raw = raw.trim().to_lowercase();
+        let raw = raw.trim().to_ascii_lowercase();
         match raw.as_str() {
             "" => Err("an empty entry".into()),
             "*" => Ok(Identity::Anyone),
@@ -53,7 +53,7 @@ impl Identity {
     }
 
     fn admits(&self, identity: &str) -> bool {
-        let identity = identity.to_lowercase();
+        let identity = identity.to_ascii_lowercase();
         match self {
             Identity::Anyone => true,
             Identity::Exactly(who) => *who == identity,

@@ -7,7 +7,7 @@
 use super::access::{self, AccessRules};
 use super::keys::AccessKeys;
 use super::{authenticate, Caller, TokenRules};
-use crate::http::{ApiError, ApiRequest};
+use crate::http::{ApiError, ApiRequest, Method};
 
 /// The least length of `ADMIN_JWT_SECRET`: 256 bits, as HS256 deserves.
 pub const MIN_ADMIN_SECRET_BYTES: usize = 32;
@@ -52,6 +52,14 @@ pub async fn admin_caller(
         .as_deref()
         .filter(|a| !a.is_empty());
     if let (Some(rules), Some(assertion)) = (&sign_in.access, assertion) {
+        // The browser adds Access's cookie, and so the assertion, to any request, even
+        // one another site's page makes: only reads are taken from such a page.
+        let reads = matches!(request.method, Method::Get);
+        if !reads && request.provenance.is_cross_origin() {
+            return Err(ApiError::forbidden(
+                "an admin action signed in through Access must come from this site's own pages",
+            ));
+        }
         return access::verify(assertion, rules, keys, now_ms).await;
     }
     let authorization = request.authorization.as_deref();

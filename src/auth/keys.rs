@@ -84,10 +84,15 @@ impl AccessKeys {
         if cached.is_some() && fresh {
             return Ok(cached);
         }
-        let may_fetch = self
-            .last_fetch_ms
-            .get()
-            .is_none_or(|last| now_ms.saturating_sub(last) >= REFETCH_AFTER_MS);
+        // Without any set every request may ask (one arriving while the first fetch is
+        // under way must not fail for it); with one, an unknown key asks at most every
+        // few seconds.
+        let has_set = self.set.borrow().as_ref().is_some_and(|set| set.url == url);
+        let may_fetch = !has_set
+            || self
+                .last_fetch_ms
+                .get()
+                .is_none_or(|last| now_ms.saturating_sub(last) >= REFETCH_AFTER_MS);
         if may_fetch {
             self.refresh(url, now_ms).await;
         }
@@ -226,12 +231,11 @@ mod tests {
         let keys = AccessKeys::new(Box::new(endpoint.clone()));
         let err = block_on(keys.key(URL, "k1", 0)).unwrap_err();
         assert_eq!((err.status, err.code), (503, "access_keys_unavailable"));
+        // With no set yet, the next request asks again at once.
         *endpoint.body.borrow_mut() = set(&["k1"]);
-        assert!(block_on(keys.key(URL, "k1", REFETCH_AFTER_MS))
-            .unwrap()
-            .is_some());
+        assert!(block_on(keys.key(URL, "k1", 1)).unwrap().is_some());
         *endpoint.body.borrow_mut() = Ok("<html>maintenance</html>".into());
-        let later = REFETCH_AFTER_MS + KEYS_TTL_MS;
+        let later = 1 + KEYS_TTL_MS;
         assert!(block_on(keys.key(URL, "k1", later)).unwrap().is_some());
         assert_eq!(endpoint.fetches.get(), 3);
     }

@@ -53,7 +53,35 @@ pub struct ApiRequest {
     pub authorization: Option<String>,
     /// `Cf-Access-Jwt-Assertion`: what Cloudflare Access signed for this request.
     pub access_assertion: Option<String>,
+    pub provenance: Provenance,
     pub body: Vec<u8>,
+}
+
+/// Where a browser says a request comes from (`Sec-Fetch-Site`, `Origin`), and the host
+/// it was sent to. Clients other than browsers send neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    pub fetch_site: Option<String>,
+    pub origin: Option<String>,
+    pub host: Option<String>,
+}
+
+impl Provenance {
+    /// Whether a browser sent the request from another site's page: what a credential
+    /// the browser adds by itself (Access's cookie) must not be honoured for.
+    pub fn is_cross_origin(&self) -> bool {
+        if let Some(site) = &self.fetch_site {
+            return !matches!(site.trim(), "same-origin" | "none");
+        }
+        // Browsers without Fetch Metadata still send `Origin` on a cross-origin POST.
+        match (&self.origin, &self.host) {
+            (None, _) => false,
+            (Some(origin), Some(host)) => {
+                origin.split_once("://").map(|(_, authority)| authority) != Some(host.as_str())
+            }
+            (Some(_), None) => true,
+        }
+    }
 }
 
 impl ApiRequest {
@@ -64,6 +92,7 @@ impl ApiRequest {
             query: String::new(),
             authorization: None,
             access_assertion: None,
+            provenance: Provenance::default(),
             body: Vec::new(),
         }
     }

@@ -24,7 +24,7 @@ use worker::{
 use crate::alerts;
 use crate::app::{self, App, Config};
 use crate::auth::keys::AccessKeys;
-use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method};
+use crate::http::{query_of, ApiError, ApiRequest, ApiResponse, Method, Provenance};
 use crate::logging::{self, Level};
 use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::cron;
@@ -235,6 +235,11 @@ fn read_head(req: &Request) -> (ApiRequest, StreamedBody) {
         query: query_of(&url).to_owned(),
         authorization: headers.get("Authorization").ok().flatten(),
         access_assertion: headers.get("Cf-Access-Jwt-Assertion").ok().flatten(),
+        provenance: Provenance {
+            fetch_site: headers.get("Sec-Fetch-Site").ok().flatten(),
+            origin: headers.get("Origin").ok().flatten(),
+            host: headers.get("Host").ok().flatten(),
+        },
         body: Vec::new(),
     };
     let stream = req.inner().body().map(wasm_bindgen::JsCast::unchecked_into);

@@ -198,3 +198,62 @@ fn without_an_inventory_a_customer_only_in_the_new_store_is_extra() {
     assert_eq!(verified.body["extra"]["count"], 2, "{}", verified.body);
     assert_eq!(verified.body["preexisting"]["count"], 0);
 }
+
+#[test]
+fn a_mark_holds_back_only_the_value_it_found() {
+    let world = world_with_a_populated_new_store();
+    assert_eq!(inventory(&world, json!({})).0, 200);
+    // The operator settles the difference by hand; the value is no longer the one found,
+    // so when the old store's record is the newer one it is copied as any other.
+    world.stores.new.insert(
+        "customer_cust_000002",
+        &record(
+            "cust_000002",
+            "Settled, then outdated",
+            "2023-06-01T00:00:00Z",
+        ),
+        PutOptions::default(),
+    );
+    world.set_phase(Phase::Backfill);
+    world.run_cron_until_backfill_stops();
+    assert_eq!(
+        world.new_value("customer_cust_000002").unwrap()["name"],
+        "User 2"
+    );
+}
+
+#[test]
+fn a_key_too_long_to_prefix_is_marked_by_its_hash() {
+    let world = World::in_phase(Phase::Legacy);
+    let long = format!("customer_{}", "x".repeat(480));
+    world.stores.new.insert(
+        &long,
+        &record("long", "long", "2025-01-01T00:00:00Z"),
+        PutOptions::default(),
+    );
+    let (status, body) = inventory(&world, json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["newOnly"]["count"], 1);
+    let marks: Vec<String> = world
+        .stores
+        .new
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("__migration/preexisting/"))
+        .collect();
+    assert_eq!(marks.len(), 1);
+    assert!(marks[0].starts_with("__migration/preexisting/#") && marks[0].len() <= 512);
+    world.set_phase(Phase::Backfill);
+    world.run_cron_until_backfill_stops();
+    let verified = world.send(
+        "POST",
+        "/admin/migrate/verify",
+        Some(&admin()),
+        Some(json!({ "mode": "full" })),
+    );
+    assert_eq!(
+        verified.body["preexisting"]["count"], 1,
+        "{}",
+        verified.body
+    );
+}

@@ -12,12 +12,11 @@ use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::store::{
     read_many, KvStore, ListedKey, PutOptions, StoreName, StoreResult, StoredValue, Stores,
-    MAX_BULK_KEYS,
+    MAX_BULK_KEYS, MAX_KEY_BYTES,
 };
 
 /// Workers KV's limits on a key and on its metadata, and how far ahead an expiration
 /// must be.
-const MAX_KEY_BYTES: usize = 512;
 const MAX_METADATA_BYTES: usize = 1024;
 const MIN_EXPIRATION_AHEAD_SECS: u64 = 60;
 

@@ -3,6 +3,7 @@
 //! Stored names are part of a running migration's state: they never change.
 
 use crate::migration::copying::copy::Direction;
+use crate::store::MAX_KEY_BYTES;
 
 /// Every key of the migration's own state starts with this.
 pub const MIGRATION_PREFIX: &str = "__migration/";
@@ -28,8 +29,15 @@ pub const INVENTORY: &str = "__migration/inventory";
 /// Marks of keys the new store held before the migration, one per key.
 pub const PREEXISTING_PREFIX: &str = "__migration/preexisting/";
 
+/// The mark of `key`: its name after the prefix, or, where that would pass KV's 512-byte
+/// key limit, `#` and the SHA-256 of the name (no customer key starts with `#`).
 pub fn preexisting(key: &str) -> String {
-    format!("{PREEXISTING_PREFIX}{key}")
+    if PREEXISTING_PREFIX.len() + key.len() <= MAX_KEY_BYTES {
+        format!("{PREEXISTING_PREFIX}{key}")
+    } else {
+        use sha2::{Digest, Sha256};
+        format!("{PREEXISTING_PREFIX}#{}", hex::encode(Sha256::digest(key)))
+    }
 }
 
 /// The checkpoint of the backfill or the reverse sync (`copying::backfill`).

@@ -7,7 +7,7 @@ use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::inventory;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::phase::Phase;
-use crate::store::budget::{metered, Budget};
+use crate::store::budget::Budget;
 use crate::store::KvStore;
 use crate::writes::Writers;
 
@@ -29,9 +29,8 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
         ));
     }
     let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);
-    let stores = metered(ctx.stores, &budget);
     let restart = asked.restart.unwrap_or(false);
-    let taken = inventory::run(&stores, &budget, restart, ctx.now_ms).await?;
+    let taken = inventory::run(ctx.stores, &budget, restart, ctx.now_ms).await?;
     Ok(ApiResponse::ok(serde_json::json!(InventoryView::of(
         &taken
     ))))

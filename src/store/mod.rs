@@ -58,6 +58,9 @@ pub fn test_value(text: &str) -> StoredValue {
     }
 }
 
+/// The longest key Workers KV stores, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+
 /// Options of a put. `expiration` is absolute, in seconds since the epoch, as KV takes it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PutOptions {

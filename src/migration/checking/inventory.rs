@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::migration::keys;
 use crate::migration::stored::{self, Listing};
+use crate::store::budget::metered;
 use crate::store::budget::Budget;
-use crate::store::{read_many, KvStore, PutOptions, StoreResult, Stores, MAX_BULK_KEYS};
+use crate::store::{
+    read_many, KvStore, PutOptions, StoreResult, StoredValue, Stores, MAX_BULK_KEYS,
+};
 
 const LIST_PAGE: u32 = 1_000;
 /// Keys named per category.
@@ -53,6 +56,32 @@ pub enum Found {
 pub struct Mark {
     pub found: Found,
     pub at: u64,
+    /// The SHA-256 of the value found: the mark protects that value, not whatever the
+    /// key holds after someone settled it.
+    #[serde(default)]
+    pub digest: String,
+}
+
+impl Mark {
+    /// Whether the new store still holds the value the inventory found.
+    pub fn still_holds(&self, value: &StoredValue) -> bool {
+        self.digest == digest(value)
+    }
+}
+
+/// A value's fingerprint: its bytes and its metadata.
+pub fn digest(value: &StoredValue) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(&value.bytes);
+    hash.update(
+        value
+            .metadata
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+    );
+    hex::encode(hash.finalize())
 }
 
 impl Inventory {
@@ -106,7 +135,8 @@ pub async fn marks<S: KvStore>(new_store: &S, names: &[String]) -> StoreResult<V
 }
 
 /// Starts (or, with `restart`, starts over) or continues the inventory as far as
-/// `budget` allows, and saves where it stands; `stores` should be metered by `budget`.
+/// `budget` allows, and saves where it stands. The walk is metered by `budget`; the
+/// save is not, so that a walk the budget stopped is never lost.
 pub async fn run<S: KvStore>(
     stores: &Stores<S>,
     budget: &Budget,
@@ -117,7 +147,7 @@ pub async fn run<S: KvStore>(
         Some(inventory) if !restart => inventory,
         _ => Inventory::new(now_ms),
     };
-    let result = advance(stores, budget, &mut inventory, now_ms).await;
+    let result = advance(&metered(stores, budget), budget, &mut inventory, now_ms).await;
     stored::put(&stores.new, keys::INVENTORY, &inventory, Listing::ValueOnly).await?;
     result.map(|()| inventory)
 }
@@ -146,9 +176,15 @@ async fn advance<S: KvStore>(
             if !budget.affords(2 + batch.len() as u32) {
                 return Ok(());
             }
-            sort_batch(stores, inventory, batch, now_ms).await?;
-            inventory.done_through = batch.last().cloned();
-            inventory.updated_at = now_ms;
+            // A batch counts whole or not at all: one that fails or runs out of budget
+            // is sorted again by the next call, and must not be counted twice.
+            let mut sorted = inventory.clone();
+            if !sort_batch(stores, budget, &mut sorted, batch, now_ms).await? {
+                return Ok(());
+            }
+            sorted.done_through = batch.last().cloned();
+            sorted.updated_at = now_ms;
+            *inventory = sorted;
         }
         if page.complete {
             inventory.family += 1;
@@ -166,15 +202,21 @@ async fn advance<S: KvStore>(
     Ok(())
 }
 
-/// Sorts one batch of new-store keys and marks those the migration must leave alone.
+/// Sorts one batch of new-store keys and marks those the migration must leave alone;
+/// `false` when the budget cannot pay for its marks (a bulk read KV refused for its
+/// size splits into several).
 async fn sort_batch<S: KvStore>(
     stores: &Stores<S>,
+    budget: &Budget,
     inventory: &mut Inventory,
     names: &[String],
     now_ms: u64,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     let new_values = read_many(&stores.new, names).await?;
     let old_values = read_many(&stores.old, names).await?;
+    if !budget.affords(names.len() as u32) {
+        return Ok(false);
+    }
     for ((name, new), old) in names.iter().zip(new_values).zip(old_values) {
         let Some(new) = new else { continue };
         // Gone since listed, or a deletion's marker: not a customer to keep.
@@ -188,7 +230,11 @@ async fn sort_batch<S: KvStore>(
             Some(_) => Some(Found::Different),
         };
         if let Some(found) = found {
-            let mark = Mark { found, at: now_ms };
+            let mark = Mark {
+                found,
+                at: now_ms,
+                digest: digest(&new),
+            };
             let bytes = stored::encode(&mark)?;
             stores
                 .new
@@ -197,5 +243,5 @@ async fn sort_batch<S: KvStore>(
         }
         inventory.note(found, name);
     }
-    Ok(())
+    Ok(true)
 }

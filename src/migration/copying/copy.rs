@@ -215,8 +215,8 @@ pub async fn copy_chunk<S: KvStore>(
     let target_values = read_many(stores.get(direction.target()), &names).await?;
 
     let mut to_write: Vec<(&ListedKey, StoredValue)> = Vec::new();
-    // Copies that would replace a value the new store holds.
-    let mut overwrites: Vec<String> = Vec::new();
+    // Copies that would replace a value the new store holds, with that value.
+    let mut overwrites: Vec<(String, StoredValue)> = Vec::new();
     for ((listed, source), target) in keys.iter().zip(source_values).zip(target_values) {
         let verdict = decide(
             direction,
@@ -231,8 +231,8 @@ pub async fn copy_chunk<S: KvStore>(
                 if verdict == Verdict::Copy && is_corrupt_record(&listed.name, &source.bytes) {
                     counts.corrupt += 1;
                 }
-                if direction == Direction::Forward && target.is_some() {
-                    overwrites.push(listed.name.clone());
+                if let (Direction::Forward, Some(held)) = (direction, &target) {
+                    overwrites.push((listed.name.clone(), held.clone()));
                 }
                 to_write.push((listed, source));
             }
@@ -263,20 +263,22 @@ pub async fn copy_chunk<S: KvStore>(
 }
 
 /// Drops the copies that would replace a value the new store held before the migration
-/// (the inventory marked it, docs/design.md §16): the operator settles those, so they
-/// count as conflicts. One bulk read per 100 such keys, which only a new store that
-/// holds older versions than the old store's makes.
+/// and still holds (the inventory marked it, docs/design.md §16): the operator settles
+/// those, so they count as conflicts. Once the value has changed — settled, or written
+/// through the API — the mark no longer holds the copy back. One bulk read per 100 such
+/// keys, which only a new store that holds older versions than the old store's makes.
 async fn keep_preexisting<S: KvStore>(
     new_store: &S,
     to_write: &mut Vec<(&ListedKey, StoredValue)>,
-    overwrites: &[String],
+    overwrites: &[(String, StoredValue)],
     counts: &mut CopyCounts,
 ) -> StoreResult<()> {
-    let marks = inventory::marks(new_store, overwrites).await?;
+    let names: Vec<String> = overwrites.iter().map(|(name, _)| name.clone()).collect();
+    let marks = inventory::marks(new_store, &names).await?;
     let kept: Vec<&String> = overwrites
         .iter()
         .zip(marks)
-        .filter_map(|(name, mark)| mark.map(|_| name))
+        .filter_map(|((name, held), mark)| mark.filter(|m| m.still_holds(held)).map(|_| name))
         .collect();
     if kept.is_empty() {
         return Ok(());

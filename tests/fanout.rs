@@ -268,3 +268,65 @@ fn a_throttle_bounds_the_chunks_in_flight() {
     run_to_completion(&mut world);
     assert_new_mirrors_old(&world);
 }
+
+/// A planner may work from a checkpoint the tally has moved past: one saved by an
+/// overlapping planner of an earlier run, or a run started over while another's copies
+/// were unsettled. It must neither close that earlier run's pass as having written
+/// nothing nor let a new run forget the copies the replaced one made: each needs a pass
+/// that re-reads them once KV has spread them.
+#[test]
+fn a_planner_behind_the_tally_neither_reopens_an_earlier_run_nor_forgets_its_copies() {
+    use customer_kv_migration::migration::copying::copy::Direction;
+    use customer_kv_migration::migration::keys;
+    use customer_kv_migration::store::PutOptions;
+
+    let mut world = world_with_queue(150);
+    world.config.consistency_window_ms = 60_000;
+    let delay = world.config.pass_delay_ms();
+    let key = keys::checkpoint(Direction::Forward);
+
+    // Run 1 queues its chunks; its consumers copy every key.
+    world.run_cron();
+    let first_run = world.stores.new.peek(key).expect("a checkpoint");
+    world.drain_queue(BATCH);
+
+    // The run starts over (its checkpoint gone), while run 1's copies are unsettled:
+    // the new run's first pass finds everything in sync, but must not be the last.
+    world.stores.new.remove(key);
+    world.now_ms += 1;
+    world.run_cron();
+    world.drain_queue(BATCH);
+    world.run_cron();
+    world.drain_queue(BATCH);
+    assert!(
+        !checkpoint(&world).complete(),
+        "a new run completed before run 1's copies were re-read: {:?}",
+        checkpoint(&world)
+    );
+
+    // An overlapping planner of run 1 saves its checkpoint last: the next planner must
+    // not reopen run 1's pass, whose chunks the tally no longer counts.
+    world
+        .stores
+        .new
+        .insert(key, &first_run, PutOptions::default());
+    world.now_ms += 1;
+    world.run_cron();
+    world.drain_queue(BATCH);
+    assert!(
+        !checkpoint(&world).complete(),
+        "run 1's pass was closed on an empty tally: {:?}",
+        checkpoint(&world)
+    );
+    let run_1: Checkpoint = serde_json::from_slice(&first_run).unwrap();
+    assert!(
+        checkpoint(&world).started_at > run_1.started_at,
+        "run 1 was reopened: {:?}",
+        checkpoint(&world)
+    );
+
+    // Once the copies have spread, a pass re-reads them and the backfill completes.
+    world.now_ms += delay;
+    run_to_completion(&mut world);
+    assert_new_mirrors_old(&world);
+}

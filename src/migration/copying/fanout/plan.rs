@@ -76,7 +76,7 @@ async fn under_lease<S: KvStore, R: PhaseRegister>(
     if checkpoint.complete() {
         return Ok((report, None));
     }
-    let run = *checkpoint.started_at.get_or_insert(now_ms);
+    let mut run = *checkpoint.started_at.get_or_insert(now_ms);
     checkpoint.pass = checkpoint.pass.max(1);
     checkpoint.fanned_out = true;
     if checkpoint.stage.counting() {
@@ -96,6 +96,25 @@ async fn under_lease<S: KvStore, R: PhaseRegister>(
     report.ran = true;
     checkpoint.runs += 1;
     let mut tally = start(fanout, direction, run, checkpoint.pass, 0).await?;
+    if !(tally.run == run && tally.pass == checkpoint.pass) {
+        // The tally has moved past this checkpoint (another planner's run or pass, which
+        // this one cannot see): carrying on from it would close a pass on findings that
+        // are not all in. A new run scans every key again, after the writes it carries.
+        run = now_ms.max(tally.run + 1);
+        *checkpoint = Checkpoint {
+            started_at: Some(run),
+            pass: 1,
+            stage: Stage::CopyCustomers,
+            fanned_out: true,
+            runs: 1,
+            ..Checkpoint::default()
+        };
+        tally = start(fanout, direction, run, checkpoint.pass, 0).await?;
+        if !(tally.run == run && tally.pass == checkpoint.pass) {
+            report.skipped_because = Some("another planner moved the tally on".to_owned());
+            return Ok(report);
+        }
+    }
     loop {
         if tally.paused {
             report.skipped_because = Some("the backfill is paused".to_owned());

@@ -416,7 +416,11 @@ pub async fn apply<T: TallyStore>(store: &T, op: TallyOp) -> StoreResult<TallyAn
             absorbed_writes,
         } => {
             let last = load(store, direction).await?;
-            if last.is(run, pass) {
+            // The tally never goes back: a planner whose checkpoint is behind it (an
+            // earlier run, or an earlier pass of this run) would reopen a pass whose
+            // chunks and writes it cannot see, and could close it as having written
+            // nothing. It is refused; it sees another run or pass in the answer.
+            if last.is(run, pass) || (run, pass) < (last.run, last.pass) {
                 return Ok(TallyAnswer::of(last, false));
             }
             clear_pass(store, direction, &last).await?;
@@ -427,10 +431,14 @@ pub async fn apply<T: TallyStore>(store: &T, op: TallyOp) -> StoreResult<TallyAn
                 max_in_flight: last.max_in_flight,
                 ..Tally::default()
             };
-            if last.run == run {
-                let late = last.writes.saturating_sub(absorbed_writes);
-                tally.record_writes(late, last.last_write_at.unwrap_or(0));
-            }
+            // Writes no planner took into a checkpoint, this run's or a run it replaces
+            // (a reset, or a run started over), still need a pass that re-reads them.
+            let late = if last.run == run {
+                last.writes.saturating_sub(absorbed_writes)
+            } else {
+                last.writes
+            };
+            tally.record_writes(late, last.last_write_at.unwrap_or(0));
             save(store, direction, &tally).await?;
             Ok(TallyAnswer::of(tally, true))
         }
@@ -488,13 +496,12 @@ pub async fn apply<T: TallyStore>(store: &T, op: TallyOp) -> StoreResult<TallyAn
             now_ms,
         } => done(store, chunk_of, counts, writes, now_ms).await,
         TallyOp::Attempted { chunk_of, now_ms } => {
+            // Whichever run or pass the tally counts now, it must be followed by one that
+            // re-reads what the attempt may have written.
             let mut tally = load(store, chunk_of.direction).await?;
-            let accepted = tally.run == chunk_of.run;
-            if accepted {
-                tally.record_writes(1, now_ms);
-                save(store, chunk_of.direction, &tally).await?;
-            }
-            Ok(TallyAnswer::of(tally, accepted))
+            tally.record_writes(1, now_ms);
+            save(store, chunk_of.direction, &tally).await?;
+            Ok(TallyAnswer::of(tally, true))
         }
         TallyOp::Hold { why, chunk, now_ms } => hold(store, why, chunk, now_ms).await,
         TallyOp::Release {
@@ -527,9 +534,9 @@ async fn done<T: TallyStore>(
     let direction = chunk_of.direction;
     let mut tally = load(store, direction).await?;
     if !tally.is(chunk_of.run, chunk_of.pass) || chunk_of.seq >= tally.queued {
-        // A late copy of an earlier pass of this run: the pass running now must not
-        // be the last, or nothing re-reads what that copy wrote.
-        if tally.run == chunk_of.run && writes > 0 {
+        // A late copy of an earlier pass or run: the pass running now must not be the
+        // last, or nothing re-reads what that copy wrote.
+        if writes > 0 {
             tally.record_writes(writes, now_ms);
             save(store, direction, &tally).await?;
         }

@@ -112,7 +112,7 @@ async fn under_lease<S: KvStore, R: PhaseRegister>(
         tally = start(fanout, direction, run, checkpoint.pass, 0).await?;
         if !(tally.run == run && tally.pass == checkpoint.pass) {
             report.skipped_because = Some("another planner moved the tally on".to_owned());
-            return Ok(report);
+            return Ok((report, None));
         }
     }
     loop {

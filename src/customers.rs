@@ -220,9 +220,9 @@ async fn find<S: KvStore>(
     };
     let record = CustomerRecord::from_stored(&bytes)?;
     if record.id() != id {
-        return Err(Error::CorruptRecord(format!(
-            "record under '{id}' names another customerId"
-        )));
+        return Err(Error::CorruptRecord(
+            "the record under this id names another customerId".to_owned(),
+        ));
     }
     Ok(Some(Loaded {
         record,

@@ -109,10 +109,11 @@ fn an_oversized_body_is_refused_on_every_route_before_the_token_is_checked() {
 #[test]
 fn invalid_path_segments() {
     let world = World::at_real_time();
-    let long = "a".repeat(129);
+    // Legacy ids may be anything a key holds (tests/legacy_ids.rs); these cannot be.
+    let long = "a".repeat(471);
     for path in [
-        "/customer/bad%20id",
-        "/customer/a.b",
+        "/customer/bad%0Aid",
+        "/customer/%7F",
         &format!("/customer/{long}"),
     ] {
         let response = world.send("GET", path, Some(&service()), None);

@@ -224,7 +224,7 @@ mod tests {
             "invalid_token"
         );
         assert_eq!(
-            code(bearer(&token(None, Some("not an id"), Some(60)))),
+            code(bearer(&token(None, Some("not\nan id"), Some(60)))),
             "invalid_token"
         );
         assert_eq!(code(bearer("a.b.c")), "invalid_token");

@@ -313,7 +313,8 @@ mod tests {
             &b"{not json"[..],
             b"[]",
             b"{\"customerId\":5}",
-            b"{\"customerId\":\"a b\"}",
+            b"{\"customerId\":\"a\\nb\"}",
+            b"{\"customerId\":\"\"}",
             b"",
         ] {
             assert!(matches!(

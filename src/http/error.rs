@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::domain::RecordError;
+use crate::domain::{CustomerId, RecordError};
 use crate::error::{Error, Input};
 use crate::store::StoreError;
 
@@ -62,11 +62,14 @@ impl ApiError {
     }
 
     pub fn customer_not_found(id: &str) -> Self {
-        Self::new(
-            404,
-            "customer_not_found",
-            format!("no customer with id '{id}'"),
-        )
+        // A legacy id may be an address or anything else private: repeat only ids made
+        // of the new ids' alphabet.
+        let message = if CustomerId::in_alphabet(id) {
+            format!("no customer with id '{id}'")
+        } else {
+            "no customer with that id".to_owned()
+        };
+        Self::new(404, "customer_not_found", message)
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {

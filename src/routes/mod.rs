@@ -218,6 +218,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         })
         .collect::<Result<_, ApiError>>()?;
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    // A legacy id that is also a route's word is reached percent-encoded:
+    // `/customer/%6De` is the customer `me`, `/customer/me` the caller's own record.
+    let raw: Vec<&str> = trimmed.split('/').skip(1).collect();
+    let spelled_out = |i: usize| raw.get(i) == parts.get(i);
     use Method::*;
     let (allowed, chosen): (&[&str], Option<Route>) = match parts.as_slice() {
         ["health"] => (&["GET"], (*method == Get).then_some(Route::Health)),
@@ -241,8 +245,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             None => return Err(ApiError::new(404, "route_not_found", "no such route").into()),
         },
         ["customer"] => (&["POST"], (*method == Post).then_some(Route::Create)),
-        ["customer", "me"] => (&["GET"], (*method == Get).then_some(Route::Me)),
-        ["customer", "ensure"] => (&["POST"], (*method == Post).then_some(Route::Ensure)),
+        ["customer", "me"] if spelled_out(1) => (&["GET"], (*method == Get).then_some(Route::Me)),
+        ["customer", "ensure"] if spelled_out(1) => {
+            (&["POST"], (*method == Post).then_some(Route::Ensure))
+        }
         ["customer", "by-email", email] => (
             &["GET"],
             (*method == Get).then(|| Route::ByEmail((*email).to_owned())),
@@ -329,6 +335,27 @@ mod tests {
             route(&Method::Delete, "/customer/c1/"),
             Ok(Route::DeleteCustomer("c1".into()))
         );
+    }
+
+    #[test]
+    fn a_legacy_id_is_reached_percent_encoded_even_when_it_is_a_routes_word() {
+        assert_eq!(
+            route(&Method::Get, "/customer/ann%40example.com"),
+            Ok(Route::GetCustomer("ann@example.com".into()))
+        );
+        assert_eq!(
+            route(&Method::Patch, "/customer/a%2Fb%20c"),
+            Ok(Route::UpdateCustomer("a/b c".into()))
+        );
+        assert_eq!(
+            route(&Method::Get, "/customer/%6De"),
+            Ok(Route::GetCustomer("me".into()))
+        );
+        assert_eq!(
+            route(&Method::Delete, "/customer/%65nsure"),
+            Ok(Route::DeleteCustomer("ensure".into()))
+        );
+        assert_eq!(route(&Method::Post, "/customer/ensure"), Ok(Route::Ensure));
     }
 
     #[test]

@@ -29,14 +29,28 @@ pub const INVENTORY: &str = "__migration/inventory";
 /// Marks of keys the new store held before the migration, one per key.
 pub const PREEXISTING_PREFIX: &str = "__migration/preexisting/";
 
-/// The mark of `key`: its name after the prefix, or, where that would pass KV's 512-byte
-/// key limit, `#` and the SHA-256 of the name (no customer key starts with `#`).
+/// Conflicts the backfill could not order, one entry per key (`checking::conflicts`).
+pub const CONFLICT_PREFIX: &str = "__migration/conflict/";
+
+/// The mark of `key`: see [`about`].
 pub fn preexisting(key: &str) -> String {
-    if PREEXISTING_PREFIX.len() + key.len() <= MAX_KEY_BYTES {
-        format!("{PREEXISTING_PREFIX}{key}")
+    about(PREEXISTING_PREFIX, key)
+}
+
+/// The conflict entry of `key`: see [`about`].
+pub fn conflict(key: &str) -> String {
+    about(CONFLICT_PREFIX, key)
+}
+
+/// A working key about a customer-data `key`: its name after the prefix, or, where that
+/// would pass KV's 512-byte key limit, `#` and the SHA-256 of the name (no customer-data
+/// key starts with `#`). Its value names the key where that matters.
+fn about(prefix: &str, key: &str) -> String {
+    if prefix.len() + key.len() <= MAX_KEY_BYTES {
+        format!("{prefix}{key}")
     } else {
         use sha2::{Digest, Sha256};
-        format!("{PREEXISTING_PREFIX}#{}", hex::encode(Sha256::digest(key)))
+        format!("{prefix}#{}", hex::encode(Sha256::digest(key)))
     }
 }
 
@@ -103,6 +117,8 @@ mod tests {
             EMAIL_AUDIT.to_owned(),
             EMAIL_AUDIT_DRY_RUN.to_owned(),
             format!("{AUDIT_PREFIX}0"),
+            preexisting("customer_a"),
+            conflict(&format!("customer_{}", "a".repeat(500))),
         ];
         assert!(keys.iter().all(|k| is_migration_state(k)));
     }

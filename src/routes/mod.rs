@@ -7,6 +7,7 @@ pub mod admin;
 pub mod backfill;
 pub mod backup;
 mod bodies;
+pub mod conflicts;
 pub mod customer;
 pub mod dashboard;
 pub mod emails;
@@ -84,6 +85,7 @@ pub enum Route {
     BackfillThrottle,
     Verify,
     Inventory,
+    Conflicts,
     Emails,
     Rollback,
     Audit,
@@ -115,6 +117,7 @@ impl Route {
             Route::BackfillThrottle => "/admin/migrate/backfill/throttle",
             Route::Verify => "/admin/migrate/verify",
             Route::Inventory => "/admin/migrate/inventory",
+            Route::Conflicts => "/admin/migrate/conflicts",
             Route::Emails => "/admin/migrate/emails",
             Route::Rollback => "/admin/migrate/rollback",
             Route::Audit => "/admin/migrate/audit",
@@ -185,6 +188,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::Emails => emails::run(ctx, request).await,
         Route::Verify => verify::run(ctx, request).await,
         Route::Inventory => inventory::run(ctx, request).await,
+        Route::Conflicts => conflicts::page(ctx, request).await,
         Route::Rollback => rollback::run(ctx, request).await,
         Route::Export => backup::export(ctx, request).await,
         Route::Import => backup::import(ctx, request).await,
@@ -285,6 +289,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["admin", "migrate", "inventory"] => {
             (&["POST"], (*method == Post).then_some(Route::Inventory))
         }
+        ["admin", "migrate", "conflicts"] => {
+            (&["GET"], (*method == Get).then_some(Route::Conflicts))
+        }
         ["admin", "migrate", "backfill"] => {
             (&["POST"], (*method == Post).then_some(Route::Backfill))
         }
@@ -380,6 +387,8 @@ mod tests {
             ("POST", "/admin/migrate/verify"),
             ("POST", "/admin/migrate/backfill"),
             ("POST", "/admin/migrate/backfill/pause"),
+            ("POST", "/admin/migrate/inventory"),
+            ("GET", "/admin/migrate/conflicts"),
         ];
         for (method, path) in cases {
             let route = route(&Method::parse(method), path).unwrap();

@@ -190,6 +190,14 @@ pub enum Command {
         /// The export file; `-` for standard input.
         file: String,
     },
+    /// Conflicts the backfill left: both stores' values side by side.
+    Conflicts {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Every conflict, page after page.
+        #[arg(long)]
+        all: bool,
+    },
     /// Admin actions, newest first.
     Audit {
         #[arg(long, default_value_t = 20)]

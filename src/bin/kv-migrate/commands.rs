@@ -9,6 +9,7 @@ use customer_kv_migration::api::{
     StatusView, VerificationView,
 };
 use customer_kv_migration::migration::backup::BackupLine;
+use customer_kv_migration::migration::checking::conflicts::ConflictPage;
 use customer_kv_migration::migration::state::rollback::Step;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -107,7 +108,24 @@ pub fn run(args: Args) -> CommandResult {
             all_keys,
             file,
         } => import(&client, &out, (store, overwrite, all_keys), &file),
-        Command::Audit { limit, all } => audit(&client, &out, limit, all),
+        Command::Audit { limit, all } => {
+            let pages = Pages { limit, all };
+            pages.show(
+                &client,
+                &out,
+                "/admin/migrate/audit",
+                |page: &AuditPageView| (page.cursor.clone(), render::audit_page(page)),
+            )
+        }
+        Command::Conflicts { limit, all } => {
+            let pages = Pages { limit, all };
+            pages.show(
+                &client,
+                &out,
+                "/admin/migrate/conflicts",
+                |page: &ConflictPage| (page.cursor.clone(), render::conflicts(page)),
+            )
+        }
         Command::Token { .. } | Command::Completions { .. } => Ok(()),
     }
 }
@@ -560,21 +578,35 @@ fn import_value(
     typed(&answer)
 }
 
-fn audit(client: &Client, out: &Output, limit: u32, all: bool) -> CommandResult {
-    let mut cursor = String::new();
-    let limit = limit.to_string();
-    loop {
-        let answer = client
-            .get(
-                "/admin/migrate/audit",
-                &[("limit", &limit), ("cursor", &cursor)],
-            )?
-            .success()?;
-        let page: AuditPageView = typed(&answer)?;
-        out.show(&answer, &page, render::audit_page);
-        match page.cursor {
-            Some(next) if all => cursor = next,
-            _ => return Ok(()),
+/// A listing the worker answers a page at a time (`limit`, `cursor`): the first page, or
+/// with `all` every page.
+struct Pages {
+    limit: u32,
+    all: bool,
+}
+
+impl Pages {
+    /// Shows each page; `read` gives its next cursor and its human rendering.
+    fn show<T: DeserializeOwned>(
+        &self,
+        client: &Client,
+        out: &Output,
+        path: &str,
+        read: impl Fn(&T) -> (Option<String>, String),
+    ) -> CommandResult {
+        let mut cursor = String::new();
+        let limit = self.limit.to_string();
+        loop {
+            let answer = client
+                .get(path, &[("limit", &limit), ("cursor", &cursor)])?
+                .success()?;
+            let page: T = typed(&answer)?;
+            let (next, human) = read(&page);
+            out.show(&answer, &human, String::clone);
+            match next {
+                Some(next) if self.all => cursor = next,
+                _ => return Ok(()),
+            }
         }
     }
 }

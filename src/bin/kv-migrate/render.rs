@@ -5,6 +5,7 @@ use customer_kv_migration::api::{
     AuditPageView, BatchView, EmailAuditView, FanoutView, GateView, ImportView, InventoryView,
     PhaseChangeView, ProgressView, RollbackAnswer, StatusView, VerificationView,
 };
+use customer_kv_migration::migration::checking::conflicts::{ConflictKind, ConflictPage, Side};
 use customer_kv_migration::migration::state::audit::AuditEntry;
 use customer_kv_migration::migration::state::rollback::{Step, Taken};
 use customer_kv_migration::migration::KeySample;
@@ -418,6 +419,39 @@ pub fn audit_page(page: &AuditPageView) -> String {
     }
     let lines: Vec<String> = page.entries.iter().map(audit_line).collect();
     lines.join("\n")
+}
+
+pub fn conflicts(page: &ConflictPage) -> String {
+    if page.conflicts.is_empty() {
+        return "no conflicts".into();
+    }
+    let blocks: Vec<String> = page
+        .conflicts
+        .iter()
+        .map(|c| {
+            let why = match c.kind {
+                ConflictKind::Unordered => "versions cannot be ordered",
+                ConflictKind::Preexisting => "the new store held it before the migration",
+            };
+            let state = if c.settled { "settled" } else { "open" };
+            format!(
+                "{} ({why}; found {}; {state})\n  old: {}\n  new: {}",
+                c.key,
+                at(Some(c.found_at)),
+                side(&c.old),
+                side(&c.new)
+            )
+        })
+        .collect();
+    blocks.join("\n")
+}
+
+fn side(side: &Side) -> String {
+    match (&side.value, &side.metadata) {
+        (None, _) => "(absent)".into(),
+        (Some(value), None) => value.to_string(),
+        (Some(value), Some(metadata)) => format!("{value} metadata {metadata}"),
+    }
 }
 
 /// Whether the phase's writes skip the old store (so a due reverse sync cannot run yet).

@@ -1,6 +1,8 @@
 //! Checking the stores against each other: the inventory of what the new store held
-//! before the migration, verification key by key, and the audit of the email mappings.
+//! before the migration, verification key by key, the audit of the email mappings, and
+//! the conflicts the backfill left for the operator.
 
+pub mod conflicts;
 pub mod emails;
 pub mod inventory;
 pub mod verify;

@@ -9,6 +9,7 @@ use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{CustomerRecord, Tombstone, CUSTOMER_PREFIX};
+use crate::migration::checking::conflicts::{self, ConflictKind};
 use crate::migration::checking::inventory;
 use crate::migration::healing::read_repair;
 use crate::migration::key_state;
@@ -215,6 +216,7 @@ pub async fn copy_chunk<S: KvStore>(
     let target_values = read_many(stores.get(direction.target()), &names).await?;
 
     let mut to_write: Vec<(&ListedKey, StoredValue)> = Vec::new();
+    let mut found: Vec<(String, ConflictKind)> = Vec::new();
     // Copies that would replace a value the new store holds, with that value.
     let mut overwrites: Vec<(String, StoredValue)> = Vec::new();
     for ((listed, source), target) in keys.iter().zip(source_values).zip(target_values) {
@@ -237,26 +239,24 @@ pub async fn copy_chunk<S: KvStore>(
                 to_write.push((listed, source));
             }
             Verdict::Expired => counts.expired += 1,
-            Verdict::Conflict => {
-                counts.conflicts += 1;
-                extend_capped(
-                    &mut counts.conflict_keys,
-                    std::slice::from_ref(&listed.name),
-                );
-            }
+            Verdict::Conflict => found.push((listed.name.clone(), ConflictKind::Unordered)),
             Verdict::InSync | Verdict::NewerInTarget | Verdict::Deleted | Verdict::Gone => {
                 counts.skipped += 1
             }
         }
     }
     if !overwrites.is_empty() {
-        keep_preexisting(&stores.new, &mut to_write, &overwrites, &mut counts).await?;
+        keep_preexisting(&stores.new, &mut to_write, &overwrites, &mut found).await?;
     }
+    counts.conflicts += found.len() as u64;
+    let names: Vec<String> = found.iter().map(|(name, _)| name.clone()).collect();
+    extend_capped(&mut counts.conflict_keys, &names);
     if dry_run {
         counts.copied = to_write.len() as u64;
         return Ok(counts);
     }
 
+    conflicts::record(&stores.new, &found, now_ms).await?;
     let written = write_copies(stores, direction, to_write, now_ms, &mut counts).await?;
     counts.copied = written;
     Ok(counts)
@@ -264,14 +264,14 @@ pub async fn copy_chunk<S: KvStore>(
 
 /// Drops the copies that would replace a value the new store held before the migration
 /// and still holds (the inventory marked it, docs/design.md §16): the operator settles
-/// those, so they count as conflicts. Once the value has changed — settled, or written
+/// those, so they are conflicts. Once the value has changed — settled, or written
 /// through the API — the mark no longer holds the copy back. One bulk read per 100 such
 /// keys, which only a new store that holds older versions than the old store's makes.
 async fn keep_preexisting<S: KvStore>(
     new_store: &S,
     to_write: &mut Vec<(&ListedKey, StoredValue)>,
     overwrites: &[(String, StoredValue)],
-    counts: &mut CopyCounts,
+    found: &mut Vec<(String, ConflictKind)>,
 ) -> StoreResult<()> {
     let names: Vec<String> = overwrites.iter().map(|(name, _)| name.clone()).collect();
     let marks = inventory::marks(new_store, &names).await?;
@@ -284,9 +284,10 @@ async fn keep_preexisting<S: KvStore>(
         return Ok(());
     }
     to_write.retain(|(listed, _)| !kept.contains(&&listed.name));
-    counts.conflicts += kept.len() as u64;
-    let names: Vec<String> = kept.into_iter().cloned().collect();
-    extend_capped(&mut counts.conflict_keys, &names);
+    found.extend(
+        kept.into_iter()
+            .map(|name| (name.clone(), ConflictKind::Preexisting)),
+    );
     Ok(())
 }
 

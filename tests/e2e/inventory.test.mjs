@@ -52,3 +52,16 @@ test("after it, the backfill keeps them and the verification counts them apart",
   // Past phase 0 the inventory cannot be taken: the migration's copies are in the store.
   assertError(await h.request("POST", "/admin/migrate/inventory", { token: h.adminToken, body: {} }), 409, "inventory_not_allowed");
 });
+
+test("the customer it kept is listed as a conflict with both values, through the CLI", async () => {
+  const listed = await kvMigrate(h, ["conflicts", "--all"]);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(listed.stdout, /customer_legacy_3 \(the new store held it before the migration; found .*; open\)/);
+  assert.match(listed.stdout, /new: .*Edited by the API/);
+  assert.match(listed.stdout, /old: .*Test legacy_3/);
+  const asJson = await kvMigrate(h, ["conflicts", "--json"]);
+  assert.equal(asJson.code, 0, asJson.stderr);
+  const page = JSON.parse(asJson.stdout);
+  assert.deepEqual(page.conflicts.map((c) => [c.key, c.kind, c.settled]), [["customer_legacy_3", "preexisting", false]]);
+  assert.equal(page.complete, true);
+});

@@ -299,6 +299,38 @@ function renderAudit(entries) {
   );
 }
 
+const CONFLICT_WHY = {
+  unordered: "versions cannot be ordered",
+  preexisting: "held before the migration",
+};
+
+function sideText(side) {
+  if (!side.present) return "(absent)";
+  const value = typeof side.value === "string" ? side.value : JSON.stringify(side.value);
+  return side.metadata ? `${value} metadata ${JSON.stringify(side.metadata)}` : value;
+}
+
+function renderConflicts(page) {
+  const rows = page.conflicts.map((c) =>
+    el(
+      "tr",
+      {},
+      el("td", {}, el("code", {}, c.key)),
+      el("td", {}, CONFLICT_WHY[c.kind] || c.kind),
+      el("td", { class: "value" }, sideText(c.old)),
+      el("td", { class: "value" }, sideText(c.new)),
+      el("td", {}, c.settled ? "settled" : "open"),
+    ),
+  );
+  if (!page.complete) {
+    rows.push(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "More: kv-migrate conflicts --all")));
+  }
+  fill(
+    $("conflicts").tBodies[0],
+    rows.length ? rows : el("tr", {}, el("td", { colspan: "5", class: "muted" }, "No conflict.")),
+  );
+}
+
 function renderActions(s) {
   const current = s.phase.current;
   const forward = $("move-forward");
@@ -332,7 +364,11 @@ async function refresh() {
   }
   loading = true;
   try {
-    const [res, audit] = await Promise.all([api("GET", "/status"), api("GET", "/audit?limit=20")]);
+    const [res, audit, conflicts] = await Promise.all([
+      api("GET", "/status"),
+      api("GET", "/audit?limit=20"),
+      api("GET", "/conflicts?limit=20"),
+    ]);
     if (!res.ok) {
       $("refreshed").textContent = `Refresh failed: ${errorText(res)}`;
       $("refreshed").className = "error";
@@ -343,6 +379,7 @@ async function refresh() {
     $("main").hidden = false;
     render(status);
     renderAudit(audit.ok ? audit.json.entries : status.recentAudit || []);
+    if (conflicts.ok) renderConflicts(conflicts.json);
     $("refreshed").className = "";
     $("refreshed").textContent = `Refreshed at ${new Date().toLocaleTimeString()}`;
     document.body.dataset.phase = String(status.phase.current);

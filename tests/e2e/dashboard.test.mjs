@@ -9,7 +9,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import puppeteer from "puppeteer-core";
-import { generateLegacyData } from "../../scripts/legacy-data.mjs";
+import { MESSY, generateLegacyData } from "../../scripts/legacy-data.mjs";
 import { startWorker } from "./harness.mjs";
 
 const SHOTS = fileURLToPath(new URL("../../target/screenshots/", import.meta.url));
@@ -31,6 +31,10 @@ before(async () => {
   if (skip) return;
   h = await startWorker();
   await h.seedOld(generateLegacyData({ customers: 1_200, seed: 3 }));
+  // Another service wrote one legacy customer into the new store, without updatedAt:
+  // a conflict the backfill cannot order.
+  const m = MESSY.noUpdatedAt;
+  await h.new().put(m.key, JSON.stringify({ customerId: m.customerId, name: "Written by another service", email: m.email }));
   browser = await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -205,6 +209,17 @@ test("the backfill bar advances as cron runs fire", { skip }, async () => {
   assert.match(await text("#backfill-percent"), /%/);
   assert.match(await text("#backfill-summary"), /records\/s/);
   await shot("backfill-done");
+});
+
+test("a conflict shows both values; written through the API it shows as settled", { skip }, async () => {
+  const m = MESSY.noUpdatedAt;
+  const open = await text("#conflicts tbody");
+  assert.match(open, new RegExp(`${m.key}versions cannot be ordered.*No Updated At.*Written by another service.*open`));
+  const written = await h.request("PATCH", `/customer/${m.customerId}`, { token: h.serviceToken, body: { name: "Decided" } });
+  assert.equal(written.status, 200, written.text);
+  await refreshed();
+  assert.match(await text("#conflicts tbody"), new RegExp(`${m.key}.*Decided.*Decided.*settled`));
+  assert.deepEqual(unexpectedProblems(), []);
 });
 
 test("pause, verification and the email audit run from the page and answer in words", { skip }, async () => {

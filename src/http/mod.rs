@@ -108,6 +108,21 @@ impl ApiRequest {
         Ok(None)
     }
 
+    /// The page size a listing asks for: `default` when absent, else 1 to `max`
+    /// (400 `invalid_query` otherwise).
+    pub fn limit_param(&self, default: u32, max: u32) -> Result<u32, ApiError> {
+        match self.query_param("limit")? {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_query", format!("limit must be 1 to {max}"))
+                }),
+        }
+    }
+
     /// The body as a typed request (an empty body reads as `{}`): 400 `invalid_json`
     /// when it is not JSON, `invalid_body` when it does not fit `T`.
     pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {

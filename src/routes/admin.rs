@@ -104,14 +104,7 @@ pub async fn audit_log<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    let limit = match request.query_param("limit")? {
-        None => AUDIT_PAGE,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request("invalid_query", "limit must be 1 to 1000"))?,
-    };
+    let limit = request.limit_param(AUDIT_PAGE, 1000)?;
     let cursor = request.query_param("cursor")?.filter(|c| !c.is_empty());
     let page = audit::page(&ctx.stores.new, limit, cursor.as_deref()).await?;
     let complete = page.cursor.is_none();

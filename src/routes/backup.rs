@@ -57,16 +57,7 @@ pub async fn export<S: KvStore, R: PhaseRegister, W: Writers>(
             ApiError::bad_request("invalid_query", "cursor is not one an export answered")
         })?,
     };
-    let limit = match request.query_param("limit")? {
-        None => EXPORT_PAGE,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=EXPORT_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_query", format!("limit must be 1 to {EXPORT_PAGE}"))
-            })?,
-    };
+    let limit = request.limit_param(EXPORT_PAGE, EXPORT_PAGE)?;
     let all_keys = all_keys_param(request)?;
     if all_keys {
         // Other keys may be another service's (an OTP session): reading them is audited.

@@ -14,16 +14,7 @@ pub async fn page<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    let limit = match request.query_param("limit")? {
-        None => MAX_PAGE,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_query", format!("limit must be 1 to {MAX_PAGE}"))
-            })?,
-    };
+    let limit = request.limit_param(MAX_PAGE, MAX_PAGE)?;
     let cursor = request.query_param("cursor")?.filter(|c| !c.is_empty());
     let page = conflicts::page(ctx.stores, cursor.as_deref(), limit).await?;
     Ok(ApiResponse::ok(json!(page)))

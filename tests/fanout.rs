@@ -330,3 +330,94 @@ fn a_planner_behind_the_tally_neither_reopens_an_earlier_run_nor_forgets_its_cop
     run_to_completion(&mut world);
     assert_new_mirrors_old(&world);
 }
+
+/// A fanned-out pass keeps its writes in the coordinator's tally until the planner ends
+/// it, and its consumers may copy at any moment before then: until the run is complete,
+/// a copy decided on a stale read may hide a newer value in the new store, so the gate
+/// `backfill_settled` must hold a move of reads to the new store, as it does for a run
+/// the cron copies itself.
+#[test]
+fn copies_the_tally_holds_keep_reads_off_the_new_store_until_a_pass_rereads_them() {
+    let mut world = World::in_phase(Phase::DualWrite);
+    world.queue = Some(LocalQueue::default());
+    seed_legacy(&world, 150);
+    let batch = world.send(
+        "POST",
+        "/admin/migrate/backfill",
+        Some(&admin()),
+        Some(serde_json::json!({})),
+    );
+    assert_eq!(batch.status, 200, "{}", batch.body);
+    // Consumers copy every chunk; the planner has not run since (the plan messages they
+    // send when the tally shows the pass done wait in the queue).
+    let register = world.register();
+    let fanout = Fanout {
+        register: &register,
+        queue: queue(&world),
+    };
+    let settings = (world.config.default_phase, world.config.gate_settings());
+    let chunks: Vec<QueueMessage> = queue(&world)
+        .take(usize::MAX)
+        .into_iter()
+        .map(|d| d.message)
+        .collect();
+    assert!(chunks.iter().all(|m| matches!(m, QueueMessage::Chunk(_))));
+    let consumed = block_on(consume(
+        &world.stores,
+        fanout,
+        settings,
+        &chunks,
+        world.now_ms,
+    ));
+    assert_eq!(consumed.written, 300);
+    assert!(!checkpoint(&world).complete());
+    assert!(world.stores.new.peek("customer_cust_000000").is_some());
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    assert_eq!(
+        status.body["backfill"]["unsettledCopies"], true,
+        "{}",
+        status.body["backfill"]
+    );
+    let refused = world.send(
+        "POST",
+        "/admin/migrate/phase",
+        Some(&admin()),
+        Some(serde_json::json!({ "phase": 2 })),
+    );
+    assert_eq!(
+        (refused.status, error_code(&refused)),
+        (409, "phase_change_refused"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.to_string().contains("backfill_settled"),
+        "{}",
+        refused.body
+    );
+
+    // Batches end the pass that wrote and run one that re-reads every copy: then the
+    // move is allowed.
+    for _ in 0..10 {
+        if checkpoint(&world).complete() {
+            break;
+        }
+        world.now_ms += 1;
+        world.send(
+            "POST",
+            "/admin/migrate/backfill",
+            Some(&admin()),
+            Some(serde_json::json!({})),
+        );
+        world.drain_queue(BATCH);
+    }
+    assert!(checkpoint(&world).complete(), "{:?}", checkpoint(&world));
+    assert_new_mirrors_old(&world);
+    let moved = world.send(
+        "POST",
+        "/admin/migrate/phase",
+        Some(&admin()),
+        Some(serde_json::json!({ "phase": 2 })),
+    );
+    assert_eq!(moved.status, 200, "{}", moved.body);
+}

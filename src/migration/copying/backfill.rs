@@ -162,9 +162,12 @@ impl Checkpoint {
     }
 
     /// Whether copies were made that no later pass has re-read yet: until one has, a
-    /// copy decided on a stale read may hide a newer value in the target.
+    /// copy decided on a stale read may hide a newer value in the target. A fanned-out
+    /// run counts until it is complete: its current pass's writes are in the
+    /// coordinator's tally, which the checkpoint takes in only when the pass ends, and
+    /// its consumers may be copying now (docs/design.md §13).
     pub fn unsettled_copies(&self) -> bool {
-        !self.complete() && (self.pass_writes > 0 || self.pass > 1)
+        !self.complete() && (self.pass_writes > 0 || self.pass > 1 || self.fanned_out)
     }
 
     /// How long the next pass must still wait for KV's consistency window.

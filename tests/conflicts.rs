@@ -113,7 +113,7 @@ fn every_conflict_is_listed_with_both_values_a_page_at_a_time() {
 }
 
 #[test]
-fn a_conflict_written_through_the_api_shows_as_settled() {
+fn a_conflict_written_through_the_api_shows_as_settled_and_is_pruned() {
     let world = world_with_conflicts();
     world.set_phase(Phase::Backfill);
     world.run_cron_until_backfill_stops();
@@ -131,6 +131,29 @@ fn a_conflict_written_through_the_api_shows_as_settled() {
         .map(|c| c["key"].as_str().unwrap())
         .collect();
     assert_eq!(settled, ["customer_unordered_007"]);
+
+    let mut removed = 0;
+    let mut cursor = json!(null);
+    loop {
+        let pruned = world.send(
+            "POST",
+            "/admin/migrate/conflicts/prune",
+            Some(&admin()),
+            Some(json!({ "cursor": cursor })),
+        );
+        assert_eq!(pruned.status, 200, "{}", pruned.body);
+        removed += pruned.body["removed"].as_u64().unwrap();
+        if pruned.body["complete"] == true {
+            break;
+        }
+        cursor = pruned.body["cursor"].clone();
+    }
+    assert_eq!(removed, 1);
+    let (left, _) = all_conflicts(&world, 100);
+    assert_eq!(left.len(), UNORDERED, "only the settled entry is gone");
+    assert!(left.iter().all(|c| c["settled"] == false));
+    let audit = world.send("GET", "/admin/migrate/audit", Some(&admin()), None);
+    assert_eq!(audit.body["entries"][0]["action"], "conflicts_pruned");
 }
 
 #[test]

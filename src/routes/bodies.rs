@@ -135,6 +135,13 @@ pub struct Inventory {
     pub restart: Option<bool>,
 }
 
+/// `POST /admin/migrate/conflicts/prune`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Prune {
+    pub cursor: Option<String>,
+}
+
 /// `POST /admin/migrate/verify`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

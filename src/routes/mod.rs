@@ -86,6 +86,7 @@ pub enum Route {
     Verify,
     Inventory,
     Conflicts,
+    PruneConflicts,
     Emails,
     Rollback,
     Audit,
@@ -118,6 +119,7 @@ impl Route {
             Route::Verify => "/admin/migrate/verify",
             Route::Inventory => "/admin/migrate/inventory",
             Route::Conflicts => "/admin/migrate/conflicts",
+            Route::PruneConflicts => "/admin/migrate/conflicts/prune",
             Route::Emails => "/admin/migrate/emails",
             Route::Rollback => "/admin/migrate/rollback",
             Route::Audit => "/admin/migrate/audit",
@@ -189,6 +191,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::Verify => verify::run(ctx, request).await,
         Route::Inventory => inventory::run(ctx, request).await,
         Route::Conflicts => conflicts::page(ctx, request).await,
+        Route::PruneConflicts => conflicts::prune(ctx, request).await,
         Route::Rollback => rollback::run(ctx, request).await,
         Route::Export => backup::export(ctx, request).await,
         Route::Import => backup::import(ctx, request).await,
@@ -292,6 +295,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["admin", "migrate", "conflicts"] => {
             (&["GET"], (*method == Get).then_some(Route::Conflicts))
         }
+        ["admin", "migrate", "conflicts", "prune"] => (
+            &["POST"],
+            (*method == Post).then_some(Route::PruneConflicts),
+        ),
         ["admin", "migrate", "backfill"] => {
             (&["POST"], (*method == Post).then_some(Route::Backfill))
         }
@@ -389,6 +396,7 @@ mod tests {
             ("POST", "/admin/migrate/backfill/pause"),
             ("POST", "/admin/migrate/inventory"),
             ("GET", "/admin/migrate/conflicts"),
+            ("POST", "/admin/migrate/conflicts/prune"),
         ];
         for (method, path) in cases {
             let route = route(&Method::parse(method), path).unwrap();

@@ -65,3 +65,13 @@ test("the customer it kept is listed as a conflict with both values, through the
   assert.deepEqual(page.conflicts.map((c) => [c.key, c.kind, c.settled]), [["customer_legacy_3", "preexisting", false]]);
   assert.equal(page.complete, true);
 });
+
+test("written through the API, the conflict is settled and the CLI prunes it", async () => {
+  const written = await h.request("PATCH", "/customer/legacy_3", { token: h.serviceToken, body: { name: "Decided" } });
+  assertStatus(written, 200);
+  const pruned = await kvMigrate(h, ["conflicts", "--prune"]);
+  assert.equal(pruned.code, 0, pruned.stderr);
+  assert.match(pruned.stdout, /1 conflict entries checked, 1 settled ones removed/);
+  const listed = await kvMigrate(h, ["conflicts"]);
+  assert.match(listed.stdout, /no conflicts/);
+});

@@ -197,6 +197,9 @@ pub enum Command {
         /// Every conflict, page after page.
         #[arg(long)]
         all: bool,
+        /// Remove the entries whose stores agree now (settled through the API).
+        #[arg(long, conflicts_with_all = ["limit", "all"])]
+        prune: bool,
     },
     /// Admin actions, newest first.
     Audit {

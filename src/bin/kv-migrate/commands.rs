@@ -9,7 +9,7 @@ use customer_kv_migration::api::{
     StatusView, VerificationView,
 };
 use customer_kv_migration::migration::backup::BackupLine;
-use customer_kv_migration::migration::checking::conflicts::ConflictPage;
+use customer_kv_migration::migration::checking::conflicts::{ConflictPage, Pruned};
 use customer_kv_migration::migration::state::rollback::Step;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -117,7 +117,8 @@ pub fn run(args: Args) -> CommandResult {
                 |page: &AuditPageView| (page.cursor.clone(), render::audit_page(page)),
             )
         }
-        Command::Conflicts { limit, all } => {
+        Command::Conflicts { prune: true, .. } => prune_conflicts(&client, &out),
+        Command::Conflicts { limit, all, .. } => {
             let pages = Pages { limit, all };
             pages.show(
                 &client,
@@ -576,6 +577,35 @@ fn import_value(
         )?
         .success()?;
     typed(&answer)
+}
+
+/// Removes settled conflict entries, page after page; prints the totals.
+fn prune_conflicts(client: &Client, out: &Output) -> CommandResult {
+    let mut total = Pruned::default();
+    let mut cursor: Option<String> = None;
+    loop {
+        let answer = client
+            .post_json_resumable(
+                "/admin/migrate/conflicts/prune",
+                &json!({ "cursor": cursor }),
+            )?
+            .success()?;
+        let page: Pruned = typed(&answer)?;
+        total.checked += page.checked;
+        total.removed += page.removed;
+        if page.complete {
+            total.complete = true;
+            let shown = json!(total);
+            out.show(&shown, &total, |t| {
+                format!(
+                    "{} conflict entries checked, {} settled ones removed",
+                    t.checked, t.removed
+                )
+            });
+            return Ok(());
+        }
+        cursor = page.cursor;
+    }
 }
 
 /// A listing the worker answers a page at a time (`limit`, `cursor`): the first page, or

@@ -117,17 +117,59 @@ pub async fn page<S: KvStore>(
     cursor: Option<&str>,
     limit: u32,
 ) -> StoreResult<ConflictPage> {
+    Ok(read_page(stores, cursor, limit).await?.0)
+}
+
+/// What a prune of one page did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pruned {
+    pub checked: u64,
+    pub removed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    pub complete: bool,
+}
+
+/// Removes the entries of one page whose stores agree now: [`page`]'s reads plus one
+/// delete per settled entry. An entry the backfill meets again is written again.
+pub async fn prune<S: KvStore>(stores: &Stores<S>, cursor: Option<&str>) -> StoreResult<Pruned> {
+    let (page, entry_names) = read_page(stores, cursor, MAX_PAGE).await?;
+    let mut removed = 0;
+    for (conflict, name) in page.conflicts.iter().zip(&entry_names) {
+        if conflict.settled {
+            stores.new.delete(name).await?;
+            removed += 1;
+        }
+    }
+    Ok(Pruned {
+        checked: page.conflicts.len() as u64,
+        removed,
+        complete: page.complete,
+        cursor: page.cursor,
+    })
+}
+
+/// A page, and the entries' own key names alongside its conflicts.
+async fn read_page<S: KvStore>(
+    stores: &Stores<S>,
+    cursor: Option<&str>,
+    limit: u32,
+) -> StoreResult<(ConflictPage, Vec<String>)> {
     let listed = stores
         .new
         .list(CONFLICT_PREFIX, cursor, limit.clamp(1, MAX_PAGE))
         .await?;
     let names: Vec<String> = listed.keys.into_iter().map(|k| k.name).collect();
-    let entries: Vec<Entry> = read_many(&stores.new, &names)
+    let (entry_names, entries): (Vec<String>, Vec<Entry>) = read_many(&stores.new, &names)
         .await?
         .into_iter()
-        .flatten()
-        .filter_map(|stored| serde_json::from_slice(&stored.bytes).ok())
-        .collect();
+        .zip(names)
+        .filter_map(|(stored, name)| {
+            let entry = serde_json::from_slice(&stored?.bytes).ok()?;
+            Some((name, entry))
+        })
+        .unzip();
     let keys: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
     let old = read_many(&stores.old, &keys).await?;
     let new = read_many(&stores.new, &keys).await?;
@@ -144,9 +186,10 @@ pub async fn page<S: KvStore>(
         })
         .collect();
     let cursor = listed.cursor.filter(|_| !listed.complete);
-    Ok(ConflictPage {
+    let page = ConflictPage {
         conflicts,
         complete: cursor.is_none(),
         cursor,
-    })
+    };
+    Ok((page, entry_names))
 }

@@ -195,9 +195,14 @@ impl<S: KvStore> Writers for CountingWriters<'_, S> {
             ops: &self.storage,
         };
         let outer = self.place.replace("C:");
-        let reply = object::run(self.stores, &counted, (self, self), id, request, self.clock).await;
+        let ran = object::run(self.stores, &counted, (self, self), id, request, self.clock).await;
+        if ran.check_at.is_some() {
+            // The delete's check: the object's id and its alarm (docs/design.md §12).
+            counted.write();
+            counted.write();
+        }
         self.place.set(outer);
-        reply
+        ran.reply
     }
 }
 

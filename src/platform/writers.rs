@@ -4,7 +4,8 @@
 
 use futures::lock::Mutex;
 use worker::{
-    durable_object, Delay, DurableObject, Env, Request, Response, Result, State, Storage,
+    durable_object, Delay, DurableObject, Env, Request, Response, Result, ScheduledTime, State,
+    Storage,
 };
 
 use super::kv::WorkersKv;
@@ -12,11 +13,13 @@ use std::time::Duration;
 
 use crate::domain::CustomerId;
 use crate::error::{Error, Input};
+use crate::logging::Level;
 use crate::migration::state::phase_record::PhaseState;
 use crate::store::{StoreError, StoreName, StoreResult, Stores};
 use crate::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest, Holder};
 use crate::writes::memo::{memo_key, Memo, Remembered, Waiter};
-use crate::writes::object::{self, ObjectClock, Reply, WriteRequest};
+use crate::writes::object::{self, ObjectClock, Ran, Reply, WriteRequest};
+use crate::writes::settle;
 use crate::writes::Writers;
 
 pub const CUSTOMER_BINDING: &str = "CUSTOMER_WRITER";
@@ -25,6 +28,8 @@ pub const EMAIL_BINDING: &str = "EMAIL_OWNER";
 const HOLDER: &str = "holder";
 /// Where an object keeps the newest phase record it acted on.
 const PHASE: &str = "phase";
+/// Where a customer's object keeps its id for its alarm: an object is not told its name.
+const ALARM_ID: &str = "alarm-id";
 
 /// Sleeps the object's request (its lock held, so requests behind it queue).
 struct Sleep;
@@ -106,11 +111,15 @@ fn kv_stores(env: &Env) -> std::result::Result<Stores<WorkersKv>, Error> {
 
 fn clock(env: &Env) -> std::result::Result<(ObjectClock, u64), Error> {
     let config = super::config(env).map_err(|e| unavailable("the object's configuration", e))?;
-    let clock = ObjectClock {
+    Ok((live_clock(&config), config.pass_delay_ms()))
+}
+
+/// The object's clock, reading the time as its op goes on.
+fn live_clock(config: &crate::app::Config) -> ObjectClock {
+    ObjectClock {
         live_ms: super::now_ms,
-        ..ObjectClock::of(&config, super::now_ms())
-    };
-    Ok((clock, config.pass_delay_ms()))
+        ..ObjectClock::of(config, super::now_ms())
+    }
 }
 
 fn unavailable(what: &str, err: impl std::fmt::Display) -> Error {
@@ -141,7 +150,20 @@ impl DurableObject for CustomerWriter {
         };
         let _held = self.lock.lock().await;
         let reply = match self.run(&id, request).await {
-            Ok(reply) => reply,
+            Ok(Ran {
+                mut reply,
+                check_at,
+            }) => {
+                if let Some(at) = check_at {
+                    if let Err(err) = self.set_alarm(&id, at).await {
+                        // The write stands; only its later check is missing.
+                        reply
+                            .warnings
+                            .push(format!("delete_check_unscheduled: {err}"));
+                    }
+                }
+                reply
+            }
             Err(err) => Reply {
                 result: Err(err),
                 warnings: Vec::new(),
@@ -149,10 +171,39 @@ impl DurableObject for CustomerWriter {
         };
         Response::from_json(&reply)
     }
+
+    /// Checks the object's last delete (`settle::check`). An error makes the platform
+    /// ring the alarm again later.
+    async fn alarm(&self) -> Result<Response> {
+        let _held = self.lock.lock().await;
+        let storage = self.state.storage();
+        let Some(id) = storage.get::<String>(ALARM_ID).await? else {
+            return Response::ok("");
+        };
+        let id = CustomerId::parse(&id).map_err(|m| worker::Error::RustError(m.to_owned()))?;
+        let stores = super::namespaces(&self.env)?;
+        let config = super::config(&self.env)?;
+        let clock = live_clock(&config);
+        let memo = StorageMemo(&storage);
+        let checked = settle::check(&stores, &memo, &Sleep, &id, clock)
+            .await
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        if !checked.restored.is_empty() {
+            // A copy had put an older state back over the delete (no id: it is private).
+            super::log(
+                config.log_level,
+                Level::Warn,
+                "delete_restored",
+                &checked,
+                None,
+            );
+        }
+        Response::ok("")
+    }
 }
 
 impl CustomerWriter {
-    async fn run(&self, id: &str, request: WriteRequest) -> std::result::Result<Reply, Error> {
+    async fn run(&self, id: &str, request: WriteRequest) -> std::result::Result<Ran, Error> {
         let id = CustomerId::parse(id).map_err(|m| Error::invalid(Input::CustomerId, m))?;
         let stores = kv_stores(&self.env)?;
         let (clock, _) = clock(&self.env)?;
@@ -160,6 +211,13 @@ impl CustomerWriter {
         let memo = StorageMemo(&storage);
         let sender = DoClaims { env: &self.env };
         Ok(object::run(&stores, &memo, (&sender, &Sleep), &id, request, clock).await)
+    }
+
+    async fn set_alarm(&self, id: &str, at_ms: u64) -> Result<()> {
+        let storage = self.state.storage();
+        storage.put(ALARM_ID, id).await?;
+        let at = worker::js_sys::Date::new(&worker::wasm_bindgen::JsValue::from_f64(at_ms as f64));
+        storage.set_alarm(ScheduledTime::new(at)).await
     }
 }
 

@@ -3,7 +3,7 @@
 //! Native tests and the simulation use them.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use futures::lock::Mutex;
@@ -14,6 +14,7 @@ use crate::store::{KvStore, Stores};
 use crate::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest};
 use crate::writes::memo::{MemoryMemo, Waiter};
 use crate::writes::object::{self, ObjectClock, Reply, WriteRequest};
+use crate::writes::settle;
 use crate::writes::Writers;
 
 /// One object's state: its lock and its storage.
@@ -29,6 +30,9 @@ pub struct ObjectCells {
     customers: RefCell<HashMap<String, Rc<ObjectCell>>>,
     emails: RefCell<HashMap<String, Rc<ObjectCell>>>,
     calls: std::cell::Cell<ObjectCalls>,
+    /// Each customer object's alarm: when it checks its writes (`settle::check_at`).
+    /// An object has one alarm; setting it again moves it.
+    alarms: RefCell<BTreeMap<String, u64>>,
 }
 
 /// Requests the objects were sent: in production, each is one billed Durable Object
@@ -42,6 +46,12 @@ pub struct ObjectCalls {
 impl ObjectCells {
     pub fn calls(&self) -> ObjectCalls {
         self.calls.get()
+    }
+
+    /// The customer objects whose alarm is set, and when it rings.
+    pub fn alarms(&self) -> Vec<(String, u64)> {
+        let alarms = self.alarms.borrow();
+        alarms.iter().map(|(id, at)| (id.clone(), *at)).collect()
     }
 
     pub fn reset_calls(&self) {
@@ -85,7 +95,47 @@ impl<S: KvStore> Writers for LocalWriters<'_, S> {
         } else {
             &cell.memo
         };
-        object::run(self.stores, memo, (self, self), id, request, self.clock).await
+        let ran = object::run(self.stores, memo, (self, self), id, request, self.clock).await;
+        if let Some(at) = ran.check_at {
+            let mut alarms = self.cells.alarms.borrow_mut();
+            alarms.insert(id.as_str().to_owned(), at);
+        }
+        ran.reply
+    }
+}
+
+impl<S: KvStore> LocalWriters<'_, S> {
+    /// Rings the alarms due by the clock, as the platform would have: each object checks
+    /// its writes under its lock. Returns how many objects wrote a store again. An alarm
+    /// whose check fails stays set, as the platform retries it.
+    pub async fn ring_alarms(&self) -> usize {
+        let due: Vec<String> = {
+            let alarms = self.cells.alarms.borrow();
+            let now_ms = self.clock.now_ms;
+            alarms
+                .iter()
+                .filter(|(_, at)| **at <= now_ms)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let mut restored = 0;
+        for name in due {
+            let Ok(id) = CustomerId::parse(&name) else {
+                continue;
+            };
+            let cell = cell(&self.cells.customers, &name);
+            let _held = cell.lock.lock().await;
+            let still_due = self.cells.alarms.borrow().get(&name).copied();
+            if still_due.is_none_or(|at| at > self.clock.now_ms) {
+                continue; // a write moved it while this waited for the lock
+            }
+            if let Ok(checked) = settle::check(self.stores, &cell.memo, self, &id, self.clock).await
+            {
+                self.cells.alarms.borrow_mut().remove(&name);
+                restored += usize::from(!checked.restored.is_empty());
+            }
+        }
+        restored
     }
 }
 

@@ -39,7 +39,7 @@ pub struct RememberedValue {
 }
 
 impl Remembered {
-    fn stored(&self) -> Option<StoredValue> {
+    pub(crate) fn stored(&self) -> Option<StoredValue> {
         self.value.as_ref().map(|v| StoredValue {
             bytes: v.text.as_bytes().to_vec(),
             metadata: v.metadata.clone(),
@@ -222,7 +222,7 @@ fn believed(key: &str, entry: Remembered, in_kv: Option<StoredValue>) -> Option<
 }
 
 /// Whether the memory of a record is still the newest state of it, given what KV shows.
-fn memory_is_newest(entry: &Remembered, in_kv: Option<&StoredValue>) -> bool {
+pub(crate) fn memory_is_newest(entry: &Remembered, in_kv: Option<&StoredValue>) -> bool {
     let Some(in_kv) = in_kv else {
         return true;
     };
@@ -360,6 +360,7 @@ mod tests {
         ObjectClock {
             now_ms,
             trust_ms: 10_000,
+            check_after_ms: 0,
             live_ms: || 0,
         }
     }

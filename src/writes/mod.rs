@@ -9,6 +9,7 @@ pub mod local;
 pub mod memo;
 pub mod object;
 pub mod repairs;
+pub mod settle;
 
 use crate::customers::{self, derived_ids, Loaded};
 use crate::domain::json::{Json, JsonObject};

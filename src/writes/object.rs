@@ -17,6 +17,7 @@ use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
 use crate::writes::claims::{ClaimSender, Claims};
 use crate::writes::memo::{self, Memo, Waiter};
+use crate::writes::settle;
 
 /// One write of one customer, and the phase record its request was served under.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +99,10 @@ pub struct ObjectClock {
     /// How long after a write the object believes its memory of a mapping over KV
     /// (records: see `memo::Remembering`).
     pub trust_ms: u64,
+    /// How long after a delete the object checks it (`settle::check_at`): the pass delay
+    /// for the copy decided on a read from just before the delete to land, and the
+    /// consistency window for it to show everywhere; 0 when reads are never stale.
+    pub check_after_ms: u64,
     /// The time as it passes during the op, to stamp a write when it lands (natively
     /// none passes: 0, and the op's start is used).
     pub live_ms: fn() -> u64,
@@ -110,6 +115,10 @@ impl ObjectClock {
         Self {
             now_ms,
             trust_ms: config.pass_delay_ms(),
+            check_after_ms: match config.consistency_window_ms {
+                0 => 0,
+                window => config.pass_delay_ms() + window,
+            },
             live_ms: || 0,
         }
     }
@@ -121,6 +130,24 @@ pub fn routing_of(record: PhaseState) -> Result<(Phase, PhaseState), Error> {
     Ok((phase, record))
 }
 
+/// What one op did, and when the object should check its writes (`settle::check_at`).
+pub struct Ran {
+    pub reply: Reply,
+    pub check_at: Option<u64>,
+}
+
+impl Ran {
+    fn failed(err: Error) -> Self {
+        Self {
+            reply: Reply {
+                result: Err(err),
+                warnings: Vec::new(),
+            },
+            check_at: None,
+        }
+    }
+}
+
 /// Runs one write in `id`'s object, which holds its lock.
 pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
     stores: &Stores<S>,
@@ -129,15 +156,10 @@ pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
     id: &CustomerId,
     request: WriteRequest,
     clock: ObjectClock,
-) -> Reply {
+) -> Ran {
     let now_ms = match memo::paced(memo, waiter, &customer_key(id), clock.now_ms).await {
         Ok(now_ms) => now_ms,
-        Err(err) => {
-            return Reply {
-                result: Err(err.into()),
-                warnings: Vec::new(),
-            }
-        }
+        Err(err) => return Ran::failed(err.into()),
     };
     let clock = ObjectClock { now_ms, ..clock };
     let routed = match memo::acting_phase(memo, request.record).await {
@@ -146,21 +168,21 @@ pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
     };
     let (phase, record) = match routed {
         Ok(routed) => routed,
-        Err(err) => {
-            return Reply {
-                result: Err(err),
-                warnings: Vec::new(),
-            }
-        }
+        Err(err) => return Ran::failed(err),
     };
+    // Checked whatever the answer: a delete that failed may have written.
+    let check_at = settle::check_at(phase, &request.op, clock);
     let seen = memo::remembering(stores, memo, clock);
     let plane = DataPlane::new(&seen, phase, clock.now_ms)
         .with_old_store_catching_up(record.old_store_diverged);
     let claims = Claims { sender, record };
     let result = apply(&plane, &claims, id, request.op, request.max_record_bytes).await;
-    Reply {
-        result,
-        warnings: plane.warnings.take(),
+    Ran {
+        reply: Reply {
+            result,
+            warnings: plane.warnings.take(),
+        },
+        check_at,
     }
 }
 

@@ -237,8 +237,16 @@ impl World {
         }
     }
 
-    /// One cron invocation, as the platform's scheduled event runs it.
+    /// Rings the objects' alarms due by `now_ms` (the platform rings them on its own);
+    /// returns how many objects wrote a store again.
+    pub fn ring_alarms(&self) -> usize {
+        block_on(self.writers().ring_alarms())
+    }
+
+    /// One cron invocation, as the platform's scheduled event runs it, after the alarms
+    /// due by then.
     pub fn run_cron(&self) -> customer_kv_migration::migration::cron::CronReport {
+        self.ring_alarms();
         let register = self.register();
         let fanout = self.queue.as_ref().map(|queue| Fanout {
             register: &register,

@@ -578,7 +578,10 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// A cron invocation, after the objects' alarms due by then: the platform rings them on
+/// its own, and the history gives them the cron's turns.
 pub async fn cron_once(sim: &Sim) -> Result<cron::CronReport, customer_kv_migration::error::Error> {
+    sim.writers().objects.ring_alarms().await;
     let register = sim.register();
     let fanout = sim.fanout(&register);
     cron::run(

@@ -17,9 +17,9 @@ use crate::logging::Level;
 use crate::migration::state::phase_record::PhaseState;
 use crate::store::{StoreError, StoreName, StoreResult, Stores};
 use crate::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest, Holder};
+use crate::writes::delete_check;
 use crate::writes::memo::{memo_key, Memo, Remembered, Waiter};
 use crate::writes::object::{self, ObjectClock, Ran, Reply, WriteRequest};
-use crate::writes::settle;
 use crate::writes::Writers;
 
 pub const CUSTOMER_BINDING: &str = "CUSTOMER_WRITER";
@@ -172,7 +172,7 @@ impl DurableObject for CustomerWriter {
         Response::from_json(&reply)
     }
 
-    /// Checks the object's last delete (`settle::check`). An error makes the platform
+    /// Checks the object's last delete (`delete_check::check`). An error makes the platform
     /// ring the alarm again later.
     async fn alarm(&self) -> Result<Response> {
         let _held = self.lock.lock().await;
@@ -185,7 +185,7 @@ impl DurableObject for CustomerWriter {
         let config = super::config(&self.env)?;
         let clock = live_clock(&config);
         let memo = StorageMemo(&storage);
-        let checked = settle::check(&stores, &memo, &Sleep, &id, clock)
+        let checked = delete_check::check(&stores, &memo, &Sleep, &id, clock)
             .await
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
         if !checked.restored.is_empty() {

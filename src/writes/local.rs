@@ -12,9 +12,9 @@ use crate::domain::CustomerId;
 use crate::error::Error;
 use crate::store::{KvStore, Stores};
 use crate::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest};
+use crate::writes::delete_check;
 use crate::writes::memo::{MemoryMemo, Waiter};
 use crate::writes::object::{self, ObjectClock, Reply, WriteRequest};
-use crate::writes::settle;
 use crate::writes::Writers;
 
 /// One object's state: its lock and its storage.
@@ -30,7 +30,7 @@ pub struct ObjectCells {
     customers: RefCell<HashMap<String, Rc<ObjectCell>>>,
     emails: RefCell<HashMap<String, Rc<ObjectCell>>>,
     calls: std::cell::Cell<ObjectCalls>,
-    /// Each customer object's alarm: when it checks its writes (`settle::check_at`).
+    /// Each customer object's alarm: when it checks its writes (`delete_check::check_at`).
     /// An object has one alarm; setting it again moves it.
     alarms: RefCell<BTreeMap<String, u64>>,
 }
@@ -129,7 +129,8 @@ impl<S: KvStore> LocalWriters<'_, S> {
             if still_due.is_none_or(|at| at > self.clock.now_ms) {
                 continue; // a write moved it while this waited for the lock
             }
-            if let Ok(checked) = settle::check(self.stores, &cell.memo, self, &id, self.clock).await
+            if let Ok(checked) =
+                delete_check::check(self.stores, &cell.memo, self, &id, self.clock).await
             {
                 self.cells.alarms.borrow_mut().remove(&name);
                 restored += usize::from(!checked.restored.is_empty());

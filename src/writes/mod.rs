@@ -5,11 +5,11 @@
 //! answer into the request's.
 
 pub mod claims;
+pub mod delete_check;
 pub mod local;
 pub mod memo;
 pub mod object;
 pub mod repairs;
-pub mod settle;
 
 use crate::customers::{self, derived_ids, Loaded};
 use crate::domain::json::{Json, JsonObject};

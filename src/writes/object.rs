@@ -16,8 +16,8 @@ use crate::migration::state::phase_record::PhaseState;
 use crate::phase::Phase;
 use crate::store::{KvStore, Stores};
 use crate::writes::claims::{ClaimSender, Claims};
+use crate::writes::delete_check;
 use crate::writes::memo::{self, Memo, Waiter};
-use crate::writes::settle;
 
 /// One write of one customer, and the phase record its request was served under.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,7 +99,7 @@ pub struct ObjectClock {
     /// How long after a write the object believes its memory of a mapping over KV
     /// (records: see `memo::Remembering`).
     pub trust_ms: u64,
-    /// How long after a delete the object checks it (`settle::check_at`): the pass delay
+    /// How long after a delete the object checks it (`delete_check::check_at`): the pass delay
     /// for the copy decided on a read from just before the delete to land, and the
     /// consistency window for it to show everywhere; 0 when reads are never stale.
     pub check_after_ms: u64,
@@ -130,7 +130,7 @@ pub fn routing_of(record: PhaseState) -> Result<(Phase, PhaseState), Error> {
     Ok((phase, record))
 }
 
-/// What one op did, and when the object should check its writes (`settle::check_at`).
+/// What one op did, and when the object should check its writes (`delete_check::check_at`).
 pub struct Ran {
     pub reply: Reply,
     pub check_at: Option<u64>,
@@ -171,7 +171,7 @@ pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
         Err(err) => return Ran::failed(err),
     };
     // Checked whatever the answer: a delete that failed may have written.
-    let check_at = settle::check_at(phase, &request.op, clock);
+    let check_at = delete_check::check_at(phase, &request.op, clock);
     let seen = memo::remembering(stores, memo, clock);
     let plane = DataPlane::new(&seen, phase, clock.now_ms)
         .with_old_store_catching_up(record.old_store_diverged);

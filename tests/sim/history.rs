@@ -567,6 +567,7 @@ fn converge_and_check(sim: &Sim) {
     // A location of its own, a minute on: every other location's view has caught up.
     sim.shared.location.set(usize::MAX);
     sim.advance_clock(60_000);
+    ring_every_alarm(sim);
     settle_copies(sim);
     let phase = sim.stored_phase();
     sim.together.check_at_rest(sim, phase);
@@ -667,6 +668,15 @@ fn converge_and_check(sim: &Sim) {
 /// value; the weaker guarantee is that the check after the window corrects it. So
 /// finish the passes an operator's batches began, as the gate to phase 2 asks, and the
 /// checks of read-repair copies, as the gates to phases 2 and 4 ask, before checking.
+/// Lets the objects' alarms ring: each checks its last delete (docs/design.md §12).
+fn ring_every_alarm(sim: &Sim) {
+    let last = sim.objects.alarms().into_iter().map(|(_, at)| at).max();
+    if let Some(last) = last {
+        sim.advance_clock(last.saturating_sub(sim.now()));
+        block_on(sim.writers().objects.ring_alarms());
+    }
+}
+
 fn settle_copies(sim: &Sim) {
     let cache = PhaseCache::default();
     // Outside phases 1 to 3 no batch runs, and nothing reads what the copies wrote first.

@@ -21,7 +21,9 @@ use crate::writes::object::{CustomerOp, ObjectClock};
 /// everywhere. With no consistency window, a copy's re-read sees the delete and corrects
 /// the copy itself (docs/design.md §6).
 pub fn check_at(phase: Phase, op: &CustomerOp, clock: ObjectClock) -> Option<u64> {
-    let copies_run = phase.backfill_allowed();
+    // The `mutant-no-delete-check` build never checks: a copy that brought a deleted
+    // customer back stays.
+    let copies_run = phase.backfill_allowed() && !cfg!(feature = "mutant-no-delete-check");
     (matches!(op, CustomerOp::Delete) && copies_run && clock.check_after_ms > 0)
         .then(|| clock.now_ms + clock.check_after_ms)
 }

@@ -178,6 +178,41 @@ pub async fn update<S: KvStore, T: ClaimSender>(
     })
 }
 
+/// Makes `id`'s record `value` in every store the phase writes: an operator settling a
+/// conflict (docs/design.md §6, "Settling"). As an update does, it claims the email the
+/// value holds before writing and releases the one the served record held after.
+pub async fn replace<S: KvStore, T: ClaimSender>(
+    plane: &DataPlane<'_, S>,
+    claims: &Claims<'_, T>,
+    id: &CustomerId,
+    value: StoredValue,
+) -> Result<(), Error> {
+    let key = customer_key(id);
+    let served = plane.read(&key).await?;
+    let email_of = |bytes: &[u8]| CustomerRecord::from_stored(bytes).ok()?.email();
+    let previous = served.as_ref().and_then(|f| email_of(&f.value.bytes));
+    let next = email_of(&value.bytes);
+    let email_changed = next != previous;
+    if let (true, Some(email)) = (email_changed, &next) {
+        if let Claim::HeldBy(_) = claims.claim(&email.hash(), id).await? {
+            return Err(Error::EmailTaken);
+        }
+    }
+    let change = Change::Put {
+        key,
+        bytes: value.bytes,
+        metadata: value.metadata,
+    };
+    let everywhere = match served {
+        Some(found) => plane.apply_after_read(&[change], found.store).await?,
+        None => plane.apply(&[change]).await.map(|()| true)?,
+    };
+    if let (true, true, Some(old)) = (email_changed, everywhere, &previous) {
+        claims.release(&old.hash(), id).await?;
+    }
+    Ok(())
+}
+
 /// Deletes the record (a tombstone where the phase keeps one) and then releases its
 /// email (in its object). A corrupt record can be deleted too; it has no email to
 /// release.

@@ -41,6 +41,8 @@ pub enum Error {
     /// A forced move without a reason.
     ReasonRequired,
     BackfillNotAllowed(String),
+    /// Conflicts are settled only where writes reach both stores.
+    SettleNotAllowed(String),
     InvalidRollback(String),
     /// A write reached one store but not one a reader may go to first: not acknowledged.
     NotAcknowledged(String),

@@ -85,6 +85,14 @@ impl CustomerRecord {
         Ok(Self { id, fields })
     }
 
+    /// Takes each of `other`'s top-level fields in place of its own, keeping the fields
+    /// only it holds: the field-wise merge of a settled conflict (docs/design.md §6).
+    pub fn overlay(&mut self, other: &CustomerRecord) {
+        for (name, value) in &other.fields {
+            self.fields.insert(name.clone(), value.clone());
+        }
+    }
+
     /// Merges a patch (RFC 7386: `null` removes a field, objects merge recursively).
     pub fn apply_patch(&mut self, patch: JsonObject) -> Result<(), RecordError> {
         if let Some(given) = patch.get("customerId") {

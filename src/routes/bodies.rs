@@ -1,9 +1,13 @@
 //! The bodies of the admin requests, as typed input: unknown fields are refused, every
 //! optional field may be absent or `null`, and ranges are checked here, at the edge.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::http::ApiError;
+use crate::migration::checking::resolve::Rule;
+use crate::migration::checking::settling::{Scope, MAX_KEYS};
 use crate::migration::checking::verify::{Requested, VerifyRequest};
 use crate::migration::copying::backfill::RunOptions;
 use crate::migration::state::phase_record::PhaseChangeRequest;
@@ -140,6 +144,56 @@ pub struct Inventory {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Prune {
     pub cursor: Option<String>,
+}
+
+/// `POST /admin/migrate/conflicts/settle`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settle {
+    pub rule: Rule,
+    keys: Option<Vec<String>>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+    dry_run: Option<bool>,
+    /// Per key, the fingerprint the operator saw in the listing.
+    #[serde(default)]
+    pub expect: BTreeMap<String, String>,
+}
+
+/// Conflicts settled per page when the body names none.
+const SETTLE_PAGE: u32 = 25;
+
+impl Settle {
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+
+    /// The keys named, or a page of the entries.
+    pub fn scope(&self) -> Result<Scope<'_>, ApiError> {
+        match (&self.keys, &self.cursor, self.limit) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(ApiError::bad_request(
+                "invalid_body",
+                "name keys, or settle a page by cursor and limit, not both",
+            )),
+            (Some(keys), None, None) if keys.is_empty() || keys.len() > MAX_KEYS => {
+                Err(ApiError::bad_request(
+                    "invalid_body",
+                    format!("keys must name 1 to {MAX_KEYS} keys"),
+                ))
+            }
+            (Some(keys), None, None) => Ok(Scope::Keys(keys)),
+            (None, cursor, limit) => match limit.unwrap_or(SETTLE_PAGE) {
+                limit @ 1..=100 => Ok(Scope::Page {
+                    cursor: cursor.as_deref().filter(|c| !c.is_empty()),
+                    limit,
+                }),
+                _ => Err(ApiError::bad_request(
+                    "invalid_body",
+                    "limit must be 1 to 100",
+                )),
+            },
+        }
+    }
 }
 
 /// `POST /admin/migrate/verify`.

@@ -1,13 +1,18 @@
 //! `GET /admin/migrate/conflicts?cursor=&limit=`: every conflict the backfill left, a
 //! page at a time, with both stores' values; `POST /admin/migrate/conflicts/prune
 //! {cursor?}`: removes the entries of one page that are settled (docs/design.md §6,
-//! "Conflicts").
+//! "Conflicts"); `POST /admin/migrate/conflicts/settle`: settles conflicts by a rule
+//! ("Settling").
 
-use serde_json::json;
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
 
 use super::{bodies, Ctx};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::conflicts::{self, MAX_PAGE};
+use crate::migration::checking::resolve::Rule;
+use crate::migration::checking::settling::{self, Outcome};
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
@@ -40,4 +45,115 @@ pub async fn prune<S: KvStore, R: PhaseRegister, W: Writers>(
         audit::append(&ctx.stores.new, &entry).await?;
     }
     Ok(ApiResponse::ok(json!(pruned)))
+}
+
+pub async fn settle<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    let asked = request.json_body::<bodies::Settle>()?;
+    let (scope, dry_run) = (asked.scope()?, asked.dry_run());
+    let writing = ctx.writing();
+    let report = settling::settle(
+        ctx.stores,
+        &writing,
+        (asked.rule, scope, dry_run),
+        &asked.expect,
+        ctx.now_ms,
+    )
+    .await?;
+    let results: Vec<Value> = report.results.iter().map(result_json).collect();
+    let counts = count(&report.results);
+    if !dry_run && !report.results.is_empty() {
+        let detail = audit_detail(asked.rule, &report.results, &counts);
+        let entry = AuditEntry::action(
+            &ctx.caller.subject,
+            "conflicts_settled",
+            ctx.now_ms,
+            Some(detail),
+        );
+        audit::append(&ctx.stores.new, &entry).await?;
+    }
+    Ok(ApiResponse::ok(json!({
+        "rule": asked.rule,
+        "dryRun": dry_run,
+        "results": results,
+        "counts": counts,
+        "cursor": report.cursor,
+        "complete": report.cursor.is_none(),
+    })))
+}
+
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::WouldWrite(_) => "would_write",
+        Outcome::Written(_) => "written",
+        Outcome::Agreed => "agreed",
+        Outcome::Changed => "changed",
+        Outcome::Undecidable(_) => "undecidable",
+        Outcome::NotAConflict => "not_a_conflict",
+        Outcome::Failed(_) => "failed",
+    }
+}
+
+fn result_json((key, outcome): &(String, Outcome)) -> Value {
+    let mut result = json!({ "key": key, "outcome": outcome_name(outcome) });
+    match outcome {
+        Outcome::WouldWrite(chose) | Outcome::Written(chose) => result["chose"] = json!(chose),
+        Outcome::Undecidable(reason) => result["reason"] = json!(reason),
+        Outcome::Failed(err) => {
+            let err = ApiError::from(err.clone());
+            result["code"] = json!(err.code);
+            result["reason"] = json!(err.message);
+        }
+        _ => {}
+    }
+    result
+}
+
+fn count(results: &[(String, Outcome)]) -> BTreeMap<&'static str, u64> {
+    let mut counts = BTreeMap::new();
+    for (_, outcome) in results {
+        *counts.entry(outcome_name(outcome)).or_default() += 1;
+    }
+    counts
+}
+
+/// Every decision: the keys written and the side each took, then the other outcomes'
+/// counts.
+fn audit_detail(
+    rule: Rule,
+    results: &[(String, Outcome)],
+    counts: &BTreeMap<&'static str, u64>,
+) -> String {
+    let rule = serde_json::to_value(rule).unwrap_or_default();
+    let written: Vec<String> = results
+        .iter()
+        .filter_map(|(key, outcome)| match outcome {
+            Outcome::Written(chose) => Some(format!(
+                "{key} ({})",
+                json!(chose).as_str().unwrap_or_default()
+            )),
+            _ => None,
+        })
+        .collect();
+    let others: Vec<String> = counts
+        .iter()
+        .filter(|(name, _)| **name != "written")
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect();
+    format!(
+        "rule {}: written {}; {}",
+        rule.as_str().unwrap_or_default(),
+        if written.is_empty() {
+            "none".to_owned()
+        } else {
+            written.join(", ")
+        },
+        if others.is_empty() {
+            "nothing else".to_owned()
+        } else {
+            others.join(", ")
+        },
+    )
 }

@@ -87,6 +87,7 @@ pub enum Route {
     Inventory,
     Conflicts,
     PruneConflicts,
+    SettleConflicts,
     Emails,
     Rollback,
     Audit,
@@ -120,6 +121,7 @@ impl Route {
             Route::Inventory => "/admin/migrate/inventory",
             Route::Conflicts => "/admin/migrate/conflicts",
             Route::PruneConflicts => "/admin/migrate/conflicts/prune",
+            Route::SettleConflicts => "/admin/migrate/conflicts/settle",
             Route::Emails => "/admin/migrate/emails",
             Route::Rollback => "/admin/migrate/rollback",
             Route::Audit => "/admin/migrate/audit",
@@ -192,6 +194,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::Inventory => inventory::run(ctx, request).await,
         Route::Conflicts => conflicts::page(ctx, request).await,
         Route::PruneConflicts => conflicts::prune(ctx, request).await,
+        Route::SettleConflicts => conflicts::settle(ctx, request).await,
         Route::Rollback => rollback::run(ctx, request).await,
         Route::Export => backup::export(ctx, request).await,
         Route::Import => backup::import(ctx, request).await,
@@ -299,6 +302,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             &["POST"],
             (*method == Post).then_some(Route::PruneConflicts),
         ),
+        ["admin", "migrate", "conflicts", "settle"] => (
+            &["POST"],
+            (*method == Post).then_some(Route::SettleConflicts),
+        ),
         ["admin", "migrate", "backfill"] => {
             (&["POST"], (*method == Post).then_some(Route::Backfill))
         }
@@ -397,6 +404,7 @@ mod tests {
             ("POST", "/admin/migrate/inventory"),
             ("GET", "/admin/migrate/conflicts"),
             ("POST", "/admin/migrate/conflicts/prune"),
+            ("POST", "/admin/migrate/conflicts/settle"),
         ];
         for (method, path) in cases {
             let route = route(&Method::parse(method), path).unwrap();

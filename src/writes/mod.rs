@@ -15,11 +15,12 @@ use crate::customers::{self, derived_ids, Loaded};
 use crate::domain::json::{Json, JsonObject};
 use crate::domain::{CustomerId, CustomerRecord};
 use crate::error::{Error, Input};
+use crate::migration::checking::resolve::Rule;
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::phase_record::PhaseState;
 use crate::store::KvStore;
 use claims::ClaimSender;
-use object::{CustomerOp, Reply, WriteRequest, Written};
+use object::{CustomerOp, Reply, Settled, WriteRequest, Written};
 
 /// Whoever carries a [`WriteRequest`] to the customer's object, and (as a
 /// [`ClaimSender`]) an email op to the email's.
@@ -150,6 +151,20 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
     ) -> Result<CustomerRecord, Error> {
         match self.send(id, CustomerOp::Update { patch }).await? {
             Written::Updated { record } => Ok(record),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Settles a conflict on `id`'s record by `rule`, in its object (docs/design.md §6,
+    /// "Settling").
+    pub async fn settle(
+        &self,
+        id: &CustomerId,
+        rule: Rule,
+        expect: Option<String>,
+    ) -> Result<Settled, Error> {
+        match self.send(id, CustomerOp::Settle { rule, expect }).await? {
+            Written::Settled { settled } => Ok(settled),
             other => Err(unexpected(&other)),
         }
     }

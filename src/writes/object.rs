@@ -10,6 +10,7 @@ use crate::domain::json::{object_as_text, JsonObject};
 use crate::domain::record::record_as_text;
 use crate::domain::{customer_key, CustomerId, CustomerRecord, Email, DEFAULT_MAX_RECORD_BYTES};
 use crate::error::{Error, Input};
+use crate::migration::checking::resolve::{self, Chose, Resolution, Rule};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::healing::repair::{self, Repaired};
 use crate::migration::state::phase_record::PhaseState;
@@ -56,6 +57,27 @@ pub enum CustomerOp {
     /// Makes the stores agree on the customer's record after a journaled write
     /// (`repair::in_place`), on the object's view of them.
     Repair,
+    /// Settles a conflict by an operator's rule (`resolve`), on the object's view of both
+    /// stores; with `expect`, only if that view still has the fingerprint the operator saw.
+    Settle {
+        rule: Rule,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<String>,
+    },
+}
+
+/// What a settle did with the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Settled {
+    /// Both stores now hold the chosen value.
+    Written { chose: Chose },
+    /// The stores agreed already.
+    Agreed,
+    /// The values are no longer the ones the operator saw.
+    Changed,
+    /// The rule cannot settle this pair, and why.
+    Undecidable { reason: String },
 }
 
 /// What a write did.
@@ -81,6 +103,9 @@ pub enum Written {
     },
     Repaired {
         repair: Repaired,
+    },
+    Settled {
+        settled: Settled,
     },
 }
 
@@ -233,8 +258,45 @@ async fn apply<S: KvStore, T: ClaimSender>(
             let outcome = repair::in_place(plane.stores, plane.phase, &key, plane.now_ms).await?;
             Ok(Written::Repaired { repair: outcome })
         }
+        CustomerOp::Settle { rule, expect } => Ok(Written::Settled {
+            settled: settle(plane, claims, id, rule, expect).await?,
+        }),
     }
 }
+
+async fn settle<S: KvStore, T: ClaimSender>(
+    plane: &DataPlane<'_, S>,
+    claims: &Claims<'_, T>,
+    id: &CustomerId,
+    rule: Rule,
+    expect: Option<String>,
+) -> Result<Settled, Error> {
+    if !plane.phase.writes_both() {
+        return Ok(Settled::Undecidable {
+            reason: SETTLE_PHASES.to_owned(),
+        });
+    }
+    let key = customer_key(id);
+    let old = plane.stores.old.get(&key).await?;
+    let new = plane.stores.new.get(&key).await?;
+    if resolve::changed_since(expect, old.as_ref(), new.as_ref()) {
+        return Ok(Settled::Changed);
+    }
+    match resolve::resolve(rule, &key, old.as_ref(), new.as_ref(), plane.now_ms) {
+        Resolution::Agreed => Ok(Settled::Agreed),
+        Resolution::Undecidable(reason) => Ok(Settled::Undecidable {
+            reason: reason.to_owned(),
+        }),
+        Resolution::Write { value, chose } => {
+            customers::replace(plane, claims, id, value).await?;
+            Ok(Settled::Written { chose })
+        }
+    }
+}
+
+/// Why a settle outside phases 1 to 3 is refused: one store would be left out.
+pub const SETTLE_PHASES: &str =
+    "conflicts are settled in phases 1 to 3, where writes reach both stores";
 
 /// The email an ensure is for, so the worker can derive the ids to try.
 pub fn ensure_email(body: &JsonObject) -> Result<Email, Error> {

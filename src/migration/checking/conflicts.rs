@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::migration::checking::resolve;
 use crate::migration::key_state;
 use crate::migration::keys::{self, CONFLICT_PREFIX};
 use crate::store::{read_many, KvStore, PutOptions, StoreResult, StoredValue, Stores};
@@ -98,6 +99,9 @@ pub struct Conflict {
     pub new: Side,
     /// Whether the stores agree now (`key_state::agree`): settled since it was found.
     pub settled: bool,
+    /// Both values as read now (`resolve::fingerprint`): a settle given it acts only if
+    /// they are still what the operator saw.
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,18 +154,19 @@ pub async fn prune<S: KvStore>(stores: &Stores<S>, cursor: Option<&str>) -> Stor
     })
 }
 
-/// A page, and the entries' own key names alongside its conflicts.
-async fn read_page<S: KvStore>(
+/// A page of entries from `cursor`, with each entry's own key name, and where the next
+/// page starts: one list and one bulk read.
+async fn named_entries<S: KvStore>(
     stores: &Stores<S>,
     cursor: Option<&str>,
     limit: u32,
-) -> StoreResult<(ConflictPage, Vec<String>)> {
+) -> StoreResult<(Vec<(String, Entry)>, Option<String>)> {
     let listed = stores
         .new
         .list(CONFLICT_PREFIX, cursor, limit.clamp(1, MAX_PAGE))
         .await?;
     let names: Vec<String> = listed.keys.into_iter().map(|k| k.name).collect();
-    let (entry_names, entries): (Vec<String>, Vec<Entry>) = read_many(&stores.new, &names)
+    let entries = read_many(&stores.new, &names)
         .await?
         .into_iter()
         .zip(names)
@@ -169,7 +174,28 @@ async fn read_page<S: KvStore>(
             let entry = serde_json::from_slice(&stored?.bytes).ok()?;
             Some((name, entry))
         })
-        .unzip();
+        .collect();
+    Ok((entries, listed.cursor.filter(|_| !listed.complete)))
+}
+
+/// A page of entries from `cursor`, and where the next page starts.
+pub async fn entries<S: KvStore>(
+    stores: &Stores<S>,
+    cursor: Option<&str>,
+    limit: u32,
+) -> StoreResult<(Vec<Entry>, Option<String>)> {
+    let (named, cursor) = named_entries(stores, cursor, limit).await?;
+    Ok((named.into_iter().map(|(_, e)| e).collect(), cursor))
+}
+
+/// A page, and the entries' own key names alongside its conflicts.
+async fn read_page<S: KvStore>(
+    stores: &Stores<S>,
+    cursor: Option<&str>,
+    limit: u32,
+) -> StoreResult<(ConflictPage, Vec<String>)> {
+    let (named, cursor) = named_entries(stores, cursor, limit).await?;
+    let (entry_names, entries): (Vec<String>, Vec<Entry>) = named.into_iter().unzip();
     let keys: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
     let old = read_many(&stores.old, &keys).await?;
     let new = read_many(&stores.new, &keys).await?;
@@ -178,6 +204,7 @@ async fn read_page<S: KvStore>(
         .zip(old.iter().zip(new.iter()))
         .map(|(entry, (old, new))| Conflict {
             settled: key_state::agree(old.as_ref(), new.as_ref()),
+            fingerprint: resolve::fingerprint(old.as_ref(), new.as_ref()),
             old: Side::of(old.as_ref()),
             new: Side::of(new.as_ref()),
             key: entry.key,
@@ -185,7 +212,6 @@ async fn read_page<S: KvStore>(
             found_at: entry.found_at,
         })
         .collect();
-    let cursor = listed.cursor.filter(|_| !listed.complete);
     let page = ConflictPage {
         conflicts,
         complete: cursor.is_none(),

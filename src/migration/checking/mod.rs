@@ -5,4 +5,6 @@
 pub mod conflicts;
 pub mod emails;
 pub mod inventory;
+pub mod resolve;
+pub mod settling;
 pub mod verify;

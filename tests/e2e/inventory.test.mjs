@@ -75,3 +75,27 @@ test("written through the API, the conflict is settled and the CLI prunes it", a
   const listed = await kvMigrate(h, ["conflicts"]);
   assert.match(listed.stdout, /no conflicts/);
 });
+
+test("a conflict is settled by a rule through the CLI: a dry run first, then in both stores", async () => {
+  const old = { customerId: "pair_1", email: "pair1@example.com", name: "Old side" };
+  await h.old().put("customer_pair_1", JSON.stringify(old));
+  await h.new().put("customer_pair_1", JSON.stringify({ ...old, name: "New side" }));
+  // What the backfill writes for a pair without updatedAt (docs/design.md §6).
+  const entry = { key: "customer_pair_1", kind: "unordered", foundAt: Date.now() };
+  await h.new().put("__migration/conflict/customer_pair_1", JSON.stringify(entry));
+
+  const dry = await kvMigrate(h, ["conflicts", "--settle", "keep-new", "--key", "customer_pair_1", "--dry-run"]);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /customer_pair_1: would write \(new\)/);
+  assert.equal((await getJson(h.old(), "customer_pair_1")).name, "Old side", "a dry run writes nothing");
+
+  const settled = await kvMigrate(h, ["conflicts", "--settle", "keep-new", "--yes"]);
+  assert.equal(settled.code, 0, settled.stderr);
+  assert.match(settled.stdout, /customer_pair_1: written \(new\)/);
+  assert.match(settled.stdout, /total: 1 written/);
+  assert.equal((await getJson(h.old(), "customer_pair_1")).name, "New side");
+  assert.equal(await h.new().get("__migration/conflict/customer_pair_1"), null, "the entry is removed");
+  const audit = await h.request("GET", "/admin/migrate/audit", { token: h.adminToken });
+  assert.match(audit.text, /conflicts_settled/);
+  assert.match(audit.text, /customer_pair_1 \(new\)/);
+});

@@ -49,8 +49,9 @@ pub struct Global {
         value_name = "NAME"
     )]
     pub profile: Option<String>,
-    /// Answer yes to the confirmation that rollback, --force, import --overwrite and
-    /// backfill reset ask for (needed when standard input is not a terminal).
+    /// Answer yes to the confirmation that rollback, --force, import --overwrite,
+    /// backfill reset and conflicts --settle ask for (needed when standard input is not
+    /// a terminal).
     #[arg(long, global = true)]
     pub yes: bool,
     /// Print the worker's answers as JSON (one document per line) instead of text.
@@ -198,8 +199,18 @@ pub enum Command {
         #[arg(long)]
         all: bool,
         /// Remove the entries whose stores agree now (settled through the API).
-        #[arg(long, conflicts_with_all = ["limit", "all"])]
+        #[arg(long, conflicts_with_all = ["limit", "all", "settle"])]
         prune: bool,
+        /// Settle conflicts by this rule, in both stores: the keys given by `--key`, or
+        /// every entry, a page at a time.
+        #[arg(long, value_name = "RULE", conflicts_with_all = ["limit", "all"])]
+        settle: Option<SettleRule>,
+        /// A conflict's key to settle (repeat for more; at most 100).
+        #[arg(long = "key", value_name = "KEY", requires = "settle")]
+        keys: Vec<String>,
+        /// Show what the rule would write, and write nothing.
+        #[arg(long, requires = "settle")]
+        dry_run: bool,
     },
     /// Admin actions, newest first.
     Audit {
@@ -235,6 +246,31 @@ pub struct Force {
     /// Why the gates are overridden.
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+/// How a conflict is settled (docs/design.md §6, "Settling").
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SettleRule {
+    /// The old store's value, byte for byte.
+    KeepOld,
+    /// The new store's value, byte for byte.
+    KeepNew,
+    /// The record with the later `updatedAt`.
+    Newer,
+    /// The old record's fields, the new record's replacing them, stamped anew.
+    Merge,
+}
+
+impl SettleRule {
+    /// As the worker spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettleRule::KeepOld => "keep_old",
+            SettleRule::KeepNew => "keep_new",
+            SettleRule::Newer => "newer",
+            SettleRule::Merge => "merge",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::cli::{Args, BackfillControl, Command, Force, StoreArg};
+use crate::cli::{Args, BackfillControl, Command, Force, SettleRule, StoreArg};
 use crate::client::{mint_token, Client};
 use crate::confirm::confirm;
 use crate::credentials;
@@ -118,6 +118,12 @@ pub fn run(args: Args) -> CommandResult {
             )
         }
         Command::Conflicts { prune: true, .. } => prune_conflicts(&client, &out),
+        Command::Conflicts {
+            settle: Some(rule),
+            keys,
+            dry_run,
+            ..
+        } => settle_conflicts(&client, &out, (rule, dry_run), &keys),
         Command::Conflicts { limit, all, .. } => {
             let pages = Pages { limit, all };
             pages.show(
@@ -164,6 +170,15 @@ fn needs_confirmation(command: &Command) -> Option<String> {
             control: Some(BackfillControl::Reset),
             ..
         } => Some("Start the backfill over".into()),
+        Command::Conflicts {
+            settle: Some(rule),
+            keys,
+            dry_run: false,
+            ..
+        } => Some(match keys.len() {
+            0 => format!("Settle every conflict by {}, in both stores", rule.as_str()),
+            n => format!("Settle {n} conflicts by {}, in both stores", rule.as_str()),
+        }),
         _ => None,
     }
 }
@@ -605,6 +620,48 @@ fn prune_conflicts(client: &Client, out: &Output) -> CommandResult {
             return Ok(());
         }
         cursor = page.cursor;
+    }
+}
+
+/// Settles the keys given, or every entry a page at a time; prints each key's outcome
+/// and the totals.
+fn settle_conflicts(
+    client: &Client,
+    out: &Output,
+    (rule, dry_run): (SettleRule, bool),
+    keys: &[String],
+) -> CommandResult {
+    let mut totals: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut body = json!({ "rule": rule.as_str(), "dryRun": dry_run });
+        if keys.is_empty() {
+            body["cursor"] = json!(cursor);
+        } else {
+            body["keys"] = json!(keys);
+        }
+        let answer = client
+            .post_json_resumable("/admin/migrate/conflicts/settle", &body)?
+            .success()?;
+        let page: Value = typed(&answer)?;
+        for (outcome, n) in page["counts"].as_object().into_iter().flatten() {
+            *totals.entry(outcome.clone()).or_default() += n.as_u64().unwrap_or(0);
+        }
+        out.show(&page, &page, render::settled);
+        if keys.is_empty() && page["complete"] != true {
+            cursor = page["cursor"].as_str().map(str::to_owned);
+            continue;
+        }
+        if !out.json {
+            let line: Vec<String> = totals.iter().map(|(o, n)| format!("{n} {o}")).collect();
+            let line = if line.is_empty() {
+                "no conflicts".to_owned()
+            } else {
+                line.join(", ")
+            };
+            println!("total: {line}");
+        }
+        return Ok(());
     }
 }
 

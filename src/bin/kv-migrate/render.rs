@@ -446,6 +446,28 @@ pub fn conflicts(page: &ConflictPage) -> String {
     blocks.join("\n")
 }
 
+/// A settle's page: a line per key.
+pub fn settled(page: &serde_json::Value) -> String {
+    let results = page["results"].as_array().cloned().unwrap_or_default();
+    let lines: Vec<String> = results
+        .iter()
+        .map(|r| {
+            let text = |field: &str| r[field].as_str().unwrap_or_default().to_owned();
+            let how = match (text("chose").as_str(), text("reason").as_str()) {
+                ("", "") => String::new(),
+                (chose, "") => format!(" ({chose})"),
+                (_, reason) => format!(": {reason}"),
+            };
+            format!(
+                "{}: {}{how}",
+                text("key"),
+                text("outcome").replace('_', " ")
+            )
+        })
+        .collect();
+    lines.join("\n")
+}
+
 fn side(side: &Side) -> String {
     match (&side.value, &side.metadata) {
         (None, _) => "(absent)".into(),

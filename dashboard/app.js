@@ -320,15 +320,67 @@ function renderConflicts(page) {
       el("td", { class: "value" }, sideText(c.old)),
       el("td", { class: "value" }, sideText(c.new)),
       el("td", {}, c.settled ? "settled" : "open"),
+      settleCell(c),
     ),
   );
   if (!page.complete) {
-    rows.push(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "More: kv-migrate conflicts --all")));
+    rows.push(el("tr", {}, el("td", { colspan: "6", class: "muted" }, "More: kv-migrate conflicts --all")));
   }
   fill(
     $("conflicts").tBodies[0],
-    rows.length ? rows : el("tr", {}, el("td", { colspan: "5", class: "muted" }, "No conflict.")),
+    rows.length ? rows : el("tr", {}, el("td", { colspan: "6", class: "muted" }, "No conflict.")),
   );
+}
+
+// The rules a conflict is settled by (docs/design.md §6, "Settling").
+const RULES = [
+  ["keep_old", "Keep OTP_AUTH_KV's"],
+  ["keep_new", "Keep CUSTOMER_KV's"],
+  ["newer", "Later updatedAt"],
+  ["merge", "Merge fields"],
+];
+const CHOSE = { old: "OTP_AUTH_KV's value", new: "CUSTOMER_KV's value", merged: "the merged record" };
+
+function settleCell(c) {
+  if (c.settled) return el("td", {});
+  const rule = el("select", { "aria-label": `Rule for ${c.key}`, "data-key": c.key }, RULES.map(([value, text]) => el("option", { value }, text)));
+  const button = el("button", { type: "button", class: "settle", "data-key": c.key }, "Settle…");
+  button.onclick = () => settleConflict(c, rule.value);
+  return el("td", { class: "settle-cell" }, rule, " ", button);
+}
+
+function settleText(result) {
+  switch (result.outcome) {
+    case "written":
+    case "would_write":
+      return `${result.key}: both stores ${result.outcome === "written" ? "now hold" : "would hold"} ${CHOSE[result.chose]}.`;
+    case "agreed":
+      return `${result.key}: the stores agree already.`;
+    case "changed":
+      return `${result.key}: its values changed since this page was loaded; look again.`;
+    default:
+      return `${result.key}: ${result.reason || result.outcome.replace(/_/g, " ")}.`;
+  }
+}
+
+/** A dry run first; then, confirmed, the settle of what the page showed (its fingerprint). */
+async function settleConflict(c, rule) {
+  const body = { rule, keys: [c.key], expect: { [c.key]: c.fingerprint } };
+  const plan = await api("POST", "/conflicts/settle", { ...body, dryRun: true });
+  const planned = plan.ok ? plan.json.results[0] : null;
+  if (!planned || planned.outcome !== "would_write") {
+    showResult(false, planned ? settleText(planned) : errorText(plan), plan.json);
+    await refresh();
+    return;
+  }
+  const answer = await confirmDialog({
+    title: `Settle ${c.key}?`,
+    body: el("p", {}, settleText(planned), " The other value is overwritten; the audit records the decision."),
+    okText: "Settle",
+  });
+  if (!answer) return;
+  const res = await act("POST", "/conflicts/settle", body, (j) => settleText(j.results[0]));
+  if (res.ok && res.json.results[0].outcome !== "written") showResult(false, settleText(res.json.results[0]), res.json);
 }
 
 function renderActions(s) {

@@ -222,6 +222,24 @@ test("a conflict shows both values; written through the API it shows as settled"
   assert.deepEqual(unexpectedProblems(), []);
 });
 
+test("a conflict is settled from the page by a rule, after its dry run", { skip }, async () => {
+  const key = "customer_dash_pair";
+  const old = { customerId: "dash_pair", email: "dash-pair@example.com", name: "Old side" };
+  await h.old().put(key, JSON.stringify(old));
+  await h.new().put(key, JSON.stringify({ ...old, name: "New side" }));
+  // What the backfill writes for a pair without updatedAt (docs/design.md §6).
+  await h.new().put(`__migration/conflict/${key}`, JSON.stringify({ key, kind: "unordered", foundAt: Date.now() }));
+  await refreshed();
+  await page.select(`#conflicts select[data-key="${key}"]`, "keep_new");
+  const planned = await openDialog(`#conflicts button[data-key="${key}"]`);
+  assert.match(planned, /would hold CUSTOMER_KV's value/);
+  assert.match(await confirm(), /now hold CUSTOMER_KV's value/);
+  assert.equal(JSON.parse(await h.old().get(key)).name, "New side", "both stores hold the kept value");
+  assert.doesNotMatch(await text("#conflicts tbody"), new RegExp(key), "its entry is gone");
+  await shot("conflict-settled");
+  assert.deepEqual(unexpectedProblems(), []);
+});
+
 test("pause, verification and the email audit run from the page and answer in words", { skip }, async () => {
   await openDialog("#backfill-pause");
   assert.match(await confirm(), /backfill paused/);

@@ -43,6 +43,8 @@ pub enum Error {
     BackfillNotAllowed(String),
     /// Conflicts are settled only where writes reach both stores.
     SettleNotAllowed(String),
+    /// The new store may not be purged now (`purge::may_purge`).
+    PurgeNotAllowed(String),
     InvalidRollback(String),
     /// A write reached one store but not one a reader may go to first: not acknowledged.
     NotAcknowledged(String),

@@ -196,6 +196,39 @@ impl Settle {
     }
 }
 
+/// `POST /admin/migrate/purge-new`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PurgeNew {
+    pub cursor: Option<String>,
+    dry_run: Option<bool>,
+    force: Option<bool>,
+    reason: Option<String>,
+}
+
+impl PurgeNew {
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+
+    /// The reason a forced purge gives, required with `force`.
+    pub fn forced_reason(&self) -> Result<Option<String>, ApiError> {
+        if !self.force.unwrap_or(false) {
+            return Ok(None);
+        }
+        match self.reason.as_deref().map(str::trim) {
+            Some(reason) if !reason.is_empty() && reason.chars().count() <= MAX_REASON_CHARS => {
+                Ok(Some(reason.to_owned()))
+            }
+            Some(reason) if !reason.is_empty() => Err(ApiError::bad_request(
+                "invalid_body",
+                format!("reason must be at most {MAX_REASON_CHARS} characters"),
+            )),
+            _ => Err(ApiError::from(crate::error::Error::ReasonRequired)),
+        }
+    }
+}
+
 /// `POST /admin/migrate/verify`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

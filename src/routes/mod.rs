@@ -12,6 +12,7 @@ pub mod customer;
 pub mod dashboard;
 pub mod emails;
 pub mod inventory;
+pub mod purge;
 pub mod rollback;
 pub mod verify;
 
@@ -88,6 +89,7 @@ pub enum Route {
     Conflicts,
     PruneConflicts,
     SettleConflicts,
+    PurgeNew,
     Emails,
     Rollback,
     Audit,
@@ -122,6 +124,7 @@ impl Route {
             Route::Conflicts => "/admin/migrate/conflicts",
             Route::PruneConflicts => "/admin/migrate/conflicts/prune",
             Route::SettleConflicts => "/admin/migrate/conflicts/settle",
+            Route::PurgeNew => "/admin/migrate/purge-new",
             Route::Emails => "/admin/migrate/emails",
             Route::Rollback => "/admin/migrate/rollback",
             Route::Audit => "/admin/migrate/audit",
@@ -195,6 +198,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::Conflicts => conflicts::page(ctx, request).await,
         Route::PruneConflicts => conflicts::prune(ctx, request).await,
         Route::SettleConflicts => conflicts::settle(ctx, request).await,
+        Route::PurgeNew => purge::run(ctx, request).await,
         Route::Rollback => rollback::run(ctx, request).await,
         Route::Export => backup::export(ctx, request).await,
         Route::Import => backup::import(ctx, request).await,
@@ -302,6 +306,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             &["POST"],
             (*method == Post).then_some(Route::PruneConflicts),
         ),
+        ["admin", "migrate", "purge-new"] => {
+            (&["POST"], (*method == Post).then_some(Route::PurgeNew))
+        }
         ["admin", "migrate", "conflicts", "settle"] => (
             &["POST"],
             (*method == Post).then_some(Route::SettleConflicts),
@@ -405,6 +412,7 @@ mod tests {
             ("GET", "/admin/migrate/conflicts"),
             ("POST", "/admin/migrate/conflicts/prune"),
             ("POST", "/admin/migrate/conflicts/settle"),
+            ("POST", "/admin/migrate/purge-new"),
         ];
         for (method, path) in cases {
             let route = route(&Method::parse(method), path).unwrap();

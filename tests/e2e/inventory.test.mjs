@@ -99,3 +99,23 @@ test("a conflict is settled by a rule through the CLI: a dry run first, then in 
   assert.match(audit.text, /conflicts_settled/);
   assert.match(audit.text, /customer_pair_1 \(new\)/);
 });
+
+test("rolled back for good, the CLI purges what the migration wrote and keeps what was there before", async () => {
+  for (const phase of [2, 1, 0]) await h.setPhase(phase);
+  const dry = await kvMigrate(h, ["purge-new", "--dry-run"]);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /would remove \d+; kept 3 the inventory found before the migration/);
+  assert.notEqual(await h.new().get("customer_legacy_4"), null, "a dry run removes nothing");
+
+  const refused = await kvMigrate(h, ["purge-new"]);
+  assert.equal(refused.code, 8, "without a terminal or --yes it asks and refuses");
+  const purged = await kvMigrate(h, ["purge-new", "--yes"]);
+  assert.equal(purged.code, 0, purged.stderr);
+  assert.match(purged.stdout, /removed \d+; kept 3/);
+  assert.equal(await h.new().get("customer_legacy_4"), null, "a copy is gone");
+  assert.equal((await getJson(h.new(), "customer_api_only")).customerId, "api_only", "a customer only the new store held stays");
+  assert.notEqual(await h.new().get("customer_legacy_3"), null, "a customer the API had edited stays");
+  assert.notEqual(await h.old().get("customer_legacy_4"), null, "the old store is untouched");
+  const audit = await h.request("GET", "/admin/migrate/audit", { token: h.adminToken });
+  assert.match(audit.text, /new_store_purged/);
+});

@@ -167,6 +167,17 @@ pub enum Command {
         #[arg(long, conflicts_with = "no_wait")]
         dry_run: bool,
     },
+    /// After a rollback to phase 0 that is final: remove from CUSTOMER_KV everything the
+    /// migration wrote there, keeping what the inventory found before it.
+    PurgeNew {
+        /// Count what would be removed and kept, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Without a usable inventory: vouch (with --reason) that CUSTOMER_KV held
+        /// nothing of its own before the migration.
+        #[command(flatten)]
+        force: Force,
+    },
     /// Write every key of a store as NDJSON to standard output.
     Export {
         #[arg(long, value_enum)]

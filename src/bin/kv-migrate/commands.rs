@@ -10,6 +10,7 @@ use customer_kv_migration::api::{
 };
 use customer_kv_migration::migration::backup::BackupLine;
 use customer_kv_migration::migration::checking::conflicts::{ConflictPage, Pruned};
+use customer_kv_migration::migration::state::purge::Purged;
 use customer_kv_migration::migration::state::rollback::Step;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -117,6 +118,7 @@ pub fn run(args: Args) -> CommandResult {
                 |page: &AuditPageView| (page.cursor.clone(), render::audit_page(page)),
             )
         }
+        Command::PurgeNew { dry_run, force } => purge_new(&client, &out, dry_run, &force),
         Command::Conflicts { prune: true, .. } => prune_conflicts(&client, &out),
         Command::Conflicts {
             settle: Some(rule),
@@ -170,6 +172,9 @@ fn needs_confirmation(command: &Command) -> Option<String> {
             control: Some(BackfillControl::Reset),
             ..
         } => Some("Start the backfill over".into()),
+        Command::PurgeNew { dry_run: false, .. } => Some(
+            "Remove from CUSTOMER_KV every customer and mapping the migration wrote there".into(),
+        ),
         Command::Conflicts {
             settle: Some(rule),
             keys,
@@ -592,6 +597,41 @@ fn import_value(
         )?
         .success()?;
     typed(&answer)
+}
+
+/// Purges the new store page after page (or counts, dry); prints the totals.
+fn purge_new(client: &Client, out: &Output, dry_run: bool, force: &Force) -> CommandResult {
+    let mut total = Purged {
+        dry_run,
+        ..Purged::default()
+    };
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut body = json!({ "dryRun": dry_run, "cursor": cursor });
+        if force.force {
+            body["force"] = json!(true);
+            body["reason"] = json!(force.reason);
+        }
+        let answer = client
+            .post_json_resumable("/admin/migrate/purge-new", &body)?
+            .success()?;
+        let page: Purged = typed(&answer)?;
+        total.listed += page.listed;
+        total.removed += page.removed;
+        total.kept += page.kept;
+        if page.complete {
+            total.complete = true;
+            out.show(&json!(total), &total, |t| {
+                let verb = if t.dry_run { "would remove" } else { "removed" };
+                format!(
+                    "CUSTOMER_KV: {} keys listed; {verb} {}; kept {} the inventory found before the migration",
+                    t.listed, t.removed, t.kept
+                )
+            });
+            return Ok(());
+        }
+        cursor = page.cursor;
+    }
 }
 
 /// Removes settled conflict entries, page after page; prints the totals.

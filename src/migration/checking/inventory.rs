@@ -40,6 +40,10 @@ pub struct Inventory {
     pub different: u64,
     pub new_only_keys: Vec<String>,
     pub different_keys: Vec<String>,
+    /// Whether keys equal in both stores are marked too (`Found::Same`), as every
+    /// inventory since `purge-new` is: without those marks a purge could not tell them
+    /// from the migration's copies.
+    pub marks_same: bool,
 }
 
 /// How a key the new store held before the migration compares with the old store: the
@@ -49,6 +53,18 @@ pub struct Inventory {
 pub enum Found {
     NewOnly,
     Different,
+    /// Equal in both stores: the migration owes it nothing, but a purge of the new store
+    /// must keep it (docs/design.md §9, "Purging the new store").
+    Same,
+}
+
+impl Found {
+    /// Whether the key must be left as the inventory found it: a copy never overwrites
+    /// it and the verification counts it apart. A `Same` key is an ordinary legacy
+    /// customer to both.
+    pub fn held_back(self) -> bool {
+        matches!(self, Found::NewOnly | Found::Different)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +105,7 @@ impl Inventory {
         Self {
             started_at: now_ms,
             updated_at: now_ms,
+            marks_same: true,
             ..Self::default()
         }
     }
@@ -102,14 +119,14 @@ impl Inventory {
         self.new_only + self.different
     }
 
-    fn note(&mut self, found: Option<Found>, key: &str) {
+    fn note(&mut self, found: Found, key: &str) {
         let (count, samples) = match found {
-            None => {
+            Found::Same => {
                 self.same += 1;
                 return;
             }
-            Some(Found::NewOnly) => (&mut self.new_only, &mut self.new_only_keys),
-            Some(Found::Different) => (&mut self.different, &mut self.different_keys),
+            Found::NewOnly => (&mut self.new_only, &mut self.new_only_keys),
+            Found::Different => (&mut self.different, &mut self.different_keys),
         };
         *count += 1;
         if samples.len() < SAMPLE_KEYS {
@@ -225,22 +242,20 @@ async fn sort_batch<S: KvStore>(
         }
         inventory.listed += 1;
         let found = match old {
-            None => Some(Found::NewOnly),
-            Some(old) if old.bytes == new.bytes && old.metadata == new.metadata => None,
-            Some(_) => Some(Found::Different),
+            None => Found::NewOnly,
+            Some(old) if old.bytes == new.bytes && old.metadata == new.metadata => Found::Same,
+            Some(_) => Found::Different,
         };
-        if let Some(found) = found {
-            let mark = Mark {
-                found,
-                at: now_ms,
-                digest: digest(&new),
-            };
-            let bytes = stored::encode(&mark)?;
-            stores
-                .new
-                .put(&keys::preexisting(name), &bytes, PutOptions::default())
-                .await?;
-        }
+        let mark = Mark {
+            found,
+            at: now_ms,
+            digest: digest(&new),
+        };
+        let bytes = stored::encode(&mark)?;
+        stores
+            .new
+            .put(&keys::preexisting(name), &bytes, PutOptions::default())
+            .await?;
         inventory.note(found, name);
     }
     Ok(true)

@@ -349,8 +349,8 @@ async fn classify_only_new<S: KvStore>(
     let marks = inventory::marks(&stores.new, &live).await?;
     for (name, mark) in live.iter().zip(marks) {
         let category = match mark {
-            Some(_) => Category::Preexisting,
-            None => Category::Extra,
+            Some(mark) if mark.found.held_back() => Category::Preexisting,
+            _ => Category::Extra,
         };
         verification.note(category, name);
     }

@@ -278,7 +278,10 @@ async fn keep_preexisting<S: KvStore>(
     let kept: Vec<&String> = overwrites
         .iter()
         .zip(marks)
-        .filter_map(|((name, held), mark)| mark.filter(|m| m.still_holds(held)).map(|_| name))
+        .filter_map(|((name, held), mark)| {
+            mark.filter(|m| m.found.held_back() && m.still_holds(held))
+                .map(|_| name)
+        })
         .collect();
     if kept.is_empty() {
         return Ok(());

@@ -7,4 +7,5 @@ pub mod gates;
 pub mod ledger;
 pub mod phase_cache;
 pub mod phase_record;
+pub mod purge;
 pub mod rollback;

@@ -179,25 +179,38 @@ pub async fn update<S: KvStore, T: ClaimSender>(
 }
 
 /// Makes `id`'s record `value` in every store the phase writes: an operator settling a
-/// conflict (docs/design.md §6, "Settling"). As an update does, it claims the email the
-/// value holds before writing and releases the one the served record held after.
+/// conflict (docs/design.md §6, "Settling"). The email the value holds is claimed first,
+/// whichever store served the customer, so a value naming an email another customer
+/// holds is refused in every phase; afterwards every email either side held that the
+/// value does not is released.
 pub async fn replace<S: KvStore, T: ClaimSender>(
     plane: &DataPlane<'_, S>,
     claims: &Claims<'_, T>,
     id: &CustomerId,
     value: StoredValue,
+    sides: [Option<&StoredValue>; 2],
 ) -> Result<(), Error> {
     let key = customer_key(id);
-    let served = plane.read(&key).await?;
     let email_of = |bytes: &[u8]| CustomerRecord::from_stored(bytes).ok()?.email();
-    let previous = served.as_ref().and_then(|f| email_of(&f.value.bytes));
-    let next = email_of(&value.bytes);
-    let email_changed = next != previous;
-    if let (true, Some(email)) = (email_changed, &next) {
+    let chosen = email_of(&value.bytes);
+    if let Some(email) = &chosen {
+        let raw = serde_json::from_slice::<Value>(&value.bytes)
+            .ok()
+            .and_then(|v| v["email"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        refuse_if_legacy_holder(plane, email, &raw, id).await?;
         if let Claim::HeldBy(_) = claims.claim(&email.hash(), id).await? {
             return Err(Error::EmailTaken);
         }
     }
+    let mut released: Vec<Email> = sides
+        .into_iter()
+        .flatten()
+        .filter_map(|side| email_of(&side.bytes))
+        .filter(|email| Some(email) != chosen.as_ref())
+        .collect();
+    released.dedup();
+    let served = plane.read(&key).await?;
     let change = Change::Put {
         key,
         bytes: value.bytes,
@@ -207,8 +220,10 @@ pub async fn replace<S: KvStore, T: ClaimSender>(
         Some(found) => plane.apply_after_read(&[change], found.store).await?,
         None => plane.apply(&[change]).await.map(|()| true)?,
     };
-    if let (true, true, Some(old)) = (email_changed, everywhere, &previous) {
-        claims.release(&old.hash(), id).await?;
+    if everywhere {
+        for email in &released {
+            claims.release(&email.hash(), id).await?;
+        }
     }
     Ok(())
 }

@@ -361,3 +361,150 @@ fn bad_bodies_and_callers_are_refused() {
     );
     assert_eq!(not_admin.status, 403);
 }
+
+/// Puts a pair and its conflict entry, as the backfill would have left them.
+fn conflict(world: &World, key: &str, old: Option<Value>, new: Option<Value>) {
+    if let Some(old) = old {
+        put(&world.stores.old, key, &old);
+    }
+    if let Some(new) = new {
+        put(&world.stores.new, key, &new);
+    }
+    let entry = json!({ "key": key, "kind": "unordered", "foundAt": world.now_ms });
+    put(
+        &world.stores.new,
+        &format!("__migration/conflict/{key}"),
+        &entry,
+    );
+}
+
+#[test]
+fn no_rule_writes_a_deleted_customer_back() {
+    let world = world_with_conflicts();
+    let tombstone: Value = serde_json::from_slice(
+        &customer_kv_migration::domain::Tombstone::bytes("2026-01-01T00:00:00Z"),
+    )
+    .unwrap();
+    let old = json!({ "customerId": "gone", "name": "deleted since" });
+    conflict(&world, "customer_gone", Some(old), Some(tombstone));
+    for rule in ["keep_old", "keep_new", "newer", "merge"] {
+        let answer = settle(&world, json!({ "rule": rule, "keys": ["customer_gone"] }));
+        let result = outcome(&answer, "customer_gone");
+        assert_eq!(result["outcome"], "undecidable", "{rule}: {result}");
+        assert!(
+            result["reason"].as_str().unwrap().contains("deleted"),
+            "{result}"
+        );
+    }
+    let read = world.send("GET", "/customer/gone", Some(&service()), None);
+    assert_eq!(read.status, 404, "{}", read.body);
+}
+
+#[test]
+fn a_value_naming_an_email_another_customer_holds_is_refused_in_every_phase() {
+    let world = world_with_conflicts();
+    let taken = world.send(
+        "POST",
+        "/customer",
+        Some(&service()),
+        Some(json!({ "customerId": "holder", "email": "taken@example.com" })),
+    );
+    assert_eq!(taken.status, 201, "{}", taken.body);
+    let old = json!({ "customerId": "claimant", "email": "mine@example.com", "name": "old" });
+    let new = json!({ "customerId": "claimant", "email": "taken@example.com", "name": "new" });
+    conflict(&world, "customer_claimant", Some(old), Some(new));
+    for rule in ["keep_new", "merge"] {
+        let answer = settle(
+            &world,
+            json!({ "rule": rule, "keys": ["customer_claimant"] }),
+        );
+        let result = outcome(&answer, "customer_claimant");
+        assert_eq!(
+            (result["outcome"].as_str(), result["code"].as_str()),
+            (Some("failed"), Some("email_taken")),
+            "{rule}: {result}"
+        );
+    }
+    assert_eq!(
+        stored(&world.stores.old, "customer_claimant")["email"],
+        "mine@example.com"
+    );
+}
+
+#[test]
+fn a_merge_too_large_for_a_record_is_refused() {
+    let mut world = world_with_conflicts();
+    world.config.max_record_bytes = 400;
+    let old = json!({ "customerId": "big", "a": "x".repeat(250) });
+    let new =
+        json!({ "customerId": "big", "b": "y".repeat(250), "updatedAt": "2025-01-01T00:00:00Z" });
+    conflict(&world, "customer_big", Some(old), Some(new));
+    let answer = settle(&world, json!({ "rule": "merge", "keys": ["customer_big"] }));
+    let result = outcome(&answer, "customer_big");
+    assert_eq!(result["code"], "record_too_large", "{result}");
+    assert!(
+        stored(&world.stores.new, "customer_big").get("a").is_none(),
+        "nothing written"
+    );
+}
+
+#[test]
+fn a_dry_run_keeps_every_entry_and_a_real_one_is_audited_before_it_writes() {
+    let world = world_with_conflicts();
+    let patched = world.send(
+        "PATCH",
+        "/customer/pair_008",
+        Some(&service()),
+        Some(json!({ "name": "client" })),
+    );
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    let dry = settle(
+        &world,
+        json!({ "rule": "keep_old", "keys": [key(8)], "dryRun": true }),
+    );
+    assert_eq!(outcome(&dry, &key(8))["outcome"], "agreed");
+    assert_eq!(entries(&world), PAIRS + 1, "a dry run removes no entry");
+
+    let repeated = settle(
+        &world,
+        json!({ "rule": "keep_old", "keys": [key(9), key(9)] }),
+    );
+    assert_eq!(repeated.status, 400, "{}", repeated.body);
+
+    let odd = "customer_ann@example.com";
+    let old = json!({ "customerId": "ann@example.com", "name": "old" });
+    let new = json!({ "customerId": "ann@example.com", "name": "new", "updatedAt": "2025-01-01T00:00:00Z" });
+    conflict(&world, odd, Some(old), Some(new));
+    let answer = settle(&world, json!({ "rule": "keep_old", "keys": [odd, key(9)] }));
+    assert_eq!(
+        outcome(&answer, odd)["outcome"],
+        "written",
+        "{}",
+        answer.body
+    );
+    let audit = world.send("GET", "/admin/migrate/audit", Some(&admin()), None);
+    let text = audit.body.to_string();
+    assert!(
+        text.contains("\"conflicts_settle\"") && text.contains("\"conflicts_settled\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ann@example.com"),
+        "a legacy id that is an address stays out of the audit: {text}"
+    );
+    assert!(text.contains("customer_#"), "{text}");
+}
+
+#[test]
+fn while_a_reverse_sync_is_due_nothing_is_settled() {
+    let world = world_with_conflicts();
+    world.set_phase(Phase::NewPrimary);
+    world.set_phase(Phase::Backfill);
+    let refused = settle(&world, json!({ "rule": "keep_old", "keys": [key(1)] }));
+    assert_eq!(
+        (refused.status, error_code(&refused)),
+        (409, "settle_not_allowed"),
+        "{}",
+        refused.body
+    );
+}

@@ -181,7 +181,17 @@ impl Settle {
                     format!("keys must name 1 to {MAX_KEYS} keys"),
                 ))
             }
-            (Some(keys), None, None) => Ok(Scope::Keys(keys)),
+            (Some(keys), None, None) => {
+                let mut seen = std::collections::BTreeSet::new();
+                if keys.iter().all(|k| seen.insert(k)) {
+                    Ok(Scope::Keys(keys))
+                } else {
+                    Err(ApiError::bad_request(
+                        "invalid_body",
+                        "keys must not repeat",
+                    ))
+                }
+            }
             (None, cursor, limit) => match limit.unwrap_or(SETTLE_PAGE) {
                 limit @ 1..=100 => Ok(Scope::Page {
                     cursor: cursor.as_deref().filter(|c| !c.is_empty()),

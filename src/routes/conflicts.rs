@@ -9,14 +9,16 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::{bodies, Ctx};
+use crate::domain::{CustomerId, CUSTOMER_PREFIX};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::conflicts::{self, MAX_PAGE};
 use crate::migration::checking::resolve::Rule;
-use crate::migration::checking::settling::{self, Outcome};
+use crate::migration::checking::settling::{self, Outcome, Scope};
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
 use crate::writes::Writers;
+use sha2::{Digest, Sha256};
 
 pub async fn page<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,
@@ -53,6 +55,29 @@ pub async fn settle<S: KvStore, R: PhaseRegister, W: Writers>(
 ) -> Result<ApiResponse, ApiError> {
     let asked = request.json_body::<bodies::Settle>()?;
     let (scope, dry_run) = (asked.scope()?, asked.dry_run());
+    if !dry_run {
+        // Audited before anything is written, as a phase change is: a settle cut off
+        // midway still has its record.
+        let intent = match &scope {
+            Scope::Keys(keys) => {
+                let named: Vec<String> = keys.iter().map(|k| audit_name(k)).collect();
+                format!("rule {}: {}", rule_name(asked.rule), named.join(", "))
+            }
+            Scope::Page { limit, .. } => {
+                format!(
+                    "rule {}: a page of up to {limit} entries",
+                    rule_name(asked.rule)
+                )
+            }
+        };
+        let entry = AuditEntry::action(
+            &ctx.caller.subject,
+            "conflicts_settle",
+            ctx.now_ms,
+            Some(intent),
+        );
+        audit::append(&ctx.stores.new, &entry).await?;
+    }
     let writing = ctx.writing();
     let report = settling::settle(
         ctx.stores,
@@ -81,6 +106,7 @@ pub async fn settle<S: KvStore, R: PhaseRegister, W: Writers>(
         "counts": counts,
         "cursor": report.cursor,
         "complete": report.cursor.is_none(),
+        "entriesLeft": report.entries_left,
     })))
 }
 
@@ -119,6 +145,26 @@ fn count(results: &[(String, Outcome)]) -> BTreeMap<&'static str, u64> {
     counts
 }
 
+fn rule_name(rule: Rule) -> String {
+    serde_json::to_value(rule)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A key as the audit, which is kept for good, names it: a legacy id may be an email
+/// address, so a customer key whose id is outside the id alphabet is named by a digest.
+fn audit_name(key: &str) -> String {
+    match key.strip_prefix(CUSTOMER_PREFIX) {
+        Some(id) if !CustomerId::in_alphabet(id) => {
+            let digest = Sha256::digest(id.as_bytes());
+            let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+            format!("{CUSTOMER_PREFIX}#{short}")
+        }
+        _ => key.to_owned(),
+    }
+}
+
 /// Every decision: the keys written and the side each took, then the other outcomes'
 /// counts.
 fn audit_detail(
@@ -126,14 +172,17 @@ fn audit_detail(
     results: &[(String, Outcome)],
     counts: &BTreeMap<&'static str, u64>,
 ) -> String {
-    let rule = serde_json::to_value(rule).unwrap_or_default();
     let written: Vec<String> = results
         .iter()
         .filter_map(|(key, outcome)| match outcome {
-            Outcome::Written(chose) => Some(format!(
-                "{key} ({})",
-                json!(chose).as_str().unwrap_or_default()
-            )),
+            Outcome::Written(chose) => {
+                let side = json!(chose);
+                Some(format!(
+                    "{} ({})",
+                    audit_name(key),
+                    side.as_str().unwrap_or_default()
+                ))
+            }
             _ => None,
         })
         .collect();
@@ -144,7 +193,7 @@ fn audit_detail(
         .collect();
     format!(
         "rule {}: written {}; {}",
-        rule.as_str().unwrap_or_default(),
+        rule_name(rule),
         if written.is_empty() {
             "none".to_owned()
         } else {

@@ -8,7 +8,9 @@ use crate::app::Config;
 use crate::customers::{self, Ensured, Loaded};
 use crate::domain::json::{object_as_text, JsonObject};
 use crate::domain::record::record_as_text;
-use crate::domain::{customer_key, CustomerId, CustomerRecord, Email, DEFAULT_MAX_RECORD_BYTES};
+use crate::domain::{
+    customer_key, CustomerId, CustomerRecord, Email, RecordError, DEFAULT_MAX_RECORD_BYTES,
+};
 use crate::error::{Error, Input};
 use crate::migration::checking::resolve::{self, Chose, Resolution, Rule};
 use crate::migration::dataplane::DataPlane;
@@ -259,7 +261,7 @@ async fn apply<S: KvStore, T: ClaimSender>(
             Ok(Written::Repaired { repair: outcome })
         }
         CustomerOp::Settle { rule, expect } => Ok(Written::Settled {
-            settled: settle(plane, claims, id, rule, expect).await?,
+            settled: settle(plane, claims, id, (rule, expect), max_record_bytes).await?,
         }),
     }
 }
@@ -268,13 +270,11 @@ async fn settle<S: KvStore, T: ClaimSender>(
     plane: &DataPlane<'_, S>,
     claims: &Claims<'_, T>,
     id: &CustomerId,
-    rule: Rule,
-    expect: Option<String>,
+    (rule, expect): (Rule, Option<String>),
+    max_record_bytes: usize,
 ) -> Result<Settled, Error> {
-    if !plane.phase.writes_both() {
-        return Ok(Settled::Undecidable {
-            reason: SETTLE_PHASES.to_owned(),
-        });
+    if !plane.phase.writes_both() || plane.old_store_catching_up {
+        return Err(Error::SettleNotAllowed(SETTLE_PHASES.to_owned()));
     }
     let key = customer_key(id);
     let old = plane.stores.old.get(&key).await?;
@@ -288,7 +288,17 @@ async fn settle<S: KvStore, T: ClaimSender>(
             reason: reason.to_owned(),
         }),
         Resolution::Write { value, chose } => {
-            customers::replace(plane, claims, id, value).await?;
+            // A merge makes a new record, which must fit as any write must; a side kept
+            // is a value already stored, copied as the backfill copies it.
+            if chose == Chose::Merged && value.bytes.len() > max_record_bytes {
+                return Err(RecordError::TooLarge {
+                    bytes: value.bytes.len(),
+                    limit: max_record_bytes,
+                }
+                .into());
+            }
+            let sides = [old.as_ref(), new.as_ref()];
+            customers::replace(plane, claims, id, value, sides).await?;
             Ok(Settled::Written { chose })
         }
     }

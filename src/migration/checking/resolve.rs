@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{is_customer_key, CustomerRecord, Tombstone};
+use crate::migration::copying::copy::record_newer_than_tombstone;
 use crate::store::StoredValue;
 use crate::time::{parse_rfc3339_ms, rfc3339};
 
@@ -58,6 +59,20 @@ pub fn resolve(
     }
     if crate::migration::key_state::agree(old, new) {
         return Resolution::Agreed;
+    }
+    // A tombstone is an acknowledged delete: no rule writes the customer back over it.
+    // Only a record written after the delete (a create over the deleted customer) is
+    // newer, and then the tombstone side simply holds no record.
+    let deleted = |tomb: Option<&StoredValue>, other: Option<&StoredValue>| match tomb {
+        Some(t) if Tombstone::is_tombstone(&t.bytes) => {
+            !other.is_some_and(|r| record_newer_than_tombstone(r, t))
+        }
+        _ => false,
+    };
+    if deleted(old, new) || deleted(new, old) {
+        return Resolution::Undecidable(
+            "the customer was deleted: no rule writes a record back over the delete",
+        );
     }
     let live = |v: Option<&StoredValue>| v.filter(|v| !Tombstone::is_tombstone(&v.bytes)).cloned();
     let (old, new) = (live(old), live(new));
@@ -221,6 +236,35 @@ mod tests {
             Some("c1"),
             Some("c2")
         ));
+        let tombstone = String::from_utf8(Tombstone::bytes("2026-03-01T00:00:00Z")).unwrap();
+        for rule in [Rule::KeepOld, Rule::KeepNew, Rule::Newer, Rule::Merge] {
+            assert!(
+                undecided(rule, "customer_c1", Some(OLD), Some(&tombstone)),
+                "{rule:?}"
+            );
+            assert!(
+                undecided(rule, "customer_c1", Some(&tombstone), Some(NEW)),
+                "{rule:?}"
+            );
+        }
+        let recreated = r#"{"customerId":"c1","updatedAt":"2026-04-01T00:00:00Z"}"#;
+        let kept = resolve(
+            Rule::KeepOld,
+            "customer_c1",
+            Some(&value(recreated)),
+            Some(&value(&tombstone)),
+            0,
+        );
+        assert!(
+            matches!(
+                kept,
+                Resolution::Write {
+                    chose: Chose::Old,
+                    ..
+                }
+            ),
+            "a record created after the delete may be kept: {kept:?}"
+        );
         let other_id = r#"{"customerId":"c2","updatedAt":"2026-03-01T00:00:00Z"}"#;
         assert!(undecided(
             Rule::Merge,

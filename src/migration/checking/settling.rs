@@ -50,6 +50,8 @@ pub struct Report {
     pub results: Vec<(String, Outcome)>,
     /// Where the next page starts (a page scope that has more).
     pub cursor: Option<String>,
+    /// Settled keys whose entry could not be removed (the prune removes them).
+    pub entries_left: u64,
 }
 
 /// Settles the conflicts of `scope` by `rule`: dry, on what this request reads; else in
@@ -62,7 +64,7 @@ pub async fn settle<S: KvStore, W: Writers>(
     expect: &BTreeMap<String, String>,
     now_ms: u64,
 ) -> Result<Report, Error> {
-    if !writing.plane.phase.writes_both() {
+    if !writing.plane.phase.writes_both() || writing.record.old_store_diverged {
         return Err(Error::SettleNotAllowed(SETTLE_PHASES.to_owned()));
     }
     let (entries, cursor) = match scope {
@@ -83,6 +85,7 @@ pub async fn settle<S: KvStore, W: Writers>(
     };
     let mut values = old.into_iter().zip(new);
     let mut results = Vec::with_capacity(entries.len());
+    let mut report_left = 0;
     for (i, entry) in entries.into_iter().enumerate() {
         let Some(entry) = entry else {
             let Scope::Keys(asked) = scope else {
@@ -98,12 +101,24 @@ pub async fn settle<S: KvStore, W: Writers>(
         } else {
             settle_one(writing, rule, &entry.key, seen).await
         };
-        if outcome.settled() {
-            stores.new.delete(&keys::conflict(&entry.key)).await?;
+        // A dry run removes nothing; an entry whose removal fails is left for the prune,
+        // which finds its stores agreeing: the settle it records stands.
+        if !dry_run && outcome.settled() {
+            report_left += u64::from(
+                stores
+                    .new
+                    .delete(&keys::conflict(&entry.key))
+                    .await
+                    .is_err(),
+            );
         }
         results.push((entry.key, outcome));
     }
-    Ok(Report { results, cursor })
+    Ok(Report {
+        results,
+        cursor,
+        entries_left: report_left,
+    })
 }
 
 /// The entries of `keys`, `None` where a key has none.

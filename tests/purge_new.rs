@@ -88,23 +88,22 @@ fn rolled_back_world(inventory: bool) -> World {
     world
 }
 
-fn run_to_the_end(world: &World, body: Value) -> (u64, u64, usize) {
-    let (mut removed, mut kept, mut calls) = (0, 0, 0);
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut body = body.clone();
-        body["cursor"] = json!(cursor);
-        let (status, answer) = purge(world, body);
+fn run_to_the_end(world: &World, body: Value) -> Value {
+    let mut body = body.clone();
+    body["restart"] = json!(true);
+    for _ in 0..100 {
+        let (status, answer) = purge(world, body.clone());
         assert_eq!(status, 200, "{answer}");
-        calls += 1;
-        removed += answer["removed"].as_u64().unwrap();
-        kept += answer["kept"].as_u64().unwrap();
-        if answer["complete"] == true {
-            assert!(answer.get("cursor").is_none());
-            return (removed, kept, calls);
+        if answer["completedAt"].is_u64() {
+            return answer;
         }
-        cursor = answer["cursor"].as_str().map(str::to_owned);
+        body["restart"] = json!(false);
     }
+    panic!("the purge never completed");
+}
+
+fn count(answer: &Value, field: &str) -> u64 {
+    answer[field].as_u64().unwrap()
 }
 
 #[test]
@@ -117,7 +116,8 @@ fn a_purge_removes_what_the_migration_wrote_and_keeps_what_was_there_before() {
         before.len()
     );
 
-    let (would_remove, would_keep, _) = run_to_the_end(&world, json!({ "dryRun": true }));
+    let dry = run_to_the_end(&world, json!({ "dryRun": true }));
+    let (would_remove, would_keep) = (count(&dry, "removed"), count(&dry, "kept"));
     assert_eq!(customer_keys(&world), before, "a dry run removes nothing");
     assert_eq!(
         would_keep, 4,
@@ -129,8 +129,12 @@ fn a_purge_removes_what_the_migration_wrote_and_keeps_what_was_there_before() {
         .unwrap()
         .keys
         .len();
-    let (removed, kept, _) = run_to_the_end(&world, json!({}));
-    assert_eq!((removed, kept), (would_remove, would_keep));
+    let done = run_to_the_end(&world, json!({}));
+    assert_eq!(
+        (count(&done, "removed"), count(&done, "kept")),
+        (would_remove, would_keep)
+    );
+    assert_eq!(count(&done, "unexplained"), 0, "{done}");
     let mut left = customer_keys(&world);
     left.sort();
     let expected: Vec<String> = {
@@ -158,7 +162,7 @@ fn a_purge_removes_what_the_migration_wrote_and_keeps_what_was_there_before() {
         audit.body
     );
     assert!(
-        audit.body.to_string().contains("purge complete"),
+        audit.body.to_string().contains("new_store_purged"),
         "{}",
         audit.body
     );
@@ -186,16 +190,30 @@ fn a_purge_runs_only_in_a_settled_phase_0_and_only_knowing_what_was_there_before
         (400, Some("reason_required")),
         "{body}"
     );
-    let (status, body) = purge(&world, json!({ "cursor": "9:x" }));
-    assert_eq!(status, 400, "{body}");
+    let (status, body) = purge(&world, json!({ "cursor": "1:" }));
+    assert_eq!(
+        status, 400,
+        "where a purge stands is the worker's to say: {body}"
+    );
     let (status, body) = purge(&world, json!({ "surprise": 1 }));
     assert_eq!(status, 400, "{body}");
 
     let reason = "CUSTOMER_KV was created for this migration and held nothing";
-    let (removed, kept, _) = run_to_the_end(&world, json!({ "force": true, "reason": reason }));
-    assert_eq!(kept, 0);
-    assert!(removed > 80);
-    assert!(customer_keys(&world).is_empty());
+    let done = run_to_the_end(&world, json!({ "force": true, "reason": reason }));
+    assert_eq!(count(&done, "kept"), 0);
+    assert!(count(&done, "removed") > 80);
+    // With no marks, only what the migration cannot account for is left: the customer
+    // only the new store held, and its mapping (the edited one the backfill overwrote
+    // with the old store's newer value, having no mark to hold it back).
+    assert_eq!(count(&done, "unexplained"), 2, "{done}");
+    let mut left = customer_keys(&world);
+    left.sort();
+    let mut expected = vec![
+        "customer_from_api".to_owned(),
+        mapping_key("from_api@example.com"),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
     let audit = world.send("GET", "/admin/migrate/audit", Some(&admin()), None);
     let text = audit.body.to_string();
     assert!(
@@ -237,5 +255,106 @@ fn an_inventory_from_before_marks_of_equal_keys_cannot_vouch_for_a_purge() {
             .unwrap()
             .contains("predates"),
         "{body}"
+    );
+}
+
+#[test]
+fn a_value_the_migration_cannot_account_for_is_kept_and_named() {
+    let world = rolled_back_world(true);
+    // The other service wrote a customer after the inventory: not a copy of anything.
+    let later = json!({ "customerId": "api_later", "name": "after the inventory" });
+    world.stores.new.insert(
+        "customer_api_later",
+        later.to_string().as_bytes(),
+        PutOptions::default(),
+    );
+    // A copy that no longer matches the old store's value.
+    let drifted = json!({ "customerId": "cust_000007", "name": "drifted" });
+    world.stores.new.insert(
+        "customer_cust_000007",
+        drifted.to_string().as_bytes(),
+        PutOptions::default(),
+    );
+    let done = run_to_the_end(&world, json!({}));
+    assert_eq!(count(&done, "unexplained"), 2, "{done}");
+    let named = done["unexplainedKeys"].to_string();
+    assert!(
+        named.contains("customer_api_later") && named.contains("customer_cust_000007"),
+        "{named}"
+    );
+    assert!(world.stores.new.peek("customer_api_later").is_some());
+    assert!(world.stores.new.peek("customer_cust_000007").is_some());
+}
+
+#[test]
+fn a_key_whose_mark_cannot_be_read_is_kept() {
+    let world = rolled_back_world(true);
+    world.stores.new.insert(
+        "__migration/preexisting/customer_cust_000009",
+        b"not a mark",
+        PutOptions::default(),
+    );
+    run_to_the_end(&world, json!({}));
+    assert!(world.stores.new.peek("customer_cust_000009").is_some());
+}
+
+#[test]
+fn writes_only_the_new_store_holds_or_a_pending_repair_stop_the_purge() {
+    let world = rolled_back_world(true);
+    world.set_phase(Phase::DualWrite);
+    for phase in [
+        Phase::ReadNew,
+        Phase::Backfill,
+        Phase::NewPrimary,
+        Phase::Backfill,
+        Phase::ReadNew,
+        Phase::DualWrite,
+        Phase::Legacy,
+    ] {
+        world.set_phase(phase);
+    }
+    let (status, body) = purge(&world, json!({ "dryRun": true }));
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("since phase 4"),
+        "{body}"
+    );
+
+    let world = rolled_back_world(true);
+    world.stores.new.insert(
+        "__migration/journal/customer_cust_000003",
+        b"{}",
+        PutOptions::default(),
+    );
+    let (status, body) = purge(&world, json!({ "dryRun": true }));
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("repair journal"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_purge_is_audited_before_its_first_delete_and_continues_where_it_stopped() {
+    let world = rolled_back_world(true);
+    let (status, first) = purge(&world, json!({ "restart": true }));
+    assert_eq!(status, 200, "{first}");
+    let audit = world.send("GET", "/admin/migrate/audit", Some(&admin()), None);
+    assert!(
+        audit.body.to_string().contains("\"new_store_purge\""),
+        "{}",
+        audit.body
+    );
+    let listed = count(&first, "listed");
+    let (_, second) = purge(&world, json!({}));
+    assert!(
+        count(&second, "listed") > listed,
+        "the next call goes on from the first: {second}"
     );
 }

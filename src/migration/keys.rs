@@ -26,6 +26,9 @@ pub const EMAIL_AUDIT_DRY_RUN: &str = "__migration/emails-dry-run";
 
 /// The inventory of the new store before the migration (`checking::inventory`).
 pub const INVENTORY: &str = "__migration/inventory";
+/// Where a purge of the new store stands (`state::purge`), and a dry run's.
+pub const PURGE: &str = "__migration/purge";
+pub const PURGE_DRY_RUN: &str = "__migration/purge-dry-run";
 /// Marks of keys the new store held before the migration, one per key.
 pub const PREEXISTING_PREFIX: &str = "__migration/preexisting/";
 

@@ -210,7 +210,7 @@ impl Settle {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PurgeNew {
-    pub cursor: Option<String>,
+    restart: Option<bool>,
     dry_run: Option<bool>,
     force: Option<bool>,
     reason: Option<String>,
@@ -219,6 +219,10 @@ pub struct PurgeNew {
 impl PurgeNew {
     pub fn dry_run(&self) -> bool {
         self.dry_run.unwrap_or(false)
+    }
+
+    pub fn restart(&self) -> bool {
+        self.restart.unwrap_or(false)
     }
 
     /// The reason a forced purge gives, required with `force`.

@@ -1,4 +1,4 @@
-//! `POST /admin/migrate/purge-new {dryRun?, cursor?, force?, reason?}`: removes what the
+//! `POST /admin/migrate/purge-new {dryRun?, restart?, force?, reason?}`: removes what the
 //! migration put into the new store, a page per call, after a rollback that is final
 //! (docs/design.md §9, "Purging the new store").
 
@@ -7,9 +7,10 @@ use serde_json::json;
 use super::{bodies, Ctx};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::inventory;
+use crate::migration::keys::JOURNAL_PREFIX;
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::coordinator::PhaseRegister;
-use crate::migration::state::purge::{self, Position};
+use crate::migration::state::purge::{self, Facts};
 use crate::store::KvStore;
 use crate::writes::Writers;
 
@@ -19,33 +20,49 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
 ) -> Result<ApiResponse, ApiError> {
     let asked = request.json_body::<bodies::PurgeNew>()?;
     let forced = asked.forced_reason()?;
-    let position = Position::parse(asked.cursor.as_deref())?;
+    let dry_run = asked.dry_run();
     let taken = inventory::load(&ctx.stores.new).await?;
-    let timing = (ctx.config.settle_ms(), ctx.now_ms);
-    purge::may_purge(ctx.current, timing, taken.as_ref(), forced.is_some())?;
-    let purged = purge::purge(ctx.stores, position, asked.dry_run()).await?;
-    if !purged.dry_run {
-        let mut detail = format!(
-            "{} keys removed from CUSTOMER_KV, {} the inventory found kept{}",
-            purged.removed,
-            purged.kept,
-            if purged.complete {
-                "; purge complete"
-            } else {
-                ""
-            }
-        );
-        if let Some(reason) = &forced {
-            detail.push_str(&format!("; forced without an inventory: {reason}"));
-        }
+    let journal = ctx.stores.new.list(JOURNAL_PREFIX, None, 1).await?;
+    purge::may_purge(&Facts {
+        current: ctx.current,
+        settle_ms: ctx.config.settle_ms(),
+        now_ms: ctx.now_ms,
+        inventory: taken.as_ref(),
+        journal_pending: !journal.keys.is_empty(),
+        forced: forced.is_some(),
+    })?;
+    let mut run = purge::load(&ctx.stores.new, dry_run, asked.restart(), ctx.now_ms).await?;
+    let starting = run.listed == 0 && !run.complete();
+    if starting && !dry_run {
+        // Audited before the first delete: a purge cut off midway still has its record.
+        run.forced = forced.is_some();
+        let detail = match &forced {
+            Some(reason) => format!("forced past the inventory's checks: {reason}"),
+            None => "every key the inventory found before the migration is kept".to_owned(),
+        };
         let mut entry = AuditEntry::action(
+            &ctx.caller.subject,
+            "new_store_purge",
+            ctx.now_ms,
+            Some(detail),
+        );
+        entry.forced = run.forced;
+        audit::append(&ctx.stores.new, &entry).await?;
+    }
+    let was_complete = run.complete();
+    purge::page(ctx.stores, &mut run, ctx.now_ms).await?;
+    if run.complete() && !was_complete && !dry_run {
+        let detail = format!(
+            "{} keys removed from CUSTOMER_KV; kept {} the inventory found and {} it cannot account for",
+            run.removed, run.kept, run.unexplained
+        );
+        let entry = AuditEntry::action(
             &ctx.caller.subject,
             "new_store_purged",
             ctx.now_ms,
             Some(detail),
         );
-        entry.forced = forced.is_some();
         audit::append(&ctx.stores.new, &entry).await?;
     }
-    Ok(ApiResponse::ok(json!(purged)))
+    Ok(ApiResponse::ok(json!(run)))
 }

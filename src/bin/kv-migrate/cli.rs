@@ -173,6 +173,9 @@ pub enum Command {
         /// Count what would be removed and kept, and remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Start over rather than continue the purge (or dry run) last begun.
+        #[arg(long)]
+        restart: bool,
         /// Without a usable inventory: vouch (with --reason) that CUSTOMER_KV held
         /// nothing of its own before the migration.
         #[command(flatten)]

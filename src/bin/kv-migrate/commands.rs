@@ -10,7 +10,7 @@ use customer_kv_migration::api::{
 };
 use customer_kv_migration::migration::backup::BackupLine;
 use customer_kv_migration::migration::checking::conflicts::{ConflictPage, Pruned};
-use customer_kv_migration::migration::state::purge::Purged;
+use customer_kv_migration::migration::state::purge::Purge;
 use customer_kv_migration::migration::state::rollback::Step;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -118,7 +118,11 @@ pub fn run(args: Args) -> CommandResult {
                 |page: &AuditPageView| (page.cursor.clone(), render::audit_page(page)),
             )
         }
-        Command::PurgeNew { dry_run, force } => purge_new(&client, &out, dry_run, &force),
+        Command::PurgeNew {
+            dry_run,
+            restart,
+            force,
+        } => purge_new(&client, &out, (dry_run, restart), &force),
         Command::Conflicts { prune: true, .. } => prune_conflicts(&client, &out),
         Command::Conflicts {
             settle: Some(rule),
@@ -600,37 +604,28 @@ fn import_value(
 }
 
 /// Purges the new store page after page (or counts, dry); prints the totals.
-fn purge_new(client: &Client, out: &Output, dry_run: bool, force: &Force) -> CommandResult {
-    let mut total = Purged {
-        dry_run,
-        ..Purged::default()
-    };
-    let mut cursor: Option<String> = None;
+fn purge_new(
+    client: &Client,
+    out: &Output,
+    (dry_run, restart): (bool, bool),
+    force: &Force,
+) -> CommandResult {
+    let mut first = true;
     loop {
-        let mut body = json!({ "dryRun": dry_run, "cursor": cursor });
+        let mut body = json!({ "dryRun": dry_run, "restart": first && (restart || dry_run) });
         if force.force {
             body["force"] = json!(true);
             body["reason"] = json!(force.reason);
         }
+        first = false;
         let answer = client
             .post_json_resumable("/admin/migrate/purge-new", &body)?
             .success()?;
-        let page: Purged = typed(&answer)?;
-        total.listed += page.listed;
-        total.removed += page.removed;
-        total.kept += page.kept;
-        if page.complete {
-            total.complete = true;
-            out.show(&json!(total), &total, |t| {
-                let verb = if t.dry_run { "would remove" } else { "removed" };
-                format!(
-                    "CUSTOMER_KV: {} keys listed; {verb} {}; kept {} the inventory found before the migration",
-                    t.listed, t.removed, t.kept
-                )
-            });
+        let run: Purge = typed(&answer)?;
+        if run.complete() {
+            out.show(&answer, &run, render::purged);
             return Ok(());
         }
-        cursor = page.cursor;
     }
 }
 

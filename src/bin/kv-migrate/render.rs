@@ -446,6 +446,26 @@ pub fn conflicts(page: &ConflictPage) -> String {
     blocks.join("\n")
 }
 
+/// A purge of the new store, done.
+pub fn purged(run: &customer_kv_migration::migration::state::purge::Purge) -> String {
+    let verb = if run.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut text = format!(
+        "CUSTOMER_KV: {} keys listed; {verb} {}; kept {} the inventory found before the migration and {} it cannot account for",
+        run.listed, run.removed, run.kept, run.unexplained
+    );
+    if !run.unexplained_keys.is_empty() {
+        text.push_str(&format!(
+            "\n  unexplained (kept): {}",
+            run.unexplained_keys.join(", ")
+        ));
+    }
+    text
+}
+
 /// A settle's page: a line per key.
 pub fn settled(page: &serde_json::Value) -> String {
     let results = page["results"].as_array().cloned().unwrap_or_default();

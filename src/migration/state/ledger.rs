@@ -25,6 +25,8 @@ pub fn is_run_state(key: &str) -> bool {
             keys::LAST_FULL_VERIFICATION,
             keys::EMAIL_AUDIT,
             keys::EMAIL_AUDIT_DRY_RUN,
+            keys::PURGE,
+            keys::PURGE_DRY_RUN,
         ]
         .contains(&key)
 }

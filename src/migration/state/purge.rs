@@ -1,102 +1,132 @@
 //! Purging the new store after a rollback that is final (docs/design.md §9, "Purging the
-//! new store"): in phase 0 it removes every customer record and email mapping the
-//! migration put into `CUSTOMER_KV` — copies, dual writes, tombstones — and keeps every
-//! key the inventory found there before the migration (its marks), a page per call.
+//! new store"): in phase 0 it removes each customer record and email mapping the
+//! migration can account for in `CUSTOMER_KV` — a tombstone, or a value equal to the old
+//! store's — and keeps every key the inventory marked and every value it cannot account
+//! for, which it lists. A page per call, from where the last call stopped.
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CUSTOMER_PREFIX, EMAIL_PREFIX};
-use crate::error::{Error, Input};
-use crate::migration::checking::inventory::{self, Inventory};
+use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
+use crate::error::Error;
+use crate::migration::checking::inventory::Inventory;
 use crate::migration::copying::backfill;
 use crate::migration::keys;
 use crate::migration::state::gates;
 use crate::migration::state::phase_record::CurrentPhase;
+use crate::migration::stored::{self, Listing};
 use crate::phase::Phase;
-use crate::store::{KvStore, StoreResult, Stores};
+use crate::store::{read_many, KvStore, StoreResult, Stores, MAX_BULK_KEYS};
 
 const FAMILIES: [&str; 2] = [CUSTOMER_PREFIX, EMAIL_PREFIX];
-/// Keys listed per call: a list, five bulk reads of their marks and at most one delete
-/// each fit one invocation's 1,000 operations.
+/// Keys listed per call: a list, three bulk reads per 100 keys (marks, both stores) and
+/// at most one delete each fit one invocation's 1,000 operations.
 pub const PAGE: u32 = 500;
+/// Keys named per list in the answer.
+const SAMPLE_KEYS: usize = 20;
 
-/// Where a purge stands: the family and the list cursor in it, as the client carries it
-/// between calls (`<family>:<cursor>`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Position {
-    family: usize,
-    cursor: Option<String>,
-}
-
-impl Position {
-    pub fn parse(text: Option<&str>) -> Result<Self, Error> {
-        let Some(text) = text.filter(|t| !t.is_empty()) else {
-            return Ok(Self::default());
-        };
-        let invalid = || Error::invalid(Input::Body, "cursor is not one a purge answered");
-        let (family, cursor) = text.split_once(':').ok_or_else(invalid)?;
-        let family: usize = family.parse().map_err(|_| invalid())?;
-        if family >= FAMILIES.len() {
-            return Err(invalid());
-        }
-        Ok(Self {
-            family,
-            cursor: Some(cursor.to_owned()).filter(|c| !c.is_empty()),
-        })
-    }
-
-    fn text(&self) -> String {
-        format!(
-            "{}:{}",
-            self.family,
-            self.cursor.as_deref().unwrap_or_default()
-        )
-    }
-}
-
-/// What one call did (or, dry, would do).
+/// A purge in progress, or done: kept in the run ledger (docs/design.md §11) under
+/// `keys::PURGE` (`PURGE_DRY_RUN` for a dry run's), so a call continues exactly where
+/// the last one stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Purged {
+#[serde(rename_all = "camelCase", default)]
+pub struct Purge {
     pub dry_run: bool,
+    pub family: usize,
+    pub cursor: Option<String>,
+    pub started_at: u64,
+    pub updated_at: u64,
+    pub completed_at: Option<u64>,
     pub listed: u64,
     pub removed: u64,
-    /// Keys the inventory found before the migration: left as they are.
+    /// Keys the inventory marked: left as they are.
     pub kept: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-    pub complete: bool,
+    /// Values the migration cannot account for (neither a tombstone nor the old store's
+    /// value): left as they are, for the operator to look at.
+    pub unexplained: u64,
+    pub unexplained_keys: Vec<String>,
+    /// Whether the operator vouched, with a reason, for a store the inventory cannot.
+    pub forced: bool,
 }
 
-/// Why the new store may not be purged now, if it may not. `forced`: the operator
-/// vouches, with a reason, that `CUSTOMER_KV` held nothing of its own before the
-/// migration, where no inventory can tell.
-pub fn may_purge(
-    current: &CurrentPhase,
-    (settle_ms, now_ms): (u64, u64),
-    taken: Option<&Inventory>,
-    forced: bool,
-) -> Result<(), Error> {
+impl Purge {
+    pub fn complete(&self) -> bool {
+        self.completed_at.is_some()
+    }
+}
+
+fn key_of(dry_run: bool) -> &'static str {
+    if dry_run {
+        keys::PURGE_DRY_RUN
+    } else {
+        keys::PURGE
+    }
+}
+
+/// The purge to continue: the stored one, or a fresh one (`restart`, or none stored).
+pub async fn load<S: KvStore>(
+    new_store: &S,
+    dry_run: bool,
+    restart: bool,
+    now_ms: u64,
+) -> StoreResult<Purge> {
+    let stored: Option<Purge> = stored::get(new_store, key_of(dry_run)).await?;
+    Ok(match stored {
+        Some(purge) if !restart => purge,
+        _ => Purge {
+            dry_run,
+            started_at: now_ms,
+            updated_at: now_ms,
+            ..Purge::default()
+        },
+    })
+}
+
+/// What the purge checks before it may run.
+pub struct Facts<'a> {
+    pub current: &'a CurrentPhase,
+    pub settle_ms: u64,
+    pub now_ms: u64,
+    pub inventory: Option<&'a Inventory>,
+    /// Whether the repair journal holds an entry: its repair may write the new store.
+    pub journal_pending: bool,
+    /// The operator vouches, with a reason, that `CUSTOMER_KV` held nothing of its own
+    /// before the migration, where no inventory can tell.
+    pub forced: bool,
+}
+
+/// Why the new store may not be purged now, if it may not.
+pub fn may_purge(facts: &Facts<'_>) -> Result<(), Error> {
     let refuse = |why: String| Err(Error::PurgeNotAllowed(why));
+    let current = facts.current;
     if current.phase != Phase::Legacy {
         return refuse(format!(
             "the new store is purged in phase 0, after a rollback; the phase is {}, whose writes reach it",
             current.phase.number()
         ));
     }
-    let unsettled = gates::unsettled_ms(&current.state, settle_ms, now_ms);
+    if current.state.old_store_diverged {
+        return refuse(
+            "writes made since phase 4 are only in CUSTOMER_KV: roll back through phase 2, where the reverse sync copies them to OTP_AUTH_KV, before purging".into(),
+        );
+    }
+    let unsettled = gates::unsettled_ms(&current.state, facts.settle_ms, facts.now_ms);
     if unsettled > 0 {
         return refuse(format!(
             "the phase changed moments ago; isolates may still write the new store for {unsettled} ms"
         ));
     }
-    if forced {
+    if facts.journal_pending {
+        return refuse(
+            "the repair journal holds entries whose repair may write the new store: drain it first (POST /admin/migrate/repair)".into(),
+        );
+    }
+    if facts.forced {
         return Ok(());
     }
-    match taken {
+    match facts.inventory {
         Some(taken) if taken.complete() && taken.marks_same => Ok(()),
         Some(taken) if !taken.complete() => refuse(
-            "the inventory was never finished, so what CUSTOMER_KV held before the migration is not known".into(),
+            "the inventory was never finished, so what CUSTOMER_KV held before the migration is not known; force with a reason if it held nothing".into(),
         ),
         Some(_) => refuse(
             "the inventory predates marks of keys equal in both stores, so a purge could remove customers CUSTOMER_KV held before the migration; force with a reason if it held none".into(),
@@ -107,51 +137,68 @@ pub fn may_purge(
     }
 }
 
-/// One page from `position`: removes the unmarked keys (unless a dry run). The last
-/// call, not dry, also starts the backfill over and forgets the last full verification:
+/// One page from where `purge` stands; saves where it stands after it. A key with a
+/// mark is kept even when its mark cannot be read. The last page of a purge that is not
+/// a dry run also starts the backfill over and forgets the last full verification:
 /// neither describes the store any longer.
-pub async fn purge<S: KvStore>(
+pub async fn page<S: KvStore>(
     stores: &Stores<S>,
-    position: Position,
-    dry_run: bool,
-) -> StoreResult<Purged> {
-    let page = stores
+    purge: &mut Purge,
+    now_ms: u64,
+) -> StoreResult<()> {
+    if purge.complete() {
+        return Ok(());
+    }
+    let listed = stores
         .new
-        .list(FAMILIES[position.family], position.cursor.as_deref(), PAGE)
+        .list(FAMILIES[purge.family], purge.cursor.as_deref(), PAGE)
         .await?;
-    let names: Vec<String> = page.keys.into_iter().map(|k| k.name).collect();
-    let marks = inventory::marks(&stores.new, &names).await?;
-    let mut purged = Purged {
-        dry_run,
-        listed: names.len() as u64,
-        ..Purged::default()
-    };
-    for (name, mark) in names.iter().zip(marks) {
-        if mark.is_some() {
-            purged.kept += 1;
-            continue;
+    let names: Vec<String> = listed.keys.into_iter().map(|k| k.name).collect();
+    for chunk in names.chunks(MAX_BULK_KEYS) {
+        let mark_keys: Vec<String> = chunk.iter().map(|n| keys::preexisting(n)).collect();
+        let marks = read_many(&stores.new, &mark_keys).await?;
+        let new = read_many(&stores.new, chunk).await?;
+        let old = read_many(&stores.old, chunk).await?;
+        for (((name, mark), new), old) in chunk.iter().zip(marks).zip(new).zip(old) {
+            purge.listed += 1;
+            let Some(new) = new else { continue };
+            if mark.is_some() {
+                purge.kept += 1;
+                continue;
+            }
+            let accounted = Tombstone::is_tombstone(&new.bytes) || old.as_ref() == Some(&new);
+            if !accounted {
+                purge.unexplained += 1;
+                if purge.unexplained_keys.len() < SAMPLE_KEYS {
+                    purge.unexplained_keys.push(name.clone());
+                }
+                continue;
+            }
+            if !purge.dry_run {
+                stores.new.delete(name).await?;
+            }
+            purge.removed += 1;
         }
-        if !dry_run {
-            stores.new.delete(name).await?;
+    }
+    if !listed.complete {
+        purge.cursor = listed.cursor;
+    } else if purge.family + 1 < FAMILIES.len() {
+        purge.family += 1;
+        purge.cursor = None;
+    } else {
+        purge.cursor = None;
+        purge.completed_at = Some(now_ms);
+        if !purge.dry_run {
+            backfill::reset(&stores.new).await?;
+            stores.new.delete(keys::LAST_FULL_VERIFICATION).await?;
         }
-        purged.removed += 1;
     }
-    let next = match (page.complete, position.family + 1 < FAMILIES.len()) {
-        (false, _) => Some(Position {
-            family: position.family,
-            cursor: page.cursor,
-        }),
-        (true, true) => Some(Position {
-            family: position.family + 1,
-            cursor: None,
-        }),
-        (true, false) => None,
-    };
-    purged.complete = next.is_none();
-    purged.cursor = next.map(|p| p.text());
-    if purged.complete && !dry_run {
-        backfill::reset(&stores.new).await?;
-        stores.new.delete(keys::LAST_FULL_VERIFICATION).await?;
-    }
-    Ok(purged)
+    purge.updated_at = now_ms;
+    stored::put(
+        &stores.new,
+        key_of(purge.dry_run),
+        purge,
+        Listing::ValueOnly,
+    )
+    .await
 }

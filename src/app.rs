@@ -363,7 +363,8 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
     } else {
         DataPlane::new(app.stores, current.phase, app.now_ms)
     }
-    .with_old_store_catching_up(current.state.old_store_diverged);
+    .with_old_store_catching_up(current.state.old_store_diverged)
+    .with_old_store_retired(current.state.finalized_at.is_some());
     let ctx = Ctx {
         stores: app.stores,
         register: app.register,

@@ -45,6 +45,10 @@ pub enum Error {
     SettleNotAllowed(String),
     /// The new store may not be purged now (`purge::may_purge`).
     PurgeNotAllowed(String),
+    /// The migration may not be finalized yet: every unmet check.
+    FinalizeRefused(String),
+    /// The migration is finalized: nothing may touch the old store.
+    Finalized,
     InvalidRollback(String),
     /// A write reached one store but not one a reader may go to first: not acknowledged.
     NotAcknowledged(String),

@@ -122,6 +122,11 @@ impl From<Error> for ApiError {
             Error::BackfillNotAllowed(message) => Self::conflict("backfill_not_allowed", message),
             Error::SettleNotAllowed(message) => Self::conflict("settle_not_allowed", message),
             Error::PurgeNotAllowed(message) => Self::conflict("purge_not_allowed", message),
+            Error::FinalizeRefused(message) => Self::conflict("finalize_refused", message),
+            Error::Finalized => Self::conflict(
+                "finalized",
+                crate::migration::state::phase_record::FINALIZED,
+            ),
             Error::InvalidRollback(message) => Self::bad_request("invalid_rollback", message),
             Error::NotAcknowledged(message) => Self::new(503, "store_unavailable", message),
             Error::RateLimited(message) => Self::new(429, "rate_limited", message),

@@ -64,6 +64,9 @@ pub struct DataPlane<'a, S> {
     /// until the reverse sync has caught it up): the new store is then the source every
     /// copy reads, so every write goes to it first and no copy runs the other way.
     pub old_store_catching_up: bool,
+    /// Set once the migration is finalized: nothing reads the old store, not even for a
+    /// mapping's hint (docs/design.md §9, "Finalizing").
+    pub old_store_retired: bool,
 }
 
 impl<'a, S: KvStore> DataPlane<'a, S> {
@@ -77,6 +80,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             read_repair: false,
             settle_copies_after_ms: 0,
             old_store_catching_up: false,
+            old_store_retired: false,
         }
     }
 
@@ -84,6 +88,14 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     pub fn with_old_store_catching_up(self, catching_up: bool) -> Self {
         Self {
             old_store_catching_up: catching_up,
+            ..self
+        }
+    }
+
+    /// The same plane once the migration is finalized (see the field).
+    pub fn with_old_store_retired(self, retired: bool) -> Self {
+        Self {
+            old_store_retired: retired,
             ..self
         }
     }
@@ -157,6 +169,9 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// Reads `key` from the store the phase does not read, if there is one. Only for
     /// values that are checked against the read path before they count.
     pub async fn read_elsewhere(&self, key: &str) -> StoreResult<Option<StoredValue>> {
+        if self.old_store_retired {
+            return Ok(None);
+        }
         match self.phase.unread_store() {
             Some(store) => self.stores.get(store).get(key).await,
             None => Ok(None),

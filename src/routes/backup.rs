@@ -37,6 +37,18 @@ fn flag_param(request: &ApiRequest, name: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// The store an import writes: never the old store once the migration is finalized.
+fn import_target<S, R, W>(
+    ctx: &Ctx<'_, S, R, W>,
+    request: &ApiRequest,
+) -> Result<StoreName, ApiError> {
+    let store = store_param(request)?;
+    if store == StoreName::Old && ctx.current.state.finalized_at.is_some() {
+        return Err(crate::error::Error::Finalized.into());
+    }
+    Ok(store)
+}
+
 fn store_param(request: &ApiRequest) -> Result<StoreName, ApiError> {
     let raw = request.query_param("store")?.unwrap_or_default();
     StoreName::parse(&raw)
@@ -124,7 +136,7 @@ async fn restore<S: KvStore, R: PhaseRegister, W: Writers>(
     ctx: &Ctx<'_, S, R, W>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    let store_name = store_param(request)?;
+    let store_name = import_target(ctx, request)?;
     let overwrite = match request.query_param("mode")?.as_deref() {
         None | Some("missing") => false,
         Some("overwrite") => true,
@@ -167,7 +179,7 @@ async fn restore_value<S: KvStore, R: PhaseRegister, W: Writers>(
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
     let invalid = |message: String| ApiError::bad_request("invalid_query", message);
-    let store_name = store_param(request)?;
+    let store_name = import_target(ctx, request)?;
     let key = request
         .query_param("key")?
         .ok_or_else(|| invalid("key is required".into()))?;

@@ -206,6 +206,19 @@ impl Settle {
     }
 }
 
+/// `POST /admin/migrate/finalize`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Finalize {
+    dry_run: Option<bool>,
+}
+
+impl Finalize {
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+}
+
 /// `POST /admin/migrate/purge-new`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

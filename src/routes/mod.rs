@@ -11,6 +11,7 @@ pub mod conflicts;
 pub mod customer;
 pub mod dashboard;
 pub mod emails;
+pub mod finalize;
 pub mod inventory;
 pub mod purge;
 pub mod rollback;
@@ -90,6 +91,7 @@ pub enum Route {
     PruneConflicts,
     SettleConflicts,
     PurgeNew,
+    Finalize,
     Emails,
     Rollback,
     Audit,
@@ -125,6 +127,7 @@ impl Route {
             Route::PruneConflicts => "/admin/migrate/conflicts/prune",
             Route::SettleConflicts => "/admin/migrate/conflicts/settle",
             Route::PurgeNew => "/admin/migrate/purge-new",
+            Route::Finalize => "/admin/migrate/finalize",
             Route::Emails => "/admin/migrate/emails",
             Route::Rollback => "/admin/migrate/rollback",
             Route::Audit => "/admin/migrate/audit",
@@ -163,6 +166,18 @@ impl Route {
     }
 }
 
+impl Route {
+    /// Admin work that reads `OTP_AUTH_KV`, which nothing may once the migration is
+    /// finalized (docs/design.md §9, "Finalizing"). An export of it stays allowed: it is
+    /// how the operator archives it.
+    fn reads_the_old_store(&self) -> bool {
+        matches!(
+            self,
+            Route::Verify | Route::Conflicts | Route::PruneConflicts | Route::SettleConflicts
+        )
+    }
+}
+
 /// Calls the route's handler; `/health` is answered before authentication and never
 /// comes here.
 pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
@@ -172,6 +187,9 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
 ) -> Result<ApiResponse, ApiError> {
     if route.requires_admin() {
         ctx.caller.require_admin()?;
+    }
+    if route.reads_the_old_store() && ctx.current.state.finalized_at.is_some() {
+        return Err(crate::error::Error::Finalized.into());
     }
     match route {
         Route::Health | Route::Dashboard(_) => {
@@ -199,6 +217,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::PruneConflicts => conflicts::prune(ctx, request).await,
         Route::SettleConflicts => conflicts::settle(ctx, request).await,
         Route::PurgeNew => purge::run(ctx, request).await,
+        Route::Finalize => finalize::run(ctx, request).await,
         Route::Rollback => rollback::run(ctx, request).await,
         Route::Export => backup::export(ctx, request).await,
         Route::Import => backup::import(ctx, request).await,
@@ -306,6 +325,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             &["POST"],
             (*method == Post).then_some(Route::PruneConflicts),
         ),
+        ["admin", "migrate", "finalize"] => {
+            (&["POST"], (*method == Post).then_some(Route::Finalize))
+        }
         ["admin", "migrate", "purge-new"] => {
             (&["POST"], (*method == Post).then_some(Route::PurgeNew))
         }
@@ -413,6 +435,7 @@ mod tests {
             ("POST", "/admin/migrate/conflicts/prune"),
             ("POST", "/admin/migrate/conflicts/settle"),
             ("POST", "/admin/migrate/purge-new"),
+            ("POST", "/admin/migrate/finalize"),
         ];
         for (method, path) in cases {
             let route = route(&Method::parse(method), path).unwrap();

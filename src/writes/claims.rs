@@ -186,8 +186,9 @@ pub async fn run<S: KvStore, M: Memo, W: Waiter>(
     let record = memo::acting_phase(memo, request.record).await?;
     let (phase, record) = routing_of(record)?;
     let seen = memo::remembering(stores, memo, ObjectClock { now_ms, ..clock });
-    let plane =
-        DataPlane::new(&seen, phase, now_ms).with_old_store_catching_up(record.old_store_diverged);
+    let plane = DataPlane::new(&seen, phase, now_ms)
+        .with_old_store_catching_up(record.old_store_diverged)
+        .with_old_store_retired(record.finalized_at.is_some());
     let held = memo.recall_holder().await?;
     let (answer, holder) = decide(&plane, &hash, held.clone(), request.op, hold_ms).await?;
     if holder != held {

@@ -201,7 +201,8 @@ pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
     let check_at = delete_check::check_at(phase, &request.op, clock);
     let seen = memo::remembering(stores, memo, clock);
     let plane = DataPlane::new(&seen, phase, clock.now_ms)
-        .with_old_store_catching_up(record.old_store_diverged);
+        .with_old_store_catching_up(record.old_store_diverged)
+        .with_old_store_retired(record.finalized_at.is_some());
     let claims = Claims { sender, record };
     let result = apply(&plane, &claims, id, request.op, request.max_record_bytes).await;
     Ran {

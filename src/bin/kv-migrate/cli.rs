@@ -167,6 +167,13 @@ pub enum Command {
         #[arg(long, conflicts_with = "no_wait")]
         dry_run: bool,
     },
+    /// End the migration in phase 5: from then on nothing reads or writes OTP_AUTH_KV, and
+    /// no phase move is possible.
+    Finalize {
+        /// Say what still stands in the way, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// After a rollback to phase 0 that is final: remove from CUSTOMER_KV everything the
     /// migration wrote there, keeping what the inventory found before it.
     PurgeNew {

@@ -10,6 +10,7 @@ use customer_kv_migration::api::{
 };
 use customer_kv_migration::migration::backup::BackupLine;
 use customer_kv_migration::migration::checking::conflicts::{ConflictPage, Pruned};
+use customer_kv_migration::migration::state::finalize::Finalized;
 use customer_kv_migration::migration::state::purge::Purge;
 use customer_kv_migration::migration::state::rollback::Step;
 use serde::de::DeserializeOwned;
@@ -123,6 +124,18 @@ pub fn run(args: Args) -> CommandResult {
             restart,
             force,
         } => purge_new(&client, &out, (dry_run, restart), &force),
+        Command::Finalize { dry_run } => {
+            let answer = client
+                .post_json("/admin/migrate/finalize", &json!({ "dryRun": dry_run }))?
+                .success()?;
+            let done: Finalized = typed(&answer)?;
+            out.show(&answer, &done, render::finalized);
+            // A dry run that finds a check unmet exits 3, as a refused move does.
+            match done.unmet.is_empty() {
+                true => Ok(()),
+                false => Err(Failure::Refused("not ready to finalize".into())),
+            }
+        }
         Command::Conflicts { prune: true, .. } => prune_conflicts(&client, &out),
         Command::Conflicts {
             settle: Some(rule),
@@ -176,6 +189,9 @@ fn needs_confirmation(command: &Command) -> Option<String> {
             control: Some(BackfillControl::Reset),
             ..
         } => Some("Start the backfill over".into()),
+        Command::Finalize { dry_run: false } => Some(
+            "Finalize the migration: OTP_AUTH_KV is no longer read or written, and no phase move is possible after".into(),
+        ),
         Command::PurgeNew { dry_run: false, .. } => Some(
             "Remove from CUSTOMER_KV every customer and mapping the migration wrote there".into(),
         ),

@@ -37,6 +37,7 @@ fn phase_state(s: &StatusView) -> PhaseState {
         old_store_diverged: s.old_store_diverged,
         left_old_store_at: 0,
         revision: 0,
+        finalized_at: None,
     }
 }
 

@@ -446,6 +446,15 @@ pub fn conflicts(page: &ConflictPage) -> String {
     blocks.join("\n")
 }
 
+/// A finalize, or its dry run.
+pub fn finalized(done: &customer_kv_migration::migration::state::finalize::Finalized) -> String {
+    match (done.finalized_at, done.unmet.is_empty()) {
+        (Some(at_ms), _) => format!("finalized {}; {}", at(Some(at_ms)), done.next),
+        (None, true) => "ready to finalize: every check is met".to_owned(),
+        (None, false) => format!("not ready to finalize:\n  {}", done.unmet.join("\n  ")),
+    }
+}
+
 /// A purge of the new store, done.
 pub fn purged(run: &customer_kv_migration::migration::state::purge::Purge) -> String {
     let verb = if run.dry_run {

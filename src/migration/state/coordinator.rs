@@ -41,6 +41,12 @@ pub enum RecordOp {
         who: String,
         now_ms: u64,
     },
+    /// Finalizes the migration in phase 5, judged against `judged`.
+    Finalize {
+        judged: PhaseState,
+        who: String,
+        now_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +61,10 @@ pub enum RecordOutcome {
         record: Option<PhaseState>,
     },
     Cleared,
+    /// The record, finalized.
+    Finalized {
+        record: PhaseState,
+    },
 }
 
 /// Whoever applies record ops one at a time.
@@ -135,6 +145,20 @@ pub async fn apply<S: KvStore>(
             Ok(Applied {
                 outcome: RecordOutcome::Cleared,
                 record: written.or(record),
+            })
+        }
+        RecordOp::Finalize {
+            judged,
+            who,
+            now_ms,
+        } => {
+            let written =
+                phase_record::finalize(new_store, record.as_ref(), &judged, &who, now_ms).await?;
+            Ok(Applied {
+                outcome: RecordOutcome::Finalized {
+                    record: written.clone(),
+                },
+                record: Some(written),
             })
         }
     }
@@ -350,6 +374,7 @@ mod tests {
             old_store_diverged: false,
             left_old_store_at: 0,
             revision: 0,
+            finalized_at: None,
         }
     }
 

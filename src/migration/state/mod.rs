@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod coordinator;
+pub mod finalize;
 pub mod gates;
 pub mod ledger;
 pub mod phase_cache;

@@ -39,6 +39,10 @@ pub struct PhaseState {
     /// whatever the clocks of the requests that made them (`coordinator::newest`).
     #[serde(default)]
     pub revision: u64,
+    /// When the migration was finalized in phase 5 (`state::finalize`): from then on
+    /// nothing reads or writes the old store, and no move is possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalized_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,7 @@ impl CurrentPhase {
                 old_store_diverged: false,
                 left_old_store_at: 0,
                 revision: 0,
+                finalized_at: None,
             },
             source: PhaseSource::Default,
         }
@@ -183,6 +188,41 @@ pub async fn clear_new_store_divergence<S: KvStore>(
     Ok(Some(state))
 }
 
+/// Why nothing that touches the old store runs once the migration is finalized.
+pub const FINALIZED: &str =
+    "the migration is finalized: OTP_AUTH_KV is no longer read or written, and no phase move is possible";
+
+/// Marks the migration finalized (docs/design.md §9, "Finalizing"), with an audit entry
+/// first. `judged` is the record the finalize's checks were judged against: refused if a
+/// move came since. Finalizing a finalized record changes nothing.
+pub async fn finalize<S: KvStore>(
+    new_store: &S,
+    record: Option<&PhaseState>,
+    judged: &PhaseState,
+    who: &str,
+    now_ms: u64,
+) -> Result<PhaseState, Error> {
+    let Some(mut state) = record.cloned() else {
+        return Err(Error::PhaseMoved("no phase record is stored".to_owned()));
+    };
+    if state.finalized_at.is_some() {
+        return Ok(state);
+    }
+    if state.phase != judged.phase || state.revision != judged.revision {
+        return Err(Error::PhaseMoved(format!(
+            "the phase record changed while the finalize was judged: phase {} now",
+            state.phase
+        )));
+    }
+    let detail = "OTP_AUTH_KV is no longer read or written; no phase move is possible".to_owned();
+    let entry = AuditEntry::action(who, "finalized", now_ms, Some(detail));
+    audit::append(new_store, &entry).await?;
+    state.finalized_at = Some(now_ms);
+    state.revision += 1;
+    stored::put(new_store, keys::PHASE, &state, Listing::ValueOnly).await?;
+    Ok(state)
+}
+
 /// Applies a phase change through the gates: refused (409) when a gate is unmet unless
 /// forced with a reason; audited before the phase record is written, so no change can
 /// happen without its audit entry. Returns the record written, if the phase moved.
@@ -202,6 +242,11 @@ pub async fn change<S: KvStore>(
             forced_gates: Vec::new(),
         };
         return Ok((outcome, None));
+    }
+    // Not even forced: once finalized, OTP_AUTH_KV may be unbound, and every phase but 5
+    // writes or reads it.
+    if current.state.finalized_at.is_some() {
+        return Err(Error::PhaseChangeRefused(FINALIZED.to_owned()));
     }
     let gates = if request.rollback && Move::new(from, to).is_rollback_jump() {
         Vec::new()

@@ -422,6 +422,7 @@ mod tests {
             old_store_diverged: diverged,
             left_old_store_at: 10,
             revision: 0,
+            finalized_at: None,
         }
     }
 

@@ -1,0 +1,217 @@
+//! Finalizing the migration (docs/design.md §9, "Finalizing"): in phase 5, after its
+//! period and an email audit that ran wholly in it, nothing reads or writes
+//! `OTP_AUTH_KV` any more and no phase move is possible.
+
+mod common;
+
+use common::*;
+use customer_kv_migration::phase::Phase;
+use customer_kv_migration::store::PutOptions;
+use serde_json::{json, Value};
+
+fn post(world: &World, path: &str, body: Value) -> (u16, Value) {
+    let response = world.send("POST", path, Some(&admin()), Some(body));
+    (response.status, response.body)
+}
+
+fn finalize(world: &World, dry_run: bool) -> (u16, Value) {
+    post(
+        world,
+        "/admin/migrate/finalize",
+        json!({ "dryRun": dry_run }),
+    )
+}
+
+/// A migration that reached phase 5 with its data in the new store.
+fn world_in_phase_5() -> World {
+    let world = World::in_phase(Phase::Legacy);
+    seed_legacy(&world, 30);
+    for phase in [Phase::DualWrite, Phase::ReadNew, Phase::Backfill] {
+        world.set_phase(phase);
+    }
+    world.run_cron_until_backfill_stops();
+    world.set_phase(Phase::NewPrimary);
+    world.set_phase(Phase::Complete);
+    world
+}
+
+fn email_audit(world: &World) {
+    for _ in 0..20 {
+        let (status, body) = post(world, "/admin/migrate/emails", json!({}));
+        assert_eq!(status, 200, "{body}");
+        if body["complete"] == true {
+            return;
+        }
+    }
+    panic!("the email audit never completed");
+}
+
+#[test]
+fn finalizing_waits_for_phase_5_and_an_email_audit_run_in_it() {
+    let world = World::in_phase(Phase::Backfill);
+    let (status, body) = finalize(&world, true);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["unmet"][0].as_str().unwrap().contains("phase 5"),
+        "{body}"
+    );
+    let (status, body) = finalize(&world, false);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("finalize_refused")),
+        "{body}"
+    );
+
+    let world = world_in_phase_5();
+    let (_, body) = finalize(&world, true);
+    assert!(body.to_string().contains("email audit"), "{body}");
+    assert_eq!(finalize(&world, false).0, 409);
+    email_audit(&world);
+    let (status, body) = finalize(&world, true);
+    assert_eq!(
+        (status, body["unmet"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{body}"
+    );
+    assert!(
+        body.get("finalizedAt").is_none(),
+        "a dry run finalizes nothing"
+    );
+
+    let (status, body) = finalize(&world, false);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["finalizedAt"].is_u64(), "{body}");
+    assert!(body["next"].as_str().unwrap().contains("export"), "{body}");
+    assert!(world.new_value("__migration/phase").unwrap()["finalizedAt"].is_u64());
+    let audit = world.send("GET", "/admin/migrate/audit", Some(&admin()), None);
+    assert!(
+        audit.body.to_string().contains("\"finalized\""),
+        "{}",
+        audit.body
+    );
+    let (again, repeated) = finalize(&world, false);
+    assert_eq!(
+        (again, &repeated["finalizedAt"]),
+        (200, &body["finalizedAt"]),
+        "finalizing again changes nothing"
+    );
+}
+
+#[test]
+fn once_finalized_nothing_reads_or_writes_the_old_store() {
+    let world = world_in_phase_5();
+    email_audit(&world);
+    // A mapping only the old store holds: phase 5 reads it as a hint until finalized.
+    let hinted = json!({ "customerId": "hinted", "email": "hinted@example.com", "name": "Hinted" });
+    world.stores.new.insert(
+        "customer_hinted",
+        hinted.to_string().as_bytes(),
+        PutOptions::default(),
+    );
+    world.stores.old.insert(
+        &mapping_key("hinted@example.com"),
+        b"hinted",
+        PutOptions::default(),
+    );
+    let before = world.send(
+        "GET",
+        "/customer/by-email/hinted@example.com",
+        Some(&service()),
+        None,
+    );
+    assert_eq!(
+        before.status, 200,
+        "phase 5 still reads the old store's hint: {}",
+        before.body
+    );
+    assert_eq!(finalize(&world, false).0, 200);
+
+    world.stores.old.reset_counts();
+    let after = world.send(
+        "GET",
+        "/customer/by-email/hinted@example.com",
+        Some(&service()),
+        None,
+    );
+    assert_eq!(after.status, 404, "{}", after.body);
+    assert_eq!(
+        world
+            .send("GET", "/customer/cust_000001", Some(&service()), None)
+            .status,
+        200
+    );
+    let updated = world.send(
+        "PATCH",
+        "/customer/cust_000002",
+        Some(&service()),
+        Some(json!({ "name": "x" })),
+    );
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    let created = world.send(
+        "POST",
+        "/customer",
+        Some(&service()),
+        Some(json!({ "customerId": "after_finalize", "email": "after@example.com" })),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    world.run_cron();
+    let counts = world.stores.old.counts();
+    assert_eq!(
+        (counts.gets, counts.puts, counts.deletes, counts.lists),
+        (0, 0, 0, 0),
+        "{counts:?}"
+    );
+}
+
+#[test]
+fn once_finalized_no_move_and_no_admin_work_on_the_old_store_is_possible() {
+    let world = world_in_phase_5();
+    email_audit(&world);
+    assert_eq!(finalize(&world, false).0, 200);
+    let forced = post(
+        &world,
+        "/admin/migrate/phase",
+        json!({ "phase": 4, "force": true, "reason": "try anyway" }),
+    );
+    assert_eq!(forced.0, 409, "{}", forced.1);
+    assert!(forced.1.to_string().contains("finalized"), "{}", forced.1);
+    let rollback = post(&world, "/admin/migrate/rollback", json!({ "toPhase": 2 }));
+    assert!(
+        rollback.0 == 409 && rollback.1.to_string().contains("finalized"),
+        "{}",
+        rollback.1
+    );
+    for (path, body) in [
+        ("/admin/migrate/verify", json!({ "mode": "full" })),
+        (
+            "/admin/migrate/conflicts/settle",
+            json!({ "rule": "keep_old" }),
+        ),
+    ] {
+        let (status, answer) = post(&world, path, body);
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (409, Some("finalized")),
+            "{path}: {answer}"
+        );
+    }
+    let listing = world.send("GET", "/admin/migrate/conflicts", Some(&admin()), None);
+    assert_eq!(listing.status, 409);
+    let export = world.send(
+        "GET",
+        "/admin/migrate/export?store=old",
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(
+        export.status, 200,
+        "the old store can still be exported, to archive it"
+    );
+    let import = world.send(
+        "POST",
+        "/admin/migrate/import?store=old",
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(import.status, 409, "{}", import.body);
+}

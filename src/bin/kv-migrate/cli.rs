@@ -50,8 +50,8 @@ pub struct Global {
     )]
     pub profile: Option<String>,
     /// Answer yes to the confirmation that rollback, --force, import --overwrite,
-    /// backfill reset and conflicts --settle ask for (needed when standard input is not
-    /// a terminal).
+    /// backfill reset, conflicts --settle, purge-new and finalize ask for (needed when
+    /// standard input is not a terminal).
     #[arg(long, global = true)]
     pub yes: bool,
     /// Print the worker's answers as JSON (one document per line) instead of text.

@@ -148,6 +148,7 @@ function renderPhase(s) {
   fill($("routing"), el("span", {}, el("strong", {}, "Writes: "), writes), el("span", {}, el("strong", {}, "Reads: "), reads));
   const meta = [`Phase ${phaseLabel(current)} since ${when(s.phase.changedAt)} (by ${s.phase.changedBy || "nobody"}, ${s.phase.source}).`];
   if (s.phase.unsettledMs) meta.push(`Settling: ${duration(s.phase.unsettledMs)} until every isolate serves it.`);
+  if (s.phase.finalizedAt) meta.push(`Finalized ${when(s.phase.finalizedAt)}: OTP_AUTH_KV is no longer read or written.`);
   if (s.newStoreDiverged) meta.push("The new store is behind (writes skipped it).");
   if (s.oldStoreDiverged) meta.push("The old store is behind (writes skipped it).");
   $("phase-meta").textContent = meta.join(" ");

@@ -31,6 +31,9 @@ pub struct PhaseView {
     /// How long isolates may still run the previous phase (status only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsettled_ms: Option<u64>,
+    /// When the migration was finalized (docs/design.md §9, "Finalizing").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalized_at: Option<u64>,
 }
 
 impl PhaseView {
@@ -46,6 +49,7 @@ impl PhaseView {
             changed_at: current.state.changed_at,
             changed_by: current.state.changed_by.clone(),
             unsettled_ms: None,
+            finalized_at: current.state.finalized_at,
         }
     }
 }

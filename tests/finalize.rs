@@ -83,6 +83,11 @@ fn finalizing_waits_for_phase_5_and_an_email_audit_run_in_it() {
     assert!(body["finalizedAt"].is_u64(), "{body}");
     assert!(body["next"].as_str().unwrap().contains("export"), "{body}");
     assert!(world.new_value("__migration/phase").unwrap()["finalizedAt"].is_u64());
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    assert_eq!(
+        status.body["phase"]["finalizedAt"], body["finalizedAt"],
+        "the status shows it"
+    );
     let audit = world.send("GET", "/admin/migrate/audit", Some(&admin()), None);
     assert!(
         audit.body.to_string().contains("\"finalized\""),
@@ -214,4 +219,54 @@ fn once_finalized_no_move_and_no_admin_work_on_the_old_store_is_possible() {
         None,
     );
     assert_eq!(import.status, 409, "{}", import.body);
+}
+
+#[test]
+fn leftovers_that_read_the_old_store_keep_the_migration_from_being_finalized() {
+    let world = world_in_phase_5();
+    email_audit(&world);
+    world.stores.new.insert(
+        "__migration/settle/customer_cust_000001/1",
+        b"{}",
+        PutOptions::default(),
+    );
+    let entry = json!({ "key": "customer_cust_000002", "kind": "unordered", "foundAt": 1 });
+    world.stores.new.insert(
+        "__migration/conflict/customer_cust_000002",
+        entry.to_string().as_bytes(),
+        PutOptions::default(),
+    );
+    let (status, body) = finalize(&world, true);
+    assert_eq!(status, 200);
+    let unmet = body["unmet"].to_string();
+    assert!(
+        unmet.contains("read-repair") && unmet.contains("conflict"),
+        "{unmet}"
+    );
+    assert_eq!(finalize(&world, false).0, 409);
+}
+
+#[test]
+fn once_finalized_the_status_and_the_dry_runs_offer_no_move() {
+    let world = world_in_phase_5();
+    email_audit(&world);
+    assert_eq!(finalize(&world, false).0, 200);
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    assert!(
+        status.body["gates"]["forward"].is_null(),
+        "{}",
+        status.body["gates"]
+    );
+    assert!(
+        status.body["gates"]["back"].is_null(),
+        "{}",
+        status.body["gates"]
+    );
+    let (code, body) = post(
+        &world,
+        "/admin/migrate/rollback",
+        json!({ "toPhase": 2, "dryRun": true }),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body.to_string().contains("finalized"), "{body}");
 }

@@ -124,6 +124,10 @@ pub async fn repair_and_check<S: KvStore, W: Writers>(
         repair::ENTRIES_PER_RUN,
     )
     .await?;
+    // Once finalized the old store is not read, and checking a copy reads it.
+    if current.state.finalized_at.is_some() {
+        return Ok((repair, CheckReport::default()));
+    }
     let settle = read_repair::drain(
         stores,
         budget,

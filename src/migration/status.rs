@@ -70,8 +70,10 @@ pub async fn gather<S: KvStore, R: PhaseRegister>(
     } else {
         None
     };
-    let forward = next_move(current.phase.next());
-    let back = next_move(current.phase.previous());
+    // Once finalized no move is possible (docs/design.md §9, "Finalizing").
+    let finalized = current.state.finalized_at.is_some();
+    let forward = next_move(current.phase.next().filter(|_| !finalized));
+    let back = next_move(current.phase.previous().filter(|_| !finalized));
     Ok(Status {
         facts,
         forward,

@@ -13,7 +13,9 @@ use crate::store::{
 };
 
 pub struct WorkersKv {
-    binding: WorkersKvBinding,
+    /// `None` for a namespace whose binding was removed (OTP_AUTH_KV once the migration
+    /// is finalized, docs/design.md §9): every operation on it fails.
+    binding: Option<WorkersKvBinding>,
     /// The same namespace as a JavaScript object, for the bulk read.
     raw: JsValue,
 }
@@ -21,9 +23,23 @@ pub struct WorkersKv {
 impl WorkersKv {
     pub fn from_env(env: &Env, name: &str) -> worker::Result<Self> {
         Ok(Self {
-            binding: env.kv(name)?,
+            binding: Some(env.kv(name)?),
             raw: Reflect::get(env, &JsValue::from_str(name))?,
         })
+    }
+
+    /// The namespace, or an unbound one if the worker has no such binding.
+    pub fn from_env_or_unbound(env: &Env, name: &str) -> Self {
+        Self::from_env(env, name).unwrap_or(Self {
+            binding: None,
+            raw: JsValue::UNDEFINED,
+        })
+    }
+
+    fn bound(&self, operation: &'static str) -> StoreResult<&WorkersKvBinding> {
+        self.binding
+            .as_ref()
+            .ok_or_else(|| StoreError::new(operation, "the namespace is not bound"))
     }
 
     /// `getWithMetadata(keys, "text")`: one operation for up to 100 keys. A missing key
@@ -79,7 +95,7 @@ fn failed(operation: &'static str) -> impl Fn(KvError) -> StoreError {
 impl KvStore for WorkersKv {
     async fn get(&self, key: &str) -> StoreResult<Option<StoredValue>> {
         let (bytes, metadata) = self
-            .binding
+            .bound("get")?
             .get(key)
             .bytes_with_metadata::<Value>()
             .await
@@ -91,6 +107,7 @@ impl KvStore for WorkersKv {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        self.bound("bulk get")?;
         let found = self.bulk_get_with_metadata(keys).await.map_err(|err| {
             let message = format!("bulk read failed: {err:?}");
             // KV's answer to values that add up to more than 25 MB: `read_many` splits.
@@ -128,7 +145,10 @@ impl KvStore for WorkersKv {
     }
 
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> StoreResult<()> {
-        let mut put = self.binding.put_bytes(key, value).map_err(failed("put"))?;
+        let mut put = self
+            .bound("put")?
+            .put_bytes(key, value)
+            .map_err(failed("put"))?;
         if let Some(expiration) = options.expiration {
             put = put.expiration(expiration);
         }
@@ -139,12 +159,15 @@ impl KvStore for WorkersKv {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.binding.delete(key).await.map_err(failed("delete"))
+        self.bound("delete")?
+            .delete(key)
+            .await
+            .map_err(failed("delete"))
     }
 
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> StoreResult<ListPage> {
         let mut list = self
-            .binding
+            .bound("list")?
             .list()
             .prefix(prefix.to_owned())
             .limit(u64::from(limit.clamp(1, 1000)));

@@ -48,7 +48,11 @@ pub async fn ready<S: KvStore, R: PhaseRegister, W: Writers>(
         ok: failed.is_none(),
         error: failed.map(|err| format!("{} failed", err.operation)),
     };
-    let old = ctx.stores.old.get(READY_PROBE_KEY).await.err();
+    // Once finalized nothing uses OTP_AUTH_KV, whose binding may be gone (design §9).
+    let old = match ctx.current.state.finalized_at {
+        Some(_) => None,
+        None => ctx.stores.old.get(READY_PROBE_KEY).await.err(),
+    };
     let new = ctx.stores.new.get(READY_PROBE_KEY).await.err();
     let read_tally = TallyOp::Read {
         direction: Direction::Forward,

@@ -7,6 +7,7 @@ use super::{bodies, Ctx};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::finalize;
+use crate::migration::state::phase_record::CurrentPhase;
 use crate::store::KvStore;
 use crate::writes::Writers;
 
@@ -23,5 +24,10 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
     let facts = finalize::gather(ctx.stores, timing).await?;
     let who = ctx.caller.subject.as_str();
     let done = finalize::run(ctx.register, ctx.current, &facts, (who, asked.dry_run())).await?;
+    // This isolate serves the finalized record at once; others within the cache lifetime.
+    if let Some(record) = done.record.clone() {
+        let current = CurrentPhase::of(Some(record), ctx.config.default_phase)?;
+        ctx.cache.put(current, ctx.now_ms);
+    }
     Ok(ApiResponse::ok(json!(done)))
 }

@@ -42,3 +42,39 @@ test("the CLI finalizes once an email audit ran in phase 5, and no move is possi
   const read = await h.request("GET", "/customer/final_1", { token: h.serviceToken });
   assertStatus(read, 200, "reads go on from CUSTOMER_KV");
 });
+
+test("finalized, the worker runs with OTP_AUTH_KV's binding removed", async () => {
+  const unbound = await startWorker({ kvNamespaces: ["CUSTOMER_KV"] });
+  try {
+    await seedCustomer(unbound, ["new"], sampleRecord("kept_1", "kept1@example.com"));
+    const finalized = {
+      phase: 5,
+      changedAt: 1,
+      changedBy: "e2e",
+      newStoreDiverged: false,
+      oldStoreDiverged: true,
+      leftOldStoreAt: 1,
+      revision: 9,
+      finalizedAt: 2,
+    };
+    await unbound.new().put("__migration/phase", JSON.stringify(finalized));
+    assertStatus(await unbound.request("GET", "/customer/kept_1", { token: unbound.serviceToken }), 200, "read");
+    const byEmail = await unbound.request("GET", "/customer/by-email/kept1@example.com", { token: unbound.serviceToken });
+    assertStatus(byEmail, 200, "read by email");
+    const patched = await unbound.request("PATCH", "/customer/kept_1", { token: unbound.serviceToken, body: { name: "after" } });
+    assertStatus(patched, 200, "write");
+    const ready = await unbound.request("GET", "/admin/migrate/ready", { token: unbound.adminToken });
+    assertStatus(ready, 200, `ready without OTP_AUTH_KV once finalized: ${ready.text}`);
+    const status = await unbound.request("GET", "/admin/migrate/status", { token: unbound.adminToken });
+    assertStatus(status, 200, "status");
+    assert.equal(status.json.phase.finalizedAt, 2);
+
+    // Not finalized, the missing binding fails what needs it, loudly.
+    await unbound.new().put("__migration/phase", JSON.stringify({ ...finalized, finalizedAt: undefined, revision: 10 }));
+    const notReady = await unbound.request("GET", "/admin/migrate/ready", { token: unbound.adminToken });
+    assert.equal(notReady.status, 503, notReady.text);
+    assert.equal(notReady.json.oldStore.ok, false);
+  } finally {
+    await unbound.stop();
+  }
+});

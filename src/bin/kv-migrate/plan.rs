@@ -37,7 +37,7 @@ fn phase_state(s: &StatusView) -> PhaseState {
         old_store_diverged: s.old_store_diverged,
         left_old_store_at: 0,
         revision: 0,
-        finalized_at: None,
+        finalized_at: s.phase.finalized_at,
     }
 }
 
@@ -84,6 +84,16 @@ fn verdict(out: &Output, report: Value, human: String, refused: Option<String>) 
     }
 }
 
+/// Once finalized no move is possible, forced or not (docs/design.md §9).
+fn refuse_if_finalized(status: &StatusView, from: Phase, to: Phase) -> CommandResult {
+    match status.phase.finalized_at {
+        Some(_) if from != to => Err(Failure::Refused(
+            "the migration is finalized: no phase move is possible".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn gate_names(gates: &[UnmetGate]) -> String {
     gates
         .iter()
@@ -95,6 +105,7 @@ fn gate_names(gates: &[UnmetGate]) -> String {
 pub fn phase(client: &Client, out: &Output, to: u8, force: &Force) -> CommandResult {
     let status = fetch_status(client)?;
     let (from, to) = (status.phase.current, target(to)?);
+    refuse_if_finalized(&status, from, to)?;
     if from == to {
         let report =
             json!({ "dryRun": true, "from": from, "to": to, "allowed": true, "unmet": [] });
@@ -153,6 +164,7 @@ fn rollback_steps(status: &StatusView, to: Phase) -> (Vec<Step>, Option<Vec<Unme
 pub fn rollback(client: &Client, out: &Output, to: u8, force: &Force) -> CommandResult {
     let status = fetch_status(client)?;
     let (from, to) = (status.phase.current, target(to)?);
+    refuse_if_finalized(&status, from, to)?;
     if to > from {
         return Err(Failure::Invalid(format!(
             "a rollback goes down: phase {} is above the current phase {}",

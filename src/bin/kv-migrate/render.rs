@@ -190,6 +190,12 @@ pub fn status(s: &StatusView) -> String {
             &phase.changed_by
         },
     )];
+    if let Some(finalized) = phase.finalized_at {
+        out.push(format!(
+            "finalized {}: OTP_AUTH_KV is no longer read or written",
+            at(Some(finalized))
+        ));
+    }
     out.push("gates:".into());
     out.push(gate_lines("forward", s.gates.forward.as_ref()));
     out.push(gate_lines("back", s.gates.back.as_ref()));

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::migration::checking::emails::{self, EmailAudit};
-use crate::migration::keys::{self, JOURNAL_PREFIX};
+use crate::migration::keys::{self, CONFLICT_PREFIX, JOURNAL_PREFIX, READ_REPAIR_CHECK_PREFIX};
 use crate::migration::state::coordinator::{PhaseRegister, RecordOp, RecordOutcome};
 use crate::migration::state::gates;
 use crate::migration::state::phase_record::CurrentPhase;
@@ -21,23 +21,31 @@ pub struct Facts {
     pub period_ms: u64,
     pub now_ms: u64,
     pub journal_pending: bool,
+    /// Whether a read-repair copy waits for its check, which reads the old store.
+    pub checks_pending: bool,
+    /// Whether the backfill left conflict entries: their listing reads the old store.
+    pub conflicts_left: bool,
     /// The last email audit that was not a dry run.
     pub email_audit: Option<EmailAudit>,
 }
 
-/// Reads the facts the checks need: one list and one read.
+/// Reads the facts the checks need: three lists and one read.
 pub async fn gather<S: KvStore>(
     stores: &Stores<S>,
     (settle_ms, period_ms, now_ms): (u64, u64, u64),
 ) -> Result<Facts, Error> {
-    let journal = stores.new.list(JOURNAL_PREFIX, None, 1).await?;
-    let email_audit = emails::load(&stores.new, keys::EMAIL_AUDIT).await?;
+    let any = |prefix| async move {
+        let page = stores.new.list(prefix, None, 1).await?;
+        Ok::<bool, Error>(!page.keys.is_empty())
+    };
     Ok(Facts {
         settle_ms,
         period_ms,
         now_ms,
-        journal_pending: !journal.keys.is_empty(),
-        email_audit,
+        journal_pending: any(JOURNAL_PREFIX).await?,
+        checks_pending: any(READ_REPAIR_CHECK_PREFIX).await?,
+        conflicts_left: any(CONFLICT_PREFIX).await?,
+        email_audit: emails::load(&stores.new, keys::EMAIL_AUDIT).await?,
     })
 }
 
@@ -66,6 +74,16 @@ pub fn unmet(current: &CurrentPhase, facts: &Facts) -> Vec<String> {
     if facts.journal_pending {
         unmet.push("the repair journal holds entries".to_owned());
     }
+    if facts.checks_pending {
+        unmet.push(
+            "read-repair copies wait for their check (__migration/settle/): a forced move left them; they read OTP_AUTH_KV".to_owned(),
+        );
+    }
+    if facts.conflicts_left {
+        unmet.push(
+            "conflict entries are left (kv-migrate conflicts): settle or prune them while OTP_AUTH_KV can still be read".to_owned(),
+        );
+    }
     // Phase 5 still reads OTP_AUTH_KV for a mapping CUSTOMER_KV lacks; the email audit
     // derives every record's mapping in CUSTOMER_KV, so after one that ran wholly in
     // phase 5 no lookup needs the old store.
@@ -93,9 +111,12 @@ pub struct Finalized {
     /// What still stands in the way (a dry run's answer).
     pub unmet: Vec<String>,
     pub next: String,
+    /// The record finalized, for the isolate's phase cache.
+    #[serde(skip)]
+    pub record: Option<crate::migration::state::phase_record::PhaseState>,
 }
 
-const NEXT: &str = "OTP_AUTH_KV is no longer read or written: export it (kv-migrate export --store old), then remove its binding from wrangler.toml and deploy";
+const NEXT: &str = "OTP_AUTH_KV is no longer read or written once every isolate serves the finalized record (the phase settle time): then export it (kv-migrate export --store old) to archive it, remove its binding from wrangler.toml and deploy; never roll the worker back to a version from before finalize, which would use it again";
 
 /// Finalizes the migration, or with `dry_run` says whether it could. Refused with every
 /// unmet check (409 `finalize_refused`).
@@ -111,6 +132,7 @@ pub async fn run<R: PhaseRegister>(
             finalized_at: Some(at),
             unmet: Vec::new(),
             next: NEXT.to_owned(),
+            record: None,
         });
     }
     let unmet = unmet(current, facts);
@@ -124,6 +146,7 @@ pub async fn run<R: PhaseRegister>(
                 "meet the checks above".to_owned()
             },
             unmet,
+            record: None,
         });
     }
     if !unmet.is_empty() {
@@ -134,14 +157,17 @@ pub async fn run<R: PhaseRegister>(
         who: who.to_owned(),
         now_ms: facts.now_ms,
     };
-    let finalized_at = match register.apply(op).await? {
-        RecordOutcome::Finalized { record } => record.finalized_at,
-        _ => None,
+    let RecordOutcome::Finalized { record } = register.apply(op).await? else {
+        return Err(Error::Store(crate::store::StoreError::new(
+            "coordinator",
+            "the coordinator answered another op",
+        )));
     };
     Ok(Finalized {
         dry_run,
-        finalized_at,
+        finalized_at: record.finalized_at,
         unmet: Vec::new(),
         next: NEXT.to_owned(),
+        record: Some(record),
     })
 }

@@ -16,7 +16,7 @@ use crate::migration::copying::reverse;
 use crate::migration::healing::repair::{self, RepairReport};
 use crate::migration::state::coordinator::{self, PhaseRegister};
 use crate::migration::state::gates::{self, Facts, Gate, GateFacts, GateSettings, UnmetGate};
-use crate::migration::state::phase_record::{CurrentPhase, PhaseChangeRequest, PhaseState};
+use crate::migration::state::phase_record::{self, CurrentPhase, PhaseChangeRequest, PhaseState};
 use crate::phase::{Move, Phase};
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, Stores};
@@ -360,6 +360,11 @@ pub async fn preview<S: KvStore, R: PhaseRegister, W: Writers>(
     let (from, to) = (current.phase, request.to);
     if Move::new(from, to).goes_forward() {
         return Err(going_forward(from));
+    }
+    if current.state.finalized_at.is_some() && from != to {
+        return Err(Error::PhaseChangeRefused(
+            phase_record::FINALIZED.to_owned(),
+        ));
     }
     let facts = gates::gather(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;
     if request.force && from != to {

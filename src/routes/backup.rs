@@ -74,13 +74,7 @@ pub async fn export<S: KvStore, R: PhaseRegister, W: Writers>(
     if all_keys {
         // Other keys may be another service's (an OTP session): reading them is audited.
         let detail = format!("every key of the {} store", store_param(request)?.as_str());
-        let entry = AuditEntry::action(
-            &ctx.caller.subject,
-            "export_all_keys",
-            ctx.now_ms,
-            Some(detail),
-        );
-        audit::append(&ctx.stores.new, &entry).await?;
+        ctx.audit("export_all_keys", detail, false).await?;
     }
     let page = backup::export_page(store, (&prefix, all_keys), &cursor, limit).await?;
     let mut response = ApiResponse::raw("application/x-ndjson", page.ndjson)

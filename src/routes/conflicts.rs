@@ -14,7 +14,6 @@ use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::conflicts::{self, MAX_PAGE};
 use crate::migration::checking::resolve::Rule;
 use crate::migration::checking::settling::{self, Outcome, Scope};
-use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::KvStore;
 use crate::writes::Writers;
@@ -38,13 +37,7 @@ pub async fn prune<S: KvStore, R: PhaseRegister, W: Writers>(
     let pruned = conflicts::prune(ctx.stores, asked.cursor.as_deref()).await?;
     if pruned.removed > 0 {
         let detail = format!("{} settled conflict entries removed", pruned.removed);
-        let entry = AuditEntry::action(
-            &ctx.caller.subject,
-            "conflicts_pruned",
-            ctx.now_ms,
-            Some(detail),
-        );
-        audit::append(&ctx.stores.new, &entry).await?;
+        ctx.audit("conflicts_pruned", detail, false).await?;
     }
     Ok(ApiResponse::ok(json!(pruned)))
 }
@@ -70,13 +63,7 @@ pub async fn settle<S: KvStore, R: PhaseRegister, W: Writers>(
                 )
             }
         };
-        let entry = AuditEntry::action(
-            &ctx.caller.subject,
-            "conflicts_settle",
-            ctx.now_ms,
-            Some(intent),
-        );
-        audit::append(&ctx.stores.new, &entry).await?;
+        ctx.audit("conflicts_settle", intent, false).await?;
     }
     let writing = ctx.writing();
     let report = settling::settle(
@@ -91,13 +78,7 @@ pub async fn settle<S: KvStore, R: PhaseRegister, W: Writers>(
     let counts = count(&report.results);
     if !dry_run && !report.results.is_empty() {
         let detail = audit_detail(asked.rule, &report.results, &counts);
-        let entry = AuditEntry::action(
-            &ctx.caller.subject,
-            "conflicts_settled",
-            ctx.now_ms,
-            Some(detail),
-        );
-        audit::append(&ctx.stores.new, &entry).await?;
+        ctx.audit("conflicts_settled", detail, false).await?;
     }
     Ok(ApiResponse::ok(json!({
         "rule": asked.rule,

@@ -24,6 +24,7 @@ use crate::auth::Caller;
 use crate::http::{ApiError, ApiRequest, ApiResponse, BodyLimit, Method, MAX_VALUE_BYTES};
 use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::dataplane::DataPlane;
+use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::phase_cache::PhaseCache;
 use crate::migration::state::phase_record::CurrentPhase;
@@ -55,6 +56,17 @@ impl<'a, S, R, W> Ctx<'a, S, R, W> {
             register: self.register,
             queue,
         })
+    }
+
+    /// Appends an audit entry of the caller's `action` now; `forced` marks it as going
+    /// past a check.
+    pub async fn audit(&self, action: &str, detail: String, forced: bool) -> Result<(), ApiError>
+    where
+        S: KvStore,
+    {
+        let mut entry = AuditEntry::action(&self.caller.subject, action, self.now_ms, Some(detail));
+        entry.forced = forced;
+        Ok(audit::append(&self.stores.new, &entry).await?)
     }
 
     /// The request's writes, as they go to the customers' objects.

@@ -8,7 +8,6 @@ use super::{bodies, Ctx};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::checking::inventory;
 use crate::migration::keys::JOURNAL_PREFIX;
-use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::purge::{self, Facts};
 use crate::store::KvStore;
@@ -40,14 +39,7 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
             Some(reason) => format!("forced past the inventory's checks: {reason}"),
             None => "every key the inventory found before the migration is kept".to_owned(),
         };
-        let mut entry = AuditEntry::action(
-            &ctx.caller.subject,
-            "new_store_purge",
-            ctx.now_ms,
-            Some(detail),
-        );
-        entry.forced = run.forced;
-        audit::append(&ctx.stores.new, &entry).await?;
+        ctx.audit("new_store_purge", detail, run.forced).await?;
     }
     let was_complete = run.complete();
     purge::page(ctx.stores, &mut run, ctx.now_ms).await?;
@@ -56,13 +48,7 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
             "{} keys removed from CUSTOMER_KV; kept {} the inventory found and {} it cannot account for",
             run.removed, run.kept, run.unexplained
         );
-        let entry = AuditEntry::action(
-            &ctx.caller.subject,
-            "new_store_purged",
-            ctx.now_ms,
-            Some(detail),
-        );
-        audit::append(&ctx.stores.new, &entry).await?;
+        ctx.audit("new_store_purged", detail, false).await?;
     }
     Ok(ApiResponse::ok(json!(run)))
 }

@@ -12,6 +12,7 @@ use crate::migration::copying::fanout::{with_tally, Tally};
 use crate::migration::healing::read_repair::CheckReport;
 use crate::migration::healing::repair::RepairReport;
 use crate::migration::state::audit::AuditEntry;
+use crate::migration::state::cohort::Cohort;
 use crate::migration::state::gates::{Facts, GateSettings, UnmetGate};
 use crate::migration::state::phase_record::{CurrentPhase, PhaseSource};
 use crate::migration::state::rollback::{Progress as RollbackProgress, Step, Taken};
@@ -34,6 +35,9 @@ pub struct PhaseView {
     /// When the migration was finalized (docs/design.md §9, "Finalizing").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finalized_at: Option<u64>,
+    /// Customers served by the phase one step away (docs/design.md §17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<Cohort>,
 }
 
 impl PhaseView {
@@ -50,6 +54,7 @@ impl PhaseView {
             changed_by: current.state.changed_by.clone(),
             unsettled_ms: None,
             finalized_at: current.state.finalized_at,
+            cohort: current.state.cohort.clone(),
         }
     }
 }
@@ -277,6 +282,9 @@ impl GateView {
 pub struct MoveGates {
     pub forward: Option<GateView>,
     pub back: Option<GateView>,
+    /// With a cohort open: the gates of its cancel (docs/design.md §17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<GateView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,7 +336,11 @@ impl StatusView {
         let history = status
             .recent_audit
             .iter()
-            .filter(|e| e.action == "phase_change" || e.action == "rollback")
+            .filter(|e| {
+                e.action == "phase_change"
+                    || e.action == "rollback"
+                    || e.action.starts_with("cohort_")
+            })
             .cloned()
             .collect();
         let verification_period =
@@ -346,6 +358,7 @@ impl StatusView {
             gates: MoveGates {
                 forward: GateView::of(&status.forward),
                 back: GateView::of(&status.back),
+                cancel: GateView::of(&status.cancel),
             },
             history,
             backfill: ProgressView::of_run(&facts.checkpoint, status.fanout.as_ref()),
@@ -376,6 +389,18 @@ pub struct PhaseChangeView {
     pub changed: bool,
     pub forced: bool,
     pub forced_gates: Vec<UnmetGate>,
+}
+
+/// `POST /admin/migrate/cohort` and `…/cohort/cancel`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CohortView {
+    /// `opened`, `widened`, `unchanged` or `cancelled`.
+    pub done: String,
+    pub forced: bool,
+    pub forced_gates: Vec<UnmetGate>,
+    /// The phase record after the step, its cohort included.
+    pub phase: PhaseView,
 }
 
 /// `POST /admin/migrate/backfill` (and `progress` alone for pause, resume, reset).

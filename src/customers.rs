@@ -440,13 +440,13 @@ async fn store_new<S: KvStore>(
     record: CustomerRecord,
     bytes: Vec<u8>,
 ) -> Result<Loaded, Error> {
-    plane
-        .apply_to_absent_key(&[record_change(&record, bytes, None)])
-        .await?;
+    let change = record_change(&record, bytes, None);
+    let served_by = plane.phase_for(change.key()).authoritative_store();
+    plane.apply_to_absent_key(&[change]).await?;
     Ok(Loaded {
         record,
         metadata: None,
-        served_by: plane.phase.authoritative_store(),
+        served_by,
     })
 }
 

@@ -50,6 +50,8 @@ pub enum Error {
     /// The migration is finalized: nothing may touch the old store.
     Finalized,
     InvalidRollback(String),
+    /// A cohort step, or a move while a cohort is open, that cannot be made.
+    CohortRefused(String),
     /// A write reached one store but not one a reader may go to first: not acknowledged.
     NotAcknowledged(String),
     /// KV refused a write for its rate (one write a second to one key); the request is

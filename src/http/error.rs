@@ -121,6 +121,7 @@ impl From<Error> for ApiError {
             }
             Error::BackfillNotAllowed(message) => Self::conflict("backfill_not_allowed", message),
             Error::SettleNotAllowed(message) => Self::conflict("settle_not_allowed", message),
+            Error::CohortRefused(message) => Self::conflict("cohort_refused", message),
             Error::PurgeNotAllowed(message) => Self::conflict("purge_not_allowed", message),
             Error::FinalizeRefused(message) => Self::conflict("finalize_refused", message),
             Error::Finalized => Self::conflict(

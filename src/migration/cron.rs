@@ -63,7 +63,7 @@ pub async fn run<S: KvStore, W: Writers, R: PhaseRegister>(
     // (forward), or miss it (reverse).
     let settled = gates::unsettled_ms(&current.state, timings.settle_ms, now_ms) == 0;
     if current.state.old_store_diverged {
-        if current.phase.reverse_sync_allowed() && settled {
+        if current.every_phase(Phase::reverse_sync_allowed) && settled {
             reverse_sync = reverse::advance(
                 &stores,
                 fanout,
@@ -74,7 +74,8 @@ pub async fn run<S: KvStore, W: Writers, R: PhaseRegister>(
             )
             .await?;
         }
-    } else if current.phase.cron_backfills()
+    } else if (current.phase.cron_backfills()
+        || current.cohort_phase().is_some_and(Phase::cron_backfills))
         && backfill::may_run(&current, timings.settle_ms, now_ms).is_ok()
     {
         let checkpoint = backfill::load_checkpoint(&stores.new).await?;
@@ -131,7 +132,8 @@ pub async fn repair_and_check<S: KvStore, W: Writers>(
     let settle = read_repair::drain(
         stores,
         budget,
-        read_repair::may_correct(current.phase, current.state.old_store_diverged),
+        current
+            .every_phase(|phase| read_repair::may_correct(phase, current.state.old_store_diverged)),
         pass_delay_ms,
         now_ms,
     )

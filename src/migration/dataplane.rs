@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::migration::copying::copy;
 use crate::migration::healing::{fallback, journal};
 use crate::migration::key_state;
+use crate::migration::state::cohort::{self, Cohort};
 use crate::phase::Phase;
 use crate::store::{read_many, KvStore, PutOptions, StoreName, StoreResult, StoredValue, Stores};
 
@@ -46,7 +47,10 @@ impl Change {
 /// The stores as the current phase routes them, for the duration of one request.
 pub struct DataPlane<'a, S> {
     pub stores: &'a Stores<S>,
+    /// The record's phase: every key's but the records of a cohort's customers.
     pub phase: Phase,
+    /// Customers whose records go by the phase one step away (docs/design.md §17).
+    pub cohort: Option<Cohort>,
     pub now_ms: u64,
     /// Things worth a log line that did not fail the request (no private data).
     pub warnings: RefCell<Vec<String>>,
@@ -74,6 +78,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         Self {
             stores,
             phase,
+            cohort: None,
             now_ms,
             warnings: RefCell::new(Vec::new()),
             fallback_hits: Cell::new(0),
@@ -90,6 +95,35 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             old_store_catching_up: catching_up,
             ..self
         }
+    }
+
+    /// The same plane with a cohort's customers' records in the cohort's phase.
+    pub fn with_cohort(self, cohort: Option<Cohort>) -> Self {
+        Self { cohort, ..self }
+    }
+
+    /// The phase `key` is read and written by (docs/design.md §17).
+    pub fn phase_for(&self, key: &str) -> Phase {
+        cohort::phase_of_key(self.phase, self.cohort.as_ref(), key)
+    }
+
+    /// Whether `allowed` holds for the record's phase and the cohort's, if any.
+    pub fn every_phase(&self, allowed: impl Fn(Phase) -> bool) -> bool {
+        allowed(self.phase)
+            && self
+                .cohort
+                .as_ref()
+                .and_then(Cohort::phase)
+                .is_none_or(allowed)
+    }
+
+    /// The phase of a request's changes: all of one key (asserted in debug builds).
+    fn phase_of_changes(&self, changes: &[Change]) -> Phase {
+        let phase = changes
+            .first()
+            .map_or(self.phase, |change| self.phase_for(change.key()));
+        debug_assert!(changes.iter().all(|c| self.phase_for(c.key()) == phase));
+        phase
     }
 
     /// The same plane once the migration is finalized (see the field).
@@ -120,7 +154,8 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// first is a fallback hit and is recorded (a write on the fallback path only, so a
     /// read that hits the new store pays nothing for it).
     pub async fn read(&self, key: &str) -> StoreResult<Option<Found>> {
-        for (position, &store) in self.phase.routing().reads.iter().enumerate() {
+        let phase = self.phase_for(key);
+        for (position, &store) in phase.routing().reads.iter().enumerate() {
             let Some(value) = self.stores.get(store).get(key).await? else {
                 continue;
             };
@@ -128,7 +163,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
                 return Ok(None);
             }
             if position > 0 {
-                self.after_fallback(key, &value).await;
+                self.after_fallback(key, &value, phase).await;
             }
             return Ok(Some(Found { value, store }));
         }
@@ -140,9 +175,40 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// lacks. A tombstone counts as absent. No fallback hit is recorded: only for
     /// background checks, not for the reads of the API.
     pub async fn read_many(&self, keys: &[String]) -> StoreResult<Vec<Option<StoredValue>>> {
-        let first = self.stores.get(self.phase.primary_read_store());
+        let phases: Vec<Phase> = keys.iter().map(|key| self.phase_for(key)).collect();
+        let Some(other) = phases.iter().copied().find(|p| *p != self.phase) else {
+            return self.read_many_in(self.phase, keys).await;
+        };
+        // A cohort's records go by their own phase's order: one bulk read per phase.
+        let mut values = vec![None; keys.len()];
+        for phase in [self.phase, other] {
+            let (positions, group): (Vec<usize>, Vec<String>) = keys
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| phases[*i] == phase)
+                .map(|(i, key)| (i, key.clone()))
+                .unzip();
+            for (position, value) in positions
+                .into_iter()
+                .zip(self.read_many_in(phase, &group).await?)
+            {
+                values[position] = value;
+            }
+        }
+        Ok(values)
+    }
+
+    async fn read_many_in(
+        &self,
+        phase: Phase,
+        keys: &[String],
+    ) -> StoreResult<Vec<Option<StoredValue>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.stores.get(phase.primary_read_store());
         let mut values = read_many(first, keys).await?;
-        if let Some(fallback) = self.phase.fallback_store() {
+        if let Some(fallback) = phase.fallback_store() {
             let missing: Vec<String> = keys
                 .iter()
                 .zip(&values)
@@ -172,7 +238,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         if self.old_store_retired {
             return Ok(None);
         }
-        match self.phase.unread_store() {
+        match self.phase_for(key).unread_store() {
             Some(store) => self.stores.get(store).get(key).await,
             None => Ok(None),
         }
@@ -180,7 +246,8 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
 
     /// Applies `changes` to the stores the phase writes, the authoritative one first.
     pub async fn apply(&self, changes: &[Change]) -> Result<(), Error> {
-        self.apply_ordered(changes, self.phase.routing().writes, false)
+        let phase = self.phase_of_changes(changes);
+        self.apply_ordered(phase, changes, phase.routing().writes, false)
             .await
             .map(|_| ())
     }
@@ -191,12 +258,12 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// store may hold a tombstone for the key, so its write still has to succeed
     /// wherever the new store is read first.
     pub async fn apply_to_absent_key(&self, changes: &[Change]) -> Result<(), Error> {
-        let phase = self.phase;
+        let phase = self.phase_of_changes(changes);
         if phase.writes_both()
             && phase.authoritative_store() == StoreName::New
             && !self.old_store_catching_up
         {
-            self.apply_ordered(changes, &[StoreName::Old, StoreName::New], false)
+            self.apply_ordered(phase, changes, &[StoreName::Old, StoreName::New], false)
                 .await
                 .map(|_| ())
         } else {
@@ -217,14 +284,14 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         changes: &[Change],
         served_by: StoreName,
     ) -> Result<bool, Error> {
-        let phase = self.phase;
+        let phase = self.phase_of_changes(changes);
         if phase.secondary_store() == Some(served_by) && !self.old_store_catching_up {
             // The new store lacked the key: a failed write there leaves it absent, and
             // every read falls through to the old store, which has the change.
             let order = [served_by, phase.authoritative_store()];
-            self.apply_ordered(changes, &order, true).await
+            self.apply_ordered(phase, changes, &order, true).await
         } else {
-            self.apply_ordered(changes, phase.routing().writes, false)
+            self.apply_ordered(phase, changes, phase.routing().writes, false)
                 .await
         }
     }
@@ -243,6 +310,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// write must never be silently out of sync.
     async fn apply_ordered(
         &self,
+        phase: Phase,
         changes: &[Change],
         order: &[StoreName],
         second_lacked_keys: bool,
@@ -303,19 +371,19 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         // The `mutant-ack-lagging` build acknowledges every write whose second store
         // missed it, as if no isolate could be reading that store first.
         let tolerated = cfg!(feature = "mutant-ack-lagging") || second_lacked_keys;
-        if missed && !tolerated && self.phase.read_first_nearby(second) && refused_for_rate {
+        if missed && !tolerated && phase.read_first_nearby(second) && refused_for_rate {
             return Err(Error::RateLimited(format!(
                 "the write reached the {} store, but KV refused the {} store's write (one write a second to one key); it is journaled for repair: retry after a second",
                 first.as_str(),
                 second.as_str()
             )));
         }
-        if missed && !tolerated && self.phase.read_first_nearby(second) {
+        if missed && !tolerated && phase.read_first_nearby(second) {
             return Err(Error::NotAcknowledged(format!(
                     "the write reached the {} store but not the {} store, which isolates in phase {} or an adjacent phase read first; it is journaled for repair: retry",
                     first.as_str(),
                     second.as_str(),
-                    self.phase.number()
+                    phase.number()
             )));
         }
         Ok(!missed)
@@ -352,13 +420,13 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     /// copies the key into the new store so the next read hits it. Not in phase 4: its
     /// writers skip the old store, so a copy racing one of them could not be checked.
     /// Neither step fails the read.
-    async fn after_fallback(&self, key: &str, served: &StoredValue) {
+    async fn after_fallback(&self, key: &str, served: &StoredValue, phase: Phase) {
         self.fallback_hits
             .set(self.fallback_hits.get().saturating_add(1));
-        if let Err(err) = fallback::record(&self.stores.new, key, self.phase, self.now_ms).await {
+        if let Err(err) = fallback::record(&self.stores.new, key, phase, self.now_ms).await {
             self.warn(format!("could not record a fallback hit: {err}"));
         }
-        if self.read_repair && !self.old_store_catching_up && self.phase.read_repairs() {
+        if self.read_repair && !self.old_store_catching_up && phase.read_repairs() {
             if let Err(err) = copy::repair_on_read(
                 self.stores,
                 key,

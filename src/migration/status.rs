@@ -9,7 +9,7 @@ use crate::migration::copying::fanout::{Tally, TallyOp};
 use crate::migration::keys::{self, FALLBACK_PREFIX};
 use crate::migration::state::audit::{self, AuditEntry};
 use crate::migration::state::coordinator::PhaseRegister;
-use crate::migration::state::gates::{self, Facts, GateSettings, UnmetGate};
+use crate::migration::state::gates::{self, without_settled, Facts, GateSettings, UnmetGate};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::{sample_keys, KeySample};
 use crate::phase::Phase;
@@ -28,6 +28,8 @@ pub struct Status {
     pub facts: Facts,
     pub forward: Option<NextMove>,
     pub back: Option<NextMove>,
+    /// With a cohort open: its cancel, back to the record's phase (docs/design.md §17).
+    pub cancel: Option<NextMove>,
     /// Every key read from the old store since the hits were last cleared.
     pub fallback_hits: KeySample,
     pub verification: Option<Verification>,
@@ -72,12 +74,44 @@ pub async fn gather<S: KvStore, R: PhaseRegister>(
     };
     // Once finalized no move is possible (docs/design.md §9, "Finalizing").
     let finalized = current.state.finalized_at.is_some();
-    let forward = next_move(current.phase.next().filter(|_| !finalized));
-    let back = next_move(current.phase.previous().filter(|_| !finalized));
+    let (forward, back, cancel) = match current.cohort_phase() {
+        // The one move is the cohort's completion; the settle time does not hold it.
+        Some(cohort) => {
+            let completion = NextMove {
+                to: cohort,
+                unmet: without_settled(gates::unmet_gates(
+                    &current.state,
+                    current.phase,
+                    cohort,
+                    &facts.gates,
+                )),
+            };
+            let cancel = NextMove {
+                to: current.phase,
+                unmet: without_settled(gates::unmet_gates(
+                    &current.state,
+                    cohort,
+                    current.phase,
+                    &facts.gates,
+                )),
+            };
+            if cohort > current.phase {
+                (Some(completion), None, Some(cancel))
+            } else {
+                (None, Some(completion), Some(cancel))
+            }
+        }
+        None => (
+            next_move(current.phase.next().filter(|_| !finalized)),
+            next_move(current.phase.previous().filter(|_| !finalized)),
+            None,
+        ),
+    };
     Ok(Status {
         facts,
         forward,
         back,
+        cancel,
         fallback_hits,
         verification,
         inventory,

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::domain::CustomerId;
 use crate::http::ApiError;
 use crate::migration::checking::resolve::Rule;
 use crate::migration::checking::settling::{Scope, MAX_KEYS};
 use crate::migration::checking::verify::{Requested, VerifyRequest};
 use crate::migration::copying::backfill::RunOptions;
-use crate::migration::state::phase_record::PhaseChangeRequest;
+use crate::migration::state::cohort;
+use crate::migration::state::phase_record::{CohortRequest, CohortStep, PhaseChangeRequest};
 use crate::phase::Phase;
 
 const MAX_REASON_CHARS: usize = 1_000;
@@ -62,6 +64,85 @@ fn change_request(
         .ok()
         .and_then(Phase::from_number)
         .ok_or_else(|| ApiError::invalid_body(format!("{field} must be an integer from 0 to 5")))?;
+    Ok(PhaseChangeRequest {
+        to,
+        force: force.unwrap_or(false),
+        reason: checked_reason(reason)?,
+        rollback,
+    })
+}
+
+/// `POST /admin/migrate/cohort`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CohortWiden {
+    to: i64,
+    percent: Option<f64>,
+    customers: Option<Vec<String>>,
+    force: Option<bool>,
+    reason: Option<String>,
+}
+
+impl CohortWiden {
+    pub fn into_request(self) -> Result<CohortRequest, ApiError> {
+        let to = change_request("to", self.to, None, None, false)?.to;
+        let share = cohort::share_of_percent(self.percent.unwrap_or(0.0))
+            .map_err(ApiError::invalid_body)?;
+        let customers = self.customers.unwrap_or_default();
+        if customers.len() > cohort::MAX_NAMED_CUSTOMERS {
+            return Err(ApiError::invalid_body(format!(
+                "customers names at most {} ids; use percent for more",
+                cohort::MAX_NAMED_CUSTOMERS
+            )));
+        }
+        // The message never repeats an id: a legacy id may be an address.
+        let customers = customers
+            .into_iter()
+            .enumerate()
+            .map(|(n, raw)| {
+                CustomerId::parse(&raw)
+                    .map(|id| id.as_str().to_owned())
+                    .map_err(|_| {
+                        ApiError::invalid_body(format!("customers[{n}] is not a customer id"))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if share == 0 && customers.is_empty() {
+            return Err(ApiError::invalid_body(
+                "give a percent above 0, customers, or both",
+            ));
+        }
+        Ok(CohortRequest {
+            step: CohortStep::Widen {
+                to,
+                share,
+                customers,
+            },
+            force: self.force.unwrap_or(false),
+            reason: checked_reason(self.reason)?,
+        })
+    }
+}
+
+/// `POST /admin/migrate/cohort/cancel`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CohortCancel {
+    force: Option<bool>,
+    reason: Option<String>,
+}
+
+impl CohortCancel {
+    pub fn into_request(self) -> Result<CohortRequest, ApiError> {
+        Ok(CohortRequest {
+            step: CohortStep::Cancel,
+            force: self.force.unwrap_or(false),
+            reason: checked_reason(self.reason)?,
+        })
+    }
+}
+
+fn checked_reason(reason: Option<String>) -> Result<Option<String>, ApiError> {
     if reason
         .as_ref()
         .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
@@ -70,12 +151,7 @@ fn change_request(
             "reason is longer than {MAX_REASON_CHARS} characters"
         )));
     }
-    Ok(PhaseChangeRequest {
-        to,
-        force: force.unwrap_or(false),
-        reason,
-        rollback,
-    })
+    Ok(reason)
 }
 
 /// The most chunks a throttle lets be in flight at once.

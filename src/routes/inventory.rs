@@ -21,7 +21,10 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
     let asked = request.json_body::<bodies::Inventory>()?;
     // Once the migration has written the new store, its copies and dual writes cannot
     // be told from what was there before.
-    if ctx.current.phase != Phase::Legacy || ctx.current.state.new_store_diverged {
+    if ctx.current.phase != Phase::Legacy
+        || ctx.current.state.new_store_diverged
+        || ctx.current.cohort_phase().is_some()
+    {
         return Err(ApiError::new(
             409,
             "inventory_not_allowed",

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod backfill;
 pub mod backup;
 mod bodies;
+pub mod cohort;
 pub mod conflicts;
 pub mod customer;
 pub mod dashboard;
@@ -93,6 +94,8 @@ pub enum Route {
     MigrationStatus,
     Ready,
     ChangePhase,
+    Cohort,
+    CancelCohort,
     Repair,
     Backfill,
     BackfillControl(crate::migration::copying::backfill::Control),
@@ -129,6 +132,8 @@ impl Route {
             Route::MigrationStatus => "/admin/migrate/status",
             Route::Ready => "/admin/migrate/ready",
             Route::ChangePhase => "/admin/migrate/phase",
+            Route::Cohort => "/admin/migrate/cohort",
+            Route::CancelCohort => "/admin/migrate/cohort/cancel",
             Route::Repair => "/admin/migrate/repair",
             Route::Backfill => "/admin/migrate/backfill",
             Route::BackfillControl(_) => "/admin/migrate/backfill/{action}",
@@ -217,6 +222,8 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::MigrationStatus => admin::status(ctx).await,
         Route::Ready => admin::ready(ctx).await,
         Route::ChangePhase => admin::change_phase(ctx, request).await,
+        Route::Cohort => cohort::widen(ctx, request).await,
+        Route::CancelCohort => cohort::cancel(ctx, request).await,
         Route::Repair => admin::repair(ctx).await,
         Route::Audit => admin::audit_log(ctx, request).await,
         Route::Backfill => backfill::run_batch(ctx, request).await,
@@ -314,6 +321,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["admin", "migrate", "ready"] => (&["GET"], (*method == Get).then_some(Route::Ready)),
         ["admin", "migrate", "phase"] => {
             (&["POST"], (*method == Post).then_some(Route::ChangePhase))
+        }
+        ["admin", "migrate", "cohort"] => (&["POST"], (*method == Post).then_some(Route::Cohort)),
+        ["admin", "migrate", "cohort", "cancel"] => {
+            (&["POST"], (*method == Post).then_some(Route::CancelCohort))
         }
         ["admin", "migrate", "repair"] => (&["POST"], (*method == Post).then_some(Route::Repair)),
         ["admin", "migrate", "rollback"] => {
@@ -448,6 +459,8 @@ mod tests {
             ("POST", "/admin/migrate/conflicts/settle"),
             ("POST", "/admin/migrate/purge-new"),
             ("POST", "/admin/migrate/finalize"),
+            ("POST", "/admin/migrate/cohort"),
+            ("POST", "/admin/migrate/cohort/cancel"),
         ];
         for (method, path) in cases {
             let route = route(&Method::parse(method), path).unwrap();

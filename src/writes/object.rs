@@ -198,9 +198,11 @@ pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
         Err(err) => return Ran::failed(err),
     };
     // Checked whatever the answer: a delete that failed may have written.
-    let check_at = delete_check::check_at(phase, &request.op, clock);
+    let customers_phase = record.phase_of_key(phase, &customer_key(id));
+    let check_at = delete_check::check_at(customers_phase, &request.op, clock);
     let seen = memo::remembering(stores, memo, clock);
     let plane = DataPlane::new(&seen, phase, clock.now_ms)
+        .with_cohort(record.cohort.clone())
         .with_old_store_catching_up(record.old_store_diverged)
         .with_old_store_retired(record.finalized_at.is_some());
     let claims = Claims { sender, record };
@@ -258,7 +260,8 @@ async fn apply<S: KvStore, T: ClaimSender>(
         }
         CustomerOp::Repair => {
             let key = customer_key(id);
-            let outcome = repair::in_place(plane.stores, plane.phase, &key, plane.now_ms).await?;
+            let phase = plane.phase_for(&key);
+            let outcome = repair::in_place(plane.stores, phase, &key, plane.now_ms).await?;
             Ok(Written::Repaired { repair: outcome })
         }
         CustomerOp::Settle { rule, expect } => Ok(Written::Settled {
@@ -274,10 +277,10 @@ async fn settle<S: KvStore, T: ClaimSender>(
     (rule, expect): (Rule, Option<String>),
     max_record_bytes: usize,
 ) -> Result<Settled, Error> {
-    if !plane.phase.writes_both() || plane.old_store_catching_up {
+    let key = customer_key(id);
+    if !plane.phase_for(&key).writes_both() || plane.old_store_catching_up {
         return Err(Error::SettleNotAllowed(SETTLE_PHASES.to_owned()));
     }
-    let key = customer_key(id);
     let old = plane.stores.old.get(&key).await?;
     let new = plane.stores.new.get(&key).await?;
     if resolve::changed_since(expect, old.as_ref(), new.as_ref()) {

@@ -389,11 +389,44 @@ async fn admin_task(sim: &Sim, task: usize, actions: usize, mut rng: Rng) {
         let current = sim.stored_phase().number();
         let at = format!("[{task}.{step}] admin");
         let r = match kind {
-            0..=2 => {
-                let to = if current == 0 || (current < 5 && upwards) {
-                    current + 1
+            0..=2 if (downwards_by >> 40) % 8 >= 5 => {
+                // A cohort step, from bits no other action uses, so histories without
+                // one keep their random stream.
+                let to = match sim.cohort_phase() {
+                    Some(open) => open.number(),
+                    None if current == 0 || (current < 5 && upwards) => current + 1,
+                    None => current - 1,
+                };
+                let (path, body) = if (downwards_by >> 40) % 8 == 7 {
+                    ("/admin/migrate/cohort/cancel", json!({}))
                 } else {
-                    current - 1
+                    let percent = (downwards_by >> 8) % 100 + 1;
+                    let named: Vec<String> = sim
+                        .model
+                        .borrow()
+                        .keys()
+                        .nth((downwards_by >> 20) as usize % 8)
+                        .cloned()
+                        .into_iter()
+                        .collect();
+                    let body = json!({ "to": to, "percent": percent, "customers": named });
+                    ("/admin/migrate/cohort", body)
+                };
+                let r = sim
+                    .send(&cache, true, "POST", path, Some(body.clone()))
+                    .await;
+                sim.note(format!(
+                    "{at}: {path} {body} in phase {current}: {}",
+                    r.status
+                ));
+                r
+            }
+            0..=2 => {
+                let to = match sim.cohort_phase() {
+                    // The one move a cohort allows: its completion.
+                    Some(open) if upwards => open.number(),
+                    _ if current == 0 || (current < 5 && upwards) => current + 1,
+                    _ => current - 1,
                 };
                 let body = json!({ "phase": to });
                 let r = sim
@@ -569,10 +602,10 @@ fn converge_and_check(sim: &Sim) {
     sim.advance_clock(60_000);
     ring_every_alarm(sim);
     settle_copies(sim);
-    let phase = sim.stored_phase();
-    sim.together.check_at_rest(sim, phase);
+    sim.together.check_at_rest(sim);
     let ids: Vec<String> = sim.model.borrow().keys().cloned().collect();
     for id in &ids {
+        let phase = sim.phase_of(id);
         sim.expect(
             id,
             sim.read_path(phase, id),
@@ -580,8 +613,24 @@ fn converge_and_check(sim: &Sim) {
         );
     }
     let cache = PhaseCache::default();
+    if sim.cohort_phase().is_some() {
+        // Everyone back to the record's phase, whose read path then shows every
+        // cohort customer's writes too (adjacent phases, docs/design.md §3).
+        let body = json!({ "force": true, "reason": "simulation end" });
+        let r = block_on(sim.send(
+            &cache,
+            true,
+            "POST",
+            "/admin/migrate/cohort/cancel",
+            Some(body),
+        ));
+        if r.status != 200 {
+            sim.violation(format!("a forced cohort cancel failed: {}", r.body));
+        }
+        sim.advance_clock(sim.config.settle_ms() + 1);
+    }
     block_on(sim.send(&cache, true, "POST", "/admin/migrate/repair", None));
-    if phase >= Phase::NewPrimary || sim.old_store_diverged() {
+    if sim.stored_phase() >= Phase::NewPrimary || sim.old_store_diverged() {
         roll_back_to_the_old_store(sim, &ids);
     }
     let phase = sim.stored_phase();

@@ -27,6 +27,7 @@ use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{ChunkQueue, Fanout};
 use customer_kv_migration::migration::cron;
+use customer_kv_migration::migration::state::cohort::Cohort;
 use customer_kv_migration::migration::state::coordinator::{LocalRegister, RegisterCell};
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
@@ -455,23 +456,40 @@ impl Sim {
 
     /// Whether the old store lacks writes made since phase 4 (a reverse sync is due).
     pub fn old_store_diverged(&self) -> bool {
+        self.stored_record()
+            .is_some_and(|v| v["oldStoreDiverged"] == true)
+    }
+
+    fn stored_record(&self) -> Option<Value> {
         self.stores
             .new
             .peek("__migration/phase")
             .and_then(|e| serde_json::from_slice::<Value>(&e.bytes).ok())
-            .is_some_and(|v| v["oldStoreDiverged"] == true)
     }
 
-    /// When the last phase move settles: no isolate or request still runs the one before.
+    /// The open cohort's phase, if one is open (docs/design.md §17).
+    pub fn cohort_phase(&self) -> Option<Phase> {
+        self.stored_record()
+            .and_then(|v| v["cohort"]["to"].as_u64())
+            .and_then(Phase::from_number)
+    }
+
+    /// The phase customer `id`'s record is served by now: the cohort's, if it is in it.
+    pub fn phase_of(&self, id: &str) -> Phase {
+        let record = self.stored_record().unwrap_or(Value::Null);
+        let phase = self.stored_phase();
+        match serde_json::from_value::<Cohort>(record["cohort"].clone()) {
+            Ok(cohort) if cohort.includes(id) => cohort.phase().unwrap_or(phase),
+            _ => phase,
+        }
+    }
+
+    /// When the last phase move or cohort step settles: no isolate or request still runs
+    /// the routing before it.
     pub fn settled_at(&self) -> u64 {
-        let changed_at = self
-            .stores
-            .new
-            .peek("__migration/phase")
-            .and_then(|e| serde_json::from_slice::<Value>(&e.bytes).ok())
-            .and_then(|v| v["changedAt"].as_u64())
-            .unwrap_or(0);
-        changed_at + self.config.settle_ms()
+        let record = self.stored_record().unwrap_or(Value::Null);
+        let at = |field: &str| record[field].as_u64().unwrap_or(0);
+        at("changedAt").max(at("routedAt")) + self.config.settle_ms()
     }
 
     /// What the read path of `phase` shows for a customer, read straight from the maps.

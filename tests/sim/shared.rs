@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use customer_kv_migration::domain::Email;
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
-use customer_kv_migration::phase::Phase;
 use serde_json::{json, Value};
 
 use super::Sim;
@@ -184,14 +183,16 @@ impl Together {
         }
     }
 
-    /// At rest in `phase`: every acknowledged field is there with its value or one
+    /// At rest, each customer read by the phase it is served by (a cohort's or the
+    /// record's): every acknowledged field is there with its value or one
     /// attempted since, and no two customers hold one shared email.
-    pub fn check_at_rest(&self, sim: &Sim, phase: Phase) {
+    pub fn check_at_rest(&self, sim: &Sim) {
         let fields = self.fields.borrow().clone();
         for ((id, k), field) in &fields {
             let Some(acknowledged) = field.acknowledged else {
                 continue;
             };
+            let phase = sim.phase_of(id);
             let record = sim.record_at_rest(phase, id);
             let seen = record
                 .as_ref()
@@ -218,14 +219,14 @@ impl Together {
             let holding: Vec<&String> = ids
                 .iter()
                 .filter(|id| {
-                    sim.record_at_rest(phase, id)
+                    sim.record_at_rest(sim.phase_of(id), id)
                         .is_some_and(|r| r["email"].as_str() == Some(email.as_str()))
                 })
                 .collect();
             if holding.len() > 1 {
                 sim.violation(format!(
                     "at rest in phase {}: {email} is held by {holding:?}",
-                    phase.number()
+                    sim.stored_phase().number()
                 ));
             }
         }

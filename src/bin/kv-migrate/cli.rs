@@ -50,7 +50,7 @@ pub struct Global {
     )]
     pub profile: Option<String>,
     /// Answer yes to the confirmation that rollback, --force, import --overwrite,
-    /// backfill reset, conflicts --settle, purge-new and finalize ask for (needed when
+    /// backfill reset, conflicts --settle, cohort, purge-new and finalize ask for (needed when
     /// standard input is not a terminal).
     #[arg(long, global = true)]
     pub yes: bool,
@@ -166,6 +166,24 @@ pub enum Command {
         /// go through, 3 if a gate would stop it.
         #[arg(long, conflicts_with = "no_wait")]
         dry_run: bool,
+    },
+    /// Move a share of the customers, or named ones, to the next (or previous) phase
+    /// ahead of everyone; run again to widen; `phase N` to the cohort's completes it.
+    Cohort {
+        /// The cohort's phase: one step from the current one.
+        #[arg(long, value_name = "PHASE", required_unless_present = "cancel")]
+        to: Option<u8>,
+        /// The share of customers, by a stable hash of their id (0-100, two decimals).
+        #[arg(long, value_name = "PERCENT", conflicts_with = "cancel")]
+        percent: Option<f64>,
+        /// A customer in the cohort whatever its hash (repeatable, at most 100).
+        #[arg(long = "customer", value_name = "ID", conflicts_with = "cancel")]
+        customers: Vec<String>,
+        /// Take the cohort's customers back to the phase everyone else is in.
+        #[arg(long)]
+        cancel: bool,
+        #[command(flatten)]
+        force: Force,
     },
     /// End the migration in phase 5: from then on nothing reads or writes OTP_AUTH_KV, and
     /// no phase move is possible.

@@ -5,8 +5,8 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use customer_kv_migration::api::{
-    AuditPageView, BatchView, EmailAuditView, ImportView, InventoryView, RollbackAnswer,
-    StatusView, VerificationView,
+    AuditPageView, BatchView, CohortView, EmailAuditView, ImportView, InventoryView,
+    RollbackAnswer, StatusView, VerificationView,
 };
 use customer_kv_migration::migration::backup::BackupLine;
 use customer_kv_migration::migration::checking::conflicts::{ConflictPage, Pruned};
@@ -124,6 +124,29 @@ pub fn run(args: Args) -> CommandResult {
             restart,
             force,
         } => purge_new(&client, &out, (dry_run, restart), &force),
+        Command::Cohort {
+            to,
+            percent,
+            customers,
+            cancel,
+            force,
+        } => {
+            let (path, mut body) = match (cancel, to) {
+                (true, _) | (false, None) => ("/admin/migrate/cohort/cancel", json!({})),
+                (false, Some(to)) => (
+                    "/admin/migrate/cohort",
+                    json!({ "to": to, "percent": percent, "customers": customers }),
+                ),
+            };
+            if force.force {
+                body["force"] = json!(true);
+                body["reason"] = json!(force.reason);
+            }
+            let answer = client.post_json(path, &body)?.success()?;
+            let done: CohortView = typed(&answer)?;
+            out.show(&answer, &done, render::cohort);
+            Ok(())
+        }
         Command::Finalize { dry_run } => {
             let answer = client
                 .post_json("/admin/migrate/finalize", &json!({ "dryRun": dry_run }))?
@@ -189,6 +212,19 @@ fn needs_confirmation(command: &Command) -> Option<String> {
             control: Some(BackfillControl::Reset),
             ..
         } => Some("Start the backfill over".into()),
+        Command::Cohort { cancel: true, .. } => {
+            Some("Take the cohort's customers back to the phase everyone else is in".into())
+        }
+        Command::Cohort {
+            to: Some(to),
+            percent,
+            customers,
+            ..
+        } => Some(format!(
+            "Move {}% of customers and {} named customer(s) to phase {to} ahead of everyone",
+            percent.unwrap_or(0.0),
+            customers.len()
+        )),
         Command::Finalize { dry_run: false } => Some(
             "Finalize the migration: OTP_AUTH_KV is no longer read or written, and no phase move is possible after".into(),
         ),

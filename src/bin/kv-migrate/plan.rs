@@ -38,6 +38,8 @@ fn phase_state(s: &StatusView) -> PhaseState {
         left_old_store_at: 0,
         revision: 0,
         finalized_at: s.phase.finalized_at,
+        cohort: s.phase.cohort.clone(),
+        routed_at: 0,
     }
 }
 
@@ -106,6 +108,13 @@ pub fn phase(client: &Client, out: &Output, to: u8, force: &Force) -> CommandRes
     let status = fetch_status(client)?;
     let (from, to) = (status.phase.current, target(to)?);
     refuse_if_finalized(&status, from, to)?;
+    // With a cohort open the one move is its completion (docs/design.md §17).
+    if let Some(cohort) = status.phase.cohort.as_ref().filter(|c| c.to != to.number()) {
+        return Err(Failure::Refused(format!(
+            "a cohort of customers is in phase {}: `phase {}` completes it, `cohort --cancel` takes it back",
+            cohort.to, cohort.to
+        )));
+    }
     if from == to {
         let report =
             json!({ "dryRun": true, "from": from, "to": to, "allowed": true, "unmet": [] });

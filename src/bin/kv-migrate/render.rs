@@ -190,6 +190,15 @@ pub fn status(s: &StatusView) -> String {
             &phase.changed_by
         },
     )];
+    if let Some(cohort) = &phase.cohort {
+        out.push(format!(
+            "cohort: {} (opened {}, widened {}); `phase {}` completes it, `cohort --cancel` takes it back",
+            cohort.describe(),
+            at(Some(cohort.started_at)),
+            at(Some(cohort.widened_at)),
+            cohort.to
+        ));
+    }
     if let Some(finalized) = phase.finalized_at {
         out.push(format!(
             "finalized {}: OTP_AUTH_KV is no longer read or written",
@@ -199,6 +208,9 @@ pub fn status(s: &StatusView) -> String {
     out.push("gates:".into());
     out.push(gate_lines("forward", s.gates.forward.as_ref()));
     out.push(gate_lines("back", s.gates.back.as_ref()));
+    if s.gates.cancel.is_some() {
+        out.push(gate_lines("cohort cancel", s.gates.cancel.as_ref()));
+    }
     out.push(progress("backfill", &s.backfill));
     let sync_needed = s.reverse_sync.needed == Some(true);
     if sync_needed && skips_old_store(phase.current) {
@@ -459,6 +471,28 @@ pub fn finalized(done: &customer_kv_migration::migration::state::finalize::Final
         (None, true) => "ready to finalize: every check is met".to_owned(),
         (None, false) => format!("not ready to finalize:\n  {}", done.unmet.join("\n  ")),
     }
+}
+
+/// A cohort step, done (docs/design.md §17).
+pub fn cohort(done: &customer_kv_migration::api::CohortView) -> String {
+    let mut text = match &done.phase.cohort {
+        Some(cohort) => format!(
+            "cohort {}: {}; everyone else in phase {}",
+            done.done,
+            cohort.describe(),
+            done.phase.current.number()
+        ),
+        None => format!(
+            "cohort {}: everyone in phase {}",
+            done.done,
+            done.phase.current.number()
+        ),
+    };
+    if done.forced {
+        let names: Vec<&str> = done.forced_gates.iter().map(|g| g.gate.name()).collect();
+        text.push_str(&format!("\nforced past: {}", names.join(", ")));
+    }
+    text
 }
 
 /// A purge of the new store, done.

@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::migration::checking::conflicts::{self, Entry};
 use crate::migration::checking::resolve::{self, Chose, Resolution, Rule};
 use crate::migration::keys;
+use crate::phase::Phase;
 use crate::store::{read_many, KvStore, StoreResult, Stores};
 use crate::writes::object::{Settled, SETTLE_PHASES};
 use crate::writes::{Writers, Writing};
@@ -64,7 +65,7 @@ pub async fn settle<S: KvStore, W: Writers>(
     expect: &BTreeMap<String, String>,
     now_ms: u64,
 ) -> Result<Report, Error> {
-    if !writing.plane.phase.writes_both() || writing.record.old_store_diverged {
+    if !writing.plane.every_phase(Phase::writes_both) || writing.record.old_store_diverged {
         return Err(Error::SettleNotAllowed(SETTLE_PHASES.to_owned()));
     }
     let (entries, cursor) = match scope {

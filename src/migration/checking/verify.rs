@@ -18,6 +18,7 @@ use crate::migration::keys;
 use crate::migration::state::coordinator::{PhaseRegister, RecordOp};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::stored::{self, Listing};
+use crate::phase::Phase;
 use crate::store::budget::{metered, Budget};
 use crate::store::{read_many, KvStore, ListPage, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
 
@@ -475,6 +476,6 @@ fn proves_new_store_caught_up(
 ) -> bool {
     verification.clean()
         && verification.mode == Mode::Full
-        && current.phase.verification_can_clear_new_store_divergence()
-        && verification.started_at >= current.state.changed_at + settle_ms
+        && current.every_phase(Phase::verification_can_clear_new_store_divergence)
+        && verification.started_at >= current.state.routing_changed_at() + settle_ms
 }

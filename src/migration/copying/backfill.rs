@@ -23,6 +23,7 @@ use crate::migration::state::gates::{self, GateSettings};
 use crate::migration::state::ledger::{Lease, LEASE_HELD};
 use crate::migration::state::phase_record::CurrentPhase;
 use crate::migration::stored::{self, Listing};
+use crate::phase::Phase;
 use crate::store::budget::{metered, Budget};
 use crate::store::{KvStore, ListedKey, StoreResult, Stores, MAX_BULK_KEYS};
 
@@ -561,11 +562,14 @@ pub async fn reset<S: KvStore>(new_store: &S) -> StoreResult<()> {
 /// while isolates may still run the previous phase (a copy could be outdated by a
 /// phase-0 write nothing notices).
 pub fn may_run(current: &CurrentPhase, settle_ms: u64, now_ms: u64) -> Result<(), Error> {
-    let phase = current.phase;
-    if !phase.backfill_allowed() {
+    if !current.every_phase(Phase::backfill_allowed) {
         return Err(Error::BackfillNotAllowed(format!(
-            "backfill batches run in phases 1 to 3; the phase is {}",
-            phase.number()
+            "backfill batches run in phases 1 to 3; the phase is {}{}",
+            current.phase.number(),
+            current.cohort_phase().map_or(String::new(), |p| format!(
+                " and a cohort is in phase {}",
+                p.number()
+            ))
         )));
     }
     if current.state.old_store_diverged {

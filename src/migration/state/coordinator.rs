@@ -14,7 +14,8 @@ use crate::error::Error;
 use crate::migration::copying::fanout::tally::{self, MemoryTally, TallyAnswer, TallyOp};
 use crate::migration::state::gates::GateFacts;
 use crate::migration::state::phase_record::{
-    self, CurrentPhase, PhaseChangeOutcome, PhaseChangeRequest, PhaseState,
+    self, CohortOutcome, CohortRequest, CurrentPhase, PhaseChangeOutcome, PhaseChangeRequest,
+    PhaseState,
 };
 use crate::phase::Phase;
 use crate::store::{KvStore, StoreResult};
@@ -41,6 +42,14 @@ pub enum RecordOp {
         who: String,
         now_ms: u64,
     },
+    /// A cohort opened, widened or cancelled, judged as `Change` is.
+    Cohort {
+        expected: PhaseState,
+        request: CohortRequest,
+        who: String,
+        facts: GateFacts,
+        now_ms: u64,
+    },
     /// Finalizes the migration in phase 5, judged against `judged`.
     Finalize {
         judged: PhaseState,
@@ -61,6 +70,11 @@ pub enum RecordOutcome {
         record: Option<PhaseState>,
     },
     Cleared,
+    /// The cohort step, and the record after it.
+    CohortStepped {
+        outcome: CohortOutcome,
+        record: Option<PhaseState>,
+    },
     /// The record, finalized.
     Finalized {
         record: PhaseState,
@@ -129,6 +143,27 @@ pub async fn apply<S: KvStore>(
                 record,
             })
         }
+        RecordOp::Cohort {
+            expected,
+            request,
+            who,
+            facts,
+            now_ms,
+        } => {
+            if fresh.state != expected {
+                return Err(Error::PhaseMoved(moved_meanwhile(&fresh)));
+            }
+            let (outcome, written) =
+                phase_record::step_cohort(new_store, &fresh, request, &who, &facts, now_ms).await?;
+            let record = written.or(record);
+            Ok(Applied {
+                outcome: RecordOutcome::CohortStepped {
+                    outcome,
+                    record: record.clone(),
+                },
+                record,
+            })
+        }
         RecordOp::ClearNewStoreDivergence {
             judged,
             who,
@@ -177,7 +212,8 @@ fn moved_meanwhile(fresh: &CurrentPhase) -> String {
 
 /// The newer of the record the coordinator last wrote (`kept`) and the one KV shows
 /// (`seen`): by revision when both have one, else (a record written by a worker from
-/// before the coordinator has none) by when it changed; on a tie, the coordinator's own.
+/// before the coordinator has none) by when it last changed the routing, then by
+/// revision; on a tie, the coordinator's own.
 /// Only the coordinator writes the record, so a KV view older than `kept`, or without a
 /// record at all, has not caught up with its own write yet.
 pub fn newest(kept: Option<PhaseState>, seen: Option<PhaseState>) -> Option<PhaseState> {
@@ -185,7 +221,10 @@ pub fn newest(kept: Option<PhaseState>, seen: Option<PhaseState>) -> Option<Phas
         if kept.revision > 0 && seen.revision > 0 {
             seen.revision > kept.revision
         } else {
-            seen.changed_at > kept.changed_at
+            // A cohort step changes the routing, not `changedAt`; on a tie the record a
+            // coordinator wrote (a revision) is the later one.
+            let order = |r: &PhaseState| (r.routing_changed_at(), r.revision);
+            order(seen) > order(kept)
         }
     };
     match (kept, seen) {
@@ -281,6 +320,7 @@ pub enum Refusal {
     ReasonRequired,
     PhaseMoved(String),
     CorruptPhaseState,
+    CohortRefused(String),
     /// A store failed (or anything else went wrong): the op may or may not have applied.
     Unavailable(String),
 }
@@ -295,6 +335,7 @@ impl From<Error> for Refusal {
             Error::ReasonRequired => Refusal::ReasonRequired,
             Error::PhaseMoved(message) => Refusal::PhaseMoved(message),
             Error::CorruptPhaseState => Refusal::CorruptPhaseState,
+            Error::CohortRefused(message) => Refusal::CohortRefused(message),
             Error::Store(err) => Refusal::Unavailable(err.to_string()),
             other => Refusal::Unavailable(format!("{other:?}")),
         }
@@ -308,6 +349,7 @@ impl From<Refusal> for Error {
             Refusal::ReasonRequired => Error::ReasonRequired,
             Refusal::PhaseMoved(message) => Error::PhaseMoved(message),
             Refusal::CorruptPhaseState => Error::CorruptPhaseState,
+            Refusal::CohortRefused(message) => Error::CohortRefused(message),
             Refusal::Unavailable(message) => unavailable(message),
         }
     }
@@ -357,6 +399,31 @@ pub async fn change<R: PhaseRegister>(
     }
 }
 
+/// A cohort step through `register`, judged on `facts` gathered for `current`; what it
+/// did and the phase record after it.
+pub async fn step_cohort<R: PhaseRegister>(
+    register: &R,
+    current: &CurrentPhase,
+    request: CohortRequest,
+    who: &str,
+    facts: &GateFacts,
+    now_ms: u64,
+) -> Result<(CohortOutcome, CurrentPhase), Error> {
+    let op = RecordOp::Cohort {
+        expected: current.state.clone(),
+        request,
+        who: who.to_owned(),
+        facts: facts.clone(),
+        now_ms,
+    };
+    match register.apply(op).await? {
+        RecordOutcome::CohortStepped { outcome, record } => {
+            Ok((outcome, CurrentPhase::of(record, current.phase)?))
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
 fn unexpected(outcome: &RecordOutcome) -> Error {
     unavailable(format!("the coordinator answered another op: {outcome:?}"))
 }
@@ -375,6 +442,8 @@ mod tests {
             left_old_store_at: 0,
             revision: 0,
             finalized_at: None,
+            cohort: None,
+            routed_at: 0,
         }
     }
 
@@ -400,6 +469,16 @@ mod tests {
         assert_eq!(
             super::newest(Some(earlier), Some(later.clone())),
             Some(later)
+        );
+        // A cohort step over a record from before the coordinator keeps `changedAt`: the
+        // routing it changed orders it.
+        let legacy = state(3, 50);
+        let mut stepped = legacy.clone();
+        stepped.revision = 1;
+        stepped.routed_at = 60;
+        assert_eq!(
+            super::newest(Some(legacy), Some(stepped.clone())),
+            Some(stepped)
         );
     }
 }

@@ -60,6 +60,13 @@ pub fn unmet(current: &CurrentPhase, facts: &Facts) -> Vec<String> {
         ));
         return unmet;
     }
+    if let Some(cohort) = current.cohort_phase() {
+        unmet.push(format!(
+            "a cohort of customers is in phase {}: cancel it first",
+            cohort.number()
+        ));
+        return unmet;
+    }
     let unsettled = gates::unsettled_ms(state, facts.settle_ms, facts.now_ms);
     if unsettled > 0 {
         unmet.push(format!("the move to phase 5 settles in {unsettled} ms"));

@@ -252,8 +252,17 @@ fn verification_period_gates(from: Phase, facts: &GateFacts, gates: &mut Vec<Unm
 
 /// How long isolates may still run the phase before the current one: a cache lifetime
 /// after the last change.
+/// `gates` but `settled`: a cohort's widening, completion or cancel keeps customers in
+/// the two phases it already runs side by side (docs/design.md §17).
+pub fn without_settled(gates: Vec<UnmetGate>) -> Vec<UnmetGate> {
+    gates
+        .into_iter()
+        .filter(|g| g.gate != Gate::Settled)
+        .collect()
+}
+
 pub fn unsettled_ms(state: &PhaseState, settle_ms: u64, now_ms: u64) -> u64 {
-    (state.changed_at + settle_ms).saturating_sub(now_ms)
+    (state.routing_changed_at() + settle_ms).saturating_sub(now_ms)
 }
 
 /// Pages of 1,000 keys a status call may list per prefix, bounding its cost.

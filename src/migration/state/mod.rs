@@ -2,6 +2,7 @@
 //! gates a move must pass, the audit log, and rollback planning.
 
 pub mod audit;
+pub mod cohort;
 pub mod coordinator;
 pub mod finalize;
 pub mod gates;

@@ -4,11 +4,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{customer_key, CustomerId};
 use crate::error::Error;
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
+use crate::migration::state::cohort::{self, Cohort};
 use crate::migration::state::coordinator::{self, PhaseRegister};
-use crate::migration::state::gates::{self, unmet_gates, GateFacts, GateSettings, UnmetGate};
+use crate::migration::state::gates::{
+    self, unmet_gates, without_settled, GateFacts, GateSettings, UnmetGate,
+};
 use crate::migration::stored::{self, Listing};
 use crate::phase::{Move, Phase};
 use crate::store::{KvStore, StoreName, Stores};
@@ -43,6 +47,18 @@ pub struct PhaseState {
     /// nothing reads or writes the old store, and no move is possible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finalized_at: Option<u64>,
+    /// Customers served by the phase one step away, ahead of everyone (§17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<Cohort>,
+    /// When a cohort last moved customers without a move of the phase (opened, widened
+    /// or cancelled): isolates may act on the previous routing for the settle time
+    /// after it too.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub routed_at: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +87,8 @@ impl CurrentPhase {
                 left_old_store_at: 0,
                 revision: 0,
                 finalized_at: None,
+                cohort: None,
+                routed_at: 0,
             },
             source: PhaseSource::Default,
         }
@@ -89,11 +107,34 @@ impl CurrentPhase {
             return Ok(CurrentPhase::default_for(default));
         };
         let phase = Phase::from_number(state.phase.into()).ok_or_else(corrupt_record)?;
+        // A cohort only ever spans two adjacent phases (§17).
+        if let Some(cohort) = &state.cohort {
+            let to = cohort.phase().ok_or_else(corrupt_record)?;
+            if Move::new(phase, to).skips_phases() || to == phase {
+                return Err(corrupt_record());
+            }
+        }
         Ok(CurrentPhase {
             phase,
             state,
             source: PhaseSource::Stored,
         })
+    }
+
+    /// The phase customer `id`'s record is served by: the cohort's, if it includes them.
+    pub fn phase_of(&self, id: &CustomerId) -> Phase {
+        self.state.phase_of_key(self.phase, &customer_key(id))
+    }
+
+    /// Whether `allowed` holds for every phase in use: the record's, and the cohort's
+    /// while one is open. Background work that assumes every writer acts alike asks this.
+    pub fn every_phase(&self, allowed: impl Fn(Phase) -> bool) -> bool {
+        allowed(self.phase) && self.cohort_phase().is_none_or(allowed)
+    }
+
+    /// The cohort's phase, while one is open.
+    pub fn cohort_phase(&self) -> Option<Phase> {
+        self.state.cohort.as_ref().and_then(Cohort::phase)
     }
 
     /// The stored record, `None` for the default phase.
@@ -111,6 +152,18 @@ pub async fn load_state<S: KvStore>(new_store: &S) -> Result<Option<PhaseState>,
     serde_json::from_slice(&stored.bytes)
         .map(Some)
         .map_err(|_| corrupt_record())
+}
+
+impl PhaseState {
+    /// When any customer last changed phase: a move, or a cohort's change.
+    pub fn routing_changed_at(&self) -> u64 {
+        self.changed_at.max(self.routed_at)
+    }
+
+    /// The phase `key` is served by when the record's phase is `base` (§17).
+    pub fn phase_of_key(&self, base: Phase, key: &str) -> Phase {
+        cohort::phase_of_key(base, self.cohort.as_ref(), key)
+    }
 }
 
 fn corrupt_record() -> Error {
@@ -248,38 +301,34 @@ pub async fn change<S: KvStore>(
     if current.state.finalized_at.is_some() {
         return Err(Error::PhaseChangeRefused(FINALIZED.to_owned()));
     }
+    // With a cohort open, the one move is to the cohort's phase: everyone joins it
+    // (docs/design.md §17). Any other would put customers two phases apart.
+    let completes_cohort = match current.cohort_phase() {
+        Some(cohort) if cohort == to => true,
+        Some(cohort) => return Err(Error::CohortRefused(cohort_open(from, cohort))),
+        None => false,
+    };
     let gates = if request.rollback && Move::new(from, to).is_rollback_jump() {
         Vec::new()
+    } else if completes_cohort {
+        // The span stays the two phases the cohort already runs side by side.
+        without_settled(unmet_gates(&current.state, from, to, facts))
     } else {
         unmet_gates(&current.state, from, to, facts)
     };
-    if !gates.is_empty() && !request.force {
-        let reasons: Vec<String> = gates
-            .iter()
-            .map(|g| format!("{}: {}", g.gate.name(), g.reason))
-            .collect();
-        return Err(Error::PhaseChangeRefused(format!(
-            "phase {} to {} refused: {}. Pass force with a reason to override.",
-            from.number(),
-            to.number(),
-            reasons.join("; ")
-        )));
-    }
-    if !gates.is_empty()
-        && request
-            .reason
-            .as_deref()
-            .is_none_or(|r| r.trim().is_empty())
-    {
-        return Err(Error::ReasonRequired);
-    }
+    let what = format!("phase {} to {}", from.number(), to.number());
+    require_gates_or_force(&what, &gates, request.force, request.reason.as_deref())?;
 
     let mut next = current.state.clone();
     next.phase = to.number();
     next.changed_at = now_ms;
     next.revision = current.state.revision + 1;
     next.changed_by = who.to_owned();
-    apply_store_divergence(&mut next, from, to, facts, now_ms);
+    next.cohort = None;
+    if !completes_cohort {
+        // A cohort's opening already marked what its phase stops writing.
+        apply_store_divergence(&mut next, from, to, facts, now_ms);
+    }
 
     let entry = AuditEntry {
         at: now_ms,
@@ -303,6 +352,239 @@ pub async fn change<S: KvStore>(
         forced_gates: gates,
     };
     Ok((outcome, Some(next)))
+}
+
+/// Refuses `gates` unless forced with a reason (docs/design.md §7, "Forcing").
+fn require_gates_or_force(
+    what: &str,
+    gates: &[UnmetGate],
+    force: bool,
+    reason: Option<&str>,
+) -> Result<(), Error> {
+    if !gates.is_empty() && !force {
+        let reasons: Vec<String> = gates
+            .iter()
+            .map(|g| format!("{}: {}", g.gate.name(), g.reason))
+            .collect();
+        return Err(Error::PhaseChangeRefused(format!(
+            "{what} refused: {}. Pass force with a reason to override.",
+            reasons.join("; ")
+        )));
+    }
+    if !gates.is_empty() && reason.is_none_or(|r| r.trim().is_empty()) {
+        return Err(Error::ReasonRequired);
+    }
+    Ok(())
+}
+
+fn cohort_open(from: Phase, cohort: Phase) -> String {
+    format!(
+        "a cohort of customers is in phase {} while the phase is {}: move to phase {} to complete it, or cancel it, first",
+        cohort.number(),
+        from.number(),
+        cohort.number()
+    )
+}
+
+/// What a cohort step does (docs/design.md §17).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum CohortStep {
+    /// Opens a cohort in `to`, one phase from the record's, or widens the open one:
+    /// customers already in it stay.
+    Widen {
+        to: Phase,
+        share: u16,
+        customers: Vec<String>,
+    },
+    /// Every customer of the cohort goes back to the record's phase.
+    Cancel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CohortRequest {
+    pub step: CohortStep,
+    pub force: bool,
+    pub reason: Option<String>,
+}
+
+/// What a cohort step did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CohortOutcome {
+    /// `opened`, `widened`, `unchanged` or `cancelled`.
+    pub done: String,
+    pub forced_gates: Vec<UnmetGate>,
+}
+
+/// Applies a cohort step through the gates of the move it makes for the customers it
+/// moves: audited before the record is written. Returns the record written, if any.
+pub async fn step_cohort<S: KvStore>(
+    new_store: &S,
+    current: &CurrentPhase,
+    request: CohortRequest,
+    who: &str,
+    facts: &GateFacts,
+    now_ms: u64,
+) -> Result<(CohortOutcome, Option<PhaseState>), Error> {
+    if current.state.finalized_at.is_some() {
+        return Err(Error::CohortRefused(FINALIZED.to_owned()));
+    }
+    let base = current.phase;
+    let open = current.state.cohort.clone();
+    let mut next = current.state.clone();
+    let (done, from, to, gates) = match (request.step, open) {
+        (CohortStep::Cancel, None) => {
+            return Err(Error::CohortRefused("no cohort is open".to_owned()));
+        }
+        (CohortStep::Cancel, Some(open)) => {
+            let to = open.phase().ok_or(Error::CorruptPhaseState)?;
+            next.cohort = None;
+            let gates = without_settled(unmet_gates(&current.state, to, base, facts));
+            ("cancelled", to, base, gates)
+        }
+        (
+            CohortStep::Widen {
+                to,
+                share,
+                customers,
+            },
+            open,
+        ) => {
+            let widened = widen(base, open.as_ref(), to, share, customers, now_ms)?;
+            if open.as_ref() == Some(&widened) {
+                let outcome = CohortOutcome {
+                    done: "unchanged".to_owned(),
+                    forced_gates: Vec::new(),
+                };
+                return Ok((outcome, None));
+            }
+            next.cohort = Some(widened);
+            let gates = unmet_gates(&current.state, base, to, facts);
+            match open {
+                None => ("opened", base, to, gates),
+                Some(_) => ("widened", base, to, without_settled(gates)),
+            }
+        }
+    };
+    let what = format!(
+        "a cohort {done} in phase {} to {}",
+        from.number(),
+        to.number()
+    );
+    require_gates_or_force(&what, &gates, request.force, request.reason.as_deref())?;
+    if done != "widened" {
+        // Opening starts writes the cohort's phase skips; a cancel, the record's.
+        apply_store_divergence(&mut next, from, to, facts, now_ms);
+    }
+    next.routed_at = now_ms;
+    next.revision = current.state.revision + 1;
+    let reach = next
+        .cohort
+        .as_ref()
+        .or(current.state.cohort.as_ref())
+        .map(Cohort::describe)
+        .unwrap_or_default();
+    let entry = AuditEntry {
+        at: now_ms,
+        who: who.to_owned(),
+        action: format!("cohort_{done}"),
+        from: Some(from.number()),
+        to: Some(to.number()),
+        reason: Some(match request.reason.as_deref().map(str::trim) {
+            Some(reason) if !reason.is_empty() => format!("{reach}; {reason}"),
+            _ => reach,
+        }),
+        forced: !gates.is_empty(),
+        unmet_gates: gates.iter().map(|g| g.gate.name().to_owned()).collect(),
+    };
+    audit::append(new_store, &entry).await?;
+    stored::put(new_store, keys::PHASE, &next, Listing::ValueOnly).await?;
+    let outcome = CohortOutcome {
+        done: done.to_owned(),
+        forced_gates: gates,
+    };
+    Ok((outcome, Some(next)))
+}
+
+/// The open cohort (if any) widened by `share` and `customers`, or a new one in `to`.
+fn widen(
+    base: Phase,
+    open: Option<&Cohort>,
+    to: Phase,
+    share: u16,
+    customers: Vec<String>,
+    now_ms: u64,
+) -> Result<Cohort, Error> {
+    if Move::new(base, to).skips_phases() || to == base || Move::new(base, to).is_rollback_jump() {
+        return Err(Error::CohortRefused(format!(
+            "a cohort moves customers one phase from phase {}, not to phase {}",
+            base.number(),
+            to.number()
+        )));
+    }
+    let mut cohort = match open {
+        Some(open) if open.to != to.number() => {
+            return Err(Error::CohortRefused(format!(
+                "the open cohort is in phase {}: widen it, complete it or cancel it before one in phase {}",
+                open.to,
+                to.number()
+            )));
+        }
+        Some(open) if share < open.share => {
+            return Err(Error::CohortRefused(format!(
+                "a cohort only widens: it holds {}% of customers; cancel it to take customers back",
+                open.percent()
+            )));
+        }
+        Some(open) => Cohort {
+            share,
+            widened_at: now_ms,
+            ..open.clone()
+        },
+        None => Cohort {
+            to: to.number(),
+            share,
+            customers: Vec::new(),
+            started_at: now_ms,
+            widened_at: now_ms,
+        },
+    };
+    for id in customers {
+        if !cohort.customers.contains(&id) {
+            cohort.customers.push(id);
+        }
+    }
+    if cohort.customers.len() > cohort::MAX_NAMED_CUSTOMERS {
+        return Err(Error::CohortRefused(format!(
+            "a cohort names at most {} customers; use a share for more",
+            cohort::MAX_NAMED_CUSTOMERS
+        )));
+    }
+    if cohort.share == 0 && cohort.customers.is_empty() {
+        return Err(Error::CohortRefused(
+            "a cohort needs a share of customers or named customers".to_owned(),
+        ));
+    }
+    if open.is_some_and(|open| open.share == cohort.share && open.customers == cohort.customers) {
+        return Ok(open.cloned().unwrap_or(cohort));
+    }
+    Ok(cohort)
+}
+
+/// An admin's cohort step, gathered and applied as [`move_phase`] applies a move.
+pub async fn cohort_step<S: KvStore, R: PhaseRegister>(
+    stores: &Stores<S>,
+    register: &R,
+    default_phase: Phase,
+    request: CohortRequest,
+    who: &str,
+    settings: GateSettings,
+    now_ms: u64,
+) -> Result<(CohortOutcome, CurrentPhase), Error> {
+    let current = coordinator::read(register, default_phase).await?;
+    let facts = gates::gather(stores, &current, settings, now_ms).await?;
+    coordinator::step_cohort(register, &current, request, who, &facts.gates, now_ms).await
 }
 
 /// An admin's move: the record read afresh, the gates judged on facts gathered now, and

@@ -104,6 +104,9 @@ pub fn may_purge(facts: &Facts<'_>) -> Result<(), Error> {
             current.phase.number()
         ));
     }
+    if current.cohort_phase().is_some() {
+        return refuse("a cohort of customers is in phase 1, whose writes reach the new store: cancel it first".into());
+    }
     if current.state.old_store_diverged {
         return refuse(
             "writes made since phase 4 are only in CUSTOMER_KV: roll back through phase 2, where the reverse sync copies them to OTP_AUTH_KV, before purging".into(),

@@ -137,6 +137,18 @@ impl Progress {
     }
 }
 
+/// A rollback walks every customer down together: a cohort is cancelled first, which
+/// takes its customers back through the gates of that one step (docs/design.md §17).
+fn refuse_with_cohort_open(current: &CurrentPhase) -> Result<(), Error> {
+    match current.cohort_phase() {
+        Some(cohort) => Err(Error::CohortRefused(format!(
+            "a cohort of customers is in phase {}: cancel it (POST /admin/migrate/cohort/cancel) before rolling back",
+            cohort.number()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Walks the phase down towards `request.to` as far as is safe right now: the moves,
 /// one reverse-sync batch and one repair pass one call affords. `force` (with a reason)
 /// moves straight to the target, past every gate, audited as forced.
@@ -151,6 +163,7 @@ pub async fn advance<S: KvStore, R: PhaseRegister, W: Writers>(
     if Move::new(current.phase, target).goes_forward() {
         return Err(going_forward(current.phase));
     }
+    refuse_with_cohort_open(&current)?;
     if request.force {
         let facts = gates::gather(ctx.stores, &current, ctx.settings, ctx.now_ms).await?;
         let (outcome, after) = coordinator::change(
@@ -361,6 +374,7 @@ pub async fn preview<S: KvStore, R: PhaseRegister, W: Writers>(
     if Move::new(from, to).goes_forward() {
         return Err(going_forward(from));
     }
+    refuse_with_cohort_open(&current)?;
     if current.state.finalized_at.is_some() && from != to {
         return Err(Error::PhaseChangeRefused(
             phase_record::FINALIZED.to_owned(),
@@ -428,6 +442,8 @@ mod tests {
             left_old_store_at: 10,
             revision: 0,
             finalized_at: None,
+            cohort: None,
+            routed_at: 0,
         }
     }
 

@@ -198,7 +198,7 @@ fn may_copy(
         Direction::Forward => backfill::may_run(current, timings.settle_ms, now_ms).is_ok(),
         Direction::Reverse => {
             current.state.old_store_diverged
-                && current.phase.reverse_sync_allowed()
+                && current.every_phase(Phase::reverse_sync_allowed)
                 && gates::unsettled_ms(&current.state, timings.settle_ms, now_ms) == 0
         }
     }

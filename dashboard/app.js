@@ -131,14 +131,20 @@ function hideSignIn() {
 
 // ---------- rendering the status ----------
 
+function cohortText(c) {
+  return `${c.share / 100}% of customers and ${c.customers.length} named customer(s) are in phase ${phaseLabel(c.to)}`;
+}
+
 function renderPhase(s) {
   const current = s.phase.current;
+  const cohort = s.phase.cohort;
+  const place = (n) => (n === current ? "current" : cohort && n === cohort.to ? "cohort" : n < current ? "past" : "future");
   fill(
     $("phases"),
     NAMES.map((name, n) =>
       el(
         "li",
-        { class: n === current ? "current" : n < current ? "past" : "future", ...(n === current ? { "aria-current": "step" } : {}) },
+        { class: place(n), ...(n === current ? { "aria-current": "step" } : {}) },
         el("span", { class: "n" }, n),
         el("span", { class: "name" }, name),
       ),
@@ -148,6 +154,7 @@ function renderPhase(s) {
   fill($("routing"), el("span", {}, el("strong", {}, "Writes: "), writes), el("span", {}, el("strong", {}, "Reads: "), reads));
   const meta = [`Phase ${phaseLabel(current)} since ${when(s.phase.changedAt)} (by ${s.phase.changedBy || "nobody"}, ${s.phase.source}).`];
   if (s.phase.unsettledMs) meta.push(`Settling: ${duration(s.phase.unsettledMs)} until every isolate serves it.`);
+  if (cohort) meta.push(`Cohort: ${cohortText(cohort)} since ${when(cohort.startedAt)} (widened ${when(cohort.widenedAt)}); moving to it completes it.`);
   if (s.phase.finalizedAt) meta.push(`Finalized ${when(s.phase.finalizedAt)}: OTP_AUTH_KV is no longer read or written.`);
   if (s.newStoreDiverged) meta.push("The new store is behind (writes skipped it).");
   if (s.oldStoreDiverged) meta.push("The old store is behind (writes skipped it).");
@@ -396,7 +403,22 @@ function renderActions(s) {
   const chosen = select.value;
   fill(select, NAMES.slice(0, current).map((name, n) => el("option", { value: String(n) }, phaseLabel(n))));
   if (chosen && Number(chosen) < current) select.value = chosen;
-  select.disabled = $("rollback").disabled = current === 0;
+  select.disabled = $("rollback").disabled = current === 0 || Boolean(s.gates.cancel);
+  $("cancel-cohort").hidden = !s.gates.cancel;
+}
+
+async function cancelCohort() {
+  const gate = status && status.gates.cancel;
+  if (!gate) return;
+  const answer = await confirmDialog({
+    title: `Cancel the cohort? (${cohortText(status.phase.cohort)})`,
+    body: el("div", {}, el("p", {}, `Every customer of the cohort goes back to phase ${phaseLabel(gate.to)}.`), gateList(gate)),
+    forceable: gate.unmet.length > 0,
+    okText: "Cancel the cohort",
+  });
+  if (!answer) return;
+  const body = answer.force ? { force: true, reason: answer.reason } : {};
+  await act("POST", "/cohort/cancel", body, (j) => `cohort ${j.done}: everyone in phase ${phaseLabel(j.phase.current)}.`);
 }
 
 function render(s) {
@@ -667,6 +689,7 @@ function start() {
   $("auto-refresh").addEventListener("change", schedule);
   $("move-forward").addEventListener("click", () => movePhase(status && status.gates.forward));
   $("move-back").addEventListener("click", () => movePhase(status && status.gates.back));
+  $("cancel-cohort").addEventListener("click", cancelCohort);
   $("rollback").addEventListener("click", rollback);
   $("backfill-pause").addEventListener("click", () => backfillControl("pause", "Pause"));
   $("backfill-resume").addEventListener("click", () => backfillControl("resume", "Resume"));

@@ -84,6 +84,38 @@ impl Provenance {
     }
 }
 
+/// serde's message with the input's own strings left out: `invalid type: string "…"`
+/// and `unknown variant `…`` quote what the caller sent, which may be an address or a
+/// token (nothing private goes into an error message).
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let string_at = rest.find("string \"").map(|i| (i + "string ".len(), '"'));
+        let variant_at = rest.find("variant `").map(|i| (i + "variant ".len(), '`'));
+        let next = match (string_at, variant_at) {
+            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        let Some((open, quote)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..open]);
+        out.push_str("(not shown)");
+        let mut escaped = false;
+        let close = rest[open + 1..].char_indices().find(|&(_, c)| {
+            let end = c == quote && !escaped;
+            escaped = c == '\\' && !escaped;
+            end
+        });
+        match close {
+            Some((i, _)) => rest = &rest[open + 1 + i + 1..],
+            None => return out,
+        }
+    }
+}
+
 impl ApiRequest {
     pub fn new(method: Method, path: &str) -> Self {
         Self {
@@ -127,8 +159,10 @@ impl ApiRequest {
     /// when it is not JSON, `invalid_body` when it does not fit `T`.
     pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
         let object = json::object_to_value(&self.json_object()?);
-        serde_json::from_value(Value::Object(object))
-            .map_err(|e| ApiError::invalid_body(format!("the body does not fit: {e}")))
+        serde_json::from_value(Value::Object(object)).map_err(|e| {
+            let why = without_values(&e.to_string());
+            ApiError::invalid_body(format!("the body does not fit: {why}"))
+        })
     }
 
     /// The body as a JSON object, its numbers as written (an empty body reads as `{}`):
@@ -261,5 +295,34 @@ mod tests {
         assert_eq!(request.query_param("limit").unwrap(), None);
         request.query = "store=%FF".into();
         assert!(request.query_param("store").is_err());
+    }
+}
+
+#[cfg(test)]
+mod value_tests {
+    use super::without_values;
+
+    #[test]
+    fn what_the_caller_sent_is_left_out_of_serdes_messages() {
+        assert_eq!(
+            without_values(r#"invalid type: string "alice@example.com", expected a sequence"#),
+            "invalid type: string (not shown), expected a sequence"
+        );
+        assert_eq!(
+            without_values(r#"invalid value: string "a\"b@x", expected y"#),
+            "invalid value: string (not shown), expected y"
+        );
+        assert_eq!(
+            without_values("unknown variant `bob@x`, expected one of `keep_old`, `keep_new`"),
+            "unknown variant (not shown), expected one of `keep_old`, `keep_new`"
+        );
+        assert_eq!(
+            without_values("unknown field `everyone`, expected `to`"),
+            "unknown field `everyone`, expected `to`"
+        );
+        assert_eq!(
+            without_values(r#"string "unterminated"#),
+            "string (not shown)"
+        );
     }
 }

@@ -161,6 +161,21 @@ test("a phase move made through the page changes the phase", { skip }, async () 
   assert.match(await text("#audit tbody"), /e2e-admin/);
 });
 
+test("an open cohort shows on the strip and is cancelled from the page", { skip }, async () => {
+  const opened = await h.request("POST", "/admin/migrate/cohort", { token: h.adminToken, body: { to: 2, percent: 12.5 } });
+  assert.equal(opened.status, 200, opened.text);
+  await refreshed();
+  assert.equal(await text("#phases li.cohort"), "2read_new");
+  assert.match(await text("#phase-meta"), /Cohort: 12\.5% of customers and 0 named customer\(s\) are in phase 2/);
+  assert.ok(await visible("#cancel-cohort"));
+  const body = await openDialog("#cancel-cohort");
+  assert.match(body, /back to phase 1/);
+  assert.match(await confirm(), /cohort cancelled: everyone in phase 1/);
+  assert.equal(await page.$eval("#cancel-cohort", (n) => n.hidden), true);
+  assert.equal(await apiPhase(), 1);
+  assert.deepEqual(await violations(), []);
+});
+
 test("a refused move shows its reason; forcing needs a reason", { skip }, async () => {
   for (const to of [2, 3]) {
     const res = await h.request("POST", "/admin/migrate/phase", { token: h.adminToken, body: { phase: to } });

@@ -174,6 +174,12 @@ pub fn rollback(client: &Client, out: &Output, to: u8, force: &Force) -> Command
     let status = fetch_status(client)?;
     let (from, to) = (status.phase.current, target(to)?);
     refuse_if_finalized(&status, from, to)?;
+    if let Some(cohort) = &status.phase.cohort {
+        return Err(Failure::Refused(format!(
+            "a cohort of customers is in phase {}: `cohort --cancel` takes it back before a rollback",
+            cohort.to
+        )));
+    }
     if to > from {
         return Err(Failure::Invalid(format!(
             "a rollback goes down: phase {} is above the current phase {}",

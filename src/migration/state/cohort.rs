@@ -26,7 +26,7 @@ pub struct Cohort {
     /// percent.
     pub share: u16,
     /// Customers in the cohort whatever their hash.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub customers: Vec<String>,
     pub started_at: u64,
     pub widened_at: u64,

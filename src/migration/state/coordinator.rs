@@ -425,7 +425,15 @@ pub async fn step_cohort<R: PhaseRegister>(
 }
 
 fn unexpected(outcome: &RecordOutcome) -> Error {
-    unavailable(format!("the coordinator answered another op: {outcome:?}"))
+    // The kind only: a record may name customers (a cohort's).
+    let kind = match outcome {
+        RecordOutcome::Read { .. } => "read",
+        RecordOutcome::Changed { .. } => "changed",
+        RecordOutcome::Cleared => "cleared",
+        RecordOutcome::CohortStepped { .. } => "cohort_stepped",
+        RecordOutcome::Finalized { .. } => "finalized",
+    };
+    unavailable(format!("the coordinator answered another op ({kind})"))
 }
 
 #[cfg(test)]

@@ -333,8 +333,16 @@ pub async fn gather<S: KvStore>(
     let reverse_sync = backfill::load_checkpoint_of(&stores.new, Direction::Reverse).await?;
     let state = &current.state;
     let reverse_sync_complete = reverse::vouches(&reverse_sync, state);
-    let in_phase_4 = current.phase.is_verification_period();
-    let since = state.changed_at;
+    let in_phase_4 = current.phase.is_verification_period()
+        || current
+            .cohort_phase()
+            .is_some_and(Phase::is_verification_period);
+    // Phase 4 began for someone when writes first skipped the old store: a cohort in
+    // phase 4 opened before the move completed it (docs/design.md §17).
+    let since = match state.left_old_store_at {
+        0 => state.changed_at,
+        left => state.changed_at.min(left),
+    };
     let fallback_in_phase_4 = if in_phase_4 {
         sample_keys(
             &stores.new,

@@ -228,7 +228,11 @@ pub async fn clear_new_store_divergence<S: KvStore>(
     let Some(mut state) = record.cloned() else {
         return Ok(None);
     };
-    let moved_since = state.phase != judged.phase || state.changed_at != judged.changed_at;
+    // Any write of the record since (a move, a cohort step) may have sent writes past
+    // the new store after the verification read it: the revision tells.
+    let moved_since = state.phase != judged.phase
+        || state.changed_at != judged.changed_at
+        || state.revision != judged.revision;
     if !state.new_store_diverged || moved_since {
         return Ok(None);
     }
@@ -602,4 +606,41 @@ pub async fn move_phase<S: KvStore, R: PhaseRegister>(
     let current = coordinator::read(register, default_phase).await?;
     let facts = gates::gather(stores, &current, settings, now_ms).await?;
     coordinator::change(register, &current, request, who, &facts.gates, now_ms).await
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn a_verification_judged_before_a_cohort_step_clears_nothing() {
+        let store = MemoryStore::new();
+        let judged = PhaseState {
+            phase: 1,
+            changed_at: 10,
+            new_store_diverged: true,
+            revision: 5,
+            ..CurrentPhase::default_for(Phase::DualWrite).state
+        };
+        // A cohort in phase 0 opened since: its customers write the old store alone.
+        let mut now = judged.clone();
+        now.revision = 6;
+        now.routed_at = 20;
+        now.cohort = Some(Cohort {
+            to: 0,
+            share: 10,
+            customers: Vec::new(),
+            started_at: 20,
+            widened_at: 20,
+        });
+        let cleared = clear_new_store_divergence(&store, Some(&now), &judged, "ops", 30);
+        assert_eq!(block_on(cleared), Ok(None));
+        let cleared = clear_new_store_divergence(&store, Some(&judged), &judged, "ops", 30);
+        assert!(block_on(cleared)
+            .unwrap()
+            .is_some_and(|s| !s.new_store_diverged));
+    }
 }

@@ -5,8 +5,8 @@
 //! window to reach other locations (here, a task is an isolate in a location of its
 //! own). A read returns any version of the key that was current within the window, as
 //! the seed decides, but never one older than what its location last saw or wrote
-//! (caches move forward; a location sees its own writes). `list` always sees the
-//! latest keys.
+//! (caches move forward; a location sees its own writes). `list` sees every key
+//! written, and may still show a key deleted within the window, as KV's listings do.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -192,6 +192,37 @@ impl SimKv {
         versions[chosen].1.clone()
     }
 
+    /// The keys a listing shows: the latest, and, as KV's listings do within the window,
+    /// any key of `prefix` deleted in it may still be listed (as the seed decides).
+    fn listed_view(&self, prefix: &str) -> BTreeMap<String, Entry> {
+        let mut view = self.entries.borrow().clone();
+        let window = self.shared.stale_window_ms;
+        if window == 0 {
+            return view;
+        }
+        let since = self.shared.clock.get().saturating_sub(window);
+        let versions = self.versions.borrow();
+        let mut deleted: Vec<(&String, &Entry)> = versions
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix) && !view.contains_key(*key))
+            .filter_map(|(key, versions)| match versions.as_slice() {
+                [.., (_, Some(before)), (deleted_at, None)] if *deleted_at > since => {
+                    Some((key, before))
+                }
+                _ => None,
+            })
+            .collect();
+        // In key order, so the draws do not depend on the map's order.
+        deleted.sort_by(|a, b| a.0.cmp(b.0));
+        let mut rng = self.shared.rng.borrow_mut();
+        for (key, before) in deleted {
+            if rng.chance(0.5) {
+                view.insert(key.clone(), before.clone());
+            }
+        }
+        view
+    }
+
     fn write(&self, key: &str, entry: Option<Entry>) {
         // `SIM_WATCH=<key>` shows every write of that key, for diagnosing a replay.
         if std::env::var("SIM_WATCH").is_ok_and(|watched| watched == key) {
@@ -284,8 +315,8 @@ impl KvStore for SimKv {
         if self.step("list", prefix).await != Fate::Succeed {
             return Err(injected("list"));
         }
-        let entries = self.entries.borrow();
-        Ok(list_page(&entries, prefix, cursor, limit, |e| {
+        let view = self.listed_view(prefix);
+        Ok(list_page(&view, prefix, cursor, limit, |e| {
             (e.expiration, e.metadata.clone())
         }))
     }

@@ -245,6 +245,11 @@ impl Move {
         self.from.writes_to(StoreName::Old) && !self.to.writes_to(StoreName::Old)
     }
 
+    /// Whether the move starts writing the new store (out of phase 0).
+    pub fn starts_writing_new(self) -> bool {
+        !self.from.writes_to(StoreName::New) && self.to.writes_to(StoreName::New)
+    }
+
     /// Whether writes stop reaching the new store (into phase 0).
     pub fn stops_writing_new(self) -> bool {
         self.from.writes_to(StoreName::New) && !self.to.writes_to(StoreName::New)

@@ -257,3 +257,42 @@ fn a_key_too_long_to_prefix_is_marked_by_its_hash() {
         verified.body
     );
 }
+
+#[test]
+fn a_begun_inventory_holds_the_move_to_phase_1_until_it_is_finished() {
+    let world = world_with_a_populated_new_store();
+    let (status, body) = inventory(&world, json!({}));
+    assert_eq!((status, &body["complete"]), (200, &json!(true)), "{body}");
+    // As if a call had stopped at its budget: the family in progress is the first.
+    let mut progress = world.new_value("__migration/inventory").unwrap();
+    progress["family"] = json!(0);
+    world.stores.new.insert(
+        "__migration/inventory",
+        progress.to_string().as_bytes(),
+        PutOptions::default(),
+    );
+    let move_to =
+        |body: Value| world.send("POST", "/admin/migrate/phase", Some(&admin()), Some(body));
+    let refused = move_to(json!({ "phase": 1 }));
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(
+        refused.body.to_string().contains("inventory_complete"),
+        "{}",
+        refused.body
+    );
+    let cohort = world.send(
+        "POST",
+        "/admin/migrate/cohort",
+        Some(&admin()),
+        Some(json!({ "to": 1, "percent": 1 })),
+    );
+    assert_eq!(
+        cohort.status, 409,
+        "a cohort in phase 1 writes the new store too"
+    );
+
+    let (status, body) = inventory(&world, json!({}));
+    assert_eq!((status, &body["complete"]), (200, &json!(true)), "{body}");
+    let moved = move_to(json!({ "phase": 1 }));
+    assert_eq!(moved.status, 200, "{}", moved.body);
+}

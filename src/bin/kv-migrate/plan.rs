@@ -70,6 +70,12 @@ fn gate_facts(s: &StatusView) -> GateFacts {
         verification_period_left_ms: period.map_or(0, |p| p.left_ms),
         fallback_hits_in_phase_4: period.map_or(0, |p| p.fallback_hits.count),
         fallback_keys_in_phase_4: period.map_or_else(Vec::new, |p| p.fallback_hits.keys.clone()),
+        // Only phase 0 moves can be held by it (docs/design.md §16).
+        inventory_unfinished: s
+            .inventory
+            .as_ref()
+            .filter(|i| !i.complete && s.phase.current == Phase::Legacy)
+            .map(|i| format!("{} keys sorted", i.listed)),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::migration::checking::inventory;
 use crate::migration::checking::verify::{self, Verification};
 use crate::migration::copying::backfill::{self, Checkpoint};
 use crate::migration::copying::copy::Direction;
@@ -49,6 +50,9 @@ pub struct GateFacts {
     /// Reads that fell back to the old store since phase 4 began.
     pub fallback_hits_in_phase_4: usize,
     pub fallback_keys_in_phase_4: Vec<String>,
+    /// An inventory begun in phase 0 and not finished, with how far it is (§16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory_unfinished: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -73,6 +77,7 @@ pub enum Gate {
     VerificationClean,
     VerificationPeriod,
     NoFallbackHits,
+    InventoryComplete,
 }
 
 impl Gate {
@@ -89,6 +94,7 @@ impl Gate {
             Gate::VerificationClean => "verification_clean",
             Gate::VerificationPeriod => "verification_period",
             Gate::NoFallbackHits => "no_fallback_hits",
+            Gate::InventoryComplete => "inventory_complete",
         }
     }
 }
@@ -131,6 +137,14 @@ pub fn unmet_gates(
                 "phase {} to {} skips phases; only adjacent moves are safe while isolates disagree",
                 from.number(),
                 to.number()
+            ),
+        ));
+    }
+    if let (true, Some(progress)) = (change.starts_writing_new(), &facts.inventory_unfinished) {
+        gates.push(unmet(
+            Gate::InventoryComplete,
+            format!(
+                "an inventory of CUSTOMER_KV is begun and not finished ({progress}); once the migration writes the new store it can never finish: run it to the end (kv-migrate inventory)"
             ),
         ));
     }
@@ -252,6 +266,21 @@ fn verification_period_gates(from: Phase, facts: &GateFacts, gates: &mut Vec<Unm
 
 /// How long isolates may still run the phase before the current one: a cache lifetime
 /// after the last change.
+/// How far an inventory begun and not finished is, in phase 0 only (the one phase it
+/// runs in, and so the only one whose moves it can hold).
+async fn unfinished_inventory<S: KvStore>(
+    stores: &Stores<S>,
+    current: &CurrentPhase,
+) -> StoreResult<Option<String>> {
+    if current.phase != Phase::Legacy {
+        return Ok(None);
+    }
+    Ok(inventory::load(&stores.new)
+        .await?
+        .filter(|inventory| !inventory.complete())
+        .map(|inventory| format!("{} keys sorted", inventory.listed)))
+}
+
 /// `gates` but `settled`: a cohort's widening, completion or cancel keeps customers in
 /// the two phases it already runs side by side (docs/design.md §17).
 pub fn without_settled(gates: Vec<UnmetGate>) -> Vec<UnmetGate> {
@@ -337,9 +366,10 @@ pub async fn gather<S: KvStore>(
         || current
             .cohort_phase()
             .is_some_and(Phase::is_verification_period);
-    // Phase 4 began for someone when writes first skipped the old store: a cohort in
-    // phase 4 opened before the move completed it (docs/design.md §17).
-    let since = match state.left_old_store_at {
+    // Fallback hits count from when writes first skipped the old store: a cohort in
+    // phase 4 opened before the move completed it (docs/design.md §17). The period
+    // itself runs from the move, when every customer's reads depend on it.
+    let hits_since = match state.left_old_store_at {
         0 => state.changed_at,
         left => state.changed_at.min(left),
     };
@@ -349,7 +379,7 @@ pub async fn gather<S: KvStore>(
             FALLBACK_PREFIX,
             STATUS_LIST_PAGES,
             STATUS_SAMPLE_KEYS,
-            |k| fallback::recorded_at(k).is_some_and(|at| at >= since),
+            |k| fallback::recorded_at(k).is_some_and(|at| at >= hits_since),
         )
         .await?
     } else {
@@ -370,12 +400,13 @@ pub async fn gather<S: KvStore>(
         reverse_sync_complete,
         reverse_sync_progress: progress(&reverse_sync, now_ms),
         verification_period_left_ms: if in_phase_4 {
-            (since + settings.verification_period_ms).saturating_sub(now_ms)
+            (state.changed_at + settings.verification_period_ms).saturating_sub(now_ms)
         } else {
             0
         },
         fallback_hits_in_phase_4: fallback_in_phase_4.count,
         fallback_keys_in_phase_4: fallback_in_phase_4.keys.clone(),
+        inventory_unfinished: unfinished_inventory(stores, current).await?,
     };
     Ok(Facts {
         gates,

@@ -163,3 +163,69 @@ fn the_audit_repairs_what_it_can_and_reports_the_rest() {
         "idempotent: {again}"
     );
 }
+
+fn issues(world: &World, query: &str) -> Value {
+    let response = world.send(
+        "GET",
+        &format!("/admin/migrate/emails/issues{query}"),
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.body
+}
+
+/// Every issue of the latest real audit, page after page.
+fn every_issue(world: &World) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut query = "?limit=7".to_owned();
+    loop {
+        let page = issues(world, &query);
+        all.extend(page["issues"].as_array().unwrap().iter().cloned());
+        match page["cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=7&cursor={cursor}"),
+            None => return all,
+        }
+    }
+}
+
+#[test]
+fn every_conflict_and_orphan_is_listed_not_only_twenty_samples() {
+    let mut world = messy_world();
+    for n in 0..30 {
+        let key = mapping_key(&format!("ghost{n}@example.com"));
+        for store in [&world.stores.old, &world.stores.new] {
+            store.insert(&key, format!("gone{n}").as_bytes(), PutOptions::default());
+        }
+    }
+    assert_eq!(issues(&world, "")["audit"], Value::Null, "no audit yet");
+    run(&world, true);
+    assert!(every_issue(&world).is_empty(), "a dry run writes no entry");
+    let report = run(&world, false);
+    assert_eq!(report["orphans"], 31, "{report}");
+    assert_eq!(report["orphanSamples"].as_array().unwrap().len(), 20);
+    let listed = every_issue(&world);
+    let orphans: Vec<&Value> = listed.iter().filter(|i| i["kind"] == "orphan").collect();
+    let conflicts: Vec<&Value> = listed.iter().filter(|i| i["kind"] == "conflict").collect();
+    assert_eq!((orphans.len(), conflicts.len()), (31, 1), "{listed:?}");
+    assert_eq!(conflicts[0]["key"], mapping_key("shared@example.com"));
+    assert_eq!(conflicts[0]["customers"], json!(["c", "d"]));
+    assert!(orphans.iter().any(|o| o["customers"] == json!(["gone7"])));
+
+    // Settled by hand, the next audit no longer lists them.
+    world.now_ms += 60_000;
+    for n in 0..30 {
+        let key = mapping_key(&format!("ghost{n}@example.com"));
+        for store in [&world.stores.old, &world.stores.new] {
+            store.remove(&key);
+        }
+    }
+    let response = world.send(
+        "POST",
+        "/admin/migrate/emails",
+        Some(&admin()),
+        Some(json!({ "restart": true })),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(every_issue(&world).len(), 2, "the conflict and the ghost");
+}

@@ -34,6 +34,8 @@ pub const PREEXISTING_PREFIX: &str = "__migration/preexisting/";
 
 /// Conflicts the backfill could not order, one entry per key (`checking::conflicts`).
 pub const CONFLICT_PREFIX: &str = "__migration/conflict/";
+/// An email conflict or orphan the email audit found (`checking::email_issues`).
+pub const EMAIL_ISSUE_PREFIX: &str = "__migration/email-issue/";
 
 /// The mark of `key`: see [`about`].
 pub fn preexisting(key: &str) -> String {
@@ -43,6 +45,11 @@ pub fn preexisting(key: &str) -> String {
 /// The conflict entry of `key`: see [`about`].
 pub fn conflict(key: &str) -> String {
     about(CONFLICT_PREFIX, key)
+}
+
+/// The email audit's entry about mapping `key`: see [`about`].
+pub fn email_issue(key: &str) -> String {
+    about(EMAIL_ISSUE_PREFIX, key)
 }
 
 /// A working key about a customer-data `key`: its name after the prefix, or, where that

@@ -108,6 +108,7 @@ pub enum Route {
     PurgeNew,
     Finalize,
     Emails,
+    EmailIssues,
     Rollback,
     Audit,
     Export,
@@ -146,6 +147,7 @@ impl Route {
             Route::PurgeNew => "/admin/migrate/purge-new",
             Route::Finalize => "/admin/migrate/finalize",
             Route::Emails => "/admin/migrate/emails",
+            Route::EmailIssues => "/admin/migrate/emails/issues",
             Route::Rollback => "/admin/migrate/rollback",
             Route::Audit => "/admin/migrate/audit",
             Route::Export => "/admin/migrate/export",
@@ -230,6 +232,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::BackfillControl(action) => backfill::control(ctx, action).await,
         Route::BackfillThrottle => backfill::throttle(ctx, request).await,
         Route::Emails => emails::run(ctx, request).await,
+        Route::EmailIssues => emails::issues(ctx, request).await,
         Route::Verify => verify::run(ctx, request).await,
         Route::Inventory => inventory::run(ctx, request).await,
         Route::Conflicts => conflicts::page(ctx, request).await,
@@ -337,6 +340,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             (&["POST"], (*method == Post).then_some(Route::ImportValue))
         }
         ["admin", "migrate", "emails"] => (&["POST"], (*method == Post).then_some(Route::Emails)),
+        ["admin", "migrate", "emails", "issues"] => {
+            (&["GET"], (*method == Get).then_some(Route::EmailIssues))
+        }
         ["admin", "migrate", "verify"] => (&["POST"], (*method == Post).then_some(Route::Verify)),
         ["admin", "migrate", "inventory"] => {
             (&["POST"], (*method == Post).then_some(Route::Inventory))
@@ -461,6 +467,7 @@ mod tests {
             ("POST", "/admin/migrate/finalize"),
             ("POST", "/admin/migrate/cohort"),
             ("POST", "/admin/migrate/cohort/cancel"),
+            ("GET", "/admin/migrate/emails/issues"),
         ];
         for (method, path) in cases {
             let route = route(&Method::parse(method), path).unwrap();

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { MESSY, generateLegacyData } from "../../scripts/legacy-data.mjs";
-import { startWorker } from "./harness.mjs";
+import { kvMigrate, startWorker } from "./harness.mjs";
 
 let h;
 before(async () => {
@@ -62,4 +62,16 @@ test("an admin backfill batch, then the email audit: dry run first, then the rep
   }
   const shared = await byEmail(MESSY.sharedEmail.email);
   assert.equal(shared.json.customerId, MESSY.sharedEmail.mappedTo, "the conflict was not overwritten");
+
+  // Listed in full (the report samples 20): the conflict and the orphan, by mapping key.
+  const issues = await h.request("GET", "/admin/migrate/emails/issues", { token: h.adminToken });
+  assert.equal(issues.status, 200, issues.text);
+  const kinds = issues.json.issues.map((i) => i.kind).sort();
+  assert.deepEqual(kinds, ["conflict", "orphan"], issues.text);
+  const orphan = issues.json.issues.find((i) => i.kind === "orphan");
+  assert.deepEqual(orphan.customers, [MESSY.orphanMapping.customerId]);
+  const listed = await kvMigrate(h, ["emails", "--issues"]);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(listed.stdout, /conflict, held by .* and /);
+  assert.match(listed.stdout, /orphan, names .* which does not exist/);
 });

@@ -152,6 +152,10 @@ pub enum Command {
     Emails {
         #[arg(long)]
         dry_run: bool,
+        /// List every email conflict and orphan the latest audit found, instead of
+        /// auditing (the audit's report samples 20 of each).
+        #[arg(long, conflicts_with = "dry_run")]
+        issues: bool,
     },
     /// Roll back to phase N, syncing writes made since phase 4 back to the old store.
     Rollback {

@@ -10,6 +10,7 @@ use customer_kv_migration::api::{
 };
 use customer_kv_migration::migration::backup::BackupLine;
 use customer_kv_migration::migration::checking::conflicts::{ConflictPage, Pruned};
+use customer_kv_migration::migration::checking::email_issues::IssuePage;
 use customer_kv_migration::migration::state::finalize::Finalized;
 use customer_kv_migration::migration::state::purge::Purge;
 use customer_kv_migration::migration::state::rollback::Step;
@@ -85,7 +86,19 @@ pub fn run(args: Args) -> CommandResult {
             until_done,
         } => backfill(&client, &out, dry_run, max_records, until_done),
         Command::Verify { full: _, sample } => verify(&client, &out, sample),
-        Command::Emails { dry_run } => emails(&client, &out, dry_run),
+        Command::Emails { issues: true, .. } => {
+            let pages = Pages {
+                limit: 100,
+                all: true,
+            };
+            pages.show(
+                &client,
+                &out,
+                "/admin/migrate/emails/issues",
+                |page: &IssuePage| (page.cursor.clone(), render::email_issues(page)),
+            )
+        }
+        Command::Emails { dry_run, .. } => emails(&client, &out, dry_run),
         Command::Inventory { restart } => inventory(&client, &out, restart),
         Command::Rollback {
             phase,

@@ -464,6 +464,35 @@ pub fn conflicts(page: &ConflictPage) -> String {
     blocks.join("\n")
 }
 
+/// A page of email conflicts and orphans.
+pub fn email_issues(
+    page: &customer_kv_migration::migration::checking::email_issues::IssuePage,
+) -> String {
+    use customer_kv_migration::migration::checking::email_issues::IssueKind;
+    let lines: Vec<String> = page
+        .issues
+        .iter()
+        .map(|issue| match issue.kind {
+            IssueKind::Conflict => format!(
+                "{}: conflict, held by {} (found {})",
+                issue.key,
+                issue.customers.join(" and "),
+                at(Some(issue.found_at))
+            ),
+            IssueKind::Orphan => format!(
+                "{}: orphan, names {} which does not exist (found {})",
+                issue.key,
+                issue.customers.join(", "),
+                at(Some(issue.found_at))
+            ),
+        })
+        .collect();
+    match lines.is_empty() {
+        true => "no email conflicts or orphans on this page".into(),
+        false => lines.join("\n"),
+    }
+}
+
 /// A finalize, or its dry run.
 pub fn finalized(done: &customer_kv_migration::migration::state::finalize::Finalized) -> String {
     match (done.finalized_at, done.unmet.is_empty()) {

@@ -18,6 +18,7 @@ use crate::domain::{
     CUSTOMER_PREFIX, EMAIL_PREFIX,
 };
 use crate::error::Error;
+use crate::migration::checking::email_issues::{self, Issue, IssueKind};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::keys;
 use crate::migration::state::audit::{self, AuditEntry};
@@ -125,8 +126,9 @@ async fn advance<S: KvStore, T: ClaimSender>(
     audit: &mut EmailAudit,
 ) -> Result<(), Error> {
     let source = plane.stores.get(plane.phase.primary_read_store());
-    // A chunk: its list, three bulk reads, and a write to each written store per key.
-    let chunk_cost = |n: usize| 4 + 2 * n as u32 * plane.phase.stores_written() as u32;
+    // A chunk: its list, three bulk reads, a write to each written store per key, and
+    // an issue entry per key at most.
+    let chunk_cost = |n: usize| 4 + n as u32 * (2 * plane.phase.stores_written() as u32 + 1);
     while !audit.complete() && budget.affords(chunk_cost(1)) {
         let prefix = if audit.pass == Pass::Records {
             CUSTOMER_PREFIX
@@ -219,6 +221,7 @@ async fn audit_records<S: KvStore, T: ClaimSender>(
         .collect();
 
     let mut points = Vec::new();
+    let mut issues = Vec::new();
     for ((id, key), mapping) in holders.iter().zip(&mappings) {
         match mapped_id(mapping) {
             Some(target) if &target == id => audit.in_place += 1,
@@ -239,6 +242,14 @@ async fn audit_records<S: KvStore, T: ClaimSender>(
                         &mut audit.conflict_samples,
                         format!("{key}: {target} and {id}"),
                     );
+                    let customers = vec![target.as_str().to_owned(), id.as_str().to_owned()];
+                    issues.push(issue(
+                        audit,
+                        key,
+                        IssueKind::Conflict,
+                        customers,
+                        plane.now_ms,
+                    ));
                 } else {
                     audit.repointed += 1;
                     if audit.dry_run {
@@ -254,6 +265,7 @@ async fn audit_records<S: KvStore, T: ClaimSender>(
         }
     }
     if !audit.dry_run {
+        email_issues::record(&plane.stores.new, &issues).await?;
         // Through the email's object, which decides again on what it knows: a claim may
         // have moved the email since these reads (docs/design.md §12).
         for (key, id) in points {
@@ -261,6 +273,22 @@ async fn audit_records<S: KvStore, T: ClaimSender>(
         }
     }
     Ok(())
+}
+
+fn issue(
+    audit: &EmailAudit,
+    key: &str,
+    kind: IssueKind,
+    customers: Vec<String>,
+    now_ms: u64,
+) -> Issue {
+    Issue {
+        key: key.to_owned(),
+        kind,
+        customers,
+        found_at: now_ms,
+        audit_started_at: audit.started_at,
+    }
 }
 
 /// The email hash a mapping key is named by.
@@ -287,10 +315,19 @@ async fn audit_mappings<S: KvStore, T: ClaimSender>(
     // The mapping each target's current email should be under, to see it is in place.
     let mut own_keys = Vec::new();
     let mut candidates = Vec::new();
+    let mut issues = Vec::new();
     for ((key, id), record) in targets.iter().zip(&records) {
         let Some(record) = record else {
             audit.orphans += 1;
             sample(&mut audit.orphan_samples, format!("{key} -> {id}"));
+            let customers = vec![id.as_str().to_owned()];
+            issues.push(issue(
+                audit,
+                key,
+                IssueKind::Orphan,
+                customers,
+                plane.now_ms,
+            ));
             continue;
         };
         let Some(email) = CustomerRecord::from_stored(&record.bytes)
@@ -318,6 +355,7 @@ async fn audit_mappings<S: KvStore, T: ClaimSender>(
         }
     }
     if !audit.dry_run {
+        email_issues::record(&plane.stores.new, &issues).await?;
         for (key, id) in unpoints {
             claims.unpoint(&hash_of(&key)?, &id).await?;
         }

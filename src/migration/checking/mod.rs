@@ -3,6 +3,7 @@
 //! the conflicts the backfill left for the operator.
 
 pub mod conflicts;
+pub mod email_issues;
 pub mod emails;
 pub mod inventory;
 pub mod resolve;

@@ -204,8 +204,8 @@ export async function startWorker({
     mf = new Miniflare(options);
     url = String(await mf.ready).replace(/\/$/, "");
     const namespace = (name) => (kvNamespaces.includes(name) ? mf.getKVNamespace(name) : undefined);
-    oldKv = await namespace("OTP_AUTH_KV");
-    newKv = await namespace("CUSTOMER_KV");
+    oldKv = steady(await namespace("OTP_AUTH_KV"));
+    newKv = steady(await namespace("CUSTOMER_KV"));
   }
   await boot();
 
@@ -302,6 +302,36 @@ export async function startWorker({
     serviceToken,
     stop: () => mf.dispose(),
   };
+}
+
+/**
+ * A KV namespace whose calls are retried when Miniflare's own synchronous proxy trips
+ * its assertion (`message?.id === id` in `SynchronousFetcher`), which it does now and
+ * then on a loaded machine, before the call reaches the store: a retry is then safe.
+ */
+function steady(kv) {
+  if (!kv) return kv;
+  const tripped = (err) => err?.code === "ERR_ASSERTION" && String(err.stack).includes("SynchronousFetcher");
+  return new Proxy(
+    {},
+    {
+      get(_, prop) {
+        if (prop === "then") return undefined;
+        return async (...args) => {
+          for (let attempt = 1; ; attempt += 1) {
+            let method;
+            try {
+              method = Reflect.get(kv, prop);
+            } catch (err) {
+              if (attempt < 3 && tripped(err)) continue;
+              throw err;
+            }
+            return method.apply(kv, args);
+          }
+        };
+      },
+    },
+  );
 }
 
 // ---------- assertions and small helpers shared by the test files ----------

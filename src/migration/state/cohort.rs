@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::CUSTOMER_PREFIX;
-use crate::phase::Phase;
+use crate::error::Error;
+use crate::phase::{Move, Phase};
 
 /// A cohort's share is counted in hundredths of a percent.
 pub const FULL_SHARE: u16 = 10_000;
@@ -100,6 +101,70 @@ pub fn share_of_percent(percent: f64) -> Result<u16, String> {
         return Err("percent takes at most two decimals".to_owned());
     }
     Ok(share as u16)
+}
+
+/// The open cohort (if any) widened by `share` and `customers`, or a new one in `to`.
+pub fn widened(
+    base: Phase,
+    open: Option<&Cohort>,
+    to: Phase,
+    (share, customers): (u16, Vec<String>),
+    now_ms: u64,
+) -> Result<Cohort, Error> {
+    if Move::new(base, to).skips_phases() || to == base || Move::new(base, to).is_rollback_jump() {
+        return Err(Error::CohortRefused(format!(
+            "a cohort moves customers one phase from phase {}, not to phase {}",
+            base.number(),
+            to.number()
+        )));
+    }
+    let mut cohort = match open {
+        Some(open) if open.to != to.number() => {
+            return Err(Error::CohortRefused(format!(
+                "the open cohort is in phase {}: widen it, complete it or cancel it before one in phase {}",
+                open.to,
+                to.number()
+            )));
+        }
+        Some(open) if share < open.share => {
+            return Err(Error::CohortRefused(format!(
+                "a cohort only widens: it holds {}% of customers; cancel it to take customers back",
+                open.percent()
+            )));
+        }
+        Some(open) => Cohort {
+            share,
+            widened_at: now_ms,
+            ..open.clone()
+        },
+        None => Cohort {
+            to: to.number(),
+            share,
+            customers: Vec::new(),
+            started_at: now_ms,
+            widened_at: now_ms,
+        },
+    };
+    for id in customers {
+        if !cohort.customers.contains(&id) {
+            cohort.customers.push(id);
+        }
+    }
+    if cohort.customers.len() > MAX_NAMED_CUSTOMERS {
+        return Err(Error::CohortRefused(format!(
+            "a cohort names at most {} customers; use a share for more",
+            MAX_NAMED_CUSTOMERS
+        )));
+    }
+    if cohort.share == 0 && cohort.customers.is_empty() {
+        return Err(Error::CohortRefused(
+            "a cohort needs a share of customers or named customers".to_owned(),
+        ));
+    }
+    if open.is_some_and(|open| open.share == cohort.share && open.customers == cohort.customers) {
+        return Ok(open.cloned().unwrap_or(cohort));
+    }
+    Ok(cohort)
 }
 
 #[cfg(test)]

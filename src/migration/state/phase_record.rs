@@ -455,7 +455,7 @@ pub async fn step_cohort<S: KvStore>(
             },
             open,
         ) => {
-            let widened = widen(base, open.as_ref(), to, share, customers, now_ms)?;
+            let widened = cohort::widened(base, open.as_ref(), to, (share, customers), now_ms)?;
             if open.as_ref() == Some(&widened) {
                 let outcome = CohortOutcome {
                     done: "unchanged".to_owned(),
@@ -509,71 +509,6 @@ pub async fn step_cohort<S: KvStore>(
         forced_gates: gates,
     };
     Ok((outcome, Some(next)))
-}
-
-/// The open cohort (if any) widened by `share` and `customers`, or a new one in `to`.
-fn widen(
-    base: Phase,
-    open: Option<&Cohort>,
-    to: Phase,
-    share: u16,
-    customers: Vec<String>,
-    now_ms: u64,
-) -> Result<Cohort, Error> {
-    if Move::new(base, to).skips_phases() || to == base || Move::new(base, to).is_rollback_jump() {
-        return Err(Error::CohortRefused(format!(
-            "a cohort moves customers one phase from phase {}, not to phase {}",
-            base.number(),
-            to.number()
-        )));
-    }
-    let mut cohort = match open {
-        Some(open) if open.to != to.number() => {
-            return Err(Error::CohortRefused(format!(
-                "the open cohort is in phase {}: widen it, complete it or cancel it before one in phase {}",
-                open.to,
-                to.number()
-            )));
-        }
-        Some(open) if share < open.share => {
-            return Err(Error::CohortRefused(format!(
-                "a cohort only widens: it holds {}% of customers; cancel it to take customers back",
-                open.percent()
-            )));
-        }
-        Some(open) => Cohort {
-            share,
-            widened_at: now_ms,
-            ..open.clone()
-        },
-        None => Cohort {
-            to: to.number(),
-            share,
-            customers: Vec::new(),
-            started_at: now_ms,
-            widened_at: now_ms,
-        },
-    };
-    for id in customers {
-        if !cohort.customers.contains(&id) {
-            cohort.customers.push(id);
-        }
-    }
-    if cohort.customers.len() > cohort::MAX_NAMED_CUSTOMERS {
-        return Err(Error::CohortRefused(format!(
-            "a cohort names at most {} customers; use a share for more",
-            cohort::MAX_NAMED_CUSTOMERS
-        )));
-    }
-    if cohort.share == 0 && cohort.customers.is_empty() {
-        return Err(Error::CohortRefused(
-            "a cohort needs a share of customers or named customers".to_owned(),
-        ));
-    }
-    if open.is_some_and(|open| open.share == cohort.share && open.customers == cohort.customers) {
-        return Ok(open.cloned().unwrap_or(cohort));
-    }
-    Ok(cohort)
 }
 
 /// An admin's cohort step, gathered and applied as [`move_phase`] applies a move.

@@ -45,13 +45,6 @@ impl Cohort {
         Phase::from_number(self.to.into())
     }
 
-    /// Whether `wider` keeps every customer of this cohort in it.
-    pub fn is_within(&self, wider: &Cohort) -> bool {
-        self.to == wider.to
-            && self.share <= wider.share
-            && self.customers.iter().all(|id| wider.customers.contains(id))
-    }
-
     /// The share as operators write it, e.g. `12.5`.
     pub fn percent(&self) -> f64 {
         f64::from(self.share) / 100.0
@@ -200,9 +193,6 @@ mod tests {
         let named = cohort(0, &["alice", "a b/c"]);
         assert!(named.includes("alice") && named.includes("a b/c"));
         assert!(!named.includes("bob"));
-        assert!(named.is_within(&cohort(10, &["alice", "a b/c", "bob"])));
-        assert!(!named.is_within(&cohort(10, &["alice"])));
-        assert!(!cohort(20, &[]).is_within(&cohort(10, &[])));
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn sim_in(phase: Phase, seed: u64) -> Sim {
         stale_window_ms: [0, 2_000][(seed % 2) as usize],
         shared_customers: 0,
         fan_out: false,
+        new_only: false,
     };
     let mut sim = Sim::new(seed, &settings, Cuts::default());
     sim.config.default_phase = phase;

@@ -10,58 +10,6 @@ use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::PutOptions;
 use serde_json::{json, Value};
 
-fn inventory(world: &World, body: Value) -> (u16, Value) {
-    let response = world.send(
-        "POST",
-        "/admin/migrate/inventory",
-        Some(&admin()),
-        Some(body),
-    );
-    (response.status, response.body)
-}
-
-fn record(id: &str, name: &str, updated_at: &str) -> Vec<u8> {
-    json!({ "customerId": id, "email": format!("{id}@example.com"), "name": name,
-            "updatedAt": updated_at })
-    .to_string()
-    .into_bytes()
-}
-
-/// Legacy customers in the old store, and a new store that another service already
-/// wrote: one customer only there (with its mapping), one equal to the old store's and
-/// one that differs (older than the old store's).
-fn world_with_a_populated_new_store() -> World {
-    let world = World::in_phase(Phase::Legacy);
-    seed_legacy(&world, 20);
-    let new = &world.stores.new;
-    new.insert(
-        "customer_from_api",
-        &record(
-            "from_api",
-            "Made by the customer API",
-            "2025-06-01T00:00:00Z",
-        ),
-        PutOptions::default(),
-    );
-    new.insert(
-        &mapping_key("from_api@example.com"),
-        b"from_api",
-        PutOptions::default(),
-    );
-    let same = world.stores.old.peek("customer_cust_000001").unwrap();
-    new.insert("customer_cust_000001", &same, PutOptions::default());
-    new.insert(
-        "customer_cust_000002",
-        &record(
-            "cust_000002",
-            "Edited in the customer API",
-            "2023-01-01T00:00:00Z",
-        ),
-        PutOptions::default(),
-    );
-    world
-}
-
 #[test]
 fn sorts_the_new_stores_keys_and_shows_them_in_the_status() {
     let world = world_with_a_populated_new_store();

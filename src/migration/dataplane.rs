@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::domain::Tombstone;
+use crate::domain::{is_customer_key, Tombstone};
 use crate::error::Error;
+use crate::migration::checking::inventory;
 use crate::migration::copying::copy;
 use crate::migration::healing::{fallback, journal};
 use crate::migration::key_state;
@@ -167,7 +168,30 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             }
             return Ok(Some(Found { value, store }));
         }
-        Ok(None)
+        self.read_new_only_customer(key, phase).await
+    }
+
+    /// In a phase that does not read the new store (0 and 1), a customer record the old
+    /// store lacks is looked for there too, and served if the inventory found it only
+    /// there: a customer another service created (docs/design.md §16). An unmarked value
+    /// is not served: after a rollback the new store may hold what the old store deleted.
+    /// Costs one read on a miss, and one more when the new store holds the key.
+    async fn read_new_only_customer(&self, key: &str, phase: Phase) -> StoreResult<Option<Found>> {
+        if phase.reads_from(StoreName::New) || !is_customer_key(key) {
+            return Ok(None);
+        }
+        let Some(value) = self.stores.new.get(key).await? else {
+            return Ok(None);
+        };
+        if Tombstone::is_tombstone(&value.bytes)
+            || !inventory::found_only_in_new_store(&self.stores.new, key).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(Found {
+            value,
+            store: StoreName::New,
+        }))
     }
 
     /// Values of `keys` (at most [`crate::store::MAX_BULK_KEYS`]) in the phase's read
@@ -285,6 +309,15 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         served_by: StoreName,
     ) -> Result<bool, Error> {
         let phase = self.phase_of_changes(changes);
+        if !phase.writes_to(StoreName::New) {
+            if served_by == StoreName::New {
+                self.apply_where_it_lives(changes).await?;
+            } else {
+                self.apply(changes).await?;
+                self.remove_new_only_copies(changes).await?;
+            }
+            return Ok(true);
+        }
         if phase.secondary_store() == Some(served_by) && !self.old_store_catching_up {
             // The new store lacked the key: a failed write there leaves it absent, and
             // every read falls through to the old store, which has the change.
@@ -294,6 +327,42 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             self.apply_ordered(phase, changes, phase.routing().writes, false)
                 .await
         }
+    }
+
+    /// Applies changes to a customer only the new store holds, read there in phase 0
+    /// (`read_new_only_customer`): there, or a later read there would miss the change;
+    /// the old store lacking it, reads fall through to it. A delete removes the key
+    /// outright: a tombstone exists to keep a copy from the old store from bringing a
+    /// customer back, and the old store never held this one, whereas a tombstone would
+    /// hide a customer created again in this phase (in the old store) from phase 2 on.
+    async fn apply_where_it_lives(&self, changes: &[Change]) -> Result<(), Error> {
+        for change in changes {
+            match change {
+                Change::Put { .. } => self.apply_to(StoreName::New, change).await?,
+                Change::Remove { key } => {
+                    key_state::write(&self.stores.new, key, None, None).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a delete in phase 0 from the old store: a customer the inventory found only
+    /// in the new store may still be there (dual-written in phase 1 before a rollback),
+    /// and reads that miss the old store would find it; so it goes from the new store
+    /// too. A mark read per deleted record, and a delete where it is marked.
+    async fn remove_new_only_copies(&self, changes: &[Change]) -> Result<(), Error> {
+        for change in changes {
+            let Change::Remove { key } = change else {
+                continue;
+            };
+            if is_customer_key(key)
+                && inventory::found_only_in_new_store(&self.stores.new, key).await?
+            {
+                key_state::write(&self.stores.new, key, None, None).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Every change reaches the first store, in order; a failure there fails the request

@@ -1,6 +1,7 @@
 // A CUSTOMER_KV that already holds customers, in workerd: the CLI takes the inventory
-// in phase 0; the backfill then leaves those customers as they are and the full
-// verification reports them apart from extras (docs/design.md §16).
+// in phase 0; a customer found only there is served from phase 0 on; the backfill then
+// leaves those customers as they are and the full verification reports them apart from
+// extras (docs/design.md §16).
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -32,6 +33,24 @@ test("the inventory sorts what the new store held, through the CLI", async () =>
   const status = await h.request("GET", "/admin/migrate/status", { token: h.adminToken });
   assertStatus(status, 200);
   assert.equal(status.json.inventory.newOnly.count, 2);
+});
+
+test("in phase 0 a customer found only in the new store is served, and written there", async () => {
+  const read = await h.request("GET", "/customer/api_only", { token: h.serviceToken });
+  assertStatus(read, 200);
+  assert.equal(read.json.customerId, "api_only");
+  const byEmail = await h.request("GET", "/customer/by-email/api-only@example.com", { token: h.serviceToken });
+  assertStatus(byEmail, 200);
+  assert.equal(byEmail.json.customerId, "api_only");
+  const patched = await h.request("PATCH", "/customer/api_only", { token: h.serviceToken, body: { name: "Renamed in phase 0" } });
+  assertStatus(patched, 200);
+  assert.equal((await getJson(h.new(), "customer_api_only")).name, "Renamed in phase 0");
+  assert.equal(await h.old().get("customer_api_only"), null, "the old store never receives it");
+  assertError(
+    await h.request("POST", "/customer", { token: h.serviceToken, body: { email: "api-only@example.com", name: "Someone else" } }),
+    409,
+    "email_taken",
+  );
 });
 
 test("after it, the backfill keeps them and the verification counts them apart", async () => {

@@ -529,6 +529,9 @@ pub fn run_with(seed: u64, settings: Settings, mut rng: Rng, cuts: Cuts) -> Outc
     if settings.start_phase > 0 {
         sim.start_in_phase(settings.start_phase);
     }
+    if settings.new_only {
+        sim.start_with_new_only_customers(settings.clients);
+    }
     {
         let mut tasks: Vec<Option<Pin<Box<dyn Future<Output = ()> + '_>>>> = Vec::new();
         for k in 0..settings.clients {

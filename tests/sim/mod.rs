@@ -21,18 +21,19 @@ use std::task::{Context, Poll, Waker};
 use customer_kv_migration::app::{handle, App, Config};
 use customer_kv_migration::auth::keys::AccessKeys;
 use customer_kv_migration::auth::{AdminSignIn, RoleLimits, TokenRules};
-use customer_kv_migration::domain::{CustomerId, DEFAULT_MAX_RECORD_BYTES};
+use customer_kv_migration::domain::{email_key, CustomerId, Email, DEFAULT_MAX_RECORD_BYTES};
 use customer_kv_migration::error::Error;
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method};
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{ChunkQueue, Fanout};
 use customer_kv_migration::migration::cron;
+use customer_kv_migration::migration::keys;
 use customer_kv_migration::migration::state::cohort::Cohort;
 use customer_kv_migration::migration::state::coordinator::{LocalRegister, RegisterCell};
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
-use customer_kv_migration::store::StoreError;
 use customer_kv_migration::store::Stores;
+use customer_kv_migration::store::{StoreError, StoreName};
 use customer_kv_migration::writes::claims::{ClaimAnswer, ClaimSender, EmailRequest};
 use customer_kv_migration::writes::local::{LocalWriters, ObjectCells};
 use customer_kv_migration::writes::object::{ObjectClock, Reply, WriteRequest};
@@ -66,6 +67,9 @@ pub struct Settings {
     /// Whether the backfill and the reverse sync fan out on a queue, with consumers
     /// running among the other tasks (see `queue.rs`).
     pub fan_out: bool,
+    /// Whether each client's first customer was created by another service in the new
+    /// store before the history, and the inventory found it there (docs/design.md §16).
+    pub new_only: bool,
 }
 
 impl Settings {
@@ -83,6 +87,7 @@ impl Settings {
             admins: 1,
             shared_customers: 0,
             fan_out: false,
+            new_only: false,
         }
     }
 
@@ -95,6 +100,7 @@ impl Settings {
             admins: Self::admins_for_seed(seed),
             shared_customers: Self::shared_customers_for_seed(seed),
             fan_out: Self::fan_out_for_seed(seed),
+            new_only: Self::new_only_for_seed(seed),
             ..Self::for_seed(&mut rng)
         };
         (settings, rng)
@@ -125,6 +131,12 @@ impl Settings {
     /// phase is.
     pub fn fan_out_for_seed(seed: u64) -> bool {
         Rng::new(seed ^ 0x0f4a_0cf0_0e0e).chance(0.5)
+    }
+
+    /// One history in three that start in phase 0 begins with customers only in the new
+    /// store. Drawn from its own stream, as the start phase is.
+    pub fn new_only_for_seed(seed: u64) -> bool {
+        Self::start_phase_for_seed(seed) == 0 && Rng::new(seed ^ 0x0e30_0a1e_5e7d).chance(0.34)
     }
 
     /// One history in three reads through KV's eventual consistency, with a window a few
@@ -188,6 +200,10 @@ impl Settings {
         });
         push(Settings {
             fan_out: false,
+            ..*self
+        });
+        push(Settings {
+            new_only: false,
             ..*self
         });
         out
@@ -454,6 +470,51 @@ impl Sim {
         );
     }
 
+    /// Each client's first customer, created by another service in the new store alone
+    /// (with its mapping) before the history, and the inventory that finds them.
+    pub fn start_with_new_only_customers(&self, clients: usize) {
+        for k in 0..clients {
+            let id = format!("c{k}x0");
+            let email = format!("{id}.api@sim.test");
+            let record = serde_json::json!({
+                "customerId": id, "email": email, "name": "api",
+                "createdAt": "2025-01-01T00:00:00Z", "updatedAt": "2025-01-01T00:00:00Z",
+            });
+            let hash = Email::parse(&email).unwrap().hash();
+            let mut entries = self.stores.new.entries.borrow_mut();
+            for (key, bytes) in [
+                (format!("customer_{id}"), record.to_string().into_bytes()),
+                (email_key(&hash), id.clone().into_bytes()),
+            ] {
+                let entry = store::Entry {
+                    bytes,
+                    expiration: None,
+                    metadata: None,
+                };
+                entries.insert(key, entry);
+            }
+            drop(entries);
+            let known = Known::Present {
+                name: "api".into(),
+                email,
+            };
+            self.model.borrow_mut().insert(id, vec![known]);
+        }
+        let cache = PhaseCache::default();
+        let body = serde_json::json!({});
+        let path = "/admin/migrate/inventory";
+        for _ in 0..20 {
+            let r = block_on(self.send(&cache, true, "POST", path, Some(body.clone())));
+            if r.status == 200 && r.body["complete"] == true {
+                // The history begins once every location sees the marks: until then a
+                // read may not find these customers, as before the inventory.
+                self.advance_clock(self.config.settle_ms() + 1);
+                return;
+            }
+        }
+        self.violation("the inventory did not complete before the history".into());
+    }
+
     /// Whether the old store lacks writes made since phase 4 (a reverse sync is due).
     pub fn old_store_diverged(&self) -> bool {
         self.stored_record()
@@ -508,8 +569,14 @@ impl Sim {
     /// A customer's record as the read path of `phase` shows it, read from the maps.
     pub fn record_at_rest(&self, phase: Phase, id: &str) -> Option<Value> {
         let key = format!("customer_{id}");
-        for store in phase.routing().reads {
-            let Some(entry) = self.stores.get(*store).peek(&key) else {
+        let mut reads = phase.routing().reads.to_vec();
+        // A customer the inventory found only in the new store is read there in the
+        // phases that do not read it otherwise (docs/design.md §16).
+        if !phase.reads_from(StoreName::New) && self.found_only_in_new_store(&key) {
+            reads.push(StoreName::New);
+        }
+        for store in reads {
+            let Some(entry) = self.stores.get(store).peek(&key) else {
                 continue;
             };
             let value: Value = serde_json::from_slice(&entry.bytes).unwrap_or(Value::Null);
@@ -519,6 +586,14 @@ impl Sim {
             return Some(value);
         }
         None
+    }
+
+    fn found_only_in_new_store(&self, key: &str) -> bool {
+        self.stores
+            .new
+            .peek(&keys::preexisting(key))
+            .and_then(|e| serde_json::from_slice::<Value>(&e.bytes).ok())
+            .is_some_and(|mark| mark["found"] == "new_only")
     }
 }
 

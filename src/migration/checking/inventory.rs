@@ -139,6 +139,16 @@ pub async fn load<S: KvStore>(new_store: &S) -> StoreResult<Option<Inventory>> {
     stored::get(new_store, keys::INVENTORY).await
 }
 
+/// Whether the inventory found `key` only in the new store: a customer another service
+/// created there, which reads in phases 0 and 1 find in the new store (docs/design.md
+/// §16). One read.
+pub async fn found_only_in_new_store<S: KvStore>(new_store: &S, key: &str) -> StoreResult<bool> {
+    let mark = new_store.get(&keys::preexisting(key)).await?;
+    Ok(mark
+        .and_then(|v| serde_json::from_slice::<Mark>(&v.bytes).ok())
+        .is_some_and(|m| m.found == Found::NewOnly))
+}
+
 /// The marks of `names`, in their order: one bulk read per 100 keys.
 pub async fn marks<S: KvStore>(new_store: &S, names: &[String]) -> StoreResult<Vec<Option<Mark>>> {
     let mark_keys: Vec<String> = names.iter().map(|n| keys::preexisting(n)).collect();

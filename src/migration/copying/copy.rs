@@ -219,6 +219,8 @@ pub async fn copy_chunk<S: KvStore>(
     let mut found: Vec<(String, ConflictKind)> = Vec::new();
     // Copies that would replace a value the new store holds, with that value.
     let mut overwrites: Vec<(String, StoredValue)> = Vec::new();
+    // Reverse copies of keys the old store lacks.
+    let mut new_only: Vec<String> = Vec::new();
     for ((listed, source), target) in keys.iter().zip(source_values).zip(target_values) {
         let verdict = decide(
             direction,
@@ -233,8 +235,12 @@ pub async fn copy_chunk<S: KvStore>(
                 if verdict == Verdict::Copy && is_corrupt_record(&listed.name, &source.bytes) {
                     counts.corrupt += 1;
                 }
-                if let (Direction::Forward, Some(held)) = (direction, &target) {
-                    overwrites.push((listed.name.clone(), held.clone()));
+                match (direction, &target) {
+                    (Direction::Forward, Some(held)) => {
+                        overwrites.push((listed.name.clone(), held.clone()))
+                    }
+                    (Direction::Reverse, None) => new_only.push(listed.name.clone()),
+                    _ => {}
                 }
                 to_write.push((listed, source));
             }
@@ -247,6 +253,9 @@ pub async fn copy_chunk<S: KvStore>(
     }
     if !overwrites.is_empty() {
         keep_preexisting(&stores.new, &mut to_write, &overwrites, &mut found).await?;
+    }
+    if !new_only.is_empty() {
+        counts.skipped += leave_in_new_store(&stores.new, &mut to_write, &new_only).await?;
     }
     counts.conflicts += found.len() as u64;
     let names: Vec<String> = found.iter().map(|(name, _)| name.clone()).collect();
@@ -292,6 +301,30 @@ async fn keep_preexisting<S: KvStore>(
             .map(|name| (name.clone(), ConflictKind::Preexisting)),
     );
     Ok(())
+}
+
+/// Drops the reverse copies of customers the inventory found only in the new store:
+/// they live there, and reads in phases 0 and 1 find them there (docs/design.md §16),
+/// so the old store never receives them. One bulk read per 100 keys the old store
+/// lacks. Returns how many were dropped.
+async fn leave_in_new_store<S: KvStore>(
+    new_store: &S,
+    to_write: &mut Vec<(&ListedKey, StoredValue)>,
+    names: &[String],
+) -> StoreResult<u64> {
+    let marks = inventory::marks(new_store, names).await?;
+    let homed: Vec<&String> = names
+        .iter()
+        .zip(marks)
+        .filter(|(_, mark)| {
+            mark.as_ref()
+                .is_some_and(|m| m.found == inventory::Found::NewOnly)
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let before = to_write.len();
+    to_write.retain(|(listed, _)| !homed.contains(&&listed.name));
+    Ok((before - to_write.len()) as u64)
 }
 
 /// Writes the copies, then re-reads and corrects them; returns how many were written.

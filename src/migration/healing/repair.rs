@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::EMAIL_PREFIX;
+use crate::migration::checking::inventory;
 use crate::migration::copying::copy::{newer_version, record_newer_than_tombstone};
 use crate::migration::healing::journal::{self, JournalEntry};
 use crate::migration::key_state;
@@ -135,6 +136,11 @@ pub async fn in_place<S: KvStore>(
     let (source_name, mut seen) = match (first, phase.fallback_store()) {
         (Some(value), _) => (primary, Some(value)),
         (None, Some(fallback)) => (fallback, stores.get(fallback).get(key).await?),
+        // Where reads find a customer only the new store holds (docs/design.md §16), it
+        // is the source: the old store lacking it does not mean it was deleted.
+        (None, None) if inventory::found_only_in_new_store(&stores.new, key).await? => {
+            (StoreName::New, stores.new.get(key).await?)
+        }
         (None, None) => (primary, None),
     };
     let mut source_name = source_name;

@@ -185,6 +185,11 @@ fn copies_keep_bytes_metadata_and_expiration_and_skip_what_they_must() {
         checkpoint.counts.conflict_keys,
         vec!["customer_clash".to_owned()]
     );
+    assert_eq!(
+        checkpoint.counts.corrupt_keys,
+        vec!["customer_corrupt".to_owned()],
+        "corrupt values are named by key"
+    );
 }
 
 /// KV operations one backfill run makes over `customers` legacy customers.
@@ -452,4 +457,41 @@ fn reset_starts_over_and_skips_what_is_in_sync() {
     );
     let report = world.run_cron().backfill.unwrap();
     assert_eq!((report.counts.copied, report.counts.skipped), (0, 40));
+}
+
+#[test]
+fn corrupt_values_are_named_in_the_status_and_again_after_a_reset() {
+    let world = World::in_phase(Phase::Backfill);
+    seed_legacy(&world, 5);
+    world
+        .stores
+        .old
+        .insert("customer_broken", b"not json", PutOptions::default());
+    let named = |world: &World| {
+        let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+        status.body["backfill"]["counts"].clone()
+    };
+    world.run_cron_until_backfill_stops();
+    let counts = named(&world);
+    assert_eq!(counts["corrupt"], 1, "{counts}");
+    assert_eq!(
+        counts["corruptKeys"],
+        json!(["customer_broken"]),
+        "{counts}"
+    );
+
+    let reset = world.send(
+        "POST",
+        "/admin/migrate/backfill/reset",
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    world.run_cron_until_backfill_stops();
+    let counts = named(&world);
+    assert_eq!(
+        counts["corruptKeys"],
+        json!(["customer_broken"]),
+        "already copied, still corrupt: {counts}"
+    );
 }

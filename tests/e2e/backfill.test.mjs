@@ -54,6 +54,10 @@ test("10,000 legacy keys migrate under live traffic and every acknowledged write
       `client: ${told.size} customers written`,
   );
   assert.ok(told.size >= 20, "the client made writes during the backfill");
+  // Every corrupt value is named by key (docs/design.md §6), the messy case among them.
+  assert.ok(progress.counts.corrupt >= 1, JSON.stringify(progress.counts));
+  assert.equal(progress.counts.corruptKeys.length, progress.counts.corrupt);
+  assert.ok(progress.counts.corruptKeys.includes("customer_legacy_corrupt_json"), progress.counts.corruptKeys.join());
   assert.ok(progress.counts.copied >= 9_000);
 
   // The new store mirrors the old one: values, metadata and expirations.

@@ -6,6 +6,7 @@ use customer_kv_migration::api::{
     PhaseChangeView, ProgressView, RollbackAnswer, StatusView, VerificationView,
 };
 use customer_kv_migration::migration::checking::conflicts::{ConflictKind, ConflictPage, Side};
+use customer_kv_migration::migration::copying::copy::CopyCounts;
 use customer_kv_migration::migration::state::audit::AuditEntry;
 use customer_kv_migration::migration::state::rollback::{Step, Taken};
 use customer_kv_migration::migration::KeySample;
@@ -71,10 +72,32 @@ fn progress(label: &str, p: &ProgressView) -> String {
         counts.conflicts,
         counts.errors,
     );
-    match &p.fanout {
+    let line = match &p.fanout {
         Some(fanout) if !p.complete => format!("{line}\n{:<13} {}", "", chunks(fanout)),
         _ => line,
+    };
+    format!("{line}{}", corrupt(counts))
+}
+
+/// The corrupt values found, by key (docs/design.md §6), when there are any.
+fn corrupt(counts: &CopyCounts) -> String {
+    if counts.corrupt == 0 {
+        return String::new();
     }
+    let unnamed = counts
+        .corrupt
+        .saturating_sub(counts.corrupt_keys.len() as u64);
+    let more = if unnamed > 0 {
+        format!(" and {unnamed} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "\n{:<13} corrupt values ({}, copied as they are): {}{more}",
+        "",
+        counts.corrupt,
+        counts.corrupt_keys.join(", ")
+    )
 }
 
 /// The chunks of a fanned-out pass (docs/design.md §13).

@@ -141,7 +141,9 @@ fn version(bytes: &[u8]) -> Option<u64> {
 }
 
 fn is_corrupt_record(key: &str, bytes: &[u8]) -> bool {
-    key.starts_with(CUSTOMER_PREFIX) && CustomerRecord::from_stored(bytes).is_err()
+    key.starts_with(CUSTOMER_PREFIX)
+        && !Tombstone::is_tombstone(bytes)
+        && CustomerRecord::from_stored(bytes).is_err()
 }
 
 /// Samples of keys kept per category in a report.
@@ -163,7 +165,18 @@ pub struct CopyCounts {
     pub conflict_keys: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub error_keys: Vec<String>,
+    /// Every key whose value does not parse as the record its name promises, in the
+    /// order found, up to [`MAX_CORRUPT_KEYS`] and [`MAX_CORRUPT_KEY_BYTES`]; `corrupt`
+    /// counts them all. Kept here rather than in an entry per key: it costs no KV
+    /// operation, and corrupt legacy values are few.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub corrupt_keys: Vec<String>,
 }
+
+/// Corrupt keys named in full, up to these bounds: the list travels in the checkpoint
+/// and in the coordinator's tally, a Durable Object value capped at 128 KiB.
+pub const MAX_CORRUPT_KEYS: usize = 500;
+pub const MAX_CORRUPT_KEY_BYTES: usize = 16 * 1024;
 
 impl CopyCounts {
     /// The keys scanned and the writes made, without the findings.
@@ -189,6 +202,20 @@ impl CopyCounts {
         self.errors += other.errors;
         extend_capped(&mut self.conflict_keys, &other.conflict_keys);
         extend_capped(&mut self.error_keys, &other.error_keys);
+        for key in &other.corrupt_keys {
+            self.note_corrupt(key);
+        }
+    }
+
+    /// Names a corrupt key, while the list has room (see the field).
+    fn note_corrupt(&mut self, key: &str) {
+        let bytes: usize = self.corrupt_keys.iter().map(String::len).sum();
+        if self.corrupt_keys.len() < MAX_CORRUPT_KEYS
+            && bytes + key.len() <= MAX_CORRUPT_KEY_BYTES
+            && !self.corrupt_keys.iter().any(|k| k == key)
+        {
+            self.corrupt_keys.push(key.to_owned());
+        }
     }
 }
 
@@ -229,12 +256,19 @@ pub async fn copy_chunk<S: KvStore>(
             listed.expiration,
             now_ms,
         );
+        // Found whatever the verdict: a corrupt value copied by an earlier run is as
+        // corrupt as one copied now.
+        if verdict != Verdict::Expired
+            && source
+                .as_ref()
+                .is_some_and(|v| is_corrupt_record(&listed.name, &v.bytes))
+        {
+            counts.corrupt += 1;
+            counts.note_corrupt(&listed.name);
+        }
         match verdict {
             Verdict::Copy | Verdict::Delete => {
                 let Some(source) = source else { continue };
-                if verdict == Verdict::Copy && is_corrupt_record(&listed.name, &source.bytes) {
-                    counts.corrupt += 1;
-                }
                 match (direction, &target) {
                     (Direction::Forward, Some(held)) => {
                         overwrites.push((listed.name.clone(), held.clone()))
@@ -493,4 +527,29 @@ pub async fn repair_on_read<S: KvStore>(
         counts.corrected = 1;
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_keys_are_named_once_each_within_their_bounds() {
+        let mut counts = CopyCounts::default();
+        counts.note_corrupt("customer_a");
+        counts.note_corrupt("customer_a");
+        assert_eq!(counts.corrupt_keys, ["customer_a"]);
+        for n in 0..2 * MAX_CORRUPT_KEYS {
+            counts.note_corrupt(&format!("customer_{n}"));
+        }
+        assert_eq!(counts.corrupt_keys.len(), MAX_CORRUPT_KEYS);
+        let mut long = CopyCounts::default();
+        let name = format!("customer_{}", "x".repeat(500));
+        for _ in 0..100 {
+            long.note_corrupt(&format!("{name}{}", long.corrupt_keys.len()));
+        }
+        let bytes: usize = long.corrupt_keys.iter().map(String::len).sum();
+        assert!(bytes <= MAX_CORRUPT_KEY_BYTES, "{bytes}");
+        assert!(long.corrupt_keys.len() >= MAX_CORRUPT_KEY_BYTES / 520);
+    }
 }

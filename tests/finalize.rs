@@ -270,3 +270,51 @@ fn once_finalized_the_status_and_the_dry_runs_offer_no_move() {
     assert_eq!(code, 409, "{body}");
     assert!(body.to_string().contains("finalized"), "{body}");
 }
+
+#[test]
+fn once_finalized_and_settled_the_working_keys_go_and_the_record_and_audit_stay() {
+    let purge = |world: &World, body: Value| post(world, "/admin/migrate/finalize/purge", body);
+    let world = world_in_phase_5();
+    let (status, body) = purge(&world, json!({}));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "purge_not_allowed");
+
+    email_audit(&world);
+    assert_eq!(finalize(&world, false).0, 200);
+    let working = |world: &World| {
+        let keys = world.stores.new.keys();
+        let of = |p: &str| keys.iter().filter(|k| k.starts_with(p)).count();
+        (
+            of("__migration/") - of("__migration/audit/") - of("__migration/phase"),
+            of("__migration/audit/"),
+        )
+    };
+    let (before, audited) = working(&world);
+    assert!(
+        before >= 2,
+        "the checkpoint and the email audit at least: {before}"
+    );
+
+    let (status, body) = purge(&world, json!({ "dryRun": true }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["removed"], before as u64, "{body}");
+    assert_eq!(body["complete"], true);
+    assert_eq!(working(&world).0, before, "a dry run removes nothing");
+
+    let (status, body) = purge(&world, json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["removed"], before as u64, "{body}");
+    let (after, audited_after) = working(&world);
+    assert_eq!(after, 0);
+    assert!(
+        audited_after >= audited + 2,
+        "the purge is audited, the audit kept"
+    );
+    assert!(world.new_value("__migration/phase").unwrap()["finalizedAt"].is_u64());
+    let read = world.send("GET", "/customer/cust_000001", Some(&service()), None);
+    assert_eq!(read.status, 200, "{}", read.body);
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    assert_eq!(status.status, 200, "{}", status.body);
+    let (status, body) = purge(&world, json!({ "cursor": 7 }));
+    assert_eq!(status, 400, "{body}");
+}

@@ -295,6 +295,20 @@ impl Finalize {
     }
 }
 
+/// `POST /admin/migrate/finalize/purge`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PurgeWorkingKeys {
+    dry_run: Option<bool>,
+    pub cursor: Option<String>,
+}
+
+impl PurgeWorkingKeys {
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+}
+
 /// `POST /admin/migrate/purge-new`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

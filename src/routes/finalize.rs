@@ -1,5 +1,6 @@
 //! `POST /admin/migrate/finalize {dryRun?}`: ends the migration in phase 5; from then on
-//! nothing touches `OTP_AUTH_KV` (docs/design.md §9, "Finalizing").
+//! nothing touches `OTP_AUTH_KV` (docs/design.md §9, "Finalizing"). `POST
+//! /admin/migrate/finalize/purge {dryRun?, cursor?}` then removes its working keys.
 
 use serde_json::json;
 
@@ -8,6 +9,7 @@ use crate::http::{ApiError, ApiRequest, ApiResponse};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::finalize;
 use crate::migration::state::phase_record::CurrentPhase;
+use crate::migration::state::working_keys;
 use crate::store::KvStore;
 use crate::writes::Writers;
 
@@ -30,4 +32,24 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
         ctx.cache.put(current, ctx.now_ms);
     }
     Ok(ApiResponse::ok(json!(done)))
+}
+
+pub async fn purge_working_keys<S: KvStore, R: PhaseRegister, W: Writers>(
+    ctx: &Ctx<'_, S, R, W>,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    let asked = request.json_body::<bodies::PurgeWorkingKeys>()?;
+    let dry_run = asked.dry_run();
+    working_keys::may_purge(ctx.current, ctx.config.settle_ms(), ctx.now_ms)?;
+    if asked.cursor.is_none() && !dry_run {
+        // Audited before the first delete: a purge cut off midway still has its record.
+        let detail = "the phase record and the audit are kept".to_owned();
+        ctx.audit("working_keys_purge", detail, false).await?;
+    }
+    let purged = working_keys::page(&ctx.stores.new, asked.cursor.as_deref(), dry_run).await?;
+    if purged.complete && !dry_run {
+        let detail = format!("{} working keys removed in the last page", purged.removed);
+        ctx.audit("working_keys_purged", detail, false).await?;
+    }
+    Ok(ApiResponse::ok(json!(purged)))
 }

@@ -107,6 +107,7 @@ pub enum Route {
     SettleConflicts,
     PurgeNew,
     Finalize,
+    PurgeWorkingKeys,
     Emails,
     EmailIssues,
     Rollback,
@@ -146,6 +147,7 @@ impl Route {
             Route::SettleConflicts => "/admin/migrate/conflicts/settle",
             Route::PurgeNew => "/admin/migrate/purge-new",
             Route::Finalize => "/admin/migrate/finalize",
+            Route::PurgeWorkingKeys => "/admin/migrate/finalize/purge",
             Route::Emails => "/admin/migrate/emails",
             Route::EmailIssues => "/admin/migrate/emails/issues",
             Route::Rollback => "/admin/migrate/rollback",
@@ -240,6 +242,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::SettleConflicts => conflicts::settle(ctx, request).await,
         Route::PurgeNew => purge::run(ctx, request).await,
         Route::Finalize => finalize::run(ctx, request).await,
+        Route::PurgeWorkingKeys => finalize::purge_working_keys(ctx, request).await,
         Route::Rollback => rollback::run(ctx, request).await,
         Route::Export => backup::export(ctx, request).await,
         Route::Import => backup::import(ctx, request).await,
@@ -357,6 +360,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["admin", "migrate", "finalize"] => {
             (&["POST"], (*method == Post).then_some(Route::Finalize))
         }
+        ["admin", "migrate", "finalize", "purge"] => (
+            &["POST"],
+            (*method == Post).then_some(Route::PurgeWorkingKeys),
+        ),
         ["admin", "migrate", "purge-new"] => {
             (&["POST"], (*method == Post).then_some(Route::PurgeNew))
         }
@@ -465,6 +472,7 @@ mod tests {
             ("POST", "/admin/migrate/conflicts/settle"),
             ("POST", "/admin/migrate/purge-new"),
             ("POST", "/admin/migrate/finalize"),
+            ("POST", "/admin/migrate/finalize/purge"),
             ("POST", "/admin/migrate/cohort"),
             ("POST", "/admin/migrate/cohort/cancel"),
             ("GET", "/admin/migrate/emails/issues"),

@@ -195,6 +195,14 @@ pub enum Command {
         /// Say what still stands in the way, and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Once finalized and settled: export the migration's working keys (CUSTOMER_KV's
+        /// `__migration/`) to the --export file, then remove them; the phase record and
+        /// the audit stay. With --dry-run, count them and remove nothing.
+        #[arg(long, requires = "export")]
+        purge_working_keys: bool,
+        /// Where --purge-working-keys writes the export first (NDJSON, as `export`).
+        #[arg(long, value_name = "FILE")]
+        export: Option<String>,
     },
     /// After a rollback to phase 0 that is final: remove from CUSTOMER_KV everything the
     /// migration wrote there, keeping what the inventory found before it.

@@ -11,9 +11,11 @@ use customer_kv_migration::api::{
 use customer_kv_migration::migration::backup::BackupLine;
 use customer_kv_migration::migration::checking::conflicts::{ConflictPage, Pruned};
 use customer_kv_migration::migration::checking::email_issues::IssuePage;
+use customer_kv_migration::migration::keys::MIGRATION_PREFIX;
 use customer_kv_migration::migration::state::finalize::Finalized;
 use customer_kv_migration::migration::state::purge::Purge;
 use customer_kv_migration::migration::state::rollback::Step;
+use customer_kv_migration::migration::state::working_keys::Purged as PurgedWorkingKeys;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -160,7 +162,12 @@ pub fn run(args: Args) -> CommandResult {
             out.show(&answer, &done, render::cohort);
             Ok(())
         }
-        Command::Finalize { dry_run } => {
+        Command::Finalize {
+            dry_run,
+            purge_working_keys: true,
+            export: Some(file),
+        } => purge_working_keys(&client, &out, dry_run, &file),
+        Command::Finalize { dry_run, .. } => {
             let answer = client
                 .post_json("/admin/migrate/finalize", &json!({ "dryRun": dry_run }))?
                 .success()?;
@@ -238,7 +245,14 @@ fn needs_confirmation(command: &Command) -> Option<String> {
             percent.unwrap_or(0.0),
             customers.len()
         )),
-        Command::Finalize { dry_run: false } => Some(
+        Command::Finalize {
+            purge_working_keys: true,
+            dry_run: false,
+            ..
+        } => Some(
+            "Remove the migration's working keys from CUSTOMER_KV (after exporting them); the phase record and the audit stay".into(),
+        ),
+        Command::Finalize { dry_run: false, .. } => Some(
             "Finalize the migration: OTP_AUTH_KV is no longer read or written, and no phase move is possible after".into(),
         ),
         Command::PurgeNew { dry_run: false, .. } => Some(
@@ -532,6 +546,17 @@ fn rollback(
 fn export(client: &Client, store: StoreArg, prefix: &str, all_keys: bool) -> CommandResult {
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
+    let keys = export_to(client, (store, prefix, all_keys), &mut stdout)?;
+    eprintln!("exported {keys} keys from the {} store", store.as_str());
+    Ok(())
+}
+
+/// Writes every page of the export to `sink`; returns how many keys it held.
+fn export_to(
+    client: &Client,
+    (store, prefix, all_keys): (StoreArg, &str, bool),
+    sink: &mut dyn Write,
+) -> Result<usize, Failure> {
     let mut cursor = String::new();
     let mut keys = 0usize;
     loop {
@@ -546,8 +571,7 @@ fn export(client: &Client, store: StoreArg, prefix: &str, all_keys: bool) -> Com
             return Err(answer.failure());
         }
         keys += answer.body.lines().filter(|l| !l.trim().is_empty()).count();
-        stdout
-            .write_all(answer.body.as_bytes())
+        sink.write_all(answer.body.as_bytes())
             .map_err(|e| Failure::Other(format!("writing the export: {e}")))?;
         let complete = answer.header("X-Export-Complete") == Some("true");
         match answer.header("X-Export-Cursor") {
@@ -555,9 +579,40 @@ fn export(client: &Client, store: StoreArg, prefix: &str, all_keys: bool) -> Com
             _ => break,
         }
     }
-    stdout.flush().ok();
-    eprintln!("exported {keys} keys from the {} store", store.as_str());
-    Ok(())
+    sink.flush()
+        .map_err(|e| Failure::Other(format!("writing the export: {e}")))?;
+    Ok(keys)
+}
+
+/// Exports CUSTOMER_KV's `__migration/` keys to `file`, then removes them page by page
+/// (docs/design.md §9, "Finalizing"); a dry run exports nothing and removes nothing.
+fn purge_working_keys(client: &Client, out: &Output, dry_run: bool, file: &str) -> CommandResult {
+    if !dry_run {
+        let mut sink = std::fs::File::create(file)
+            .map_err(|e| Failure::Other(format!("creating {file}: {e}")))?;
+        let scope = (StoreArg::New, MIGRATION_PREFIX, true);
+        let keys = export_to(client, scope, &mut sink)?;
+        eprintln!("exported {keys} working keys to {file}");
+    }
+    let mut total = PurgedWorkingKeys::default();
+    let mut cursor: Option<String> = None;
+    loop {
+        let body = json!({ "dryRun": dry_run, "cursor": cursor });
+        let answer = client
+            .post_json_resumable("/admin/migrate/finalize/purge", &body)?
+            .success()?;
+        let page: PurgedWorkingKeys = typed(&answer)?;
+        total.listed += page.listed;
+        total.removed += page.removed;
+        total.kept += page.kept;
+        total.dry_run = page.dry_run;
+        if page.complete {
+            total.complete = true;
+            out.show(&answer, &total, render::purged_working_keys);
+            return Ok(());
+        }
+        cursor = page.cursor;
+    }
 }
 
 fn import(

@@ -9,6 +9,7 @@ use customer_kv_migration::migration::checking::conflicts::{ConflictKind, Confli
 use customer_kv_migration::migration::copying::copy::CopyCounts;
 use customer_kv_migration::migration::state::audit::AuditEntry;
 use customer_kv_migration::migration::state::rollback::{Step, Taken};
+use customer_kv_migration::migration::state::working_keys::Purged as PurgedWorkingKeys;
 use customer_kv_migration::migration::KeySample;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::time::rfc3339;
@@ -600,6 +601,15 @@ fn side(side: &Side) -> String {
 /// Whether the phase's writes skip the old store (so a due reverse sync cannot run yet).
 fn skips_old_store(phase: Phase) -> bool {
     !phase.writes_to(customer_kv_migration::store::StoreName::Old)
+}
+
+/// The totals of removing the migration's working keys after the finalize.
+pub fn purged_working_keys(p: &PurgedWorkingKeys) -> String {
+    let verb = if p.dry_run { "would remove" } else { "removed" };
+    format!(
+        "working keys: {verb} {} of {} listed; kept {} (the phase record and the audit)\n",
+        p.removed, p.listed, p.kept
+    )
 }
 
 #[cfg(test)]

@@ -11,3 +11,4 @@ pub mod phase_cache;
 pub mod phase_record;
 pub mod purge;
 pub mod rollback;
+pub mod working_keys;

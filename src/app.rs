@@ -365,6 +365,7 @@ async fn serve<S: KvStore, R: PhaseRegister, W: Writers, B: RequestBody>(
     }
     .with_cohort(current.state.cohort.clone())
     .with_old_store_catching_up(current.state.old_store_diverged)
+    .with_new_store_behind(current.state.new_store_diverged)
     .with_old_store_retired(current.state.finalized_at.is_some());
     let ctx = Ctx {
         stores: app.stores,

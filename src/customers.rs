@@ -377,10 +377,35 @@ pub async fn holder_in_stores<S: KvStore>(
     plane: &DataPlane<'_, S>,
     hash: &EmailHash,
 ) -> Result<Option<Loaded>, Error> {
-    let Some(id) = mapped_id(plane, hash).await? else {
-        return Ok(None);
+    let key = email_key(hash);
+    let found = plane.read(&key).await?;
+    let served_by = found.as_ref().map(|f| f.store);
+    if let Some(id) = found.and_then(|f| mapping_target(&f.value.bytes)) {
+        if let Some(holder) = holder_named(plane, &id, hash).await? {
+            return Ok(Some(holder));
+        }
+    }
+    // A mapping is only a hint, and the one the read path found may be stale where the
+    // other store's is current: a customer living in the new store gave the email up in
+    // phase 0, where its next holder's mapping went to the old store (docs/design.md
+    // §16). A read more, only when the first mapping did not check out.
+    let other = match served_by {
+        Some(store) => plane.read_other_store(store, &key).await?,
+        None => plane.read_elsewhere(&key).await?,
     };
-    match find(plane, &id).await {
+    match other.and_then(|value| mapping_target(&value.bytes)) {
+        Some(id) => holder_named(plane, &id, hash).await,
+        None => Ok(None),
+    }
+}
+
+/// The record `id`, if it holds an email with this hash.
+async fn holder_named<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    id: &CustomerId,
+    hash: &EmailHash,
+) -> Result<Option<Loaded>, Error> {
+    match find(plane, id).await {
         Ok(Some(loaded)) if loaded.record.email().map(|e| e.hash()).as_ref() == Some(hash) => {
             Ok(Some(loaded))
         }

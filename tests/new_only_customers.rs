@@ -233,3 +233,103 @@ fn a_delete_in_phase_0_after_a_rollback_removes_its_copy_from_the_new_store_too(
     );
     assert_eq!(world.new_value(&format!("customer_{ID}")), None);
 }
+
+#[test]
+fn a_customer_both_stores_held_deleted_in_phase_0_stays_deleted_in_phase_2() {
+    let world = inventoried();
+    // cust_000001 is equal in both stores, cust_000002 differs (the inventory's marks).
+    for id in ["cust_000001", "cust_000002"] {
+        let deleted = world.send("DELETE", &format!("/customer/{id}"), Some(&service()), None);
+        assert_eq!(deleted.status, 200, "{}", deleted.body);
+    }
+    world.set_phase(Phase::DualWrite);
+    world.set_phase(Phase::ReadNew);
+    for id in ["cust_000001", "cust_000002"] {
+        assert_eq!(
+            get(&world, &format!("/customer/{id}")).0,
+            404,
+            "{id} came back"
+        );
+    }
+}
+
+#[test]
+fn an_email_it_gave_up_in_phase_0_finds_its_next_holder_in_phase_2() {
+    let world = inventoried();
+    let path = format!("/customer/{ID}");
+    assert_eq!(
+        world.send("DELETE", &path, Some(&service()), None).status,
+        200
+    );
+    let created = world.send(
+        "POST",
+        "/customer",
+        Some(&service()),
+        Some(json!({ "customerId": "someone_else", "email": EMAIL, "name": "Next" })),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    world.set_phase(Phase::DualWrite);
+    world.set_phase(Phase::ReadNew);
+    let (status, body) = get(&world, &format!("/customer/by-email/{EMAIL}"));
+    assert_eq!(
+        status, 200,
+        "the new store's stale mapping hides it: {body}"
+    );
+    assert_eq!(body["customerId"], "someone_else");
+}
+
+#[test]
+fn a_phase_0_write_after_a_repair_copied_it_into_the_old_store_is_not_held_back() {
+    let world = inventoried();
+    world.set_phase(Phase::DualWrite);
+    world.stores.new.fail(Fault::Put("customer_".into()));
+    let failed = world.send(
+        "PATCH",
+        &format!("/customer/{ID}"),
+        Some(&service()),
+        Some(json!({ "name": "Never acknowledged" })),
+    );
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    world.stores.new.heal();
+    let repaired = world.send("POST", "/admin/migrate/repair", Some(&admin()), None);
+    assert_eq!(repaired.status, 200, "{}", repaired.body);
+    world.set_phase(Phase::Legacy);
+    assert_eq!(patch(&world, json!({ "name": "Written in phase 0" })), 200);
+    world.set_phase(Phase::DualWrite);
+    for _ in 0..10 {
+        let batch = world.send(
+            "POST",
+            "/admin/migrate/backfill",
+            Some(&admin()),
+            Some(json!({})),
+        );
+        assert_eq!(batch.status, 200, "{}", batch.body);
+        if batch.body["progress"]["complete"] == true {
+            break;
+        }
+    }
+    assert_eq!(
+        world.new_value(&format!("customer_{ID}")).unwrap()["name"],
+        "Written in phase 0",
+        "the mark held the newer copy back"
+    );
+}
+
+#[test]
+fn back_in_phase_0_a_write_to_it_in_both_stores_drops_the_new_stores_copy() {
+    let world = inventoried();
+    world.set_phase(Phase::DualWrite);
+    assert_eq!(patch(&world, json!({ "name": "In both stores" })), 200);
+    world.set_phase(Phase::Legacy);
+    assert_eq!(patch(&world, json!({ "name": "Back in phase 0" })), 200);
+    assert_eq!(
+        world.new_value(&format!("customer_{ID}")),
+        None,
+        "a copy that no longer follows the old store would answer once the old store \
+         deletes the key"
+    );
+    assert_eq!(
+        get(&world, &format!("/customer/{ID}")).1["name"],
+        "Back in phase 0"
+    );
+}

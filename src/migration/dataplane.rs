@@ -72,6 +72,10 @@ pub struct DataPlane<'a, S> {
     /// Set once the migration is finalized: nothing reads the old store, not even for a
     /// mapping's hint (docs/design.md §9, "Finalizing").
     pub old_store_retired: bool,
+    /// Set while writes have stopped reaching the new store after it was written (phase 0
+    /// after a rollback or a cancelled cohort): a customer the inventory found only there
+    /// may have been written to both stores meanwhile (docs/design.md §16).
+    pub new_store_behind: bool,
 }
 
 impl<'a, S: KvStore> DataPlane<'a, S> {
@@ -87,6 +91,7 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             settle_copies_after_ms: 0,
             old_store_catching_up: false,
             old_store_retired: false,
+            new_store_behind: false,
         }
     }
 
@@ -94,6 +99,14 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
     pub fn with_old_store_catching_up(self, catching_up: bool) -> Self {
         Self {
             old_store_catching_up: catching_up,
+            ..self
+        }
+    }
+
+    /// The same plane while the new store is behind the old one (see the field).
+    pub fn with_new_store_behind(self, behind: bool) -> Self {
+        Self {
+            new_store_behind: behind,
             ..self
         }
     }
@@ -268,6 +281,21 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         }
     }
 
+    /// Reads `key` from the store other than `store`, unless that is the retired old
+    /// store. Only for values that are checked against the read path before they count.
+    pub async fn read_other_store(
+        &self,
+        store: StoreName,
+        key: &str,
+    ) -> StoreResult<Option<StoredValue>> {
+        let other = match store {
+            StoreName::New if self.old_store_retired => return Ok(None),
+            StoreName::New => StoreName::Old,
+            StoreName::Old => StoreName::New,
+        };
+        self.stores.get(other).get(key).await
+    }
+
     /// Applies `changes` to the stores the phase writes, the authoritative one first.
     pub async fn apply(&self, changes: &[Change]) -> Result<(), Error> {
         let phase = self.phase_of_changes(changes);
@@ -313,8 +341,8 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             if served_by == StoreName::New {
                 self.apply_where_it_lives(changes).await?;
             } else {
+                self.remove_new_store_copies(changes).await?;
                 self.apply(changes).await?;
-                self.remove_new_only_copies(changes).await?;
             }
             return Ok(true);
         }
@@ -347,18 +375,32 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
         Ok(())
     }
 
-    /// After a delete in phase 0 from the old store: a customer the inventory found only
-    /// in the new store may still be there (dual-written in phase 1 before a rollback),
-    /// and reads that miss the old store would find it; so it goes from the new store
-    /// too. A mark read per deleted record, and a delete where it is marked.
-    async fn remove_new_only_copies(&self, changes: &[Change]) -> Result<(), Error> {
+    /// Before a write in phase 0 to the old store, of a customer the new store may hold
+    /// a copy of that reads falling through the old store would find (docs/design.md
+    /// §16): the copy goes, outright (see `apply_where_it_lives` on tombstones), and
+    /// first, so that should the old store's write then fail, reads still find the
+    /// customer there.
+    /// - A delete: the copy may be another service's (marked `same` or `different`) or
+    ///   one dual-written before a return to phase 0; phase 2 would read it first and
+    ///   nothing would remove it, since the backfill lists the old store. One KV write.
+    /// - Any write while the new store is behind, of a key marked `new_only`: its copy
+    ///   there stops following the old store, and once the old store deletes the key a
+    ///   read within the consistency window could fall through to that older copy. One
+    ///   mark read, and a delete where marked.
+    async fn remove_new_store_copies(&self, changes: &[Change]) -> Result<(), Error> {
         for change in changes {
-            let Change::Remove { key } = change else {
+            let key = change.key();
+            if !is_customer_key(key) {
                 continue;
+            }
+            let goes = match change {
+                Change::Remove { .. } => true,
+                Change::Put { .. } => {
+                    self.new_store_behind
+                        && inventory::found_only_in_new_store(&self.stores.new, key).await?
+                }
             };
-            if is_customer_key(key)
-                && inventory::found_only_in_new_store(&self.stores.new, key).await?
-            {
+            if goes {
                 key_state::write(&self.stores.new, key, None, None).await?;
             }
         }

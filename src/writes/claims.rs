@@ -188,6 +188,7 @@ pub async fn run<S: KvStore, M: Memo, W: Waiter>(
     let seen = memo::remembering(stores, memo, ObjectClock { now_ms, ..clock });
     let plane = DataPlane::new(&seen, phase, now_ms)
         .with_old_store_catching_up(record.old_store_diverged)
+        .with_new_store_behind(record.new_store_diverged)
         .with_old_store_retired(record.finalized_at.is_some());
     let held = memo.recall_holder().await?;
     let (answer, holder) = decide(&plane, &hash, held.clone(), request.op, hold_ms).await?;

@@ -204,6 +204,7 @@ pub async fn run<S: KvStore, M: Memo, T: ClaimSender, W: Waiter>(
     let plane = DataPlane::new(&seen, phase, clock.now_ms)
         .with_cohort(record.cohort.clone())
         .with_old_store_catching_up(record.old_store_diverged)
+        .with_new_store_behind(record.new_store_diverged)
         .with_old_store_retired(record.finalized_at.is_some());
     let claims = Claims { sender, record };
     let result = apply(&plane, &claims, id, request.op, request.max_record_bytes).await;

@@ -3,6 +3,9 @@
 // finalized record, and no move is possible after it.
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { assertError, assertStatus, kvMigrate, sampleRecord, seedCustomer, startWorker } from "./harness.mjs";
 
@@ -41,6 +44,21 @@ test("the CLI finalizes once an email audit ran in phase 5, and no move is possi
   assertError(await h.request("POST", "/admin/migrate/verify", { token: h.adminToken, body: {} }), 409, "finalized");
   const read = await h.request("GET", "/customer/final_1", { token: h.serviceToken });
   assertStatus(read, 200, "reads go on from CUSTOMER_KV");
+
+  // The working keys: exported by the CLI, then removed; the phase record and the audit stay.
+  const file = join(tmpdir(), `working-keys-${process.pid}.ndjson`);
+  const purged = await kvMigrate(h, ["finalize", "--purge-working-keys", "--export", file, "--yes"]);
+  assert.equal(purged.code, 0, purged.stdout + purged.stderr);
+  assert.match(purged.stdout, /working keys: removed [1-9]\d* of \d+ listed; kept \d+/);
+  const exported = readFileSync(file, "utf8").trim().split("\n").map((line) => JSON.parse(line).key);
+  assert.ok(exported.includes("__migration/emails"), exported.join());
+  const left = (await h.listAll(h.new(), "__migration/")).map((k) => k.name);
+  assert.ok(
+    left.every((name) => name === "__migration/phase" || name.startsWith("__migration/audit/")),
+    left.join(),
+  );
+  assert.ok(left.includes("__migration/phase"));
+  assertStatus(await h.request("GET", "/customer/final_2", { token: h.serviceToken }), 200, "reads after the purge");
 });
 
 test("finalized, the worker runs with OTP_AUTH_KV's binding removed", async () => {

@@ -381,6 +381,7 @@ pub async fn run_requested<S: KvStore, T: ClaimSender>(
     let plane = DataPlane::new(&metered_stores, current.phase, now_ms)
         .with_cohort(current.state.cohort.clone())
         .with_old_store_catching_up(current.state.old_store_diverged)
+        .with_new_store_behind(current.state.new_store_diverged)
         .with_old_store_retired(current.state.finalized_at.is_some());
     let claims = Claims {
         sender: emails,

@@ -322,7 +322,9 @@ async fn keep_preexisting<S: KvStore>(
         .iter()
         .zip(marks)
         .filter_map(|((name, held), mark)| {
-            mark.filter(|m| m.found.held_back() && m.still_holds(held))
+            // A `new_only` key the old store holds now was put there by the migration
+            // (dual writes, a repair): versions decide, as for any key.
+            mark.filter(|m| m.found == inventory::Found::Different && m.still_holds(held))
                 .map(|_| name)
         })
         .collect();

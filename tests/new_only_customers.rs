@@ -333,3 +333,35 @@ fn back_in_phase_0_a_write_to_it_in_both_stores_drops_the_new_stores_copy() {
         "Back in phase 0"
     );
 }
+
+#[test]
+fn a_repair_finishes_a_phase_1_delete_whose_tombstone_failed() {
+    let mut world = inventoried();
+    world.set_phase(Phase::DualWrite);
+    assert_eq!(patch(&world, json!({ "name": "In both stores" })), 200);
+    world.stores.new.fail(Fault::Put("customer_".into()));
+    let path = format!("/customer/{ID}");
+    let failed = world.send("DELETE", &path, Some(&service()), None);
+    world.stores.new.heal();
+    world.now_ms += 60_000; // past the entry's wait
+    let repaired = world.send("POST", "/admin/migrate/repair", Some(&admin()), None);
+    assert_eq!(repaired.status, 200, "{}", repaired.body);
+    if failed.status == 200 {
+        assert_eq!(get(&world, &path).0, 404);
+    }
+    // The journal says the new store missed the delete: the repair finishes it rather
+    // than copying the record back from the store that missed it.
+    assert!(
+        !world.old_has(&format!("customer_{ID}")),
+        "the repair brought the record back ({} on the delete)",
+        failed.status
+    );
+    let tombstone = world.new_value(&format!("customer_{ID}"));
+    assert_eq!(
+        get(&world, &path).0,
+        404,
+        "{} {tombstone:?} {}",
+        failed.body,
+        repaired.body
+    );
+}

@@ -17,7 +17,7 @@ use crate::migration::dataplane::DataPlane;
 use crate::migration::healing::repair::{self, Repaired};
 use crate::migration::state::phase_record::PhaseState;
 use crate::phase::Phase;
-use crate::store::{KvStore, Stores};
+use crate::store::{KvStore, StoreName, Stores};
 use crate::writes::claims::{ClaimSender, Claims};
 use crate::writes::delete_check;
 use crate::writes::memo::{self, Memo, Waiter};
@@ -57,8 +57,12 @@ pub enum CustomerOp {
     },
     Delete,
     /// Makes the stores agree on the customer's record after a journaled write
-    /// (`repair::in_place`), on the object's view of them.
-    Repair,
+    /// (`repair::in_place`), on the object's view of them; `lagging` is the store the
+    /// journal says missed the write, if it says.
+    Repair {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lagging: Option<StoreName>,
+    },
     /// Settles a conflict by an operator's rule (`resolve`), on the object's view of both
     /// stores; with `expect`, only if that view still has the fingerprint the operator saw.
     Settle {
@@ -259,10 +263,11 @@ async fn apply<S: KvStore, T: ClaimSender>(
             customers::delete(plane, claims, id).await?;
             Ok(Written::Deleted)
         }
-        CustomerOp::Repair => {
+        CustomerOp::Repair { lagging } => {
             let key = customer_key(id);
             let phase = plane.phase_for(&key);
-            let outcome = repair::in_place(plane.stores, phase, &key, plane.now_ms).await?;
+            let outcome =
+                repair::in_place(plane.stores, phase, &key, lagging, plane.now_ms).await?;
             Ok(Written::Repaired { repair: outcome })
         }
         CustomerOp::Settle { rule, expect } => Ok(Written::Settled {

@@ -7,7 +7,7 @@
 use crate::domain::{CustomerId, CUSTOMER_PREFIX};
 use crate::migration::healing::repair::{self, Repaired, Repairs};
 use crate::migration::state::phase_record::CurrentPhase;
-use crate::store::{KvStore, StoreError, StoreResult, Stores};
+use crate::store::{KvStore, StoreError, StoreName, StoreResult, Stores};
 use crate::writes::object::{CustomerOp, WriteRequest, Written};
 use crate::writes::Writers;
 
@@ -19,16 +19,17 @@ pub struct ThroughObjects<'a, S, W> {
 }
 
 impl<S: KvStore, W: Writers> Repairs for ThroughObjects<'_, S, W> {
-    async fn repair(&self, key: &str) -> StoreResult<Repaired> {
+    async fn repair(&self, key: &str, lagging: Option<StoreName>) -> StoreResult<Repaired> {
         let customer = key
             .strip_prefix(CUSTOMER_PREFIX)
             .and_then(|raw| CustomerId::parse(raw).ok());
         let Some(id) = customer else {
-            return repair::in_place(self.stores, self.current.phase, key, self.now_ms).await;
+            return repair::in_place(self.stores, self.current.phase, key, lagging, self.now_ms)
+                .await;
         };
         let request = WriteRequest {
             record: self.current.state.clone(),
-            op: CustomerOp::Repair,
+            op: CustomerOp::Repair { lagging },
             // A repair copies what is stored; it writes no record of its own.
             max_record_bytes: usize::MAX,
         };

@@ -72,7 +72,8 @@ pub enum Repaired {
 /// (docs/design.md §12); an email mapping in place ([`in_place`]).
 #[allow(async_fn_in_trait)]
 pub trait Repairs {
-    async fn repair(&self, key: &str) -> StoreResult<Repaired>;
+    /// `lagging`: the store the journal entry says missed the write, if it says.
+    async fn repair(&self, key: &str, lagging: Option<StoreName>) -> StoreResult<Repaired>;
 }
 
 pub async fn drain<S: KvStore, R: Repairs>(
@@ -96,7 +97,11 @@ pub async fn drain<S: KvStore, R: Repairs>(
             continue;
         }
         let key = &entry.name[keys::JOURNAL_PREFIX.len()..];
-        let repaired = repairs.repair(key).await.unwrap_or(Repaired::Deferred);
+        let lagging = journaled.and_then(|e| e.lagging);
+        let repaired = repairs
+            .repair(key, lagging)
+            .await
+            .unwrap_or(Repaired::Deferred);
         let settled = match repaired {
             Repaired::Agreed => true,
             // With reads that are always current, the re-read after the copy suffices.
@@ -121,11 +126,13 @@ pub async fn drain<S: KvStore, R: Repairs>(
     Ok(report)
 }
 
-/// Makes the other store agree with the one serving `key`, reading `stores` as they are.
+/// Makes the other store agree with the one serving `key`, reading `stores` as they are;
+/// `lagging` is the store the journal says missed the write, if it says.
 pub async fn in_place<S: KvStore>(
     stores: &Stores<S>,
     phase: Phase,
     key: &str,
+    lagging: Option<StoreName>,
     now_ms: u64,
 ) -> StoreResult<Repaired> {
     if key.starts_with(EMAIL_PREFIX) {
@@ -137,8 +144,12 @@ pub async fn in_place<S: KvStore>(
         (Some(value), _) => (primary, Some(value)),
         (None, Some(fallback)) => (fallback, stores.get(fallback).get(key).await?),
         // Where reads find a customer only the new store holds (docs/design.md §16), it
-        // is the source: the old store lacking it does not mean it was deleted.
-        (None, None) if inventory::found_only_in_new_store(&stores.new, key).await? => {
+        // is the source: the old store lacking it does not mean it was deleted — unless
+        // the new store is the one that missed the write (a delete whose tombstone failed).
+        (None, None)
+            if lagging != Some(StoreName::New)
+                && inventory::found_only_in_new_store(&stores.new, key).await? =>
+        {
             (StoreName::New, stores.new.get(key).await?)
         }
         (None, None) => (primary, None),

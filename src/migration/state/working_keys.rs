@@ -1,8 +1,9 @@
-//! Removing the migration's working keys once it is finalized (docs/design.md §9,
-//! "Finalizing"): checkpoints, verification and audit runs, journal and fallback
-//! entries, conflict and email-issue entries, the inventory and its marks. Nothing reads
-//! them after the finalize has settled; the phase record and the audit stay. A page per
-//! call, the caller carrying the cursor: a skipped page only leaves keys behind.
+//! Removing the migration's working keys from KV once it is finalized (docs/design.md
+//! §9, "Finalizing"): journal, fallback and read-repair entries, conflict and
+//! email-issue entries, the inventory and its marks, and run state where it is in KV
+//! rather than the coordinator's ledger. Nothing reads them after the finalize has
+//! settled; the phase record and the audit stay. A page per call, the caller carrying
+//! the cursor: a skipped page only leaves keys behind.
 
 use serde::{Deserialize, Serialize};
 

@@ -318,3 +318,133 @@ fn once_finalized_and_settled_the_working_keys_go_and_the_record_and_audit_stay(
     let (status, body) = purge(&world, json!({ "cursor": 7 }));
     assert_eq!(status, 400, "{body}");
 }
+
+/// A migration in phase 5 whose clients deleted `deleted` customers after the backfill,
+/// finalized: their tombstones are in the new store.
+fn finalized_with_tombstones(deleted: usize) -> World {
+    let world = World::in_phase(Phase::Legacy);
+    seed_legacy(&world, 30);
+    for phase in [Phase::DualWrite, Phase::ReadNew, Phase::Backfill] {
+        world.set_phase(phase);
+    }
+    world.run_cron_until_backfill_stops();
+    for i in 0..deleted {
+        let path = format!("/customer/cust_{i:06}");
+        let answer = world.send("DELETE", &path, Some(&service()), None);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    world.set_phase(Phase::NewPrimary);
+    world.set_phase(Phase::Complete);
+    email_audit(&world);
+    assert_eq!(finalize(&world, false).0, 200);
+    world
+}
+
+fn tombstones_in(world: &World) -> Vec<String> {
+    let mut keys: Vec<String> = world
+        .stores
+        .new
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("customer_"))
+        .filter(|k| {
+            world
+                .new_value(k)
+                .is_some_and(|v| v.get("__tombstone").is_some())
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn tombstones_are_purged_only_once_finalized() {
+    let world = World::in_phase(Phase::Complete);
+    let (status, body) = post(&world, "/admin/migrate/finalize/tombstones", json!({}));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "purge_not_allowed");
+    let (status, body) = post(
+        &world,
+        "/admin/migrate/finalize/tombstones",
+        json!({ "dryRun": true, "everything": true }),
+    );
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn once_finalized_the_tombstones_go_page_by_page_and_the_customers_can_come_back() {
+    let purge =
+        |world: &World, body: Value| post(world, "/admin/migrate/finalize/tombstones", body);
+    let world = finalized_with_tombstones(7);
+    let before = tombstones_in(&world);
+    assert_eq!(before.len(), 7, "{before:?}");
+
+    let (status, body) = purge(&world, json!({ "dryRun": true }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["tombstones"].as_u64(), body["removed"].as_u64()),
+        (Some(7), Some(7)),
+        "{body}"
+    );
+    assert_eq!(tombstones_in(&world), before, "a dry run removes nothing");
+
+    world.stores.old.reset_counts();
+    let (mut removed, mut export, mut cursor, mut pages) = (0, String::new(), Value::Null, 0);
+    loop {
+        let (status, body) = purge(&world, json!({ "cursor": cursor, "limit": 4 }));
+        assert_eq!(status, 200, "{body}");
+        assert!(body["listed"].as_u64().unwrap() <= 4, "{body}");
+        removed += body["removed"].as_u64().unwrap();
+        export.push_str(body["export"].as_str().unwrap());
+        pages += 1;
+        if body["complete"] == true {
+            break;
+        }
+        cursor = body["cursor"].clone();
+    }
+    assert_eq!(removed, 7);
+    assert!(pages >= 8, "30 customer keys in pages of 4: {pages}");
+    assert!(tombstones_in(&world).is_empty());
+    let exported: Vec<String> = export
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .inspect(|line| assert!(line["value"].as_str().unwrap().contains("__tombstone")))
+        .map(|line| line["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(exported, before, "the export holds each tombstone removed");
+    let counts = world.stores.old.counts();
+    assert_eq!(
+        (counts.gets, counts.puts, counts.deletes, counts.lists),
+        (0, 0, 0, 0)
+    );
+
+    let gone = world.send("GET", "/customer/cust_000001", Some(&service()), None);
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    let kept = world.send("GET", "/customer/cust_000009", Some(&service()), None);
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    let again = world.send(
+        "POST",
+        "/customer",
+        Some(&service()),
+        Some(json!({ "customerId": "cust_000001", "email": "back@example.com" })),
+    );
+    assert_eq!(again.status, 201, "{}", again.body);
+    let (status, body) = purge(&world, json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["tombstones"].as_u64(), body["removed"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let audit = world.send("GET", "/admin/migrate/audit", Some(&admin()), None);
+    let actions = audit.body.to_string();
+    assert!(actions.contains("tombstones_purge") && actions.contains("tombstones_purged"));
+}
+
+#[test]
+fn once_finalized_a_delete_leaves_no_tombstone() {
+    let world = finalized_with_tombstones(0);
+    let answer = world.send("DELETE", "/customer/cust_000004", Some(&service()), None);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(world.new_value("customer_cust_000004").is_none());
+    assert!(tombstones_in(&world).is_empty());
+}

@@ -287,7 +287,12 @@ impl ReadSizes {
 
 /// Appends the backup line of one value, written straight into the page (a 25 MiB value
 /// is not copied into a line first).
-fn write_line(out: &mut Vec<u8>, key: &str, stored: &StoredValue, expiration: Option<u64>) {
+pub(crate) fn write_line(
+    out: &mut Vec<u8>,
+    key: &str,
+    stored: &StoredValue,
+    expiration: Option<u64>,
+) {
     #[derive(Serialize)]
     struct Line<'a> {
         key: &'a str,

@@ -517,7 +517,9 @@ impl<'a, S: KvStore> DataPlane<'a, S> {
             Change::Remove { key } => {
                 // The `mutant-no-tombstone` build deletes instead, to show the simulation
                 // notices a deleted customer coming back from the old store.
-                let state = if cfg!(feature = "mutant-no-tombstone") {
+                // Once finalized nothing reads the old store, so nothing can bring the
+                // record back: the delete is a delete (docs/design.md §9).
+                let state = if cfg!(feature = "mutant-no-tombstone") || self.old_store_retired {
                     None
                 } else {
                     key_state::removed(store, key, self.now_ms)

@@ -295,17 +295,25 @@ impl Finalize {
     }
 }
 
-/// `POST /admin/migrate/finalize/purge`.
+/// `POST /admin/migrate/finalize/purge` and `…/finalize/tombstones`: a page from the
+/// cursor.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PurgeWorkingKeys {
+pub struct PurgePage {
     dry_run: Option<bool>,
     pub cursor: Option<String>,
+    /// Keys listed at most (the route's page size when absent or larger).
+    limit: Option<u32>,
 }
 
-impl PurgeWorkingKeys {
+impl PurgePage {
     pub fn dry_run(&self) -> bool {
         self.dry_run.unwrap_or(false)
+    }
+
+    /// The page size asked for, within `1..=most`.
+    pub fn limit(&self, most: u32) -> u32 {
+        self.limit.unwrap_or(most).clamp(1, most)
     }
 }
 

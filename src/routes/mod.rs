@@ -108,6 +108,7 @@ pub enum Route {
     PurgeNew,
     Finalize,
     PurgeWorkingKeys,
+    PurgeTombstones,
     Emails,
     EmailIssues,
     Rollback,
@@ -148,6 +149,7 @@ impl Route {
             Route::PurgeNew => "/admin/migrate/purge-new",
             Route::Finalize => "/admin/migrate/finalize",
             Route::PurgeWorkingKeys => "/admin/migrate/finalize/purge",
+            Route::PurgeTombstones => "/admin/migrate/finalize/tombstones",
             Route::Emails => "/admin/migrate/emails",
             Route::EmailIssues => "/admin/migrate/emails/issues",
             Route::Rollback => "/admin/migrate/rollback",
@@ -243,6 +245,7 @@ pub async fn dispatch<S: KvStore, R: PhaseRegister, W: Writers>(
         Route::PurgeNew => purge::run(ctx, request).await,
         Route::Finalize => finalize::run(ctx, request).await,
         Route::PurgeWorkingKeys => finalize::purge_working_keys(ctx, request).await,
+        Route::PurgeTombstones => finalize::purge_tombstones(ctx, request).await,
         Route::Rollback => rollback::run(ctx, request).await,
         Route::Export => backup::export(ctx, request).await,
         Route::Import => backup::import(ctx, request).await,
@@ -363,6 +366,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["admin", "migrate", "finalize", "purge"] => (
             &["POST"],
             (*method == Post).then_some(Route::PurgeWorkingKeys),
+        ),
+        ["admin", "migrate", "finalize", "tombstones"] => (
+            &["POST"],
+            (*method == Post).then_some(Route::PurgeTombstones),
         ),
         ["admin", "migrate", "purge-new"] => {
             (&["POST"], (*method == Post).then_some(Route::PurgeNew))

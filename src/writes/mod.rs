@@ -18,6 +18,7 @@ use crate::error::{Error, Input};
 use crate::migration::checking::resolve::Rule;
 use crate::migration::dataplane::DataPlane;
 use crate::migration::state::phase_record::PhaseState;
+use crate::migration::state::tombstones::Dropped;
 use crate::store::KvStore;
 use claims::ClaimSender;
 use object::{CustomerOp, Reply, Settled, WriteRequest, Written};
@@ -165,6 +166,14 @@ impl<S: KvStore, W: Writers> Writing<'_, S, W> {
     ) -> Result<Settled, Error> {
         match self.send(id, CustomerOp::Settle { rule, expect }).await? {
             Written::Settled { settled } => Ok(settled),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes `id`'s tombstone in its object, once finalized (docs/design.md §9).
+    pub async fn drop_tombstone(&self, id: &CustomerId) -> Result<Dropped, Error> {
+        match self.send(id, CustomerOp::DropTombstone).await? {
+            Written::TombstoneDropped { dropped } => Ok(dropped),
             other => Err(unexpected(&other)),
         }
     }

@@ -16,6 +16,7 @@ use crate::migration::checking::resolve::{self, Chose, Resolution, Rule};
 use crate::migration::dataplane::DataPlane;
 use crate::migration::healing::repair::{self, Repaired};
 use crate::migration::state::phase_record::PhaseState;
+use crate::migration::state::tombstones::{self, Dropped};
 use crate::phase::Phase;
 use crate::store::{KvStore, StoreName, Stores};
 use crate::writes::claims::{ClaimSender, Claims};
@@ -70,6 +71,9 @@ pub enum CustomerOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expect: Option<String>,
     },
+    /// Removes the customer's tombstone once the migration is finalized, if the key still
+    /// holds one (`tombstones::drop_in_object`).
+    DropTombstone,
 }
 
 /// What a settle did with the key.
@@ -112,6 +116,9 @@ pub enum Written {
     },
     Settled {
         settled: Settled,
+    },
+    TombstoneDropped {
+        dropped: Dropped,
     },
 }
 
@@ -273,6 +280,13 @@ async fn apply<S: KvStore, T: ClaimSender>(
         CustomerOp::Settle { rule, expect } => Ok(Written::Settled {
             settled: settle(plane, claims, id, (rule, expect), max_record_bytes).await?,
         }),
+        CustomerOp::DropTombstone => {
+            let retired = plane.old_store_retired;
+            let key = customer_key(id);
+            Ok(Written::TombstoneDropped {
+                dropped: tombstones::drop_in_object(&plane.stores.new, &key, retired).await?,
+            })
+        }
     }
 }
 

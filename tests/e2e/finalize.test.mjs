@@ -15,7 +15,10 @@ before(async () => {
   for (let i = 0; i < 5; i += 1) {
     await seedCustomer(h, ["old", "new"], sampleRecord(`final_${i}`, `final${i}@example.com`));
   }
-  for (const phase of [1, 2, 3, 4, 5]) await h.setPhase(phase);
+  for (const phase of [1, 2, 3]) await h.setPhase(phase);
+  // A customer deleted during the migration leaves a tombstone in CUSTOMER_KV.
+  assertStatus(await h.request("DELETE", "/customer/final_0", { token: h.serviceToken }), 200, "delete");
+  for (const phase of [4, 5]) await h.setPhase(phase);
 });
 after(async () => {
   await h?.stop();
@@ -64,6 +67,30 @@ test("the CLI finalizes once an email audit ran in phase 5, and no move is possi
   );
   assert.ok(left.includes("__migration/phase"));
   assertStatus(await h.request("GET", "/customer/final_2", { token: h.serviceToken }), 200, "reads after the purge");
+
+  // The tombstones: each removed in its customer's object, written to the export first.
+  assert.match(await h.new().get("customer_final_0"), /__tombstone/);
+  const tombstones = join(tmpdir(), `tombstones-${process.pid}.ndjson`);
+  const dry = await kvMigrate(h, ["finalize", "--purge-tombstones", "--export", tombstones, "--dry-run"]);
+  assert.equal(dry.code, 0, dry.stdout + dry.stderr);
+  assert.match(dry.stdout, /tombstones: would remove 1 of 1 found among 5 customer keys/);
+  assert.match(await h.new().get("customer_final_0"), /__tombstone/, "a dry run removes nothing");
+  const cleared = await kvMigrate(h, ["finalize", "--purge-tombstones", "--export", tombstones, "--yes"]);
+  assert.equal(cleared.code, 0, cleared.stdout + cleared.stderr);
+  assert.match(cleared.stdout, /tombstones: removed 1 of 1 found among 5 customer keys/);
+  const lines = readFileSync(tombstones, "utf8").trim().split("\n").map((line) => JSON.parse(line));
+  assert.deepEqual(lines.map((line) => line.key), ["customer_final_0"]);
+  assert.match(lines[0].value, /__tombstone/);
+  assert.equal(await h.new().get("customer_final_0"), null);
+  assertStatus(await h.request("GET", "/customer/final_0", { token: h.serviceToken }), 404, "still deleted");
+  const again = await h.request("POST", "/customer", {
+    token: h.serviceToken,
+    body: { customerId: "final_0", email: "again0@example.com" },
+  });
+  assertStatus(again, 201, "created again after the purge");
+  const deleted = await h.request("DELETE", "/customer/final_0", { token: h.serviceToken });
+  assertStatus(deleted, 200, "delete once finalized");
+  assert.equal(await h.new().get("customer_final_0"), null, "once finalized a delete leaves no tombstone");
 });
 
 test("finalized, the worker runs with OTP_AUTH_KV's binding removed", async () => {

@@ -198,9 +198,15 @@ pub enum Command {
         /// Once finalized and settled: export the migration's working keys (CUSTOMER_KV's
         /// `__migration/`) to the --export file, then remove them; the phase record and
         /// the audit stay. With --dry-run, count them and remove nothing.
-        #[arg(long, requires = "export")]
+        #[arg(long, requires = "export", conflicts_with = "purge_tombstones")]
         purge_working_keys: bool,
-        /// Where --purge-working-keys writes the export first (NDJSON, as `export`).
+        /// Once finalized and settled: remove CUSTOMER_KV's tombstones, each in its
+        /// customer's object, writing each one removed to the --export file. With
+        /// --dry-run, count them and remove nothing.
+        #[arg(long, requires = "export")]
+        purge_tombstones: bool,
+        /// Where --purge-working-keys or --purge-tombstones writes what it removes
+        /// (NDJSON, as `export`; `import` restores it).
         #[arg(long, value_name = "FILE")]
         export: Option<String>,
     },

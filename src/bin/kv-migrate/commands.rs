@@ -15,6 +15,7 @@ use customer_kv_migration::migration::keys::MIGRATION_PREFIX;
 use customer_kv_migration::migration::state::finalize::Finalized;
 use customer_kv_migration::migration::state::purge::Purge;
 use customer_kv_migration::migration::state::rollback::Step;
+use customer_kv_migration::migration::state::tombstones::Purged as PurgedTombstones;
 use customer_kv_migration::migration::state::working_keys::Purged as PurgedWorkingKeys;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -166,7 +167,14 @@ pub fn run(args: Args) -> CommandResult {
             dry_run,
             purge_working_keys: true,
             export: Some(file),
+            ..
         } => purge_working_keys(&client, &out, dry_run, &file),
+        Command::Finalize {
+            dry_run,
+            purge_tombstones: true,
+            export: Some(file),
+            ..
+        } => purge_tombstones(&client, &out, dry_run, &file),
         Command::Finalize { dry_run, .. } => {
             let answer = client
                 .post_json("/admin/migrate/finalize", &json!({ "dryRun": dry_run }))?
@@ -251,6 +259,13 @@ fn needs_confirmation(command: &Command) -> Option<String> {
             ..
         } => Some(
             "Remove the migration's working keys from CUSTOMER_KV (after exporting them); the phase record and the audit stay".into(),
+        ),
+        Command::Finalize {
+            purge_tombstones: true,
+            dry_run: false,
+            ..
+        } => Some(
+            "Remove CUSTOMER_KV's tombstones, each in its customer's object (writing them to the export file)".into(),
         ),
         Command::Finalize { dry_run: false, .. } => Some(
             "Finalize the migration: OTP_AUTH_KV is no longer read or written, and no phase move is possible after".into(),
@@ -612,6 +627,45 @@ fn purge_working_keys(client: &Client, out: &Output, dry_run: bool, file: &str) 
             return Ok(());
         }
         cursor = page.cursor;
+    }
+}
+
+/// Removes CUSTOMER_KV's tombstones page by page once finalized (docs/design.md §9,
+/// "Finalizing"), appending each page's removed tombstones to `file` as export lines; a
+/// dry run writes no file. Exits 1 if any could not be removed, after the totals.
+fn purge_tombstones(client: &Client, out: &Output, dry_run: bool, file: &str) -> CommandResult {
+    let mut sink = match dry_run {
+        true => None,
+        false => Some(
+            std::fs::File::create(file)
+                .map_err(|e| Failure::Other(format!("creating {file}: {e}")))?,
+        ),
+    };
+    let mut total = PurgedTombstones::default();
+    let mut cursor: Option<String> = None;
+    loop {
+        let body = json!({ "dryRun": dry_run, "cursor": cursor });
+        let answer = client
+            .post_json_resumable("/admin/migrate/finalize/tombstones", &body)?
+            .success()?;
+        let page: PurgedTombstones = typed(&answer)?;
+        if let Some(sink) = sink.as_mut() {
+            sink.write_all(page.export.as_bytes())
+                .and_then(|()| sink.flush())
+                .map_err(|e| Failure::Other(format!("writing {file}: {e}")))?;
+        }
+        total.add(&page);
+        if page.complete {
+            break;
+        }
+        cursor = page.cursor;
+    }
+    out.show(&json!(total), &total, render::purged_tombstones);
+    match total.failed {
+        0 => Ok(()),
+        n => Err(Failure::Other(format!(
+            "{n} tombstone(s) could not be removed: run the purge again"
+        ))),
     }
 }
 

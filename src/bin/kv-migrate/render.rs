@@ -9,6 +9,7 @@ use customer_kv_migration::migration::checking::conflicts::{ConflictKind, Confli
 use customer_kv_migration::migration::copying::copy::CopyCounts;
 use customer_kv_migration::migration::state::audit::AuditEntry;
 use customer_kv_migration::migration::state::rollback::{Step, Taken};
+use customer_kv_migration::migration::state::tombstones::Purged as PurgedTombstones;
 use customer_kv_migration::migration::state::working_keys::Purged as PurgedWorkingKeys;
 use customer_kv_migration::migration::KeySample;
 use customer_kv_migration::phase::Phase;
@@ -610,6 +611,29 @@ pub fn purged_working_keys(p: &PurgedWorkingKeys) -> String {
         "working keys: {verb} {} of {} listed; kept {} (the phase record and the audit)\n",
         p.removed, p.listed, p.kept
     )
+}
+
+/// The totals of removing the tombstones after the finalize.
+pub fn purged_tombstones(p: &PurgedTombstones) -> String {
+    let verb = if p.dry_run { "would remove" } else { "removed" };
+    let mut text = format!(
+        "tombstones: {verb} {} of {} found among {} customer keys\n",
+        p.removed, p.tombstones, p.listed
+    );
+    for (count, what) in [
+        (
+            p.recreated,
+            "created again before their turn: the records stay",
+        ),
+        (p.gone, "already gone"),
+        (p.unreachable, "under keys no request can name: left"),
+        (p.failed, "failed: run the purge again"),
+    ] {
+        if count > 0 {
+            text.push_str(&format!("  {count} {what}\n"));
+        }
+    }
+    text
 }
 
 #[cfg(test)]

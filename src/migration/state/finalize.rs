@@ -107,6 +107,31 @@ pub fn unmet(current: &CurrentPhase, facts: &Facts) -> Vec<String> {
     unmet
 }
 
+/// Why what follows the finalize (removing the working keys or the tombstones, named by
+/// `what`) may not run now, if it may not: only once finalized and settled, when no
+/// isolate still serves the record from before (and so reads marks, journal entries,
+/// hints or the old store behind a missing key).
+pub fn settled(
+    current: &CurrentPhase,
+    settle_ms: u64,
+    now_ms: u64,
+    what: &str,
+) -> Result<(), Error> {
+    let Some(finalized_at) = current.state.finalized_at else {
+        return Err(Error::PurgeNotAllowed(format!(
+            "{what} are removed after the migration is finalized (kv-migrate finalize)"
+        )));
+    };
+    let settles_at = finalized_at + settle_ms;
+    if now_ms < settles_at {
+        return Err(Error::PurgeNotAllowed(format!(
+            "the finalize settles in {} ms: isolates may still serve the record from before it",
+            settles_at - now_ms
+        )));
+    }
+    Ok(())
+}
+
 /// What a finalize answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

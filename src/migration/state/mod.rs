@@ -11,4 +11,5 @@ pub mod phase_cache;
 pub mod phase_record;
 pub mod purge;
 pub mod rollback;
+pub mod tombstones;
 pub mod working_keys;

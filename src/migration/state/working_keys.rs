@@ -7,9 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
 use crate::migration::keys::{AUDIT_PREFIX, MIGRATION_PREFIX, PHASE};
-use crate::migration::state::phase_record::CurrentPhase;
 use crate::store::{KvStore, StoreResult};
 
 /// Keys listed per call: at most one delete each, within the 1,000 operations.
@@ -29,26 +27,6 @@ pub struct Purged {
     pub complete: bool,
 }
 
-/// Why the working keys may not be removed now, if they may not: only once finalized and
-/// settled, when no isolate still serves the record from before (and so reads marks,
-/// journal entries or hints).
-pub fn may_purge(current: &CurrentPhase, settle_ms: u64, now_ms: u64) -> Result<(), Error> {
-    let Some(finalized_at) = current.state.finalized_at else {
-        return Err(Error::PurgeNotAllowed(
-            "the working keys are removed after the migration is finalized (kv-migrate finalize)"
-                .into(),
-        ));
-    };
-    let settles_at = finalized_at + settle_ms;
-    if now_ms < settles_at {
-        return Err(Error::PurgeNotAllowed(format!(
-            "the finalize settles in {} ms: isolates may still serve the record from before it",
-            settles_at - now_ms
-        )));
-    }
-    Ok(())
-}
-
 /// Whether `key` outlives the migration: the phase record and the audit.
 fn kept(key: &str) -> bool {
     key == PHASE || key.starts_with(AUDIT_PREFIX)
@@ -58,10 +36,12 @@ fn kept(key: &str) -> bool {
 /// every one but those [`kept`].
 pub async fn page<S: KvStore>(
     new_store: &S,
-    cursor: Option<&str>,
+    (cursor, limit): (Option<&str>, u32),
     dry_run: bool,
 ) -> StoreResult<Purged> {
-    let listed = new_store.list(MIGRATION_PREFIX, cursor, PAGE).await?;
+    let listed = new_store
+        .list(MIGRATION_PREFIX, cursor, limit.min(PAGE))
+        .await?;
     let mut purged = Purged {
         dry_run,
         listed: listed.keys.len() as u64,

@@ -6,14 +6,18 @@
 mod common;
 
 use common::*;
+use customer_kv_migration::error::Error;
 use customer_kv_migration::migration::copying::backfill::{self, Checkpoint};
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{
-    consume, ChunkQueue, Disposition, Fanout, QueueMessage,
+    consume, ChunkQueue, Disposition, Fanout, QueueMessage, TallyAnswer, TallyOp,
+};
+use customer_kv_migration::migration::state::coordinator::{
+    PhaseRegister, RecordOp, RecordOutcome,
 };
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::budget::PLATFORM_OPERATION_CAP;
-use customer_kv_migration::store::Fault;
+use customer_kv_migration::store::{Fault, StoreError, StoreResult};
 
 /// Consumers take this many chunks a batch (wrangler.toml's `max_batch_size`).
 const BATCH: usize = 8;
@@ -420,4 +424,96 @@ fn copies_the_tally_holds_keep_reads_off_the_new_store_until_a_pass_rereads_them
         Some(serde_json::json!({ "phase": 2 })),
     );
     assert_eq!(moved.status, 200, "{}", moved.body);
+}
+
+/// The coordinator as a consumer sees it, counting the tally ops it is sent and failing
+/// `DoneMany` while `refuse_reports` is set.
+struct CountingRegister<'a, R> {
+    inner: &'a R,
+    ops: std::cell::RefCell<Vec<String>>,
+    refuse_reports: std::cell::Cell<bool>,
+}
+
+impl<R: PhaseRegister> PhaseRegister for CountingRegister<'_, R> {
+    async fn apply(&self, op: RecordOp) -> Result<RecordOutcome, Error> {
+        self.inner.apply(op).await
+    }
+
+    async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer> {
+        let name = serde_json::to_value(&op).unwrap()["op"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.ops.borrow_mut().push(name);
+        if self.refuse_reports.get() && matches!(op, TallyOp::DoneMany { .. }) {
+            return Err(StoreError::new("coordinator", "unreachable"));
+        }
+        self.inner.tally(op).await
+    }
+}
+
+/// Consumers report a batch's copies in one request to the coordinator, and a batch
+/// whose report is lost is delivered again and counted once.
+#[test]
+fn a_batch_reports_its_copies_in_one_request_and_a_lost_report_is_delivered_again() {
+    let mut world = world_with_queue(1_600);
+    world.run_cron();
+    let inner = world.register();
+    let register = CountingRegister {
+        inner: &inner,
+        ops: Default::default(),
+        refuse_reports: std::cell::Cell::new(true),
+    };
+    let fanout = Fanout {
+        register: &register,
+        queue: queue(&world),
+    };
+    let settings = (world.config.default_phase, world.config.gate_settings());
+    let take = |world: &World| -> Vec<QueueMessage> {
+        let batch = queue(world).take(BATCH).into_iter().map(|d| d.message);
+        batch
+            .filter(|m| matches!(m, QueueMessage::Chunk(_)))
+            .collect()
+    };
+    let batch = take(&world);
+    assert_eq!(batch.len(), BATCH);
+    let lost = block_on(consume(
+        &world.stores,
+        fanout,
+        settings,
+        &batch,
+        world.now_ms,
+    ));
+    assert!(lost.dispositions.iter().all(|d| *d == Disposition::Retry));
+    assert_eq!((lost.chunks, lost.retried), (0, BATCH));
+    assert_eq!(
+        *register.ops.borrow(),
+        ["admit", "done_many", "attempted"],
+        "one admission, one report, and the copies' writes recorded when it fails"
+    );
+
+    register.refuse_reports.set(false);
+    register.ops.borrow_mut().clear();
+    let again = block_on(consume(
+        &world.stores,
+        fanout,
+        settings,
+        &batch,
+        world.now_ms,
+    ));
+    assert!(again.dispositions.iter().all(|d| *d == Disposition::Ack));
+    assert_eq!(again.chunks, BATCH);
+    assert_eq!(*register.ops.borrow(), ["admit", "done_many"]);
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    assert_eq!(
+        status.body["backfill"]["fanout"]["done"], BATCH,
+        "counted once"
+    );
+
+    world.drain_queue(BATCH);
+    run_to_completion(&mut world);
+    assert_new_mirrors_old(&world);
+    let done = checkpoint(&world);
+    // The 800 copies whose report was lost are found in sync when delivered again.
+    assert_eq!((done.total, done.counts.copied), (3_200, 2_400));
 }

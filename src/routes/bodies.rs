@@ -301,7 +301,7 @@ impl Finalize {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PurgePage {
     dry_run: Option<bool>,
-    pub cursor: Option<String>,
+    cursor: Option<String>,
     /// Keys listed at most (the route's page size when absent or larger).
     limit: Option<u32>,
 }
@@ -309,6 +309,11 @@ pub struct PurgePage {
 impl PurgePage {
     pub fn dry_run(&self) -> bool {
         self.dry_run.unwrap_or(false)
+    }
+
+    /// Where the page starts; an empty cursor is the start, as no cursor is.
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref().filter(|c| !c.is_empty())
     }
 
     /// The page size asked for, within `1..=most`.

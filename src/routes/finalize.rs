@@ -43,12 +43,12 @@ pub async fn purge_working_keys<S: KvStore, R: PhaseRegister, W: Writers>(
     let dry_run = asked.dry_run();
     let settle_ms = ctx.config.settle_ms();
     finalize::settled(ctx.current, settle_ms, ctx.now_ms, "the working keys")?;
-    if asked.cursor.is_none() && !dry_run {
+    if asked.cursor().is_none() && !dry_run {
         // Audited before the first delete: a purge cut off midway still has its record.
         let detail = "the phase record and the audit are kept".to_owned();
         ctx.audit("working_keys_purge", detail, false).await?;
     }
-    let from = (asked.cursor.as_deref(), asked.limit(working_keys::PAGE));
+    let from = (asked.cursor(), asked.limit(working_keys::PAGE));
     let purged = working_keys::page(&ctx.stores.new, from, dry_run).await?;
     if purged.complete && !dry_run {
         let detail = format!("{} working keys removed in the last page", purged.removed);
@@ -65,12 +65,12 @@ pub async fn purge_tombstones<S: KvStore, R: PhaseRegister, W: Writers>(
     let dry_run = asked.dry_run();
     let settle_ms = ctx.config.settle_ms();
     finalize::settled(ctx.current, settle_ms, ctx.now_ms, "tombstones")?;
-    if asked.cursor.is_none() && !dry_run {
+    if asked.cursor().is_none() && !dry_run {
         // Audited before the first removal: a purge cut off midway still has its record.
         let detail = "each removed in its customer's object".to_owned();
         ctx.audit("tombstones_purge", detail, false).await?;
     }
-    let from = (asked.cursor.as_deref(), asked.limit(tombstones::PAGE));
+    let from = (asked.cursor(), asked.limit(tombstones::PAGE));
     let purged = tombstones::page(&ctx.writing(), &ctx.stores.new, from, dry_run).await?;
     if purged.complete && !dry_run {
         let detail = format!(

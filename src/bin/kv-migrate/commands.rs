@@ -603,8 +603,7 @@ fn export_to(
 /// (docs/design.md §9, "Finalizing"); a dry run exports nothing and removes nothing.
 fn purge_working_keys(client: &Client, out: &Output, dry_run: bool, file: &str) -> CommandResult {
     if !dry_run {
-        let mut sink = std::fs::File::create(file)
-            .map_err(|e| Failure::Other(format!("creating {file}: {e}")))?;
+        let mut sink = private_file(file, false)?;
         let scope = (StoreArg::New, MIGRATION_PREFIX, true);
         let keys = export_to(client, scope, &mut sink)?;
         eprintln!("exported {keys} working keys to {file}");
@@ -630,16 +629,32 @@ fn purge_working_keys(client: &Client, out: &Output, dry_run: bool, file: &str) 
     }
 }
 
+/// Opens `file` for an export that names customers: readable by its owner alone, and
+/// appended to or started afresh.
+fn private_file(file: &str, append: bool) -> Result<std::fs::File, Failure> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).write(true);
+    if append {
+        options.append(true);
+    } else {
+        options.truncate(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(file)
+        .map_err(|e| Failure::Other(format!("opening {file}: {e}")))
+}
+
 /// Removes CUSTOMER_KV's tombstones page by page once finalized (docs/design.md §9,
 /// "Finalizing"), appending each page's removed tombstones to `file` as export lines; a
 /// dry run writes no file. Exits 1 if any could not be removed, after the totals.
 fn purge_tombstones(client: &Client, out: &Output, dry_run: bool, file: &str) -> CommandResult {
+    // Appended to, so that running the purge again (after a failure) keeps what the
+    // earlier run removed.
     let mut sink = match dry_run {
         true => None,
-        false => Some(
-            std::fs::File::create(file)
-                .map_err(|e| Failure::Other(format!("creating {file}: {e}")))?,
-        ),
+        false => Some(private_file(file, true)?),
     };
     let mut total = PurgedTombstones::default();
     let mut cursor: Option<String> = None;

@@ -13,9 +13,10 @@ use crate::migration::backup;
 use crate::store::{read_many, KvStore};
 use crate::writes::{Writers, Writing};
 
-/// Keys listed per call at most: a list, a bulk read per 100 keys and a call to the
-/// customer's object per tombstone stay within an invocation's 1,000 subrequests.
-pub const PAGE: u32 = 500;
+/// Keys listed per call at most: a list, one bulk read and a call to the customer's
+/// object per tombstone, one after another, so that a page of tombstones answers well
+/// within a client's timeout and holds at most 100 values in memory.
+pub const PAGE: u32 = 100;
 
 /// What one call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

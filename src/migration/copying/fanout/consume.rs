@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::migration::copying::backfill::{self, RunOptions};
-use crate::migration::copying::copy::{self, CopyCounts, Direction};
+use crate::migration::copying::copy::{self, Direction};
 use crate::migration::copying::fanout::plan::plan;
-use crate::migration::copying::fanout::tally::{Admission, Chunk, Held, TallyOp};
+use crate::migration::copying::fanout::tally::{Admission, Chunk, DoneReport, Held, TallyOp};
 use crate::migration::copying::fanout::{Fanout, QueueMessage};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::gates::{self, GateSettings};
@@ -64,7 +64,8 @@ impl Consumed {
 
 /// What a chunk came to, for the report.
 enum Outcome {
-    Copied(CopyCounts, bool),
+    /// Copied; reported to the tally with the invocation's other copies ([`report_done`]).
+    Copied(DoneReport),
     Stale,
     Parked,
 }
@@ -96,7 +97,7 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
         return report;
     };
     let mut admissions = BTreeMap::new();
-    let mut nudged = Vec::new();
+    let mut copied = Vec::new();
     for message in messages {
         let disposition = match message {
             QueueMessage::Plan { direction } => {
@@ -122,15 +123,8 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
                 };
                 let allowed = may_copy(chunk.direction, &current, timings, now_ms);
                 match step.chunk(chunk, allowed, &mut admissions).await {
-                    Ok(Outcome::Copied(counts, nudge)) => {
-                        if nudge && !nudged.contains(&chunk.direction) {
-                            nudged.push(chunk.direction);
-                        }
-                        report.chunks += 1;
-                        report.written += counts.copied + counts.corrected;
-                        report.skipped += counts.skipped;
-                        report.conflicts += counts.conflicts;
-                        report.errors += counts.errors;
+                    Ok(Outcome::Copied(done)) => {
+                        copied.push((report.dispositions.len(), done));
                         Disposition::Ack
                     }
                     Ok(Outcome::Stale) => {
@@ -147,6 +141,7 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
         };
         report.tick(disposition);
     }
+    let nudged = report_done(fanout, copied, &mut report, now_ms).await;
     if !nudged.is_empty() {
         let plans = nudged
             .into_iter()
@@ -157,6 +152,61 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
     }
     report.operations = budget.used();
     report
+}
+
+/// Reports the chunks copied, one request per direction; a chunk whose report failed is
+/// delivered again (the copy is idempotent), after its writes are recorded if the
+/// coordinator can still be reached. Returns the directions whose planner should run.
+async fn report_done<R: PhaseRegister>(
+    fanout: Fanout<'_, R>,
+    copied: Vec<(usize, DoneReport)>,
+    report: &mut Consumed,
+    now_ms: u64,
+) -> Vec<Direction> {
+    let mut nudged = Vec::new();
+    for direction in [Direction::Forward, Direction::Reverse] {
+        let (indices, reports): (Vec<usize>, Vec<DoneReport>) = copied
+            .iter()
+            .filter(|(_, done)| done.chunk_of.direction == direction)
+            .cloned()
+            .unzip();
+        let Some(first) = reports.first().map(|done| done.chunk_of) else {
+            continue;
+        };
+        let op = TallyOp::DoneMany {
+            reports: reports.clone(),
+            now_ms,
+        };
+        match fanout.tally(op).await {
+            Ok(answer) => {
+                if answer.nudge {
+                    nudged.push(direction);
+                }
+                for done in &reports {
+                    let counts = &done.counts;
+                    report.chunks += 1;
+                    report.written += counts.copied + counts.corrected;
+                    report.skipped += counts.skipped;
+                    report.conflicts += counts.conflicts;
+                    report.errors += counts.errors;
+                }
+            }
+            Err(_) => {
+                // The copies may have written: whichever pass the tally counts must have
+                // a successor that re-reads them (docs/design.md §13).
+                let op = TallyOp::Attempted {
+                    chunk_of: first,
+                    now_ms,
+                };
+                let _ = fanout.tally(op).await;
+                for index in indices {
+                    report.dispositions[index] = Disposition::Retry;
+                    report.retried += 1;
+                }
+            }
+        }
+    }
+    nudged
 }
 
 /// Handles messages that reached the dead-letter queue: a chunk is held as failed, to be
@@ -280,14 +330,11 @@ impl<S: KvStore, R: PhaseRegister> Step<'_, S, R> {
                 return Err(err);
             }
         };
-        let op = TallyOp::Done {
+        Ok(Outcome::Copied(DoneReport {
             chunk_of: chunk.reference(),
             writes: counts.copied + counts.corrected + counts.errors,
-            counts: counts.clone(),
-            now_ms: self.now_ms,
-        };
-        let nudge = self.fanout.tally(op).await?.nudge;
-        Ok(Outcome::Copied(counts, nudge))
+            counts,
+        }))
     }
 
     async fn park(&self, chunk: &Chunk) -> StoreResult<Outcome> {

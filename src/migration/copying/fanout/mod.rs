@@ -18,7 +18,7 @@ use crate::store::StoreResult;
 
 pub use consume::{consume, dead_letters, Consumed, Disposition};
 pub use plan::{plan, with_tally};
-pub use tally::{Chunk, ChunkKey, Held, Tally, TallyAnswer, TallyOp};
+pub use tally::{Chunk, ChunkKey, DoneReport, Held, Tally, TallyAnswer, TallyOp};
 
 /// A message on the backfill queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -182,6 +182,13 @@ pub enum TallyOp {
         writes: u64,
         now_ms: u64,
     },
+    /// The chunks of one direction that one consumer invocation copied, reported
+    /// together: one request to the coordinator per batch rather than per chunk
+    /// (docs/design.md §13).
+    DoneMany {
+        reports: Vec<DoneReport>,
+        now_ms: u64,
+    },
     /// A copy of the chunk failed and is retried: it may have written some of its copies,
     /// which the pass's successor must re-read.
     Attempted {
@@ -208,6 +215,15 @@ pub enum TallyOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_in_flight: Option<u64>,
     },
+}
+
+/// One chunk's report within [`TallyOp::DoneMany`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneReport {
+    pub chunk_of: ChunkRef,
+    pub counts: CopyCounts,
+    /// How many writes the copy made or attempted.
+    pub writes: u64,
 }
 
 /// Which chunk a report is about.
@@ -495,6 +511,27 @@ pub async fn apply<T: TallyStore>(store: &T, op: TallyOp) -> StoreResult<TallyAn
             writes,
             now_ms,
         } => done(store, chunk_of, counts, writes, now_ms).await,
+        TallyOp::DoneMany { reports, now_ms } => {
+            // Each report as if sent alone; the answer is the last one's tally, accepted
+            // and nudging if any report was.
+            let mut answer: Option<TallyAnswer> = None;
+            for report in reports {
+                let one =
+                    done(store, report.chunk_of, report.counts, report.writes, now_ms).await?;
+                answer = Some(match answer {
+                    None => one,
+                    Some(before) => TallyAnswer {
+                        accepted: before.accepted || one.accepted,
+                        nudge: before.nudge || one.nudge,
+                        ..one
+                    },
+                });
+            }
+            match answer {
+                Some(answer) => Ok(answer),
+                None => Ok(TallyAnswer::of(Tally::default(), false)),
+            }
+        }
         TallyOp::Attempted { chunk_of, now_ms } => {
             // Whichever run or pass the tally counts now, it must be followed by one that
             // re-reads what the attempt may have written.

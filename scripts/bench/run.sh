@@ -14,7 +14,7 @@
 #   7. 100,000 legacy keys backfilled through the queue and through the cron, side by side,
 #      every key verified, and what that means for 1M, 10M and 100M keys
 #      (scripts/bench/fanout.mjs).
-# Not part of the test command: timings are not assertions. Takes about 25 minutes and
+# Not part of the test command: timings are not assertions. Takes about 30 minutes and
 # stops by itself (every load run is bounded; the whole workerd part by BENCH_TIME_LIMIT_S).
 #
 # Options: --quick   short runs (1 round of 3 s, 2,000 keys in workerd) to try the harness

@@ -285,7 +285,11 @@ function renderReverse(s) {
   if (!shown) return;
   setBar($("reverse-bar"), $("reverse-percent"), r.percent);
   const vouch = r.vouches ? "it vouches for the old store" : "it does not vouch for the old store yet";
-  $("reverse-summary").textContent = `${r.needed ? "needed" : "not needed"}; ${vouch}. ${progressText(r)}`;
+  const f = r.fanout;
+  const chunks = f
+    ? ` Queue: ${num(f.done)} of ${num(f.queued)} chunks done, ${num(f.inFlight)} in flight, ${num(f.failed)} failed.`
+    : "";
+  $("reverse-summary").textContent = `${r.needed ? "needed" : "not needed"}; ${vouch}. ${progressText(r)}${chunks}`;
 }
 
 function auditDetail(e) {

@@ -158,12 +158,13 @@ impl ProgressView {
         }
     }
 
-    /// The reverse sync: needed while the old store lacks writes made since phase 4.
-    pub fn reverse_sync(current: &CurrentPhase, facts: &Facts) -> Self {
+    /// The reverse sync: needed while the old store lacks writes made since phase 4; with
+    /// its pass's tally when it fans out.
+    pub fn reverse_sync(current: &CurrentPhase, facts: &Facts, tally: Option<&Tally>) -> Self {
         Self {
             needed: Some(current.state.old_store_diverged),
             vouches: Some(facts.gates.reverse_sync_complete),
-            ..Self::of(&facts.reverse_sync)
+            ..Self::of_run(&facts.reverse_sync, tally)
         }
     }
 }
@@ -362,7 +363,11 @@ impl StatusView {
             },
             history,
             backfill: ProgressView::of_run(&facts.checkpoint, status.fanout.as_ref()),
-            reverse_sync: ProgressView::reverse_sync(current, facts),
+            reverse_sync: ProgressView::reverse_sync(
+                current,
+                facts,
+                status.reverse_fanout.as_ref(),
+            ),
             verification_period,
             verification: Verifications {
                 current: status.verification.as_ref().map(VerificationView::of),
@@ -445,14 +450,15 @@ pub struct RollbackView {
 }
 
 impl RollbackView {
-    pub fn of(progress: &RollbackProgress) -> Self {
+    pub fn of(progress: &RollbackProgress, reverse_tally: Option<&Tally>) -> Self {
         let facts = progress.facts.as_ref();
         Self {
             done: progress.done(),
             phase: progress.current.phase,
             target: progress.target,
             steps: progress.steps.clone(),
-            reverse_sync: facts.map(|f| ProgressView::reverse_sync(&progress.current, f)),
+            reverse_sync: facts
+                .map(|f| ProgressView::reverse_sync(&progress.current, f, reverse_tally)),
             next: progress.next.clone(),
             repair_journal: progress.next.as_ref().and(facts).map(|f| f.journal.clone()),
         }

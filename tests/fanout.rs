@@ -7,7 +7,9 @@ mod common;
 
 use common::*;
 use customer_kv_migration::error::Error;
-use customer_kv_migration::migration::copying::backfill::{self, Checkpoint};
+use customer_kv_migration::migration::copying::backfill::{self, Checkpoint, RunOptions};
+use customer_kv_migration::migration::copying::copy::Direction;
+use customer_kv_migration::migration::copying::fanout;
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{
     consume, ChunkQueue, Disposition, Fanout, QueueMessage, TallyAnswer, TallyOp,
@@ -16,6 +18,7 @@ use customer_kv_migration::migration::state::coordinator::{
     PhaseRegister, RecordOp, RecordOutcome,
 };
 use customer_kv_migration::phase::Phase;
+use customer_kv_migration::store::budget::Budget;
 use customer_kv_migration::store::budget::PLATFORM_OPERATION_CAP;
 use customer_kv_migration::store::{Fault, StoreError, StoreResult};
 
@@ -432,6 +435,8 @@ struct CountingRegister<'a, R> {
     inner: &'a R,
     ops: std::cell::RefCell<Vec<String>>,
     refuse_reports: std::cell::Cell<bool>,
+    /// Applies the next `Queue` op, then fails as a lost answer would.
+    lose_queue_answer: std::cell::Cell<bool>,
 }
 
 impl<R: PhaseRegister> PhaseRegister for CountingRegister<'_, R> {
@@ -448,6 +453,10 @@ impl<R: PhaseRegister> PhaseRegister for CountingRegister<'_, R> {
         if self.refuse_reports.get() && matches!(op, TallyOp::DoneMany { .. }) {
             return Err(StoreError::new("coordinator", "unreachable"));
         }
+        if matches!(op, TallyOp::Queue { .. }) && self.lose_queue_answer.replace(false) {
+            self.inner.tally(op).await?;
+            return Err(StoreError::new("coordinator", "the answer was lost"));
+        }
         self.inner.tally(op).await
     }
 }
@@ -463,6 +472,7 @@ fn a_batch_reports_its_copies_in_one_request_and_a_lost_report_is_delivered_agai
         inner: &inner,
         ops: Default::default(),
         refuse_reports: std::cell::Cell::new(true),
+        lose_queue_answer: Default::default(),
     };
     let fanout = Fanout {
         register: &register,
@@ -516,4 +526,159 @@ fn a_batch_reports_its_copies_in_one_request_and_a_lost_report_is_delivered_agai
     let done = checkpoint(&world);
     // The 800 copies whose report was lost are found in sync when delivered again.
     assert_eq!((done.total, done.counts.copied), (3_200, 2_400));
+}
+
+/// A rollback's reverse sync fans out like the backfill: its chunks show in the status
+/// and in the rollback's answer while consumers copy the writes made since phase 4 back
+/// to the old store.
+#[test]
+fn a_fanned_out_reverse_sync_shows_its_chunks_and_copies_phase_4_writes_back() {
+    let post = |world: &World, path: &str, body: serde_json::Value| {
+        world.send("POST", path, Some(&admin()), Some(body))
+    };
+    let mut world = world_with_queue(250);
+    run_to_completion(&mut world);
+    let verified = post(
+        &world,
+        "/admin/migrate/verify",
+        serde_json::json!({ "mode": "full" }),
+    );
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    let moved = post(
+        &world,
+        "/admin/migrate/phase",
+        serde_json::json!({ "phase": 4 }),
+    );
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    for i in 0..5 {
+        let path = format!("/customer/cust_{i:06}");
+        let body = serde_json::json!({ "name": format!("Phase 4 #{i}") });
+        let patched = world.send("PATCH", &path, Some(&service()), Some(body));
+        assert_eq!(patched.status, 200, "{}", patched.body);
+    }
+    assert_ne!(
+        world.stores.old.peek("customer_cust_000000"),
+        world.stores.new.peek("customer_cust_000000"),
+        "phase 4 writes the new store alone"
+    );
+
+    let rollback = |world: &World| {
+        post(
+            world,
+            "/admin/migrate/rollback",
+            serde_json::json!({ "toPhase": 1 }),
+        )
+    };
+    let waiting = rollback(&world);
+    assert_eq!(waiting.status, 409, "{}", waiting.body);
+    world.now_ms += 1;
+    world.run_cron();
+    assert!(
+        queue(&world).waiting() > 0,
+        "the cron planned the reverse sync's chunks"
+    );
+    let status = world.send("GET", "/admin/migrate/status", Some(&admin()), None);
+    let reverse = &status.body["reverseSync"];
+    assert_eq!(reverse["needed"], true, "{reverse}");
+    assert!(
+        reverse["fanout"]["queued"].as_u64().unwrap() > 0,
+        "{reverse}"
+    );
+    assert_eq!(reverse["fanout"]["done"], 0, "{reverse}");
+    world.drain_queue(BATCH);
+    let answer = rollback(&world);
+    assert!(
+        answer.body["rollback"]["reverseSync"]["fanout"]["done"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{}",
+        answer.body
+    );
+
+    let mut done = answer.status == 200;
+    for _ in 0..20 {
+        if done {
+            break;
+        }
+        world.now_ms += 60_000;
+        world.run_cron();
+        world.drain_queue(BATCH);
+        done = rollback(&world).status == 200;
+    }
+    assert!(done, "the rollback to phase 1 finished");
+    for i in 0..5 {
+        let key = format!("customer_cust_{i:06}");
+        assert_eq!(
+            world.stores.old.peek(&key),
+            world.stores.new.peek(&key),
+            "{key}"
+        );
+    }
+}
+
+/// A planner whose reservation of chunk numbers reached the coordinator but whose answer
+/// was lost sends nothing for them; the next planner lists the same page and makes that
+/// reservation again, so no number stays undone and the pass ends.
+#[test]
+fn a_reservation_whose_answer_was_lost_is_made_again_and_the_pass_ends() {
+    let mut world = world_with_queue(450);
+    let inner = world.register();
+    let register = CountingRegister {
+        inner: &inner,
+        ops: Default::default(),
+        refuse_reports: Default::default(),
+        lose_queue_answer: std::cell::Cell::new(true),
+    };
+    let fanout = Fanout {
+        register: &register,
+        queue: queue(&world),
+    };
+    let plan = |now_ms| {
+        let budget = Budget::per_invocation(0);
+        let options = RunOptions::default();
+        block_on(fanout::plan(
+            &world.stores,
+            fanout,
+            &budget,
+            options,
+            now_ms,
+        ))
+    };
+    assert!(
+        plan(world.now_ms).is_err(),
+        "the lost answer fails the planner"
+    );
+    assert_eq!(
+        queue(&world).waiting(),
+        0,
+        "nothing was sent for the lost reservation"
+    );
+    let reserved = block_on(register.tally(TallyOp::Read {
+        direction: Direction::Forward,
+    }))
+    .unwrap()
+    .tally;
+    assert_eq!(
+        reserved.queued, 5,
+        "the coordinator applied the reservation"
+    );
+
+    plan(world.now_ms + 1).unwrap();
+    let tally = block_on(register.tally(TallyOp::Read {
+        direction: Direction::Forward,
+    }))
+    .unwrap()
+    .tally;
+    // The customers' page made again (5 chunks), then the mappings' (5 more): not 15.
+    assert_eq!(
+        tally.queued, 10,
+        "made again, not reserved twice: {tally:?}"
+    );
+    assert_eq!(queue(&world).waiting(), 10);
+    drop(register);
+    world.drain_queue(BATCH);
+    run_to_completion(&mut world);
+    assert_new_mirrors_old(&world);
+    assert_eq!(checkpoint(&world).total, 900);
 }

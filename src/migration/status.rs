@@ -37,6 +37,8 @@ pub struct Status {
     pub recent_audit: Vec<AuditEntry>,
     /// The coordinator's tally of the backfill's pass, when it fans out.
     pub fanout: Option<Tally>,
+    /// The same for the reverse sync's pass.
+    pub reverse_fanout: Option<Tally>,
 }
 
 pub async fn gather<S: KvStore, R: PhaseRegister>(
@@ -64,14 +66,16 @@ pub async fn gather<S: KvStore, R: PhaseRegister>(
             unmet: gates::unmet_gates(&current.state, current.phase, to, &facts.gates),
         })
     };
-    let fanout = if facts.checkpoint.fanned_out {
-        let op = TallyOp::Read {
-            direction: Direction::Forward,
-        };
-        Some(register.tally(op).await?.tally)
-    } else {
-        None
+    let tally_of = |direction, fanned_out| async move {
+        match fanned_out {
+            true => Ok(Some(
+                register.tally(TallyOp::Read { direction }).await?.tally,
+            )),
+            false => StoreResult::Ok(None),
+        }
     };
+    let fanout = tally_of(Direction::Forward, facts.checkpoint.fanned_out).await?;
+    let reverse_fanout = tally_of(Direction::Reverse, facts.reverse_sync.fanned_out).await?;
     // Once finalized no move is possible (docs/design.md §9, "Finalizing").
     let finalized = current.state.finalized_at.is_some();
     let (forward, back, cancel) = match current.cohort_phase() {
@@ -117,5 +121,6 @@ pub async fn gather<S: KvStore, R: PhaseRegister>(
         inventory,
         recent_audit,
         fanout,
+        reverse_fanout,
     })
 }

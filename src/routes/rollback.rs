@@ -9,6 +9,8 @@ use serde_json::json;
 use super::{bodies, Ctx};
 use crate::api::{RollbackAnswer, RollbackView};
 use crate::http::{ApiError, ApiRequest, ApiResponse};
+use crate::migration::copying::copy::Direction;
+use crate::migration::copying::fanout::{Tally, TallyOp};
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::migration::state::rollback::{self, Progress};
 use crate::store::KvStore;
@@ -42,11 +44,25 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
         // This isolate serves its own moves at once; others within the cache lifetime.
         ctx.cache.put(progress.current.clone(), ctx.now_ms);
     }
-    Ok(render(&progress))
+    // A reverse sync that fans out counts in the coordinator until its pass ends.
+    let fanned_out = progress
+        .facts
+        .as_ref()
+        .is_some_and(|f| f.reverse_sync.fanned_out);
+    let tally = match fanned_out {
+        true => {
+            let op = TallyOp::Read {
+                direction: Direction::Reverse,
+            };
+            Some(ctx.register.tally(op).await?.tally)
+        }
+        false => None,
+    };
+    Ok(render(&progress, tally.as_ref()))
 }
 
-fn render(progress: &Progress) -> ApiResponse {
-    let view = RollbackView::of(progress);
+fn render(progress: &Progress, reverse_tally: Option<&Tally>) -> ApiResponse {
+    let view = RollbackView::of(progress, reverse_tally);
     if progress.done() {
         return ApiResponse::ok(json!(RollbackAnswer { rollback: view }));
     }

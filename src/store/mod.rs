@@ -139,6 +139,10 @@ pub async fn read_many<S: KvStore>(
     store: &S,
     keys: &[String],
 ) -> StoreResult<Vec<Option<StoredValue>>> {
+    if keys.is_empty() {
+        // Nothing to ask KV for (an empty chunk, say): not even one operation.
+        return Ok(Vec::new());
+    }
     let mut values = vec![None; keys.len()];
     let mut pending: Vec<Range<usize>> = Vec::new();
     pending.push(0..keys.len());

@@ -2,16 +2,68 @@
 //! run among the clients, the cron and the admins, and the queue misbehaves as
 //! at-least-once delivery allows: batches out of order, a message twice, an
 //! acknowledgement lost (the message comes again), messages that keep failing
-//! dead-lettered. Their copies go through the same faulty stores as everything else.
+//! dead-lettered. Their copies go through the same faulty stores as everything else, and
+//! their ops on the coordinator's tally fail as often, before or after it applies them.
 
+use customer_kv_migration::error::Error;
 use customer_kv_migration::migration::copying::fanout::local::{Delivery, LocalQueue};
 use customer_kv_migration::migration::copying::fanout::{
-    consume, dead_letters, Disposition, QueueMessage,
+    consume, dead_letters, ChunkQueue, Disposition, Fanout, QueueMessage, TallyAnswer, TallyOp,
 };
+use customer_kv_migration::migration::state::coordinator::{
+    LocalRegister, PhaseRegister, RecordOp, RecordOutcome,
+};
+use customer_kv_migration::store::{StoreError, StoreResult};
 
 use super::rng::Rng;
-use super::store::pause;
+use super::store::{pause, Fate, SimKv};
 use super::Sim;
+
+/// The coordinator as consumers reach it: a tally op may fail before the coordinator
+/// applies it, or after (its answer lost), drawn like any store operation's fault.
+struct FaultyRegister<'a> {
+    sim: &'a Sim,
+    inner: LocalRegister<'a, SimKv>,
+}
+
+impl PhaseRegister for FaultyRegister<'_> {
+    async fn apply(&self, op: RecordOp) -> Result<RecordOutcome, Error> {
+        self.inner.apply(op).await
+    }
+
+    async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer> {
+        let name = serde_json::to_value(&op)
+            .ok()
+            .and_then(|v| v["op"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let failed = || Err(StoreError::new("tally", "injected fault"));
+        match self.sim.stores.new.step("tally", &name).await {
+            Fate::Succeed => self.inner.tally(op).await,
+            Fate::FailBefore => failed(),
+            Fate::FailAfter => {
+                let _ = self.inner.tally(op).await;
+                failed()
+            }
+        }
+    }
+}
+
+fn faulty_register(sim: &Sim) -> FaultyRegister<'_> {
+    FaultyRegister {
+        sim,
+        inner: sim.register(),
+    }
+}
+
+fn faulty_fanout<'a>(
+    sim: &'a Sim,
+    register: &'a FaultyRegister<'a>,
+) -> Fanout<'a, FaultyRegister<'a>> {
+    Fanout {
+        register,
+        queue: sim.queue.as_ref().expect("a queue") as &dyn ChunkQueue,
+    }
+}
 
 /// One consumer: `rounds` times, maybe takes a batch and consumes it.
 pub async fn consumer_task(sim: &Sim, task: usize, rounds: usize, mut rng: Rng) {
@@ -36,8 +88,8 @@ pub async fn consumer_task(sim: &Sim, task: usize, rounds: usize, mut rng: Rng) 
         if rng.chance(0.3) {
             let dead: Vec<QueueMessage> =
                 queue.take_dead(4).into_iter().map(|d| d.message).collect();
-            let register = sim.register();
-            let fanout = sim.fanout(&register).expect("a queue");
+            let register = faulty_register(sim);
+            let fanout = faulty_fanout(sim, &register);
             // A dead letter whose tally op failed is simply lost here; the planner never
             // counts its chunk done, which the convergence would show as a stuck pass.
             let _ = dead_letters(fanout, &dead, sim.now()).await;
@@ -71,8 +123,8 @@ fn take_batch(queue: &LocalQueue, rng: &mut Rng) -> Vec<Delivery> {
 }
 
 async fn consume_batch(sim: &Sim, queue: &LocalQueue, batch: Vec<Delivery>, rng: &mut Rng) {
-    let register = sim.register();
-    let fanout = sim.fanout(&register).expect("a queue");
+    let register = faulty_register(sim);
+    let fanout = faulty_fanout(sim, &register);
     let settings = (sim.config.default_phase, sim.config.gate_settings());
     let messages: Vec<QueueMessage> = batch.iter().map(|d| d.message.clone()).collect();
     let dispositions = consume(&sim.stores, fanout, settings, &messages, sim.now())

@@ -238,6 +238,7 @@ async fn queue_page<S: KvStore, R: PhaseRegister>(
             pass: tally.pass,
             expected_queued: tally.queued,
             chunks,
+            first_key: pending.first().map(|k| k.name.clone()),
         };
         let answer = fanout.tally(op).await?;
         if !answer.accepted {
@@ -248,7 +249,8 @@ async fn queue_page<S: KvStore, R: PhaseRegister>(
     let taken = &pending[..(chunks as usize * MAX_BULK_KEYS).min(pending.len())];
     if let Some(answer) = &answer {
         let first_seq = answer.first_seq.unwrap_or(tally.queued);
-        let numbered = (first_seq, now_ms);
+        let reserved = answer.reserved.unwrap_or(chunks);
+        let numbered = (first_seq, reserved, now_ms);
         send_chunks(fanout, direction, tally, numbered, taken).await?;
     }
     if checkpoint.pass == 1 {
@@ -265,17 +267,22 @@ async fn queue_page<S: KvStore, R: PhaseRegister>(
     Ok(Some(answer.map_or_else(|| tally.clone(), |a| a.tally)))
 }
 
-/// Sends the chunks numbered from `first_seq`. Chunks whose sending failed are held as
-/// failed, so they show in the status and `retry-failed` sends them again.
+/// Sends the `reserved` chunks numbered from `first_seq`: the keys' chunks, then empty
+/// ones for numbers a reservation made again holds beyond them. Chunks whose sending
+/// failed are held as failed, so they show in the status and `retry-failed` sends them
+/// again.
 async fn send_chunks<R: PhaseRegister>(
     fanout: Fanout<'_, R>,
     direction: Direction,
     tally: &Tally,
-    (first_seq, now_ms): (u64, u64),
+    (first_seq, reserved, now_ms): (u64, u64, u64),
     keys: &[ListedKey],
 ) -> StoreResult<()> {
+    let padding = std::iter::repeat(&[][..]);
     let chunks: Vec<Chunk> = keys
         .chunks(MAX_BULK_KEYS)
+        .chain(padding)
+        .take(reserved as usize)
         .zip(first_seq..)
         .map(|(keys, seq)| Chunk {
             direction,

@@ -51,6 +51,19 @@ pub struct Tally {
     /// Operator controls, kept across passes.
     pub paused: bool,
     pub max_in_flight: u64,
+    /// The pass's last reservation of sequence numbers, which the planner may make again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reservation: Option<Reservation>,
+}
+
+/// Sequence numbers reserved for the chunks of one listed page (`TallyOp::Queue`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reservation {
+    /// The page's first key: a planner that lists the same page again asks again.
+    pub first_key: String,
+    pub first_seq: u64,
+    pub chunks: u64,
 }
 
 impl Tally {
@@ -155,13 +168,17 @@ pub enum TallyOp {
         absorbed_writes: u64,
     },
     /// Reserves `chunks` sequence numbers, if the planner saw `expected_queued`: a second
-    /// planner must not number other keys the same.
+    /// planner must not number other keys the same. A reservation for the page the
+    /// last one was for (its `first_key`) is that one made again: its answer was lost,
+    /// or its planner stopped before it saved its checkpoint.
     Queue {
         direction: Direction,
         run: u64,
         pass: u32,
         expected_queued: u64,
         chunks: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_key: Option<String>,
     },
     /// The planner listed the pass's last page.
     Listed {
@@ -267,6 +284,10 @@ pub struct TallyAnswer {
     pub accepted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seq: Option<u64>,
+    /// How many numbers from `first_seq` the reservation holds (`Queue`): more than the
+    /// planner asked for when it made a reservation again for a page that shrank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<Admission>,
     /// Chunks to send again (`Release`).
@@ -283,6 +304,7 @@ impl TallyAnswer {
             tally,
             accepted,
             first_seq: None,
+            reserved: None,
             admission: None,
             released: Vec::new(),
             nudge: false,
@@ -464,15 +486,40 @@ pub async fn apply<T: TallyStore>(store: &T, op: TallyOp) -> StoreResult<TallyAn
             pass,
             expected_queued,
             chunks,
+            first_key,
         } => {
             let mut tally = load(store, direction).await?;
-            if !tally.is(run, pass) || tally.queued != expected_queued || tally.listed_all {
+            if !tally.is(run, pass) || tally.listed_all {
                 return Ok(TallyAnswer::of(tally, false));
             }
-            tally.queued += chunks;
+            let again = tally
+                .last_reservation
+                .as_ref()
+                .filter(|last| first_key.as_ref() == Some(&last.first_key))
+                .cloned();
+            let reservation = match again {
+                // The same numbers again, as many as either listing needs: the planner
+                // sends empty chunks for the rest, so none of them stays undone.
+                Some(last) if tally.queued == last.first_seq + last.chunks => Reservation {
+                    chunks: last.chunks.max(chunks),
+                    ..last
+                },
+                _ if tally.queued != expected_queued => {
+                    return Ok(TallyAnswer::of(tally, false));
+                }
+                _ => Reservation {
+                    first_key: first_key.unwrap_or_default(),
+                    first_seq: tally.queued,
+                    chunks,
+                },
+            };
+            tally.queued = reservation.first_seq + reservation.chunks;
+            let (first_seq, reserved) = (reservation.first_seq, reservation.chunks);
+            tally.last_reservation = Some(reservation);
             save(store, direction, &tally).await?;
             let mut answer = TallyAnswer::of(tally, true);
-            answer.first_seq = Some(expected_queued);
+            answer.first_seq = Some(first_seq);
+            answer.reserved = Some(reserved);
             Ok(answer)
         }
         TallyOp::Listed {
@@ -707,4 +754,47 @@ async fn release<T: TallyStore>(
     let mut answer = TallyAnswer::of(tally, true);
     answer.released = released;
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+
+    use super::*;
+
+    fn queue(expected_queued: u64, chunks: u64, first_key: &str) -> TallyOp {
+        TallyOp::Queue {
+            direction: Direction::Forward,
+            run: 1,
+            pass: 1,
+            expected_queued,
+            chunks,
+            first_key: Some(first_key.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_reservation_made_again_keeps_its_numbers_and_never_holds_fewer() {
+        let store = MemoryTally::default();
+        let start = TallyOp::Start {
+            direction: Direction::Forward,
+            run: 1,
+            pass: 1,
+            absorbed_writes: 0,
+        };
+        block_on(apply(&store, start)).unwrap();
+        let first = block_on(apply(&store, queue(0, 3, "customer_a"))).unwrap();
+        assert_eq!((first.first_seq, first.reserved), (Some(0), Some(3)));
+        // The same page again, listed with a key fewer: the same numbers, all three.
+        let again = block_on(apply(&store, queue(3, 2, "customer_a"))).unwrap();
+        assert!(again.accepted);
+        assert_eq!((again.first_seq, again.reserved), (Some(0), Some(3)));
+        assert_eq!(again.tally.queued, 3);
+        // The next page; then the first one can no longer be made again.
+        let next = block_on(apply(&store, queue(3, 2, "customer_m"))).unwrap();
+        assert_eq!((next.first_seq, next.tally.queued), (Some(3), 5));
+        let stale = block_on(apply(&store, queue(3, 3, "customer_a"))).unwrap();
+        assert!(!stale.accepted);
+        assert_eq!(stale.tally.queued, 5);
+    }
 }

@@ -346,7 +346,7 @@ impl Memo for MemoryMemo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use futures::executor::block_on;
 
     use super::*;
@@ -356,7 +356,8 @@ mod tests {
         format!(r#"{{"customerId":"c1","updatedAt":"{updated_at}"}}"#).into_bytes()
     }
 
-    fn clock(now_ms: u64) -> ObjectClock {
+    /// An object's clock at `now_ms`, trusting its memory for 10 s.
+    pub(crate) fn clock(now_ms: u64) -> ObjectClock {
         ObjectClock {
             now_ms,
             trust_ms: 10_000,

@@ -155,19 +155,10 @@ mod tests {
 
     use super::*;
     use crate::store::{MemoryStore, PutOptions, StoreName};
+    use crate::writes::memo::tests::clock;
     use crate::writes::memo::{MemoryMemo, Remembering};
-    use crate::writes::object::ObjectClock;
 
     const KEY: &str = "customer_c1";
-
-    fn clock(now_ms: u64) -> ObjectClock {
-        ObjectClock {
-            now_ms,
-            trust_ms: 10_000,
-            check_after_ms: 0,
-            live_ms: || 0,
-        }
-    }
 
     fn tombstone() -> Vec<u8> {
         Tombstone::bytes("2026-01-01T00:00:00.000Z")

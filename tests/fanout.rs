@@ -618,8 +618,9 @@ fn a_fanned_out_reverse_sync_shows_its_chunks_and_copies_phase_4_writes_back() {
 }
 
 /// A planner whose reservation of chunk numbers reached the coordinator but whose answer
-/// was lost sends nothing for them; the next planner lists the same page and makes that
-/// reservation again, so no number stays undone and the pass ends.
+/// was lost sends nothing for them; the next planner lists the same page (from the same
+/// position, though its keys changed) and makes that reservation again, so no number
+/// stays undone and the pass ends.
 #[test]
 fn a_reservation_whose_answer_was_lost_is_made_again_and_the_pass_ends() {
     let mut world = world_with_queue(450);
@@ -664,6 +665,13 @@ fn a_reservation_whose_answer_was_lost_is_made_again_and_the_pass_ends() {
         "the coordinator applied the reservation"
     );
 
+    // Meanwhile a customer is created whose key sorts first: the page listed again
+    // starts with another key, and is still the page the lost reservation was for.
+    world.stores.old.insert(
+        "customer_aaa",
+        br#"{"customerId":"aaa","updatedAt":"2024-01-01T00:00:00Z"}"#,
+        Default::default(),
+    );
     plan(world.now_ms + 1).unwrap();
     let tally = block_on(register.tally(TallyOp::Read {
         direction: Direction::Forward,
@@ -680,5 +688,5 @@ fn a_reservation_whose_answer_was_lost_is_made_again_and_the_pass_ends() {
     world.drain_queue(BATCH);
     run_to_completion(&mut world);
     assert_new_mirrors_old(&world);
-    assert_eq!(checkpoint(&world).total, 900);
+    assert_eq!(checkpoint(&world).total, 901);
 }

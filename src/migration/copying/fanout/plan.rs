@@ -238,7 +238,8 @@ async fn queue_page<S: KvStore, R: PhaseRegister>(
             pass: tally.pass,
             expected_queued: tally.queued,
             chunks,
-            first_key: pending.first().map(|k| k.name.clone()),
+            page: Some(page_position(checkpoint)),
+            now_ms,
         };
         let answer = fanout.tally(op).await?;
         if !answer.accepted {
@@ -265,6 +266,18 @@ async fn queue_page<S: KvStore, R: PhaseRegister>(
         checkpoint.after_key = taken.last().map(|k| k.name.clone());
     }
     Ok(Some(answer.map_or_else(|| tally.clone(), |a| a.tally)))
+}
+
+/// Where the checkpoint lists its next page from: its stage, the list cursor and the
+/// last key taken of a page begun. Two listings from one position are the same page,
+/// though keys may have come or gone between them.
+fn page_position(checkpoint: &Checkpoint) -> String {
+    format!(
+        "{}\u{0}{}\u{0}{}",
+        checkpoint.stage.prefix(),
+        checkpoint.page_cursor.as_deref().unwrap_or(""),
+        checkpoint.after_key.as_deref().unwrap_or("")
+    )
 }
 
 /// Sends the `reserved` chunks numbered from `first_seq`: the keys' chunks, then empty

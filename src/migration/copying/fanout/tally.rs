@@ -60,8 +60,9 @@ pub struct Tally {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Reservation {
-    /// The page's first key: a planner that lists the same page again asks again.
-    pub first_key: String,
+    /// Where the planner listed the page from (`plan::page_position`): a planner that
+    /// lists from there again asks again, whatever the page holds now.
+    pub page: String,
     pub first_seq: u64,
     pub chunks: u64,
 }
@@ -168,9 +169,9 @@ pub enum TallyOp {
         absorbed_writes: u64,
     },
     /// Reserves `chunks` sequence numbers, if the planner saw `expected_queued`: a second
-    /// planner must not number other keys the same. A reservation for the page the
-    /// last one was for (its `first_key`) is that one made again: its answer was lost,
-    /// or its planner stopped before it saved its checkpoint.
+    /// planner must not number other keys the same. A reservation listed from where the
+    /// last one was (its `page`) is that one made again: its answer was lost, or its
+    /// planner stopped before it saved its checkpoint.
     Queue {
         direction: Direction,
         run: u64,
@@ -178,7 +179,9 @@ pub enum TallyOp {
         expected_queued: u64,
         chunks: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        first_key: Option<String>,
+        page: Option<String>,
+        #[serde(default)]
+        now_ms: u64,
     },
     /// The planner listed the pass's last page.
     Listed {
@@ -486,7 +489,8 @@ pub async fn apply<T: TallyStore>(store: &T, op: TallyOp) -> StoreResult<TallyAn
             pass,
             expected_queued,
             chunks,
-            first_key,
+            page,
+            now_ms,
         } => {
             let mut tally = load(store, direction).await?;
             if !tally.is(run, pass) || tally.listed_all {
@@ -495,20 +499,26 @@ pub async fn apply<T: TallyStore>(store: &T, op: TallyOp) -> StoreResult<TallyAn
             let again = tally
                 .last_reservation
                 .as_ref()
-                .filter(|last| first_key.as_ref() == Some(&last.first_key))
+                .filter(|last| page.as_ref() == Some(&last.page))
                 .cloned();
             let reservation = match again {
                 // The same numbers again, as many as either listing needs: the planner
-                // sends empty chunks for the rest, so none of them stays undone.
-                Some(last) if tally.queued == last.first_seq + last.chunks => Reservation {
-                    chunks: last.chunks.max(chunks),
-                    ..last
-                },
+                // sends empty chunks for the rest, so none of them stays undone. The
+                // first sending may have gone out with keys this listing lacks; an empty
+                // chunk counted done in their place must not end the run, so the pass
+                // counts as having written, and its successor lists every key again.
+                Some(last) if tally.queued == last.first_seq + last.chunks => {
+                    tally.record_writes(1, now_ms);
+                    Reservation {
+                        chunks: last.chunks.max(chunks),
+                        ..last
+                    }
+                }
                 _ if tally.queued != expected_queued => {
                     return Ok(TallyAnswer::of(tally, false));
                 }
                 _ => Reservation {
-                    first_key: first_key.unwrap_or_default(),
+                    page: page.unwrap_or_default(),
                     first_seq: tally.queued,
                     chunks,
                 },
@@ -765,14 +775,15 @@ mod tests {
 
     use super::*;
 
-    fn queue(expected_queued: u64, chunks: u64, first_key: &str) -> TallyOp {
+    fn queue(expected_queued: u64, chunks: u64, page: &str) -> TallyOp {
         TallyOp::Queue {
             direction: Direction::Forward,
             run: 1,
             pass: 1,
             expected_queued,
             chunks,
-            first_key: Some(first_key.to_owned()),
+            page: Some(page.to_owned()),
+            now_ms: 5,
         }
     }
 
@@ -788,11 +799,13 @@ mod tests {
         block_on(apply(&store, start)).unwrap();
         let first = block_on(apply(&store, queue(0, 3, "customer_a"))).unwrap();
         assert_eq!((first.first_seq, first.reserved), (Some(0), Some(3)));
-        // The same page again, listed with a key fewer: the same numbers, all three.
+        assert_eq!(first.tally.writes, 0);
+        // The same page again, listed with a key fewer: the same numbers, all three, and
+        // the pass counts as having written.
         let again = block_on(apply(&store, queue(3, 2, "customer_a"))).unwrap();
         assert!(again.accepted);
         assert_eq!((again.first_seq, again.reserved), (Some(0), Some(3)));
-        assert_eq!(again.tally.queued, 3);
+        assert_eq!((again.tally.queued, again.tally.writes), (3, 1));
         // The next page; then the first one can no longer be made again.
         let next = block_on(apply(&store, queue(3, 2, "customer_m"))).unwrap();
         assert_eq!((next.first_seq, next.tally.queued), (Some(3), 5));

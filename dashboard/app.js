@@ -236,7 +236,10 @@ function renderBackfill(s) {
 
 function verificationText(v) {
   const state = v.complete ? (v.clean ? "clean" : "differences found") : "not complete";
-  return `${v.mode}, ${state}: listed ${num(v.listed)}, values compared ${num(v.valuesCompared)}, missing ${num(v.missing.count)}, mismatched ${num(v.mismatched.count)}, extra ${num(v.extra.count)}`;
+  const chunks = v.fanout
+    ? `; on the queue: ${num(v.fanout.done)} of ${num(v.fanout.queued)} chunks compared${v.fanout.failed.count ? `, ${num(v.fanout.failed.count)} failed (not compared)` : ""}`
+    : "";
+  return `${v.mode}, ${state}: listed ${num(v.listed)}, values compared ${num(v.valuesCompared)}, missing ${num(v.missing.count)}, mismatched ${num(v.mismatched.count)}, extra ${num(v.extra.count)}${chunks}`;
 }
 
 function verificationBlock(title, v) {
@@ -247,7 +250,12 @@ function verificationBlock(title, v) {
     el("h3", {}, `${title} `, badge(v.complete && v.clean, "clean", v.complete ? "differs" : "running")),
     el("p", {}, verificationText(v)),
     el("p", { class: "muted" }, `Started ${when(v.startedAt)}; completed ${when(v.completedAt)}.`),
-    keyList([...v.missing.keys.map((k) => `missing ${k}`), ...v.mismatched.keys.map((k) => `mismatched ${k}`), ...v.extra.keys.map((k) => `extra ${k}`)]),
+    keyList([
+      ...v.missing.keys.map((k) => `missing ${k}`),
+      ...v.mismatched.keys.map((k) => `mismatched ${k}`),
+      ...v.extra.keys.map((k) => `extra ${k}`),
+      ...(v.fanout?.failed.keys ?? []).map((k) => `not compared ${k}`),
+    ]),
   );
 }
 

@@ -228,6 +228,20 @@ pub struct VerificationView {
     pub started_at: u64,
     pub updated_at: u64,
     pub completed_at: Option<u64>,
+    /// Fanned out on the queue: the chunks of values consumers compare.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<VerifyFanoutView>,
+}
+
+/// The chunks of a fanned-out verification (docs/design.md §13).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyFanoutView {
+    pub queued: u64,
+    pub in_flight: u64,
+    pub done: u64,
+    /// Chunks that kept failing: their values were not compared.
+    pub failed: KeysView,
 }
 
 impl VerificationView {
@@ -258,6 +272,15 @@ impl VerificationView {
             started_at: v.started_at,
             updated_at: v.updated_at,
             completed_at: v.completed_at,
+            fanout: v.fanout.as_ref().map(|f| VerifyFanoutView {
+                queued: f.queued,
+                in_flight: f.queued.saturating_sub(f.done + f.failed),
+                done: f.done,
+                failed: KeysView {
+                    count: f.failed,
+                    keys: f.failed_keys.clone(),
+                },
+            }),
         }
     }
 }

@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use customer_kv_migration::error::Error;
+use customer_kv_migration::migration::checking::comparisons::{CompareAnswer, CompareOp};
 use customer_kv_migration::migration::copying::backfill::{self, Checkpoint, RunOptions};
 use customer_kv_migration::migration::copying::copy::Direction;
 use customer_kv_migration::migration::copying::fanout;
@@ -458,6 +459,10 @@ impl<R: PhaseRegister> PhaseRegister for CountingRegister<'_, R> {
             return Err(StoreError::new("coordinator", "the answer was lost"));
         }
         self.inner.tally(op).await
+    }
+
+    async fn compare(&self, op: CompareOp) -> StoreResult<CompareAnswer> {
+        self.inner.compare(op).await
     }
 }
 

@@ -8,6 +8,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 
 use super::kv::WorkersKv;
 use crate::error::Error;
+use crate::migration::checking::comparisons::{self, CompareAnswer, CompareOp};
 use crate::migration::copying::fanout::tally::{self, TallyAnswer, TallyOp, TallyStore};
 use crate::migration::state::coordinator::{
     self, unavailable, PhaseRegister, RecordOp, RecordOutcome, Refusal, Reply,
@@ -25,6 +26,8 @@ const KEPT_RECORD: &str = "phase-record";
 const LEDGER_PATH: &str = "/ledger";
 /// The path of tally ops (docs/design.md §13).
 const TALLY_PATH: &str = "/tally";
+/// The path of a fanned-out verification's ops (docs/design.md §13).
+const COMPARE_PATH: &str = "/compare";
 
 #[durable_object]
 pub struct Coordinator {
@@ -52,6 +55,14 @@ impl DurableObject for Coordinator {
             let _held = self.lock.lock().await;
             let storage = ObjectStorage(self.state.storage());
             return Response::from_json(&tally::apply(&storage, op).await);
+        }
+        if req.path() == COMPARE_PATH {
+            let Ok(op) = req.json::<CompareOp>().await else {
+                return Response::error("not a comparison op", 400);
+            };
+            let _held = self.lock.lock().await;
+            let storage = ObjectStorage(self.state.storage());
+            return Response::from_json(&comparisons::apply(&storage, op).await);
         }
         if req.path() == LEDGER_PATH {
             let Ok(op) = req.json::<LedgerOp>().await else {
@@ -208,6 +219,17 @@ impl PhaseRegister for DoRegister {
         reply.unwrap_or_else(|err| {
             Err(StoreError::new(
                 "tally",
+                format!("the coordinator did not answer: {err}"),
+            ))
+        })
+    }
+
+    async fn compare(&self, op: CompareOp) -> StoreResult<CompareAnswer> {
+        let reply: Result<StoreResult<CompareAnswer>> =
+            super::call_object(&self.env, (BINDING, INSTANCE), COMPARE_PATH, &op).await;
+        reply.unwrap_or_else(|err| {
+            Err(StoreError::new(
+                "comparisons",
                 format!("the coordinator did not answer: {err}"),
             ))
         })

@@ -16,7 +16,7 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
     let asked = request.json_body::<bodies::Verify>()?.into_request()?;
     let verification = verify::run_requested(
         ctx.stores,
-        ctx.register,
+        (ctx.register, ctx.queue),
         ctx.current,
         asked,
         &ctx.caller.subject,

@@ -58,15 +58,21 @@ test("20,000 legacy keys migrate through the queue under live traffic and verify
   assert.ok(progress.counts.scanned < 2.1 * progress.counts.copied, JSON.stringify(progress.counts));
   assert.equal(progress.fanout?.failed ?? 0, 0);
 
+  // The verification fans out too: the calls walk the listings, consumers compare the
+  // values, and a call answers it complete once every chunk is reported.
   let report;
-  for (let requests = 0; requests < 40; requests += 1) {
-    const res = await h.request("POST", "/admin/migrate/verify", { token: h.adminToken, body: { mode: "full" } });
+  for (let requests = 0; requests < 240; requests += 1) {
+    const res = await h.request("POST", "/admin/migrate/verify", { token: h.adminToken, body: { mode: "full", restart: requests === 0 } });
     assert.equal(res.status, 200, res.text);
     report = res.json;
     if (report.complete) break;
+    await new Promise((r) => setTimeout(r, 250));
   }
-  assert.equal(report.complete, true);
+  assert.equal(report.complete, true, JSON.stringify(report));
   assert.equal(report.missing.count + report.mismatched.count + report.extra.count, 0, JSON.stringify(report));
+  assert.ok(report.fanout.queued > 0 && report.fanout.done === report.fanout.queued, JSON.stringify(report.fanout));
+  assert.equal(report.fanout.failed.count, 0);
+  assert.ok(report.valuesCompared >= 19_000, JSON.stringify(report));
   const moved = await h.request("POST", "/admin/migrate/phase", { token: h.adminToken, body: { phase: 4 } });
   assert.equal(moved.status, 200, `gate 3->4: ${moved.text}`);
 
@@ -116,4 +122,8 @@ test("the command-line client throttles, pauses and resumes a fanned-out backfil
   // Nothing left to watch: --watch draws once and exits.
   const watched = await ok("status", "--watch", "--interval", "1");
   assert.match(watched.stdout, /complete/);
+  // The client's verification waits for the consumers that compare the values.
+  const verified = await ok("verify", "--full");
+  assert.match(verified.stdout, /full clean/);
+  assert.match(verified.stdout, /(\d+) of \1 chunks compared/);
 });

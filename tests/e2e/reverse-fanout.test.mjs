@@ -36,10 +36,11 @@ test("a rollback's reverse sync fans out on the queue and copies phase 4's write
   for (let crons = 0; crons < 60; crons += 1) {
     if ((await cronAndConsumers(worker, "backfill")).complete) break;
   }
-  for (let requests = 0; requests < 10; requests += 1) {
+  for (let requests = 0; requests < 240; requests += 1) {
     const res = await h.request("POST", "/admin/migrate/verify", { token: h.adminToken, body: { mode: "full" } });
     assert.equal(res.status, 200, res.text);
     if (res.json.complete) break;
+    await new Promise((r) => setTimeout(r, 250));
   }
   const moved = await h.request("POST", "/admin/migrate/phase", { token: h.adminToken, body: { phase: 4 } });
   assert.equal(moved.status, 200, moved.text);

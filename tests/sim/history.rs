@@ -672,13 +672,37 @@ fn converge_and_check(sim: &Sim) {
             _ => sim.advance_clock(60_000),
         }
     }
-    let report = block_on(sim.send(
+    // Fanned out, a verification completes once consumers compared its values: called
+    // until complete, as the CLI does, with the queue drained in between.
+    let mut body = json!({ "mode": "full", "restart": true });
+    let mut report = block_on(sim.send(
         &cache,
         true,
         "POST",
         "/admin/migrate/verify",
-        Some(json!({ "mode": "full", "restart": true })),
+        Some(body.clone()),
     ));
+    body["restart"] = json!(false);
+    for _ in 0..20 {
+        if report.body["complete"] == true {
+            break;
+        }
+        super::queue::drain(sim);
+        report = block_on(sim.send(
+            &cache,
+            true,
+            "POST",
+            "/admin/migrate/verify",
+            Some(body.clone()),
+        ));
+    }
+    if report.body["complete"] != true {
+        sim.violation(format!(
+            "the final verification did not complete: {}",
+            report.body
+        ));
+        return;
+    }
     if report.body["clean"] != true {
         let gate = block_on(sim.send(
             &cache,

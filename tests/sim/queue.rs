@@ -6,6 +6,7 @@
 //! their ops on the coordinator's tally fail as often, before or after it applies them.
 
 use customer_kv_migration::error::Error;
+use customer_kv_migration::migration::checking::comparisons::{CompareAnswer, CompareOp};
 use customer_kv_migration::migration::copying::fanout::local::{Delivery, LocalQueue};
 use customer_kv_migration::migration::copying::fanout::{
     consume, dead_letters, ChunkQueue, Disposition, Fanout, QueueMessage, TallyAnswer, TallyOp,
@@ -32,20 +33,41 @@ impl PhaseRegister for FaultyRegister<'_> {
     }
 
     async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer> {
-        let name = serde_json::to_value(&op)
-            .ok()
-            .and_then(|v| v["op"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let failed = || Err(StoreError::new("tally", "injected fault"));
-        match self.sim.stores.new.step("tally", &name).await {
+        match self.fate("tally", &op).await {
             Fate::Succeed => self.inner.tally(op).await,
-            Fate::FailBefore => failed(),
+            Fate::FailBefore => injected(),
             Fate::FailAfter => {
                 let _ = self.inner.tally(op).await;
-                failed()
+                injected()
             }
         }
     }
+
+    async fn compare(&self, op: CompareOp) -> StoreResult<CompareAnswer> {
+        match self.fate("compare", &op).await {
+            Fate::Succeed => self.inner.compare(op).await,
+            Fate::FailBefore => injected(),
+            Fate::FailAfter => {
+                let _ = self.inner.compare(op).await;
+                injected()
+            }
+        }
+    }
+}
+
+impl FaultyRegister<'_> {
+    /// The op's fate, drawn like a store operation's and named by its kind.
+    async fn fate(&self, what: &str, op: &impl serde::Serialize) -> Fate {
+        let name = serde_json::to_value(op)
+            .ok()
+            .and_then(|v| v["op"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.sim.stores.new.step(what, &name).await
+    }
+}
+
+fn injected<T>() -> StoreResult<T> {
+    Err(StoreError::new("coordinator", "injected fault"))
 }
 
 fn faulty_register(sim: &Sim) -> FaultyRegister<'_> {

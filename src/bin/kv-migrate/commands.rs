@@ -467,10 +467,23 @@ fn verify(client: &Client, out: &Output, sample: Option<u64>) -> CommandResult {
                 ))
             };
         }
-        out.progress(&format!(
-            "verifying: {} keys listed, {} compared",
-            verification.listed, verification.values_compared
-        ));
+        match &verification.fanout {
+            Some(chunks) => {
+                out.progress(&format!(
+                    "verifying: {} keys listed, {} compared; chunks: {} queued, {} in flight",
+                    verification.listed,
+                    verification.values_compared,
+                    chunks.queued,
+                    chunks.in_flight
+                ));
+                // Consumers compare the values: give them time between calls.
+                sleep(Duration::from_secs(1));
+            }
+            None => out.progress(&format!(
+                "verifying: {} keys listed, {} compared",
+                verification.listed, verification.values_compared
+            )),
+        }
     }
     Err(Failure::Refused("the verification did not finish".into()))
 }

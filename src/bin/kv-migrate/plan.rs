@@ -64,6 +64,7 @@ fn gate_facts(s: &StatusView) -> GateFacts {
                 missing: v.missing.count,
                 mismatched: v.mismatched.count,
                 extra: v.extra.count,
+                uncompared_chunks: v.fanout.as_ref().map_or(0, |f| f.failed.count),
             }),
         reverse_sync_complete: s.reverse_sync.vouches == Some(true),
         reverse_sync_progress: progress(&s.reverse_sync),

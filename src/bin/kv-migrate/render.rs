@@ -198,6 +198,13 @@ fn verification_line(v: Option<&VerificationView>) -> String {
         format!(" (and {} there before the migration)", v.preexisting.count)
     } else {
         String::new()
+    } + &match &v.fanout {
+        Some(f) if f.failed.count > 0 => format!(
+            "; values of {} chunks NOT COMPARED (they kept failing)",
+            f.failed.count
+        ),
+        Some(f) => format!("; {} of {} chunks compared", f.done, f.queued),
+        None => String::new(),
     }
 }
 
@@ -349,6 +356,12 @@ pub fn verification(v: &VerificationView) -> String {
         ("missing", &v.missing.keys),
         ("mismatched", &v.mismatched.keys),
         ("extra", &v.extra.keys),
+        (
+            "not compared",
+            &v.fanout
+                .as_ref()
+                .map_or_else(Vec::new, |f| f.failed.keys.clone()),
+        ),
     ] {
         if !keys.is_empty() {
             out.push(format!("  {kind}: {}", keys.join(", ")));

@@ -2,6 +2,7 @@
 //! before the migration, verification key by key, the audit of the email mappings, and
 //! the conflicts the backfill left for the operator.
 
+pub mod comparisons;
 pub mod conflicts;
 pub mod email_issues;
 pub mod emails;
@@ -9,3 +10,4 @@ pub mod inventory;
 pub mod resolve;
 pub mod settling;
 pub mod verify;
+pub mod verify_fanout;

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::error::Error;
-use crate::migration::checking::inventory;
+use crate::migration::checking::{comparisons, inventory, verify_fanout};
 use crate::migration::copying::backfill;
+use crate::migration::copying::fanout::{ChunkQueue, Fanout};
 use crate::migration::keys;
 use crate::migration::state::coordinator::{PhaseRegister, RecordOp};
 use crate::migration::state::phase_record::CurrentPhase;
@@ -24,7 +25,7 @@ use crate::store::{read_many, KvStore, ListPage, ListedKey, StoreResult, Stores,
 
 const LIST_PAGE: u32 = 1_000;
 /// Keys named per category.
-const SAMPLE_KEYS: usize = 20;
+pub const SAMPLE_KEYS: usize = 20;
 const FAMILIES: [&str; 2] = [CUSTOMER_PREFIX, EMAIL_PREFIX];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +66,22 @@ pub struct Verification {
     pub extra_keys: Vec<String>,
     pub mismatched_keys: Vec<String>,
     pub preexisting_keys: Vec<String>,
+    /// Fanned out on the queue: the chunks of values sent to consumers (docs/design.md
+    /// §13). Complete only once every one is reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<FanoutProgress>,
+}
+
+/// The chunks of a fanned-out verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FanoutProgress {
+    pub queued: u64,
+    pub done: u64,
+    /// Chunks that kept failing: their values were not compared, so the verification is
+    /// not clean.
+    pub failed: u64,
+    pub failed_keys: Vec<String>,
 }
 
 impl Verification {
@@ -78,15 +95,30 @@ impl Verification {
         }
     }
 
-    pub fn complete(&self) -> bool {
+    /// Every key of both listings walked.
+    pub fn listed_all(&self) -> bool {
         self.family >= FAMILIES.len()
     }
 
-    /// Nothing missing, extra or mismatched. While the old store is written (phases 0
-    /// to 3) a key only the new store holds is a write the old store never saw or a
-    /// delete the new store missed, so it counts against the stores being in sync.
+    /// Walked, and every chunk sent to consumers reported or failed.
+    pub fn complete(&self) -> bool {
+        self.listed_all()
+            && self
+                .fanout
+                .as_ref()
+                .is_none_or(|f| f.done + f.failed >= f.queued)
+    }
+
+    /// Nothing missing, extra or mismatched, and every value compared. While the old
+    /// store is written (phases 0 to 3) a key only the new store holds is a write the old
+    /// store never saw or a delete the new store missed, so it counts against the stores
+    /// being in sync.
     pub fn clean(&self) -> bool {
-        self.complete() && self.missing == 0 && self.mismatched == 0 && self.extra == 0
+        self.complete()
+            && self.missing == 0
+            && self.mismatched == 0
+            && self.extra == 0
+            && self.fanout.as_ref().is_none_or(|f| f.failed == 0)
     }
 
     fn note(&mut self, category: Category, key: &str) {
@@ -117,7 +149,7 @@ pub async fn load<S: KvStore>(new_store: &S, key: &str) -> StoreResult<Option<Ve
     stored::get(new_store, key).await
 }
 
-async fn save<S: KvStore>(
+pub(crate) async fn save<S: KvStore>(
     new_store: &S,
     key: &str,
     verification: &Verification,
@@ -172,6 +204,37 @@ struct Pair {
     new: ListedKey,
 }
 
+/// Values to compare, gathered in chunks for consumers rather than read by the walk
+/// (a verification fanned out on the queue).
+#[derive(Debug, Default)]
+pub struct Deferred {
+    pub chunks: Vec<Vec<String>>,
+    /// Chunks to gather at most.
+    pub limit: usize,
+}
+
+impl Deferred {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            chunks: Vec::new(),
+            limit,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.chunks.len() >= self.limit
+    }
+
+    fn push(&mut self, names: Vec<String>) {
+        for name in names {
+            match self.chunks.last_mut() {
+                Some(open) if open.len() < MAX_BULK_KEYS => open.push(name),
+                _ => self.chunks.push(vec![name]),
+            }
+        }
+    }
+}
+
 /// Advances the verification as far as `budget` allows, saving progress after every
 /// batch; `stores` should be metered by `budget`.
 pub async fn advance<S: KvStore>(
@@ -180,8 +243,21 @@ pub async fn advance<S: KvStore>(
     verification: &mut Verification,
     now_ms: u64,
 ) -> StoreResult<()> {
+    walk(stores, budget, verification, now_ms, None).await
+}
+
+/// Walks both listings as far as `budget` allows, comparing values here or, with
+/// `deferred`, gathering them for consumers until it holds its limit of chunks.
+pub async fn walk<S: KvStore>(
+    stores: &Stores<S>,
+    budget: &Budget,
+    verification: &mut Verification,
+    now_ms: u64,
+    mut deferred: Option<&mut Deferred>,
+) -> StoreResult<()> {
+    let room = |deferred: &Option<&mut Deferred>| deferred.as_ref().is_none_or(|d| !d.full());
     // Opening both sides costs two lists; a batch at most two more and three bulk reads.
-    while !verification.complete() && budget.affords(7) {
+    while !verification.listed_all() && budget.affords(7) && room(&deferred) {
         let prefix = FAMILIES[verification.family];
         let through = verification.done_through.clone();
         let mut old = Side::open(
@@ -247,7 +323,7 @@ pub async fn advance<S: KvStore>(
                 verification.listed += 1;
                 last = Some(name);
             }
-            compare_pairs(stores, verification, &pairs).await?;
+            compare_pairs(stores, verification, &pairs, deferred.as_deref_mut()).await?;
             classify_only_new(stores, verification, &only_new).await?;
             if let Some(last) = last {
                 verification.done_through = Some(last);
@@ -260,12 +336,12 @@ pub async fn advance<S: KvStore>(
                 verification.old_cursor = None;
                 verification.new_cursor = None;
                 verification.done_through = None;
-                if verification.complete() {
+                if verification.listed_all() {
                     verification.completed_at = Some(now_ms);
                 }
                 break;
             }
-            if !budget.affords(5) {
+            if !budget.affords(5) || !room(&deferred) {
                 return Ok(());
             }
         }
@@ -279,11 +355,13 @@ fn missing_unless_expired(verification: &mut Verification, old: &ListedKey, now_
     }
 }
 
-/// Compares metadata and expiration of every pair, and the values of the sampled ones.
+/// Compares metadata and expiration of every pair, and the values of the sampled ones
+/// (or hands those to `deferred`).
 async fn compare_pairs<S: KvStore>(
     stores: &Stores<S>,
     verification: &mut Verification,
     pairs: &[Pair],
+    deferred: Option<&mut Deferred>,
 ) -> StoreResult<()> {
     let mut to_read = Vec::new();
     for pair in pairs {
@@ -293,6 +371,10 @@ async fn compare_pairs<S: KvStore>(
             to_read.push(pair.name.clone());
         }
     }
+    if let Some(deferred) = deferred {
+        deferred.push(to_read);
+        return Ok(());
+    }
     if to_read.is_empty() {
         return Ok(());
     }
@@ -300,15 +382,7 @@ async fn compare_pairs<S: KvStore>(
     let new_values = read_many(&stores.new, &to_read).await?;
     for ((name, old), new) in to_read.iter().zip(old_values).zip(new_values) {
         verification.values_compared += 1;
-        let same = match (&old, &new) {
-            (Some(o), Some(n)) => o.bytes == n.bytes,
-            // Deleted from the old store since it was listed: not a difference of the copy.
-            (None, _) => new
-                .as_ref()
-                .is_none_or(|n| Tombstone::is_tombstone(&n.bytes)),
-            (Some(_), None) => false,
-        };
-        if !same {
+        if comparisons::values_differ(&old, &new) {
             verification.note(Category::Mismatched, name);
         }
     }
@@ -425,7 +499,7 @@ pub struct VerifyRequest {
 /// `new_store_diverged` (through the phase record's writer).
 pub async fn run_requested<S: KvStore, R: PhaseRegister>(
     stores: &Stores<S>,
-    register: &R,
+    (register, queue): (&R, Option<&dyn ChunkQueue>),
     current: &CurrentPhase,
     VerifyRequest { requested, restart }: VerifyRequest,
     who: &str,
@@ -444,15 +518,14 @@ pub async fn run_requested<S: KvStore, R: PhaseRegister>(
         }
     };
     let budget = Budget::per_invocation(REQUEST_OVERHEAD_OPS);
-    let verification = run(
-        &metered(stores, &budget),
-        &budget,
-        mode,
-        rate,
-        restart,
-        now_ms,
-    )
-    .await?;
+    let metered = metered(stores, &budget);
+    let verification = match queue {
+        Some(queue) => {
+            let fanout = Fanout { register, queue };
+            verify_fanout::run(&metered, fanout, &budget, (mode, rate), restart, now_ms).await?
+        }
+        None => run(&metered, &budget, mode, rate, restart, now_ms).await?,
+    };
     if current.state.new_store_diverged
         && proves_new_store_caught_up(&verification, current, settle_ms)
     {

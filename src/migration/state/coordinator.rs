@@ -11,6 +11,7 @@ use futures::lock::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::migration::checking::comparisons::{self, CompareAnswer, CompareOp};
 use crate::migration::copying::fanout::tally::{self, MemoryTally, TallyAnswer, TallyOp};
 use crate::migration::state::gates::GateFacts;
 use crate::migration::state::phase_record::{
@@ -88,6 +89,8 @@ pub trait PhaseRegister {
     /// An op on the tally of a fanned-out pass, which the coordinator keeps too
     /// (docs/design.md §13).
     async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer>;
+    /// An op on a verification fanned out on the queue (docs/design.md §13).
+    async fn compare(&self, op: CompareOp) -> StoreResult<CompareAnswer>;
 }
 
 /// What [`apply`] did, and the record as it stands after it.
@@ -272,6 +275,11 @@ impl<S: KvStore> PhaseRegister for LocalRegister<'_, S> {
     async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer> {
         let _held = self.cell.lock.lock().await;
         tally::apply(&self.cell.tally, op).await
+    }
+
+    async fn compare(&self, op: CompareOp) -> StoreResult<CompareAnswer> {
+        let _held = self.cell.lock.lock().await;
+        comparisons::apply(&self.cell.tally, op).await
     }
 
     async fn apply(&self, op: RecordOp) -> Result<RecordOutcome, Error> {

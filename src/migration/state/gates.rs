@@ -60,6 +60,9 @@ pub struct VerificationFacts {
     pub missing: u64,
     pub mismatched: u64,
     pub extra: u64,
+    /// Chunks of a fanned-out verification whose values were never compared.
+    #[serde(default)]
+    pub uncompared_chunks: u64,
 }
 
 /// Every gate a move may have to pass (docs/design.md §7), by the name operators see.
@@ -213,6 +216,13 @@ pub fn unmet_gates(
                 format!(
                     "the last full verification found {} missing, {} mismatched and {} extra keys",
                     v.missing, v.mismatched, v.extra
+                ),
+            )),
+            Some(v) if v.uncompared_chunks > 0 => gates.push(unmet(
+                Gate::VerificationClean,
+                format!(
+                    "the last full verification could not compare the values of {} chunks of keys",
+                    v.uncompared_chunks
                 ),
             )),
             Some(_) => {}
@@ -396,6 +406,7 @@ pub async fn gather<S: KvStore>(
             missing: v.missing,
             mismatched: v.mismatched,
             extra: v.extra,
+            uncompared_chunks: v.fanout.as_ref().map_or(0, |f| f.failed),
         }),
         reverse_sync_complete,
         reverse_sync_progress: progress(&reverse_sync, now_ms),

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::migration::checking::comparisons::{self, CompareChunk, CompareOp, Compared};
 use crate::migration::copying::backfill::{self, RunOptions};
 use crate::migration::copying::copy::{self, Direction};
 use crate::migration::copying::fanout::plan::plan;
@@ -49,6 +50,9 @@ pub struct Consumed {
     pub parked: usize,
     pub retried: usize,
     pub planned: usize,
+    /// Values compared for a fanned-out verification, and those that differ.
+    pub compared: u64,
+    pub differing: u64,
     /// KV operations the invocation made (the platform's cap is 1,000).
     pub operations: u32,
 }
@@ -98,6 +102,7 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
     };
     let mut admissions = BTreeMap::new();
     let mut copied = Vec::new();
+    let mut compared = Vec::new();
     for message in messages {
         let disposition = match message {
             QueueMessage::Plan { direction } => {
@@ -114,6 +119,13 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
                 }
                 Disposition::Ack
             }
+            QueueMessage::Compare(chunk) => match compare(&stores, &budget, chunk).await {
+                Ok(found) => {
+                    compared.push((report.dispositions.len(), found));
+                    Disposition::Ack
+                }
+                Err(_) => Disposition::Retry,
+            },
             QueueMessage::Chunk(chunk) => {
                 let step = Step {
                     stores: &stores,
@@ -141,6 +153,7 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
         };
         report.tick(disposition);
     }
+    report_compared(fanout, compared, &mut report, now_ms).await;
     let nudged = report_done(fanout, copied, &mut report, now_ms).await;
     if !nudged.is_empty() {
         let plans = nudged
@@ -209,6 +222,52 @@ async fn report_done<R: PhaseRegister>(
     nudged
 }
 
+/// Compares one chunk's values, if the invocation's budget still affords its two bulk
+/// reads.
+async fn compare<S: KvStore>(
+    stores: &Stores<S>,
+    budget: &Budget,
+    chunk: &CompareChunk,
+) -> StoreResult<Compared> {
+    if !budget.affords(2) {
+        return Err(crate::store::StoreError::new(
+            "consume",
+            "the invocation's budget is spent; the chunk waits for redelivery",
+        ));
+    }
+    comparisons::compare_chunk(stores, chunk).await
+}
+
+/// Reports the chunks compared in one request; if it fails they are delivered again
+/// (a chunk reported twice counts once).
+async fn report_compared<R: PhaseRegister>(
+    fanout: Fanout<'_, R>,
+    compared: Vec<(usize, Compared)>,
+    report: &mut Consumed,
+    now_ms: u64,
+) {
+    if compared.is_empty() {
+        return;
+    }
+    let (indices, reports): (Vec<usize>, Vec<Compared>) = compared.into_iter().unzip();
+    let (values, differing) = reports.iter().fold((0, 0), |(values, differing), found| {
+        (
+            values + found.compared,
+            differing + found.mismatched.len() as u64,
+        )
+    });
+    let op = CompareOp::Done { reports, now_ms };
+    if fanout.register.compare(op).await.is_ok() {
+        report.compared += values;
+        report.differing += differing;
+        return;
+    }
+    for index in indices {
+        report.dispositions[index] = Disposition::Retry;
+        report.retried += 1;
+    }
+}
+
 /// Handles messages that reached the dead-letter queue: a chunk is held as failed, to be
 /// reported by key and sent again by `retry-failed`.
 pub async fn dead_letters<R: PhaseRegister>(
@@ -220,6 +279,15 @@ pub async fn dead_letters<R: PhaseRegister>(
     for message in messages {
         let disposition = match message {
             QueueMessage::Plan { .. } => Disposition::Ack,
+            QueueMessage::Compare(chunk) => {
+                let op = CompareOp::Failed {
+                    chunk: chunk.clone(),
+                };
+                match fanout.register.compare(op).await {
+                    Ok(_) => Disposition::Ack,
+                    Err(_) => Disposition::Retry,
+                }
+            }
             QueueMessage::Chunk(chunk) => {
                 let op = TallyOp::Hold {
                     why: Held::Failed,

@@ -12,6 +12,7 @@ pub mod tally;
 use futures::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::migration::checking::comparisons::CompareChunk;
 use crate::migration::copying::copy::Direction;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::StoreResult;
@@ -28,6 +29,8 @@ pub enum QueueMessage {
     Chunk(Chunk),
     /// Queue more chunks: the window emptied or a pass finished.
     Plan { direction: Direction },
+    /// Compare these keys' values in both stores (a fanned-out verification).
+    Compare(CompareChunk),
 }
 
 /// Where messages are sent: the queue binding, or a queue in memory in native tests.

@@ -1,0 +1,147 @@
+//! The planner of a verification fanned out on the queue (docs/design.md §13,
+//! "Verification fanned out"): each admin call walks both listings from where the
+//! coordinator's record stands, hands the keys whose values are to be compared to
+//! consumers in chunks, and saves the verification as it stands, consumers' findings
+//! included. Listings cost one operation per 1,000 keys, so one call walks hundreds of
+//! thousands of keys where comparing values itself it walks 45,000.
+
+use crate::migration::checking::comparisons::{
+    CompareChunk, CompareOp, Comparisons, CHUNKS_PER_PLAN,
+};
+use crate::migration::checking::inventory;
+use crate::migration::checking::verify::{self, Deferred, Mode, Verification};
+use crate::migration::copying::fanout::{Fanout, QueueMessage};
+use crate::migration::keys;
+use crate::migration::state::coordinator::PhaseRegister;
+use crate::store::budget::Budget;
+use crate::store::{KvStore, StoreError, StoreResult, Stores};
+
+/// Starts or continues a fanned-out verification within `budget`; `stores` should be
+/// metered by it.
+pub async fn run<S: KvStore, R: PhaseRegister>(
+    stores: &Stores<S>,
+    fanout: Fanout<'_, R>,
+    budget: &Budget,
+    (mode, rate): (Mode, u64),
+    restart: bool,
+    now_ms: u64,
+) -> StoreResult<Verification> {
+    let register = fanout.register;
+    let read = register.compare(CompareOp::Read { now_ms }).await?;
+    // A verification whose completion no call has answered yet is this call's to
+    // answer, though its consumers finished it.
+    let resumable = !restart
+        && !read.comparisons.answered_complete
+        && read
+            .comparisons
+            .walk
+            .as_ref()
+            .is_some_and(|v| v.mode == mode && v.rate == rate.max(1));
+    let mut comparisons = if resumable {
+        resend(fanout, &read.comparisons, read.resend, now_ms).await?;
+        read.comparisons
+    } else {
+        let walk = Verification {
+            consult_marks: inventory::load(&stores.new)
+                .await?
+                .is_some_and(|taken| taken.preexisting() > 0),
+            ..Verification::new(mode, rate, now_ms)
+        };
+        register
+            .compare(CompareOp::Start { walk })
+            .await?
+            .comparisons
+    };
+    let run = comparisons.run().ok_or_else(unstarted)?;
+    loop {
+        let mut walk = comparisons.walk.clone().ok_or_else(unstarted)?;
+        let room = comparisons.room().min(CHUNKS_PER_PLAN as u64) as usize;
+        if walk.listed_all() || room == 0 || !budget.affords(7) {
+            break;
+        }
+        let mut deferred = Deferred::new(room);
+        verify::walk(stores, budget, &mut walk, now_ms, Some(&mut deferred)).await?;
+        let chunks = deferred.chunks;
+        let op = CompareOp::Plan {
+            run,
+            version: comparisons.version,
+            walk,
+            chunks: chunks.clone(),
+            now_ms,
+        };
+        let planned = register.compare(op).await?;
+        comparisons = planned.comparisons;
+        let (true, Some(first_seq)) = (planned.accepted, planned.first_seq) else {
+            // Another call advanced the walk since this one read it: it answers with the
+            // verification as that call left it.
+            break;
+        };
+        let sent: Vec<CompareChunk> = (first_seq..)
+            .zip(chunks)
+            .map(|(seq, keys)| CompareChunk { run, seq, keys })
+            .collect();
+        send(fanout, run, sent).await?;
+    }
+    let verification = comparisons.verification().ok_or_else(unstarted)?;
+    verify::save(&stores.new, keys::VERIFICATION, &verification).await?;
+    if verification.complete() {
+        if verification.mode == Mode::Full {
+            verify::save(&stores.new, keys::LAST_FULL_VERIFICATION, &verification).await?;
+        }
+        register
+            .compare(CompareOp::AnsweredComplete { run })
+            .await?;
+    }
+    Ok(verification)
+}
+
+fn unstarted() -> StoreError {
+    StoreError::new("verify", "the coordinator holds no verification")
+}
+
+/// Sends chunks; if that fails they are marked unsent, so the next call sends them.
+async fn send<R: PhaseRegister>(
+    fanout: Fanout<'_, R>,
+    run: u64,
+    chunks: Vec<CompareChunk>,
+) -> StoreResult<()> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let seqs = chunks.iter().map(|chunk| chunk.seq).collect();
+    let messages = chunks.into_iter().map(QueueMessage::Compare).collect();
+    if let Err(err) = fanout.queue.send(messages).await {
+        let op = CompareOp::Sent {
+            run,
+            seqs,
+            sent_at: 0,
+        };
+        // If this fails too, the chunks are sent again once they are overdue.
+        let _ = fanout.register.compare(op).await;
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Sends again the chunks whose sending or report was lost, and notes when.
+async fn resend<R: PhaseRegister>(
+    fanout: Fanout<'_, R>,
+    comparisons: &Comparisons,
+    overdue: Vec<CompareChunk>,
+    now_ms: u64,
+) -> StoreResult<()> {
+    let Some(run) = comparisons.run() else {
+        return Ok(());
+    };
+    if overdue.is_empty() {
+        return Ok(());
+    }
+    let seqs = overdue.iter().map(|chunk| chunk.seq).collect();
+    send(fanout, run, overdue).await?;
+    let op = CompareOp::Sent {
+        run,
+        seqs,
+        sent_at: now_ms,
+    };
+    fanout.register.compare(op).await.map(|_| ())
+}

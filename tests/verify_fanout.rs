@@ -7,8 +7,9 @@
 mod common;
 
 use common::*;
+use customer_kv_migration::error::Error;
 use customer_kv_migration::migration::checking::comparisons::{
-    CompareChunk, CompareOp, RESEND_AFTER_MS,
+    CompareAnswer, CompareChunk, CompareOp, RESEND_AFTER_MS,
 };
 use customer_kv_migration::migration::checking::verify::Mode;
 use customer_kv_migration::migration::checking::verify_fanout;
@@ -17,7 +18,10 @@ use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{
     consume, dead_letters, ChunkQueue, Fanout, QueueMessage,
 };
-use customer_kv_migration::migration::state::coordinator::PhaseRegister;
+use customer_kv_migration::migration::copying::fanout::{TallyAnswer, TallyOp};
+use customer_kv_migration::migration::state::coordinator::{
+    PhaseRegister, RecordOp, RecordOutcome,
+};
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::budget::{metered, Budget, PLATFORM_OPERATION_CAP};
 use customer_kv_migration::store::{PutOptions, StoreError, StoreResult};
@@ -205,6 +209,67 @@ fn chunks_whose_sending_failed_are_sent_at_the_next_call() {
     // The next call sends what the first could not, and walks on.
     let report = plan_with(&world, queue(&world), false).unwrap();
     assert_eq!(report["fanout"]["queued"], 6, "{report}");
+    assert_eq!(compare_chunks_waiting(&world), 6);
+    world.drain_queue(BATCH);
+    let report = verify(&world, false);
+    assert_eq!(report["clean"], true, "{report}");
+    assert_eq!(report["valuesCompared"], 600);
+}
+
+/// The coordinator, losing the answer to the first plan it applies.
+struct LosesAPlansAnswer<'a, R> {
+    inner: &'a R,
+    lost: std::cell::Cell<bool>,
+}
+
+impl<R: PhaseRegister> PhaseRegister for LosesAPlansAnswer<'_, R> {
+    async fn apply(&self, op: RecordOp) -> Result<RecordOutcome, Error> {
+        self.inner.apply(op).await
+    }
+
+    async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer> {
+        self.inner.tally(op).await
+    }
+
+    async fn compare(&self, op: CompareOp) -> StoreResult<CompareAnswer> {
+        let plan = matches!(op, CompareOp::Plan { .. });
+        let answer = self.inner.compare(op).await?;
+        if plan && !self.lost.replace(true) {
+            return Err(StoreError::new("coordinator", "the answer was lost"));
+        }
+        Ok(answer)
+    }
+}
+
+#[test]
+fn chunks_of_a_plan_whose_answer_was_lost_are_sent_once_overdue() {
+    let mut world = backfilled_through_the_queue(300);
+    let inner = world.register();
+    let register = LosesAPlansAnswer {
+        inner: &inner,
+        lost: std::cell::Cell::new(false),
+    };
+    let fanout = Fanout {
+        register: &register,
+        queue: queue(&world),
+    };
+    let budget = Budget::new(PLATFORM_OPERATION_CAP);
+    let stores = metered(&world.stores, &budget);
+    let plan = verify_fanout::run(
+        &stores,
+        fanout,
+        &budget,
+        (Mode::Full, 1),
+        true,
+        world.now_ms,
+    );
+    assert!(block_on(plan).is_err());
+    assert_eq!(compare_chunks_waiting(&world), 0, "nothing was sent");
+    let waiting = verify(&world, false);
+    assert_eq!(waiting["fanout"]["inFlight"], 6, "{waiting}");
+    assert_eq!(compare_chunks_waiting(&world), 0, "not overdue yet");
+    world.now_ms += RESEND_AFTER_MS;
+    verify(&world, false);
     assert_eq!(compare_chunks_waiting(&world), 6);
     world.drain_queue(BATCH);
     let report = verify(&world, false);

@@ -128,11 +128,12 @@ impl Coordinator {
     }
 }
 
-/// The tally's entries in the object's storage, under `tally/…`.
+/// The object's storage as the tally (`tally/…`) and a fanned-out verification
+/// (`compare/…`) keep their entries in it.
 struct ObjectStorage(worker::Storage);
 
 fn storage_failed(err: worker::Error) -> StoreError {
-    StoreError::new("tally", err.to_string())
+    StoreError::new("coordinator storage", err.to_string())
 }
 
 impl TallyStore for ObjectStorage {

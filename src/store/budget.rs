@@ -40,6 +40,12 @@ impl Budget {
         self.limit.saturating_sub(self.used.get())
     }
 
+    /// Charges `operations` spent outside the metered stores (requests to a Durable
+    /// Object or a queue, which count against the invocation's subrequests too).
+    pub fn charge(&self, operations: u32) {
+        self.used.set(self.used.get().saturating_add(operations));
+    }
+
     /// Whether `operations` more fit while keeping the bookkeeping reserve.
     pub fn affords(&self, operations: u32) -> bool {
         self.remaining() >= operations + BOOKKEEPING_RESERVE

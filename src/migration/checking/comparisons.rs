@@ -2,9 +2,9 @@
 //! out"): the planner walks both listings and sends the keys whose values are to be
 //! compared, in chunks, to consumers; the coordinator keeps the walk and what the
 //! consumers found. Every op is applied one at a time under the coordinator's lock
-//! ([`apply`]), so concurrent consumers cannot lose a report and two planners cannot
-//! both advance the walk. A chunk stays stored until a consumer reports it, so one whose
-//! sending was lost is sent again, and one reported twice counts once.
+//! ([`apply`]), so concurrent consumers' reports are each counted and two planners
+//! cannot both advance the walk. A chunk stays stored until a consumer reports it, so one
+//! whose sending was lost is sent again, and one reported twice counts once.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,19 +13,25 @@ use crate::migration::checking::verify::{FanoutProgress, Verification, SAMPLE_KE
 use crate::migration::copying::fanout::tally::TallyStore;
 use crate::store::{read_many, KvStore, StoreError, StoreResult, StoredValue, Stores};
 
-/// Chunks sent and not yet reported, at most: bounds the coordinator's storage and what
-/// a restart leaves on the queue.
-pub const WINDOW: u64 = 1_000;
+/// Chunks sent and not yet reported, at most: bounds the coordinator's storage of them
+/// and what a restart leaves on the queue. Below the 1,000 entries one storage listing
+/// returns, so [`CompareOp::Read`] sees every one (a plan may overshoot by a chunk).
+pub const WINDOW: u64 = 900;
 /// Chunks one plan commits (its request to the coordinator carries their keys).
 pub const CHUNKS_PER_PLAN: usize = 100;
 /// A chunk not reported this long after it was sent is sent again: its sending or its
 /// report was lost.
 pub const RESEND_AFTER_MS: u64 = 5 * 60_000;
 /// Chunks sent again per planner call.
-const RESEND_LIMIT: u32 = 100;
+const RESEND_LIMIT: usize = 100;
+/// What one storage listing returns at most.
+const LISTING_CAP: u32 = 1_000;
 
 const STATE_KEY: &str = "compare/state";
-const CHUNK_PREFIX: &str = "compare/chunk/";
+/// Chunks sent and not yet reported.
+const SENT_PREFIX: &str = "compare/chunk/";
+/// Chunks that kept failing, kept so a late report still counts.
+const FAILED_PREFIX: &str = "compare/failed/";
 
 /// The coordinator's record of the verification in progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,10 +86,12 @@ impl Comparisons {
             failed: self.failed,
             failed_keys: self.failed_keys.clone(),
         });
-        merged.completed_at = match merged.completed_at {
-            Some(listed) if self.pending() == 0 => Some(listed.max(self.last_done_at.unwrap_or(0))),
-            _ => None,
-        };
+        // Complete once every chunk is reported; dated by the end of the listing, which
+        // is what the gates compare with the backfill's end (the values are compared
+        // later, never earlier).
+        if self.pending() > 0 {
+            merged.completed_at = None;
+        }
         if let Some(done_at) = self.last_done_at {
             merged.updated_at = merged.updated_at.max(done_at);
         }
@@ -112,12 +120,10 @@ pub struct Compared {
 /// A chunk the coordinator keeps until it is reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Pending {
+struct StoredChunk {
     keys: Vec<String>,
     /// When it was last sent; 0 if its sending failed.
     sent_at: u64,
-    #[serde(default)]
-    failed: bool,
 }
 
 /// One op on the comparisons, as it travels to the coordinator.
@@ -181,9 +187,15 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::new("comparisons", format!("the {what} is unreadable"))
 }
 
-fn chunk_key(seq: u64) -> String {
+fn chunk_key(prefix: &str, seq: u64) -> String {
     // Zero-padded so entries list in sequence order.
-    format!("{CHUNK_PREFIX}{seq:020}")
+    format!("{prefix}{seq:020}")
+}
+
+fn seq_of(prefix: &str, key: &str) -> StoreResult<u64> {
+    key[prefix.len()..]
+        .parse()
+        .map_err(|_| corrupt("stored chunk's number"))
 }
 
 async fn load<T: TallyStore>(store: &T) -> StoreResult<Comparisons> {
@@ -198,8 +210,12 @@ async fn save<T: TallyStore>(store: &T, comparisons: &Comparisons) -> StoreResul
     store.put(STATE_KEY, text).await
 }
 
-async fn pending<T: TallyStore>(store: &T, seq: u64) -> StoreResult<Option<Pending>> {
-    match store.get(&chunk_key(seq)).await? {
+async fn stored_chunk<T: TallyStore>(
+    store: &T,
+    prefix: &str,
+    seq: u64,
+) -> StoreResult<Option<StoredChunk>> {
+    match store.get(&chunk_key(prefix, seq)).await? {
         None => Ok(None),
         Some(text) => serde_json::from_str(&text)
             .map(Some)
@@ -207,18 +223,45 @@ async fn pending<T: TallyStore>(store: &T, seq: u64) -> StoreResult<Option<Pendi
     }
 }
 
-async fn keep<T: TallyStore>(store: &T, seq: u64, chunk: &Pending) -> StoreResult<()> {
+async fn keep<T: TallyStore>(
+    store: &T,
+    prefix: &str,
+    seq: u64,
+    chunk: &StoredChunk,
+) -> StoreResult<()> {
     let text = serde_json::to_string(chunk).map_err(|_| corrupt("stored chunk"))?;
-    store.put(&chunk_key(seq), text).await
+    store.put(&chunk_key(prefix, seq), text).await
+}
+
+async fn forget_all<T: TallyStore>(store: &T, prefix: &str) -> StoreResult<()> {
+    loop {
+        let stored = store.list(prefix, 128).await?;
+        if stored.is_empty() {
+            return Ok(());
+        }
+        for (key, _) in stored {
+            store.delete(&key).await?;
+        }
+    }
+}
+
+fn note_keys(samples: &mut Vec<String>, keys: impl IntoIterator<Item = String>) {
+    let room = SAMPLE_KEYS.saturating_sub(samples.len());
+    samples.extend(keys.into_iter().take(room));
 }
 
 /// Applies `op`. The caller holds the coordinator's lock.
+///
+/// An op writes its chunk's entry before the record, so an op that fails between the two
+/// leaves the record counting a chunk whose entry is gone, never a chunk counted twice;
+/// [`CompareOp::Read`] finds such chunks and holds them as failed (see [`reconcile`]).
 pub async fn apply<T: TallyStore>(store: &T, op: CompareOp) -> StoreResult<CompareAnswer> {
     let mut comparisons = load(store).await?;
     match op {
         CompareOp::Read { now_ms } => {
+            let due = reconcile(store, &mut comparisons, now_ms).await?;
             let mut answer = CompareAnswer::of(comparisons, true);
-            answer.resend = due(store, &answer.comparisons, now_ms).await?;
+            answer.resend = due;
             Ok(answer)
         }
         CompareOp::Start { mut walk } => {
@@ -227,15 +270,8 @@ pub async fn apply<T: TallyStore>(store: &T, op: CompareOp) -> StoreResult<Compa
             if let Some(last) = comparisons.run() {
                 walk.started_at = walk.started_at.max(last + 1);
             }
-            loop {
-                let stored = store.list(CHUNK_PREFIX, 128).await?;
-                if stored.is_empty() {
-                    break;
-                }
-                for (key, _) in stored {
-                    store.delete(&key).await?;
-                }
-            }
+            forget_all(store, SENT_PREFIX).await?;
+            forget_all(store, FAILED_PREFIX).await?;
             let comparisons = Comparisons {
                 walk: Some(walk),
                 version: comparisons.version + 1,
@@ -256,17 +292,11 @@ pub async fn apply<T: TallyStore>(store: &T, op: CompareOp) -> StoreResult<Compa
             }
             let first_seq = comparisons.queued;
             for (seq, keys) in (first_seq..).zip(chunks) {
-                let sent_at = now_ms;
-                keep(
-                    store,
-                    seq,
-                    &Pending {
-                        keys,
-                        sent_at,
-                        failed: false,
-                    },
-                )
-                .await?;
+                let chunk = StoredChunk {
+                    keys,
+                    sent_at: now_ms,
+                };
+                keep(store, SENT_PREFIX, seq, &chunk).await?;
                 comparisons.queued = seq + 1;
             }
             comparisons.walk = Some(walk);
@@ -281,9 +311,9 @@ pub async fn apply<T: TallyStore>(store: &T, op: CompareOp) -> StoreResult<Compa
                 return Ok(CompareAnswer::of(comparisons, false));
             }
             for seq in seqs {
-                if let Some(mut chunk) = pending(store, seq).await? {
+                if let Some(mut chunk) = stored_chunk(store, SENT_PREFIX, seq).await? {
                     chunk.sent_at = sent_at;
-                    keep(store, seq, &chunk).await?;
+                    keep(store, SENT_PREFIX, seq, &chunk).await?;
                 }
             }
             Ok(CompareAnswer::of(comparisons, true))
@@ -294,21 +324,26 @@ pub async fn apply<T: TallyStore>(store: &T, op: CompareOp) -> StoreResult<Compa
                 if comparisons.run() != Some(report.run) {
                     continue;
                 }
-                // Reported before (a message delivered twice): it counts once.
-                let Some(chunk) = pending(store, report.seq).await? else {
-                    continue;
-                };
-                store.delete(&chunk_key(report.seq)).await?;
-                if chunk.failed {
+                if stored_chunk(store, SENT_PREFIX, report.seq)
+                    .await?
+                    .is_some()
+                {
+                    store.delete(&chunk_key(SENT_PREFIX, report.seq)).await?;
+                } else if let Some(failed) = stored_chunk(store, FAILED_PREFIX, report.seq).await? {
+                    // Compared after all, by a delivery that outlived the dead letter.
+                    store.delete(&chunk_key(FAILED_PREFIX, report.seq)).await?;
                     comparisons.failed = comparisons.failed.saturating_sub(1);
+                    comparisons
+                        .failed_keys
+                        .retain(|key| !failed.keys.contains(key));
+                } else {
+                    // Reported before (a message delivered twice): it counts once.
+                    continue;
                 }
                 comparisons.done += 1;
                 comparisons.values_compared += report.compared;
                 comparisons.mismatched += report.mismatched.len() as u64;
-                let room = SAMPLE_KEYS.saturating_sub(comparisons.mismatched_keys.len());
-                comparisons
-                    .mismatched_keys
-                    .extend(report.mismatched.into_iter().take(room));
+                note_keys(&mut comparisons.mismatched_keys, report.mismatched);
                 comparisons.last_done_at = Some(comparisons.last_done_at.unwrap_or(0).max(now_ms));
                 accepted = true;
             }
@@ -318,7 +353,9 @@ pub async fn apply<T: TallyStore>(store: &T, op: CompareOp) -> StoreResult<Compa
             Ok(CompareAnswer::of(comparisons, accepted))
         }
         CompareOp::AnsweredComplete { run } => {
-            if comparisons.run() != Some(run) {
+            // Only the first answer counts: that call alone saves the verification where
+            // the gates read it.
+            if comparisons.run() != Some(run) || comparisons.answered_complete {
                 return Ok(CompareAnswer::of(comparisons, false));
             }
             comparisons.answered_complete = true;
@@ -329,64 +366,60 @@ pub async fn apply<T: TallyStore>(store: &T, op: CompareOp) -> StoreResult<Compa
             if comparisons.run() != Some(chunk.run) {
                 return Ok(CompareAnswer::of(comparisons, false));
             }
-            let Some(mut stored) = pending(store, chunk.seq).await? else {
+            let Some(stored) = stored_chunk(store, SENT_PREFIX, chunk.seq).await? else {
                 return Ok(CompareAnswer::of(comparisons, false));
             };
-            if stored.failed {
-                return Ok(CompareAnswer::of(comparisons, false));
-            }
-            stored.failed = true;
-            keep(store, chunk.seq, &stored).await?;
+            keep(store, FAILED_PREFIX, chunk.seq, &stored).await?;
+            store.delete(&chunk_key(SENT_PREFIX, chunk.seq)).await?;
             comparisons.failed += 1;
-            let room = SAMPLE_KEYS.saturating_sub(comparisons.failed_keys.len());
-            comparisons
-                .failed_keys
-                .extend(stored.keys.iter().take(room).cloned());
+            note_keys(&mut comparisons.failed_keys, stored.keys);
             save(store, &comparisons).await?;
             Ok(CompareAnswer::of(comparisons, true))
         }
     }
 }
 
-/// Unreported chunks sent long enough ago (or never): their sending or their report was
-/// lost. A failed chunk is not sent again; a new verification is.
-async fn due<T: TallyStore>(
+/// Checks the stored chunks against the record and returns those to send again:
+/// unreported and sent long enough ago (or never). Every applied op keeps one stored
+/// chunk per pending one; a chunk the record counts as pending whose entry is gone was
+/// lost by an op that failed between its writes, so its values may never be compared:
+/// it is held as failed, which leaves the verification complete and not clean rather
+/// than never complete. Entries past the record's count are a plan's that failed before
+/// it was answered, never sent: they are dropped.
+async fn reconcile<T: TallyStore>(
     store: &T,
-    comparisons: &Comparisons,
+    comparisons: &mut Comparisons,
     now_ms: u64,
 ) -> StoreResult<Vec<CompareChunk>> {
     let Some(run) = comparisons.run() else {
         return Ok(Vec::new());
     };
-    if comparisons.pending() == 0 {
-        return Ok(Vec::new());
-    }
-    // Stored chunks are the pending ones (at most the window) and the failed ones.
-    let stored_chunks = comparisons.pending() + comparisons.failed;
-    let stored = store
-        .list(
-            CHUNK_PREFIX,
-            u32::try_from(stored_chunks).unwrap_or(u32::MAX),
-        )
-        .await?;
+    let stored = store.list(SENT_PREFIX, LISTING_CAP).await?;
+    let complete_listing = (stored.len() as u32) < LISTING_CAP;
     let mut due = Vec::new();
+    let mut counted = 0;
     for (key, text) in stored {
-        let chunk: Pending = serde_json::from_str(&text).map_err(|_| corrupt("stored chunk"))?;
-        let late = chunk.sent_at == 0 || chunk.sent_at + RESEND_AFTER_MS <= now_ms;
-        if chunk.failed || !late {
+        let seq = seq_of(SENT_PREFIX, &key)?;
+        if seq >= comparisons.queued {
+            store.delete(&key).await?;
             continue;
         }
-        let seq = key[CHUNK_PREFIX.len()..]
-            .parse()
-            .map_err(|_| corrupt("stored chunk's number"))?;
-        due.push(CompareChunk {
-            run,
-            seq,
-            keys: chunk.keys,
-        });
-        if due.len() as u32 == RESEND_LIMIT {
-            break;
+        counted += 1;
+        let chunk: StoredChunk =
+            serde_json::from_str(&text).map_err(|_| corrupt("stored chunk"))?;
+        let late = chunk.sent_at == 0 || chunk.sent_at + RESEND_AFTER_MS <= now_ms;
+        if late && due.len() < RESEND_LIMIT {
+            due.push(CompareChunk {
+                run,
+                seq,
+                keys: chunk.keys,
+            });
         }
+    }
+    let lost = comparisons.pending().saturating_sub(counted);
+    if complete_listing && lost > 0 {
+        comparisons.failed += lost;
+        save(store, comparisons).await?;
     }
     Ok(due)
 }
@@ -515,7 +548,80 @@ mod tests {
         .unwrap();
         let merged = all.comparisons.verification().unwrap();
         assert!(merged.complete() && !merged.clean());
-        assert_eq!(merged.completed_at, Some(30));
+        // Dated by the end of the listing, as the gates compare it with the backfill's.
+        assert_eq!((merged.completed_at, merged.updated_at), (Some(10), 30));
+    }
+
+    #[test]
+    fn a_chunk_lost_between_an_ops_writes_is_held_as_failed_not_waited_for_forever() {
+        let store = MemoryTally::default();
+        let mut listed = walk(10);
+        listed.family = 2;
+        listed.completed_at = Some(10);
+        let version = block_on(apply(&store, CompareOp::Start { walk: walk(10) }))
+            .unwrap()
+            .comparisons
+            .version;
+        let op = CompareOp::Plan {
+            run: 10,
+            version,
+            walk: listed,
+            chunks: vec![vec!["k0".into()], vec!["k1".into()]],
+            now_ms: 10,
+        };
+        block_on(apply(&store, op)).unwrap();
+        // A report's op deleted chunk 0's entry and failed before saving the count.
+        block_on(store.delete(&chunk_key(SENT_PREFIX, 0))).unwrap();
+        // A plan that failed before its record was saved left an entry past the count.
+        let orphan = StoredChunk {
+            keys: vec!["k9".into()],
+            sent_at: 10,
+        };
+        block_on(keep(&store, SENT_PREFIX, 2, &orphan)).unwrap();
+        let read = block_on(apply(&store, CompareOp::Read { now_ms: 11 })).unwrap();
+        assert_eq!(read.comparisons.failed, 1);
+        assert!(block_on(stored_chunk(&store, SENT_PREFIX, 2))
+            .unwrap()
+            .is_none());
+        let reports = vec![done(1, &[])];
+        let all = block_on(apply(
+            &store,
+            CompareOp::Done {
+                reports,
+                now_ms: 12,
+            },
+        ))
+        .unwrap();
+        let merged = all.comparisons.verification().unwrap();
+        assert!(merged.complete() && !merged.clean(), "{merged:?}");
+    }
+
+    #[test]
+    fn a_failed_chunk_reported_after_all_counts_as_compared() {
+        let store = MemoryTally::default();
+        let version = block_on(apply(&store, CompareOp::Start { walk: walk(10) }))
+            .unwrap()
+            .comparisons
+            .version;
+        block_on(apply(&store, plan(version, 1))).unwrap();
+        let chunk = CompareChunk {
+            run: 10,
+            seq: 0,
+            keys: vec!["k0".into()],
+        };
+        let failed = block_on(apply(&store, CompareOp::Failed { chunk })).unwrap();
+        assert_eq!(failed.comparisons.failed_keys, ["k0"]);
+        let reports = vec![done(0, &[])];
+        let late = block_on(apply(
+            &store,
+            CompareOp::Done {
+                reports,
+                now_ms: 20,
+            },
+        ))
+        .unwrap();
+        assert_eq!((late.comparisons.failed, late.comparisons.done), (0, 1));
+        assert!(late.comparisons.failed_keys.is_empty());
     }
 
     #[test]
@@ -531,6 +637,23 @@ mod tests {
             seq: 1,
             keys: Vec::new(),
         };
+        let unknown = CompareChunk {
+            run: 10,
+            seq: 7,
+            keys: Vec::new(),
+        };
+        let refused = block_on(apply(&store, CompareOp::Failed { chunk: unknown })).unwrap();
+        assert!(!refused.accepted);
+        let reports = vec![done(7, &[])];
+        let refused = block_on(apply(
+            &store,
+            CompareOp::Done {
+                reports,
+                now_ms: 11,
+            },
+        ))
+        .unwrap();
+        assert!(!refused.accepted);
         block_on(apply(&store, CompareOp::Failed { chunk: failed })).unwrap();
         let early = block_on(apply(&store, CompareOp::Read { now_ms: 11 })).unwrap();
         assert!(early.resend.is_empty());

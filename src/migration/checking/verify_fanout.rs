@@ -2,8 +2,8 @@
 //! "Verification fanned out"): each admin call walks both listings from where the
 //! coordinator's record stands, hands the keys whose values are to be compared to
 //! consumers in chunks, and saves the verification as it stands, consumers' findings
-//! included. Listings cost one operation per 1,000 keys, so one call walks hundreds of
-//! thousands of keys where comparing values itself it walks 45,000.
+//! included. Listings cost one operation per 1,000 keys, so one call walks up to the
+//! window of chunks (90,000 keys) where comparing values itself it walks about 45,000.
 
 use crate::migration::checking::comparisons::{
     CompareChunk, CompareOp, Comparisons, CHUNKS_PER_PLAN,
@@ -15,6 +15,14 @@ use crate::migration::keys;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::budget::Budget;
 use crate::store::{KvStore, StoreError, StoreResult, Stores};
+
+/// Plans one call commits at most: each is a request to the coordinator and a few
+/// `sendBatch` calls, which count against the invocation's subrequests with its KV
+/// operations.
+const MAX_PLANS_PER_CALL: usize = 10;
+/// Subrequests a plan is charged to the budget: its coordinator op and its sends (up to
+/// 100 chunks of up to 100 keys of up to 512 bytes, in batches under 256 KB).
+const SUBREQUESTS_PER_PLAN: u32 = 25;
 
 /// Starts or continues a fanned-out verification within `budget`; `stores` should be
 /// metered by it.
@@ -53,12 +61,13 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
             .comparisons
     };
     let run = comparisons.run().ok_or_else(unstarted)?;
-    loop {
+    for _ in 0..MAX_PLANS_PER_CALL {
         let mut walk = comparisons.walk.clone().ok_or_else(unstarted)?;
         let room = comparisons.room().min(CHUNKS_PER_PLAN as u64) as usize;
-        if walk.listed_all() || room == 0 || !budget.affords(7) {
+        if walk.listed_all() || room == 0 || !budget.affords(7 + SUBREQUESTS_PER_PLAN) {
             break;
         }
+        budget.charge(SUBREQUESTS_PER_PLAN);
         let mut deferred = Deferred::new(room);
         verify::walk(stores, budget, &mut walk, now_ms, Some(&mut deferred)).await?;
         let chunks = deferred.chunks;
@@ -83,15 +92,21 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
         send(fanout, run, sent).await?;
     }
     let verification = comparisons.verification().ok_or_else(unstarted)?;
-    verify::save(&stores.new, keys::VERIFICATION, &verification).await?;
     if verification.complete() {
-        if verification.mode == Mode::Full {
-            verify::save(&stores.new, keys::LAST_FULL_VERIFICATION, &verification).await?;
-        }
-        register
+        // The first call to answer it complete alone saves it for the gates, and never
+        // over a later verification's result.
+        let first = register
             .compare(CompareOp::AnsweredComplete { run })
-            .await?;
+            .await?
+            .accepted;
+        if first && verification.mode == Mode::Full {
+            let last = verify::load(&stores.new, keys::LAST_FULL_VERIFICATION).await?;
+            if last.is_none_or(|last| last.started_at <= verification.started_at) {
+                verify::save(&stores.new, keys::LAST_FULL_VERIFICATION, &verification).await?;
+            }
+        }
     }
+    verify::save(&stores.new, keys::VERIFICATION, &verification).await?;
     Ok(verification)
 }
 

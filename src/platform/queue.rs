@@ -4,7 +4,8 @@
 
 use crate::logging::Level;
 use futures::future::LocalBoxFuture;
-use worker::{event, Context, Env, MessageBatch, MessageExt};
+use worker::js_sys::JSON;
+use worker::{event, Context, Env, MessageBatch, MessageExt, RawMessage};
 
 use super::coordinator::DoRegister;
 use crate::migration::copying::fanout::{self, ChunkQueue, Disposition, Fanout, QueueMessage};
@@ -68,23 +69,15 @@ async fn queue(batch: MessageBatch<QueueMessage>, env: Env, _ctx: Context) -> wo
         batch.retry_all();
         return Ok(());
     };
-    let messages = match batch.messages() {
-        Ok(messages) => messages,
-        Err(_) => {
-            // Not ours to read: acknowledged, so it cannot block the queue.
-            worker::console_error!("queue: a batch held messages that are not chunks");
-            batch.ack_all();
-            return Ok(());
-        }
-    };
-    let bodies: Vec<QueueMessage> = messages.iter().map(|m| m.body().clone()).collect();
+    let dead_letters = batch.queue().ends_with("-dlq");
+    let (messages, bodies) = readable(&batch, dead_letters);
     let register = DoRegister::new(&env);
     let fanout = Fanout {
         register: &register,
         queue: &queue,
     };
     let now_ms = super::now_ms();
-    if batch.queue().ends_with("-dlq") {
+    if dead_letters {
         let dispositions = fanout::dead_letters(fanout, &bodies, now_ms).await;
         settle(&messages, dispositions);
         let took = super::now_ms().saturating_sub(now_ms);
@@ -108,7 +101,37 @@ async fn queue(batch: MessageBatch<QueueMessage>, env: Env, _ctx: Context) -> wo
     Ok(())
 }
 
-fn settle(messages: &[worker::Message<QueueMessage>], dispositions: Vec<Disposition>) {
+/// The batch's messages this version can read, with their bodies. One it cannot read
+/// (a kind a newer version sends, during a gradual deployment) is settled alone, never
+/// with the batch: retried, so a consumer that reads it takes it, or, reaching the
+/// dead-letter queue, acknowledged so it cannot block it.
+fn readable(
+    batch: &MessageBatch<QueueMessage>,
+    dead_letters: bool,
+) -> (Vec<RawMessage>, Vec<QueueMessage>) {
+    let mut messages = Vec::new();
+    let mut bodies = Vec::new();
+    for message in batch.raw_iter() {
+        let body = JSON::stringify(&message.body())
+            .ok()
+            .and_then(|text| text.as_string())
+            .and_then(|text| serde_json::from_str::<QueueMessage>(&text).ok());
+        match body {
+            Some(body) => {
+                messages.push(message);
+                bodies.push(body);
+            }
+            None if dead_letters => message.ack(),
+            None => message.retry(),
+        }
+    }
+    if messages.len() < batch.raw_iter().len() {
+        worker::console_error!("queue: a batch held messages this version cannot read");
+    }
+    (messages, bodies)
+}
+
+fn settle(messages: &[RawMessage], dispositions: Vec<Disposition>) {
     for (message, disposition) in messages.iter().zip(dispositions) {
         match disposition {
             Disposition::Ack => message.ack(),

@@ -482,6 +482,26 @@ mod tests {
         }
     }
 
+    /// A verification started and listed to the end, with chunks `k0` and `k1` sent.
+    fn listed_with_two_chunks(store: &MemoryTally, listed: Verification) {
+        let version = block_on(apply(store, CompareOp::Start { walk: walk(10) }))
+            .unwrap()
+            .comparisons
+            .version;
+        let op = CompareOp::Plan {
+            run: 10,
+            version,
+            walk: Verification {
+                family: 2,
+                completed_at: Some(10),
+                ..listed
+            },
+            chunks: vec![vec!["k0".into()], vec!["k1".into()]],
+            now_ms: 10,
+        };
+        assert!(block_on(apply(store, op)).unwrap().accepted);
+    }
+
     fn done(seq: u64, mismatched: &[&str]) -> Compared {
         Compared {
             run: 10,
@@ -507,23 +527,12 @@ mod tests {
     #[test]
     fn the_verification_is_complete_only_when_every_chunk_is_reported_once() {
         let store = MemoryTally::default();
-        let mut listed = walk(10);
-        listed.family = 2;
-        listed.completed_at = Some(10);
-        listed.mismatched = 1;
-        listed.mismatched_keys = vec!["meta".into()];
-        let version = block_on(apply(&store, CompareOp::Start { walk: walk(10) }))
-            .unwrap()
-            .comparisons
-            .version;
-        let op = CompareOp::Plan {
-            run: 10,
-            version,
-            walk: listed,
-            chunks: vec![vec!["k0".into()], vec!["k1".into()]],
-            now_ms: 10,
+        let listed = Verification {
+            mismatched: 1,
+            mismatched_keys: vec!["meta".into()],
+            ..walk(10)
         };
-        block_on(apply(&store, op)).unwrap();
+        listed_with_two_chunks(&store, listed);
         let reports = vec![done(0, &["k0"]), done(0, &["k0"])];
         let once = block_on(apply(
             &store,
@@ -555,21 +564,7 @@ mod tests {
     #[test]
     fn a_chunk_lost_between_an_ops_writes_is_held_as_failed_not_waited_for_forever() {
         let store = MemoryTally::default();
-        let mut listed = walk(10);
-        listed.family = 2;
-        listed.completed_at = Some(10);
-        let version = block_on(apply(&store, CompareOp::Start { walk: walk(10) }))
-            .unwrap()
-            .comparisons
-            .version;
-        let op = CompareOp::Plan {
-            run: 10,
-            version,
-            walk: listed,
-            chunks: vec![vec!["k0".into()], vec!["k1".into()]],
-            now_ms: 10,
-        };
-        block_on(apply(&store, op)).unwrap();
+        listed_with_two_chunks(&store, walk(10));
         // A report's op deleted chunk 0's entry and failed before saving the count.
         block_on(store.delete(&chunk_key(SENT_PREFIX, 0))).unwrap();
         // A plan that failed before its record was saved left an entry past the count.

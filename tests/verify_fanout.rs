@@ -87,6 +87,25 @@ fn compare_chunks_waiting(world: &World) -> usize {
     count
 }
 
+/// Hands `messages` to consumers, a batch at a time.
+fn consume_in_batches(world: &World, messages: &[QueueMessage]) {
+    let register = world.register();
+    let fanout = Fanout {
+        register: &register,
+        queue: queue(world),
+    };
+    let settings = (world.config.default_phase, world.config.gate_settings());
+    for batch in messages.chunks(BATCH) {
+        block_on(consume(
+            &world.stores,
+            fanout,
+            settings,
+            batch,
+            world.now_ms,
+        ));
+    }
+}
+
 fn move_to_phase_4(world: &World) -> (u16, Value) {
     let response = world.send(
         "POST",
@@ -150,22 +169,8 @@ fn a_chunk_delivered_twice_counts_once() {
         .into_iter()
         .map(|d| d.message)
         .collect();
-    let register = world.register();
-    let fanout = Fanout {
-        register: &register,
-        queue: queue(&world),
-    };
-    let settings = (world.config.default_phase, world.config.gate_settings());
     for _ in 0..2 {
-        for batch in messages.chunks(BATCH) {
-            block_on(consume(
-                &world.stores,
-                fanout,
-                settings,
-                batch,
-                world.now_ms,
-            ));
-        }
+        consume_in_batches(&world, &messages);
     }
     let report = verify(&world, false);
     assert_eq!(report["complete"], true, "{report}");
@@ -342,21 +347,7 @@ fn a_restart_ignores_the_chunks_of_the_run_it_replaces_even_within_a_millisecond
         .collect();
     // Same clock: the new run must still be told apart from the old one.
     let restarted = verify(&world, true);
-    let register = world.register();
-    let fanout = Fanout {
-        register: &register,
-        queue: queue(&world),
-    };
-    let settings = (world.config.default_phase, world.config.gate_settings());
-    for batch in old_run.chunks(BATCH) {
-        block_on(consume(
-            &world.stores,
-            fanout,
-            settings,
-            batch,
-            world.now_ms,
-        ));
-    }
+    consume_in_batches(&world, &old_run);
     let report = verify(&world, false);
     assert_eq!(report["fanout"]["done"], 0, "{report}");
     assert_eq!(report["startedAt"], restarted["startedAt"]);

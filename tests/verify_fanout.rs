@@ -390,5 +390,5 @@ fn a_report_of_another_run_or_an_unknown_chunk_is_refused() {
     };
     let answer = block_on(register.compare(stale)).unwrap();
     assert!(!answer.accepted);
-    assert_eq!(answer.comparisons.failed, 0);
+    assert_eq!(answer.state.failed, 0);
 }

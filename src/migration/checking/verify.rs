@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Tombstone, CUSTOMER_PREFIX, EMAIL_PREFIX};
 use crate::error::Error;
+use crate::migration::checking::fanned_out::FanoutProgress;
 use crate::migration::checking::{comparisons, inventory, verify_fanout};
 use crate::migration::copying::backfill;
 use crate::migration::copying::fanout::{ChunkQueue, Fanout};
@@ -72,18 +73,6 @@ pub struct Verification {
     pub fanout: Option<FanoutProgress>,
 }
 
-/// The chunks of a fanned-out verification.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct FanoutProgress {
-    pub queued: u64,
-    pub done: u64,
-    /// Chunks that kept failing: their values were not compared, so the verification is
-    /// not clean.
-    pub failed: u64,
-    pub failed_keys: Vec<String>,
-}
-
 impl Verification {
     pub fn new(mode: Mode, rate: u64, now_ms: u64) -> Self {
         Self {
@@ -102,11 +91,7 @@ impl Verification {
 
     /// Walked, and every chunk sent to consumers reported or failed.
     pub fn complete(&self) -> bool {
-        self.listed_all()
-            && self
-                .fanout
-                .as_ref()
-                .is_none_or(|f| f.done + f.failed >= f.queued)
+        self.listed_all() && self.fanout.as_ref().is_none_or(FanoutProgress::settled)
     }
 
     /// Nothing missing, extra or mismatched, and every value compared. While the old

@@ -39,15 +39,15 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
     // A verification whose completion no call has answered yet is this call's to
     // answer, though its consumers finished it.
     let resumable = !restart
-        && !read.comparisons.answered_complete
+        && !read.state.answered_complete
         && read
-            .comparisons
+            .state
             .walk
             .as_ref()
             .is_some_and(|v| v.mode == mode && v.rate == rate.max(1));
     let mut comparisons = if resumable {
-        resend(fanout, &read.comparisons, read.resend, now_ms).await?;
-        read.comparisons
+        resend(fanout, &read.state, read.resend, now_ms).await?;
+        read.state
     } else {
         let walk = Verification {
             consult_marks: inventory::load(&stores.new)
@@ -55,10 +55,7 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
                 .is_some_and(|taken| taken.preexisting() > 0),
             ..Verification::new(mode, rate, now_ms)
         };
-        register
-            .compare(CompareOp::Start { walk })
-            .await?
-            .comparisons
+        register.compare(CompareOp::Start { walk }).await?.state
     };
     let run = comparisons.run().ok_or_else(unstarted)?;
     for _ in 0..MAX_PLANS_PER_CALL {
@@ -79,7 +76,7 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
             now_ms,
         };
         let planned = register.compare(op).await?;
-        comparisons = planned.comparisons;
+        comparisons = planned.state;
         let (true, Some(first_seq)) = (planned.accepted, planned.first_seq) else {
             // Another call advanced the walk since this one read it: it answers with the
             // verification as that call left it.

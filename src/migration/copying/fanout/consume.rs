@@ -252,8 +252,8 @@ async fn report_compared<R: PhaseRegister>(
     let (indices, reports): (Vec<usize>, Vec<Compared>) = compared.into_iter().unzip();
     let (values, differing) = reports.iter().fold((0, 0), |(values, differing), found| {
         (
-            values + found.compared,
-            differing + found.mismatched.len() as u64,
+            values + found.found.compared,
+            differing + found.found.mismatched.len() as u64,
         )
     });
     let op = CompareOp::Done { reports, now_ms };

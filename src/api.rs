@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::migration::checking::emails::EmailAudit;
+use crate::migration::checking::fanned_out::FanoutProgress;
 use crate::migration::checking::inventory::Inventory;
 use crate::migration::checking::verify::{Mode, Verification};
 use crate::migration::copying::backfill::{Checkpoint, RunReport, Stage};
@@ -230,18 +231,32 @@ pub struct VerificationView {
     pub completed_at: Option<u64>,
     /// Fanned out on the queue: the chunks of values consumers compare.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fanout: Option<VerifyFanoutView>,
+    pub fanout: Option<CheckFanoutView>,
 }
 
-/// The chunks of a fanned-out verification (docs/design.md §13).
+/// The chunks of a fanned-out verification or email audit (docs/design.md §13).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VerifyFanoutView {
+pub struct CheckFanoutView {
     pub queued: u64,
     pub in_flight: u64,
     pub done: u64,
-    /// Chunks that kept failing: their values were not compared.
+    /// Chunks that kept failing: their keys were not checked.
     pub failed: KeysView,
+}
+
+impl CheckFanoutView {
+    pub fn of(f: &FanoutProgress) -> Self {
+        Self {
+            queued: f.queued,
+            in_flight: f.queued.saturating_sub(f.done + f.failed),
+            done: f.done,
+            failed: KeysView {
+                count: f.failed,
+                keys: f.failed_keys.clone(),
+            },
+        }
+    }
 }
 
 impl VerificationView {
@@ -272,15 +287,7 @@ impl VerificationView {
             started_at: v.started_at,
             updated_at: v.updated_at,
             completed_at: v.completed_at,
-            fanout: v.fanout.as_ref().map(|f| VerifyFanoutView {
-                queued: f.queued,
-                in_flight: f.queued.saturating_sub(f.done + f.failed),
-                done: f.done,
-                failed: KeysView {
-                    count: f.failed,
-                    keys: f.failed_keys.clone(),
-                },
-            }),
+            fanout: v.fanout.as_ref().map(CheckFanoutView::of),
         }
     }
 }
@@ -453,6 +460,23 @@ pub struct EmailAuditView {
     #[serde(flatten)]
     pub audit: EmailAudit,
     pub complete: bool,
+    /// Fanned out on the queue: the chunks of records and mappings consumers check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<CheckFanoutView>,
+}
+
+impl EmailAuditView {
+    pub fn of(mut audit: EmailAudit) -> Self {
+        let complete = audit.complete();
+        let fanout = audit.fanout.take().map(|f| CheckFanoutView::of(&f));
+        // Only the audit's own memory, not the operator's business.
+        audit.counts.planned_repoints.clear();
+        Self {
+            audit,
+            complete,
+            fanout,
+        }
+    }
 }
 
 /// `POST /admin/migrate/rollback`: the `rollback` member of the answer (200, or inside

@@ -135,7 +135,7 @@ fn consume_one_chunk(world: &World) {
     let messages: Vec<_> = deliveries.iter().map(|d| d.message.clone()).collect();
     let settings = (world.config.default_phase, world.config.gate_settings());
     let consumed = block_on(consume(
-        &world.stores,
+        (&world.stores, &world.writers()),
         fanout,
         settings,
         &messages,

@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use customer_kv_migration::error::Error;
 use customer_kv_migration::migration::checking::comparisons::{CompareAnswer, CompareOp};
+use customer_kv_migration::migration::checking::emails_fanout::{AuditAnswer, AuditOp};
 use customer_kv_migration::migration::copying::backfill::{self, Checkpoint, RunOptions};
 use customer_kv_migration::migration::copying::copy::Direction;
 use customer_kv_migration::migration::copying::fanout;
@@ -104,7 +105,7 @@ fn every_consumer_invocation_stays_within_its_budget() {
             .map(|d| d.message)
             .collect();
         let consumed = block_on(consume(
-            &world.stores,
+            (&world.stores, &world.writers()),
             fanout,
             settings,
             &batch,
@@ -371,7 +372,7 @@ fn copies_the_tally_holds_keep_reads_off_the_new_store_until_a_pass_rereads_them
         .collect();
     assert!(chunks.iter().all(|m| matches!(m, QueueMessage::Chunk(_))));
     let consumed = block_on(consume(
-        &world.stores,
+        (&world.stores, &world.writers()),
         fanout,
         settings,
         &chunks,
@@ -464,6 +465,10 @@ impl<R: PhaseRegister> PhaseRegister for CountingRegister<'_, R> {
     async fn compare(&self, op: CompareOp) -> StoreResult<CompareAnswer> {
         self.inner.compare(op).await
     }
+
+    async fn audit(&self, dry_run: bool, op: AuditOp) -> StoreResult<AuditAnswer> {
+        self.inner.audit(dry_run, op).await
+    }
 }
 
 /// Consumers report a batch's copies in one request to the coordinator, and a batch
@@ -493,7 +498,7 @@ fn a_batch_reports_its_copies_in_one_request_and_a_lost_report_is_delivered_agai
     let batch = take(&world);
     assert_eq!(batch.len(), BATCH);
     let lost = block_on(consume(
-        &world.stores,
+        (&world.stores, &world.writers()),
         fanout,
         settings,
         &batch,
@@ -510,7 +515,7 @@ fn a_batch_reports_its_copies_in_one_request_and_a_lost_report_is_delivered_agai
     register.refuse_reports.set(false);
     register.ops.borrow_mut().clear();
     let again = block_on(consume(
-        &world.stores,
+        (&world.stores, &world.writers()),
         fanout,
         settings,
         &batch,

@@ -294,9 +294,9 @@ fn the_email_audit_never_points_a_mapping_away_from_the_customer_holding_it() {
     .unwrap();
     block_on(emails::run_requested(
         (&hooked, &world.writers()),
+        (&world.register(), None),
         &current,
-        false,
-        true,
+        (false, true),
         "admin",
         world.now_ms,
     ))

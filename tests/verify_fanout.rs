@@ -11,6 +11,7 @@ use customer_kv_migration::error::Error;
 use customer_kv_migration::migration::checking::comparisons::{
     CompareAnswer, CompareChunk, CompareOp, RESEND_AFTER_MS,
 };
+use customer_kv_migration::migration::checking::emails_fanout::{AuditAnswer, AuditOp};
 use customer_kv_migration::migration::checking::verify::Mode;
 use customer_kv_migration::migration::checking::verify_fanout;
 use customer_kv_migration::migration::copying::backfill;
@@ -97,7 +98,7 @@ fn consume_in_batches(world: &World, messages: &[QueueMessage]) {
     let settings = (world.config.default_phase, world.config.gate_settings());
     for batch in messages.chunks(BATCH) {
         block_on(consume(
-            &world.stores,
+            (&world.stores, &world.writers()),
             fanout,
             settings,
             batch,
@@ -256,6 +257,10 @@ impl<R: PhaseRegister> PhaseRegister for LosesAPlansAnswer<'_, R> {
             return Err(StoreError::new("coordinator", "the answer was lost"));
         }
         Ok(answer)
+    }
+
+    async fn audit(&self, dry_run: bool, op: AuditOp) -> StoreResult<AuditAnswer> {
+        self.inner.audit(dry_run, op).await
     }
 }
 

@@ -9,6 +9,8 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 use super::kv::WorkersKv;
 use crate::error::Error;
 use crate::migration::checking::comparisons::{self, CompareAnswer, CompareOp};
+use crate::migration::checking::emails_fanout::{self, AuditAnswer, AuditOp};
+use crate::migration::checking::fanned_out;
 use crate::migration::copying::fanout::tally::{self, TallyAnswer, TallyOp, TallyStore};
 use crate::migration::state::coordinator::{
     self, unavailable, PhaseRegister, RecordOp, RecordOutcome, Refusal, Reply,
@@ -28,6 +30,9 @@ const LEDGER_PATH: &str = "/ledger";
 const TALLY_PATH: &str = "/tally";
 /// The path of a fanned-out verification's ops (docs/design.md §13).
 const COMPARE_PATH: &str = "/compare";
+/// The path of a fanned-out email audit's ops, a real one's and a dry run's.
+const AUDIT_PATH: &str = "/audit";
+const DRY_AUDIT_PATH: &str = "/audit-dry";
 
 #[durable_object]
 pub struct Coordinator {
@@ -63,6 +68,15 @@ impl DurableObject for Coordinator {
             let _held = self.lock.lock().await;
             let storage = ObjectStorage(self.state.storage());
             return Response::from_json(&comparisons::apply(&storage, op).await);
+        }
+        if req.path() == AUDIT_PATH || req.path() == DRY_AUDIT_PATH {
+            let Ok(op) = req.json::<AuditOp>().await else {
+                return Response::error("not an email audit op", 400);
+            };
+            let space = emails_fanout::space(req.path() == DRY_AUDIT_PATH);
+            let _held = self.lock.lock().await;
+            let storage = ObjectStorage(self.state.storage());
+            return Response::from_json(&fanned_out::apply(&storage, space, op).await);
         }
         if req.path() == LEDGER_PATH {
             let Ok(op) = req.json::<LedgerOp>().await else {
@@ -128,8 +142,8 @@ impl Coordinator {
     }
 }
 
-/// The object's storage as the tally (`tally/…`) and a fanned-out verification
-/// (`compare/…`) keep their entries in it.
+/// The object's storage as the tally (`tally/…`), a fanned-out verification
+/// (`compare/…`) and email audit (`audit/…`, `audit-dry/…`) keep their entries in it.
 struct ObjectStorage(worker::Storage);
 
 fn storage_failed(err: worker::Error) -> StoreError {
@@ -231,6 +245,18 @@ impl PhaseRegister for DoRegister {
         reply.unwrap_or_else(|err| {
             Err(StoreError::new(
                 "comparisons",
+                format!("the coordinator did not answer: {err}"),
+            ))
+        })
+    }
+
+    async fn audit(&self, dry_run: bool, op: AuditOp) -> StoreResult<AuditAnswer> {
+        let path = if dry_run { DRY_AUDIT_PATH } else { AUDIT_PATH };
+        let reply: Result<StoreResult<AuditAnswer>> =
+            super::call_object(&self.env, (BINDING, INSTANCE), path, &op).await;
+        reply.unwrap_or_else(|err| {
+            Err(StoreError::new(
+                "email audit",
                 format!("the coordinator did not answer: {err}"),
             ))
         })

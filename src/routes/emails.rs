@@ -21,18 +21,14 @@ pub async fn run<S: KvStore, R: PhaseRegister, W: Writers>(
     let body = request.json_body::<bodies::EmailAudit>()?;
     let report = emails::run_requested(
         (ctx.stores, ctx.writers),
+        (ctx.register, ctx.queue),
         ctx.current,
-        body.dry_run(),
-        body.restart(),
+        (body.dry_run(), body.restart()),
         &ctx.caller.subject,
         ctx.now_ms,
     )
     .await?;
-    let complete = report.complete();
-    let mut body = json!(EmailAuditView {
-        audit: report,
-        complete,
-    });
+    let mut body = json!(EmailAuditView::of(report));
     if let Some(fields) = body.as_object_mut() {
         fields.remove("plannedRepoints");
     }
@@ -56,8 +52,8 @@ pub async fn issues<S: KvStore, R: PhaseRegister, W: Writers>(
     body["audit"] = json!({
         "startedAt": audit.started_at,
         "completedAt": audit.completed_at,
-        "conflicts": audit.conflicts,
-        "orphans": audit.orphans,
+        "conflicts": audit.counts.conflicts,
+        "orphans": audit.counts.orphans,
     });
     Ok(ApiResponse::ok(body))
 }

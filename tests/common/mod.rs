@@ -131,7 +131,7 @@ impl World {
             batches += 1;
             let messages: Vec<_> = deliveries.iter().map(|d| d.message.clone()).collect();
             let dispositions = block_on(consume(
-                &self.stores,
+                (&self.stores, &self.writers()),
                 fanout,
                 settings,
                 &messages,

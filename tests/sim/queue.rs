@@ -7,6 +7,7 @@
 
 use customer_kv_migration::error::Error;
 use customer_kv_migration::migration::checking::comparisons::{CompareAnswer, CompareOp};
+use customer_kv_migration::migration::checking::emails_fanout::{AuditAnswer, AuditOp};
 use customer_kv_migration::migration::copying::fanout::local::{Delivery, LocalQueue};
 use customer_kv_migration::migration::copying::fanout::{
     consume, dead_letters, ChunkQueue, Disposition, Fanout, QueueMessage, TallyAnswer, TallyOp,
@@ -49,6 +50,17 @@ impl PhaseRegister for FaultyRegister<'_> {
             Fate::FailBefore => injected(),
             Fate::FailAfter => {
                 let _ = self.inner.compare(op).await;
+                injected()
+            }
+        }
+    }
+
+    async fn audit(&self, dry_run: bool, op: AuditOp) -> StoreResult<AuditAnswer> {
+        match self.fate("audit", &op).await {
+            Fate::Succeed => self.inner.audit(dry_run, op).await,
+            Fate::FailBefore => injected(),
+            Fate::FailAfter => {
+                let _ = self.inner.audit(dry_run, op).await;
                 injected()
             }
         }
@@ -149,9 +161,15 @@ async fn consume_batch(sim: &Sim, queue: &LocalQueue, batch: Vec<Delivery>, rng:
     let fanout = faulty_fanout(sim, &register);
     let settings = (sim.config.default_phase, sim.config.gate_settings());
     let messages: Vec<QueueMessage> = batch.iter().map(|d| d.message.clone()).collect();
-    let dispositions = consume(&sim.stores, fanout, settings, &messages, sim.now())
-        .await
-        .dispositions;
+    let dispositions = consume(
+        (&sim.stores, &sim.writers()),
+        fanout,
+        settings,
+        &messages,
+        sim.now(),
+    )
+    .await
+    .dispositions;
     for (delivery, disposition) in batch.into_iter().zip(dispositions) {
         if disposition == Disposition::Ack && rng.chance(0.05) {
             queue.redeliver(delivery); // the acknowledgement was lost
@@ -176,9 +194,14 @@ pub fn drain(sim: &Sim) {
             return;
         }
         let messages: Vec<QueueMessage> = batch.iter().map(|d| d.message.clone()).collect();
-        let dispositions =
-            super::block_on(consume(&sim.stores, fanout, settings, &messages, sim.now()))
-                .dispositions;
+        let dispositions = super::block_on(consume(
+            (&sim.stores, &sim.writers()),
+            fanout,
+            settings,
+            &messages,
+            sim.now(),
+        ))
+        .dispositions;
         for (delivery, disposition) in batch.into_iter().zip(dispositions) {
             queue.settle(delivery, disposition);
         }

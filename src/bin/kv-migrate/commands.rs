@@ -517,9 +517,26 @@ fn emails(client: &Client, out: &Output, dry_run: bool) -> CommandResult {
         let audit: EmailAuditView = typed(&answer)?;
         if audit.complete {
             out.show(&answer, &audit, render::email_audit);
-            return Ok(());
+            return match &audit.fanout {
+                Some(f) if f.failed.count > 0 => Err(Failure::Refused(
+                    "some chunks were not audited: run the audit again".into(),
+                )),
+                _ => Ok(()),
+            };
         }
-        out.progress("auditing email mappings…");
+        let counts = &audit.audit.counts;
+        let scanned = counts.records_scanned + counts.mappings_scanned;
+        match &audit.fanout {
+            Some(chunks) => {
+                out.progress(&format!(
+                    "auditing email mappings: {scanned} keys checked; chunks: {} queued, {} in flight",
+                    chunks.queued, chunks.in_flight
+                ));
+                // Consumers check the chunks: give them time between calls.
+                sleep(Duration::from_secs(1));
+            }
+            None => out.progress(&format!("auditing email mappings: {scanned} keys checked")),
+        }
     }
     Err(Failure::Refused("the email audit did not finish".into()))
 }

@@ -399,19 +399,29 @@ pub fn inventory(i: &InventoryView) -> String {
 
 pub fn email_audit(a: &EmailAuditView) -> String {
     let audit = &a.audit;
-    format!(
+    let counts = &audit.counts;
+    let line = format!(
         "email mappings{}: derived {}, repointed {}, re-keyed {}; {} conflicts, {} orphans",
         if audit.dry_run {
             " (dry run: nothing written)"
         } else {
             ""
         },
-        audit.derived,
-        audit.repointed,
-        audit.rekeyed,
-        audit.conflicts,
-        audit.orphans,
-    )
+        counts.derived,
+        counts.repointed,
+        counts.rekeyed,
+        counts.conflicts,
+        counts.orphans,
+    );
+    match &a.fanout {
+        Some(f) if f.failed.count > 0 => format!(
+            "{line}\n  {} chunks NOT AUDITED (they kept failing): {}",
+            f.failed.count,
+            f.failed.keys.join(", ")
+        ),
+        Some(f) => format!("{line}; {} of {} chunks audited", f.done, f.queued),
+        None => line,
+    }
 }
 
 /// A rollback's answer; `blocked_by` is the error message of a 409 that names the gates.

@@ -6,6 +6,7 @@ pub mod comparisons;
 pub mod conflicts;
 pub mod email_issues;
 pub mod emails;
+pub mod emails_fanout;
 pub mod fanned_out;
 pub mod inventory;
 pub mod resolve;

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::migration::checking::comparisons::{self, CompareAnswer, CompareOp};
+use crate::migration::checking::emails_fanout::{self, AuditAnswer, AuditOp};
+use crate::migration::checking::fanned_out;
 use crate::migration::copying::fanout::tally::{self, MemoryTally, TallyAnswer, TallyOp};
 use crate::migration::state::gates::GateFacts;
 use crate::migration::state::phase_record::{
@@ -91,6 +93,8 @@ pub trait PhaseRegister {
     async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer>;
     /// An op on a verification fanned out on the queue (docs/design.md §13).
     async fn compare(&self, op: CompareOp) -> StoreResult<CompareAnswer>;
+    /// An op on an email audit fanned out on the queue, a dry run's or a real one's.
+    async fn audit(&self, dry_run: bool, op: AuditOp) -> StoreResult<AuditAnswer>;
 }
 
 /// What [`apply`] did, and the record as it stands after it.
@@ -280,6 +284,11 @@ impl<S: KvStore> PhaseRegister for LocalRegister<'_, S> {
     async fn compare(&self, op: CompareOp) -> StoreResult<CompareAnswer> {
         let _held = self.cell.lock.lock().await;
         comparisons::apply(&self.cell.tally, op).await
+    }
+
+    async fn audit(&self, dry_run: bool, op: AuditOp) -> StoreResult<AuditAnswer> {
+        let _held = self.cell.lock.lock().await;
+        fanned_out::apply(&self.cell.tally, emails_fanout::space(dry_run), op).await
     }
 
     async fn apply(&self, op: RecordOp) -> Result<RecordOutcome, Error> {

@@ -99,7 +99,16 @@ pub fn unmet(current: &CurrentPhase, facts: &Facts) -> Vec<String> {
             && audit.completed_at.is_some()
             && audit.started_at >= state.changed_at + facts.settle_ms
     });
-    if !audited_in_phase_5 {
+    let unaudited = facts
+        .email_audit
+        .as_ref()
+        .and_then(|audit| audit.fanout.as_ref())
+        .map_or(0, |chunks| chunks.failed);
+    if audited_in_phase_5 && unaudited > 0 {
+        unmet.push(format!(
+            "the last email audit could not check {unaudited} chunks (they kept failing): run it again (POST /admin/migrate/emails)"
+        ));
+    } else if !audited_in_phase_5 {
         unmet.push(
             "no email audit has run to the end since phase 5 settled (POST /admin/migrate/emails): lookups by email may still need OTP_AUTH_KV's mappings".to_owned(),
         );

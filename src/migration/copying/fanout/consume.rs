@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::migration::checking::comparisons::{self, CompareChunk, CompareOp, Compared};
+use crate::migration::checking::emails::{self, AuditCounts, ChunkOf};
+use crate::migration::checking::emails_fanout::{AuditChunk, AuditOp};
+use crate::migration::checking::fanned_out::Report;
 use crate::migration::copying::backfill::{self, RunOptions};
 use crate::migration::copying::copy::{self, Direction};
 use crate::migration::copying::fanout::plan::plan;
@@ -20,7 +23,8 @@ use crate::migration::state::gates::{self, GateSettings};
 use crate::migration::state::phase_record::{self, CurrentPhase};
 use crate::phase::Phase;
 use crate::store::budget::{metered, Budget};
-use crate::store::{KvStore, ListedKey, StoreResult, Stores};
+use crate::store::{KvStore, ListedKey, StoreError, StoreResult, Stores};
+use crate::writes::claims::{ClaimSender, Claims};
 
 /// What the queue should do with a delivered message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub struct Consumed {
     /// Values compared for a fanned-out verification, and those that differ.
     pub compared: u64,
     pub differing: u64,
+    /// Records and mappings checked for a fanned-out email audit.
+    pub audited: u64,
     /// KV operations the invocation made (the platform's cap is 1,000).
     pub operations: u32,
 }
@@ -80,8 +86,8 @@ const CHUNK_OVERHEAD: u32 = 9;
 
 /// Handles one batch of deliveries; returns a disposition for each, in order, and what
 /// the invocation did.
-pub async fn consume<S: KvStore, R: PhaseRegister>(
-    stores: &Stores<S>,
+pub async fn consume<S: KvStore, R: PhaseRegister, T: ClaimSender>(
+    (stores, emails): (&Stores<S>, &T),
     fanout: Fanout<'_, R>,
     (default_phase, timings): (Phase, GateSettings),
     messages: &[QueueMessage],
@@ -103,6 +109,7 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
     let mut admissions = BTreeMap::new();
     let mut copied = Vec::new();
     let mut compared = Vec::new();
+    let mut audited = Vec::new();
     for message in messages {
         let disposition = match message {
             QueueMessage::Plan { direction } => {
@@ -126,6 +133,15 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
                 }
                 Err(_) => Disposition::Retry,
             },
+            QueueMessage::Audit(chunk) => {
+                match audit((&stores, emails), &budget, &current, chunk, now_ms).await {
+                    Ok(found) => {
+                        audited.push((report.dispositions.len(), chunk.dry_run, found));
+                        Disposition::Ack
+                    }
+                    Err(_) => Disposition::Retry,
+                }
+            }
             QueueMessage::Chunk(chunk) => {
                 let step = Step {
                     stores: &stores,
@@ -154,6 +170,7 @@ pub async fn consume<S: KvStore, R: PhaseRegister>(
         report.tick(disposition);
     }
     report_compared(fanout, compared, &mut report, now_ms).await;
+    report_audited(fanout, audited, &mut report, now_ms).await;
     let nudged = report_done(fanout, copied, &mut report, now_ms).await;
     if !nudged.is_empty() {
         let plans = nudged
@@ -230,10 +247,7 @@ async fn compare<S: KvStore>(
     chunk: &CompareChunk,
 ) -> StoreResult<Compared> {
     if !budget.affords(2) {
-        return Err(crate::store::StoreError::new(
-            "consume",
-            "the invocation's budget is spent; the chunk waits for redelivery",
-        ));
+        return Err(spent());
     }
     comparisons::compare_chunk(stores, chunk).await
 }
@@ -268,6 +282,76 @@ async fn report_compared<R: PhaseRegister>(
     }
 }
 
+/// Audits one chunk of records or mappings, if the invocation's budget still affords it
+/// with a repair for every key; the repairs go through the emails' objects.
+async fn audit<S: KvStore, T: ClaimSender>(
+    (stores, emails): (&Stores<S>, &T),
+    budget: &Budget,
+    current: &CurrentPhase,
+    chunk: &AuditChunk,
+    now_ms: u64,
+) -> Result<Report<AuditCounts>, crate::error::Error> {
+    let cost = emails::chunk_cost(chunk.keys.len(), current.phase.stores_written());
+    if !budget.affords(cost) {
+        return Err(spent().into());
+    }
+    let plane = emails::plane_of(stores, current, now_ms);
+    let claims = Claims {
+        sender: emails,
+        record: current.state.clone(),
+    };
+    let of = ChunkOf {
+        dry_run: chunk.dry_run,
+        started_at: chunk.run,
+    };
+    let found = emails::audit_chunk((&plane, &claims), of, &chunk.keys, &chunk.planned).await?;
+    Ok(Report {
+        run: chunk.run,
+        seq: chunk.seq,
+        found,
+    })
+}
+
+fn spent() -> StoreError {
+    StoreError::new(
+        "consume",
+        "the invocation's budget is spent; the chunk waits for redelivery",
+    )
+}
+
+/// Reports the chunks audited, one request per kind of audit; if it fails they are
+/// delivered again (a chunk reported twice counts once; its repairs are idempotent).
+async fn report_audited<R: PhaseRegister>(
+    fanout: Fanout<'_, R>,
+    audited: Vec<(usize, bool, Report<AuditCounts>)>,
+    report: &mut Consumed,
+    now_ms: u64,
+) {
+    for dry_run in [false, true] {
+        let (indices, reports): (Vec<usize>, Vec<Report<AuditCounts>>) = audited
+            .iter()
+            .filter(|(_, dry, _)| *dry == dry_run)
+            .map(|(index, _, found)| (*index, found.clone()))
+            .unzip();
+        if reports.is_empty() {
+            continue;
+        }
+        let checked: u64 = reports
+            .iter()
+            .map(|r| r.found.records_scanned + r.found.mappings_scanned)
+            .sum();
+        let op = AuditOp::Done { reports, now_ms };
+        if fanout.register.audit(dry_run, op).await.is_ok() {
+            report.audited += checked;
+            continue;
+        }
+        for index in indices {
+            report.dispositions[index] = Disposition::Retry;
+            report.retried += 1;
+        }
+    }
+}
+
 /// Handles messages that reached the dead-letter queue: a chunk is held as failed, to be
 /// reported by key and sent again by `retry-failed`.
 pub async fn dead_letters<R: PhaseRegister>(
@@ -284,6 +368,15 @@ pub async fn dead_letters<R: PhaseRegister>(
                     chunk: chunk.clone(),
                 };
                 match fanout.register.compare(op).await {
+                    Ok(_) => Disposition::Ack,
+                    Err(_) => Disposition::Retry,
+                }
+            }
+            QueueMessage::Audit(chunk) => {
+                let op = AuditOp::Failed {
+                    chunk: chunk.key_chunk(),
+                };
+                match fanout.register.audit(chunk.dry_run, op).await {
                     Ok(_) => Disposition::Ack,
                     Err(_) => Disposition::Retry,
                 }

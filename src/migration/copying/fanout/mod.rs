@@ -13,6 +13,7 @@ use futures::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::migration::checking::comparisons::CompareChunk;
+use crate::migration::checking::emails_fanout::AuditChunk;
 use crate::migration::copying::copy::Direction;
 use crate::migration::state::coordinator::PhaseRegister;
 use crate::store::StoreResult;
@@ -31,6 +32,8 @@ pub enum QueueMessage {
     Plan { direction: Direction },
     /// Compare these keys' values in both stores (a fanned-out verification).
     Compare(CompareChunk),
+    /// Audit these records' or mappings' email mappings (a fanned-out email audit).
+    Audit(AuditChunk),
 }
 
 /// Where messages are sent: the queue binding, or a queue in memory in native tests.

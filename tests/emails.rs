@@ -3,6 +3,8 @@
 mod common;
 
 use common::*;
+use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
+use customer_kv_migration::migration::copying::fanout::{dead_letters, Fanout, QueueMessage};
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::PutOptions;
 use serde_json::{json, Value};
@@ -228,4 +230,188 @@ fn every_conflict_and_orphan_is_listed_not_only_twenty_samples() {
     );
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(every_issue(&world).len(), 2, "the conflict and the ghost");
+}
+
+/// The messy mappings and `missing` more customers whose mappings are missing, audited
+/// through the queue when `queued`.
+fn messy_world_of(missing: usize, queued: bool) -> World {
+    let mut world = messy_world();
+    for n in 0..missing {
+        let record =
+            json!({ "customerId": format!("m{n:03}"), "email": format!("m{n}@example.com") });
+        for store in [&world.stores.old, &world.stores.new] {
+            store.insert(
+                &format!("customer_m{n:03}"),
+                record.to_string().as_bytes(),
+                PutOptions::default(),
+            );
+        }
+    }
+    if queued {
+        world.queue = Some(LocalQueue::default());
+    }
+    world
+}
+
+/// Calls the audit until complete, handing what it queued to consumers in between.
+fn run_through_the_queue(world: &World, dry_run: bool) -> Value {
+    let mut report = run(world, dry_run);
+    for _ in 0..20 {
+        if report["complete"] == true {
+            return report;
+        }
+        world.drain_queue(8);
+        report = run(world, dry_run);
+    }
+    panic!("the audit did not complete: {report}");
+}
+
+const COUNTS: [&str; 7] = [
+    "recordsScanned",
+    "mappingsScanned",
+    "derived",
+    "repointed",
+    "rekeyed",
+    "conflicts",
+    "orphans",
+];
+
+fn mappings_of(world: &World) -> Vec<(String, Option<Vec<u8>>)> {
+    world
+        .stores
+        .new
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("email_to_customer_"))
+        .map(|k| (k.clone(), world.stores.new.peek(&k)))
+        .collect()
+}
+
+#[test]
+fn the_audit_fanned_out_finds_and_repairs_what_the_audit_in_one_call_does() {
+    for dry_run in [true, false] {
+        let alone = messy_world_of(45, false);
+        let in_one_call = run(&alone, dry_run);
+        assert_eq!(in_one_call["complete"], true, "{in_one_call}");
+        let queued = messy_world_of(45, true);
+        let before = mappings_of(&queued);
+        let fanned_out = run_through_the_queue(&queued, dry_run);
+        for field in COUNTS {
+            assert_eq!(
+                fanned_out[field], in_one_call[field],
+                "{field} (dry run: {dry_run}): {fanned_out}"
+            );
+        }
+        let chunks = &fanned_out["fanout"];
+        // 51 records in chunks of 20, then the mappings.
+        assert!(chunks["queued"].as_u64().unwrap() > 3, "{chunks}");
+        assert_eq!(chunks["done"], chunks["queued"], "{chunks}");
+        assert_eq!(chunks["failed"]["count"], 0);
+        assert!(fanned_out.get("plannedRepoints").is_none());
+        if dry_run {
+            assert_eq!(mappings_of(&queued), before, "a dry run writes nothing");
+        } else {
+            assert_eq!(mappings_of(&queued), mappings_of(&alone));
+            assert_eq!(
+                by_email(&queued, "m44@example.com").as_deref(),
+                Some("m044")
+            );
+        }
+    }
+}
+
+fn waiting_audit_keys(world: &World) -> Vec<String> {
+    let queue = world.queue.as_ref().unwrap();
+    let deliveries = queue.take(usize::MAX);
+    let keys = deliveries
+        .iter()
+        .filter_map(|d| match &d.message {
+            QueueMessage::Audit(chunk) => Some(chunk.keys.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for delivery in deliveries {
+        queue.redeliver(delivery);
+    }
+    keys
+}
+
+#[test]
+fn the_mappings_pass_waits_until_every_record_is_audited() {
+    let world = messy_world_of(45, true);
+    let first = run(&world, false);
+    assert_eq!(
+        (
+            first["complete"].as_bool(),
+            first["fanout"]["queued"].as_u64()
+        ),
+        (Some(false), Some(3)),
+        "{first}"
+    );
+    let keys = waiting_audit_keys(&world);
+    assert_eq!(keys.len(), 51);
+    assert!(keys.iter().all(|k| k.starts_with("customer_")));
+    // Until consumers report the records, the mappings (some of them to be derived) wait.
+    let waiting = run(&world, false);
+    assert_eq!(waiting["fanout"]["queued"], 3, "{waiting}");
+    world.drain_queue(8);
+    let listed = run(&world, false);
+    assert!(listed["fanout"]["queued"].as_u64().unwrap() > 3, "{listed}");
+    let keys = waiting_audit_keys(&world);
+    assert!(!keys.is_empty() && keys.iter().all(|k| k.starts_with("email_to_customer_")));
+}
+
+#[test]
+fn a_chunk_delivered_twice_counts_once() {
+    let alone = messy_world_of(45, false);
+    let in_one_call = run(&alone, false);
+    let world = messy_world_of(45, true);
+    let mut report = run(&world, false);
+    let queue = world.queue.as_ref().unwrap();
+    for _ in 0..20 {
+        if report["complete"] == true {
+            break;
+        }
+        for delivery in queue.take(usize::MAX) {
+            queue.redeliver(delivery.clone());
+            queue.redeliver(delivery);
+        }
+        world.drain_queue(8);
+        report = run(&world, false);
+    }
+    for field in COUNTS {
+        assert_eq!(report[field], in_one_call[field], "{field}: {report}");
+    }
+}
+
+#[test]
+fn a_chunk_that_kept_failing_is_reported_and_a_new_audit_checks_it_again() {
+    let world = messy_world_of(45, true);
+    run(&world, false);
+    let queue = world.queue.as_ref().unwrap();
+    let lost = queue.take(1).remove(0).message;
+    let register = world.register();
+    let fanout = Fanout {
+        register: &register,
+        queue,
+    };
+    block_on(dead_letters(fanout, &[lost], world.now_ms));
+    let report = run_through_the_queue(&world, false);
+    assert_eq!(report["fanout"]["failed"]["count"], 1, "{report}");
+    assert_eq!(
+        report["fanout"]["failed"]["keys"].as_array().unwrap().len(),
+        20
+    );
+    assert_eq!(report["recordsScanned"], 51 - 20, "{report}");
+    // The next call starts a new audit, which checks every record again.
+    let again = run_through_the_queue(&world, false);
+    assert_eq!(
+        (
+            again["recordsScanned"].as_u64(),
+            again["fanout"]["failed"]["count"].as_u64()
+        ),
+        (Some(51), Some(0)),
+        "{again}"
+    );
 }

@@ -8,6 +8,7 @@ use worker::js_sys::JSON;
 use worker::{event, Context, Env, MessageBatch, MessageExt, RawMessage};
 
 use super::coordinator::DoRegister;
+use super::writers::DoWriters;
 use crate::migration::copying::fanout::{self, ChunkQueue, Disposition, Fanout, QueueMessage};
 use crate::store::{StoreError, StoreResult};
 
@@ -88,7 +89,10 @@ async fn queue(batch: MessageBatch<QueueMessage>, env: Env, _ctx: Context) -> wo
         return Ok(());
     }
     let settings = (config.default_phase, config.gate_settings());
-    let mut consumed = fanout::consume(&stores, fanout, settings, &bodies, now_ms).await;
+    // A fanned-out email audit repairs mappings through the emails' objects.
+    let emails = DoWriters::new(&env);
+    let mut consumed =
+        fanout::consume((&stores, &emails), fanout, settings, &bodies, now_ms).await;
     settle(&messages, std::mem::take(&mut consumed.dispositions));
     // The clock moves on at each I/O, so this is the invocation's time waiting on KV, the
     // coordinator and the queue.

@@ -126,4 +126,15 @@ test("the command-line client throttles, pauses and resumes a fanned-out backfil
   const verified = await ok("verify", "--full");
   assert.match(verified.stdout, /full clean/);
   assert.match(verified.stdout, /(\d+) of \1 chunks compared/);
+  // The email audit fans out as well: consumers check the records, then the mappings,
+  // and repair through the emails' objects; a dry run writes nothing.
+  const dry = JSON.parse((await ok("--json", "emails", "--dry-run")).stdout);
+  assert.equal(dry.complete && dry.dryRun, true, JSON.stringify(dry));
+  assert.ok(dry.fanout.queued > 50 && dry.fanout.done === dry.fanout.queued, JSON.stringify(dry.fanout));
+  const audited = await ok("emails");
+  const told = audited.stdout.match(/derived (\d+), repointed (\d+), re-keyed (\d+); (\d+) conflicts, (\d+) orphans; (\d+) of \6 chunks audited/);
+  assert.ok(told, audited.stdout);
+  assert.deepEqual(told.slice(1, 6).map(Number), [dry.derived, dry.repointed, dry.rekeyed, dry.conflicts, dry.orphans], "the dry run foretold the real run");
+  const again = JSON.parse((await ok("--json", "emails")).stdout);
+  assert.deepEqual([again.derived, again.repointed, again.rekeyed], [0, 0, 0], "a second audit finds nothing to repair");
 });

@@ -91,8 +91,7 @@ async fn queue(batch: MessageBatch<QueueMessage>, env: Env, _ctx: Context) -> wo
     let settings = (config.default_phase, config.gate_settings());
     // A fanned-out email audit repairs mappings through the emails' objects.
     let emails = DoWriters::new(&env);
-    let mut consumed =
-        fanout::consume((&stores, &emails), fanout, settings, &bodies, now_ms).await;
+    let mut consumed = fanout::consume((&stores, &emails), fanout, settings, &bodies, now_ms).await;
     settle(&messages, std::mem::take(&mut consumed.dispositions));
     // The clock moves on at each I/O, so this is the invocation's time waiting on KV, the
     // coordinator and the queue.

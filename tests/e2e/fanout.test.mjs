@@ -134,6 +134,7 @@ test("the command-line client throttles, pauses and resumes a fanned-out backfil
   const audited = await ok("emails");
   const told = audited.stdout.match(/derived (\d+), repointed (\d+), re-keyed (\d+); (\d+) conflicts, (\d+) orphans; (\d+) of \6 chunks audited/);
   assert.ok(told, audited.stdout);
+  console.log(`email audit through the queue: ${told[0]}`);
   assert.deepEqual(told.slice(1, 6).map(Number), [dry.derived, dry.repointed, dry.rekeyed, dry.conflicts, dry.orphans], "the dry run foretold the real run");
   const again = JSON.parse((await ok("--json", "emails")).stdout);
   assert.deepEqual([again.derived, again.repointed, again.rekeyed], [0, 0, 0], "a second audit finds nothing to repair");

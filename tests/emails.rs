@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
-use customer_kv_migration::migration::copying::fanout::{dead_letters, Fanout, QueueMessage};
+use customer_kv_migration::migration::copying::fanout::{
+    consume, dead_letters, Fanout, QueueMessage,
+};
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::PutOptions;
 use serde_json::{json, Value};
@@ -414,4 +416,63 @@ fn a_chunk_that_kept_failing_is_reported_and_a_new_audit_checks_it_again() {
         (Some(51), Some(0)),
         "{again}"
     );
+}
+
+#[test]
+fn two_customers_found_holding_one_unmapped_email_are_a_conflict_not_two_repairs() {
+    for queued in [false, true] {
+        let world = messy_world_of(0, queued);
+        for id in ["twin_x", "twin_y"] {
+            let record = json!({ "customerId": id, "email": "twin@example.com" });
+            for store in [&world.stores.old, &world.stores.new] {
+                store.insert(
+                    &format!("customer_{id}"),
+                    record.to_string().as_bytes(),
+                    PutOptions::default(),
+                );
+            }
+        }
+        let report = run_through_the_queue(&world, false);
+        // a, b and the first twin derived; the second twin finds the email taken.
+        assert_eq!(
+            (report["derived"].as_u64(), report["conflicts"].as_u64()),
+            (Some(3), Some(2)),
+            "queued: {queued}: {report}"
+        );
+        let twin = mapping_key("twin@example.com");
+        let listed = every_issue(&world);
+        assert!(
+            listed.iter().any(|issue| issue["key"] == twin.as_str()),
+            "{listed:?}"
+        );
+        assert_eq!(
+            by_email(&world, "twin@example.com").as_deref(),
+            Some("twin_x")
+        );
+    }
+}
+
+#[test]
+fn a_batch_of_audit_chunks_that_all_need_repairs_fits_one_invocation() {
+    let world = messy_world_of(200, true);
+    run(&world, false);
+    let queue = world.queue.as_ref().unwrap();
+    let batch: Vec<QueueMessage> = queue.take(8).into_iter().map(|d| d.message).collect();
+    assert_eq!(batch.len(), 8);
+    let register = world.register();
+    let fanout = Fanout {
+        register: &register,
+        queue,
+    };
+    let settings = (world.config.default_phase, world.config.gate_settings());
+    let consumed = block_on(consume(
+        (&world.stores, &world.writers()),
+        fanout,
+        settings,
+        &batch,
+        world.now_ms,
+    ));
+    assert_eq!(consumed.retried, 0, "{consumed:?}");
+    assert_eq!(consumed.audited, 160);
+    assert!(consumed.operations <= 1_000, "{consumed:?}");
 }

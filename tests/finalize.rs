@@ -117,6 +117,14 @@ fn an_email_audit_fanned_out_that_left_a_chunk_unchecked_does_not_count() {
         (200, Some(false)),
         "{first}"
     );
+    // Saved so that a version from before the fan-out, which would finish an unfinished
+    // walk in one call, starts a whole audit instead; and not as completed.
+    let saved = world.new_value("__migration/emails").unwrap();
+    assert_eq!(
+        (saved["pass"].as_str(), saved["completedAt"].as_u64()),
+        (Some("done"), None),
+        "{saved}"
+    );
     let queue = world.queue.as_ref().unwrap();
     let kept_failing = queue.take(1).remove(0).message;
     let register = world.register();
@@ -126,6 +134,12 @@ fn an_email_audit_fanned_out_that_left_a_chunk_unchecked_does_not_count() {
     };
     block_on(dead_letters(fanout, &[kept_failing], world.now_ms));
     email_audit(&world);
+    let saved = world.new_value("__migration/emails").unwrap();
+    assert_eq!(
+        saved["completedAt"],
+        Value::Null,
+        "a chunk was never checked: {saved}"
+    );
     let (_, body) = finalize(&world, true);
     let unmet = body["unmet"].to_string();
     assert!(unmet.contains("could not check 1 chunks"), "{body}");

@@ -459,6 +459,21 @@ async fn admin_task(sim: &Sim, task: usize, actions: usize, mut rng: Rng) {
                 sim.note(format!("{at}: backfill batch: {}", r.status));
                 r
             }
+            5 if (downwards_by >> 48) % 4 == 3 => {
+                // An email audit call, real or dry, from bits no other action uses: its
+                // repairs go through the emails' objects among the clients' claims,
+                // fanned out to consumers when the history has a queue.
+                let dry_run = (downwards_by >> 50) % 2 == 1;
+                let body = json!({ "dryRun": dry_run });
+                let r = sim
+                    .send(&cache, true, "POST", "/admin/migrate/emails", Some(body))
+                    .await;
+                sim.note(format!(
+                    "{at}: emails (dry run {dry_run}): {} complete={}",
+                    r.status, r.body["complete"]
+                ));
+                r
+            }
             5 => {
                 let r = sim
                     .send(&cache, true, "POST", "/admin/migrate/repair", None)

@@ -32,7 +32,7 @@ use crate::store::budget::metered;
 use crate::store::budget::Budget;
 use crate::store::Stores;
 use crate::store::{read_many, KvStore, ListedKey, StoreResult, StoredValue, MAX_BULK_KEYS};
-use crate::writes::claims::{ClaimSender, Claims};
+use crate::writes::claims::{Claim, ClaimSender, Claims};
 
 const LIST_PAGE: u32 = 1_000;
 const SAMPLES: usize = 20;
@@ -365,14 +365,14 @@ async fn audit_records<S: KvStore, T: ClaimSender>(
         .zip(plane.read_many(&rivals).await?)
         .collect();
 
-    let mut points = Vec::new();
+    let mut points = Vec::new(); // (mapping key, customer, whether derived)
     let mut issues = Vec::new();
     for ((id, key), mapping) in holders.iter().zip(&mappings) {
         match mapped_id(mapping) {
             Some(target) if &target == id => counts.in_place += 1,
             None => {
                 counts.derived += 1;
-                points.push((key.clone(), id.clone()));
+                points.push((key.clone(), id.clone(), true));
             }
             Some(target) => {
                 let rival_holds_it = rival_records
@@ -394,18 +394,43 @@ async fn audit_records<S: KvStore, T: ClaimSender>(
                     if of.dry_run {
                         counts.plan_repoint(key.clone(), MAX_PLANNED_REPOINTS);
                     }
-                    points.push((key.clone(), id.clone()));
+                    points.push((key.clone(), id.clone(), false));
                 }
             }
         }
     }
     if !of.dry_run {
-        email_issues::record(&plane.stores.new, &issues).await?;
-        // Through the email's object, which decides again on what it knows: a claim may
-        // have moved the email since these reads (docs/design.md §12).
-        for (key, id) in points {
-            claims.point(&hash_of(&key)?, &id).await?;
+        // Through the email's object, which decides again on what it knows: a claim, or
+        // another chunk's repair, may have given the email to another customer since
+        // these reads (docs/design.md §12). Then it is a conflict, not a repair.
+        for (key, id, derived) in points {
+            let Claim::HeldBy(holder) = claims.point(&hash_of(&key)?, &id).await? else {
+                continue;
+            };
+            if holder == id {
+                continue;
+            }
+            let undone = if derived {
+                &mut counts.derived
+            } else {
+                &mut counts.repointed
+            };
+            *undone = undone.saturating_sub(1);
+            counts.conflicts += 1;
+            sample(
+                &mut counts.conflict_samples,
+                format!("{key}: {holder} and {id}"),
+            );
+            let customers = vec![holder.as_str().to_owned(), id.as_str().to_owned()];
+            issues.push(issue(
+                of,
+                &key,
+                IssueKind::Conflict,
+                customers,
+                plane.now_ms,
+            ));
         }
+        email_issues::record(&plane.stores.new, &issues).await?;
     }
     Ok(())
 }

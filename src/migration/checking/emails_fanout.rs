@@ -183,14 +183,45 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
         send(fanout, dry_run, run, sent).await?;
     }
     let audit = audits.audit().ok_or_else(unstarted)?;
+    let key = emails::progress_key(dry_run);
+    let saved = emails::load(&plane.stores.new, key).await?;
+    // A stalled call never saves over a later audit's progress.
+    if saved.is_none_or(|saved| saved.started_at <= audit.started_at) {
+        stored::put(
+            &plane.stores.new,
+            key,
+            &as_saved(&audit),
+            Listing::ValueOnly,
+        )
+        .await?;
+    }
     if audit.complete() {
-        // Marks it answered, so the next call starts a new audit.
+        // Marks it answered, so the next call starts a new audit: only once it is saved.
         let op = AuditOp::AnsweredComplete { run };
         register.audit(dry_run, op).await?;
     }
-    let key = emails::progress_key(dry_run);
-    stored::put(&plane.stores.new, key, &audit, Listing::ValueOnly).await?;
     Ok(audit)
+}
+
+/// The audit as it is saved where the finalize and the issues' listing read it. A version
+/// from before the audit fanned out would continue a walk it finds unfinished, in one
+/// call, and answer it complete while consumers still hold chunks: so the saved walk
+/// always reads as ended, and the audit is saved as completed only once every chunk was
+/// checked, none failed.
+fn as_saved(audit: &EmailAudit) -> EmailAudit {
+    let unchecked = audit
+        .fanout
+        .as_ref()
+        .is_some_and(|chunks| chunks.failed > 0);
+    EmailAudit {
+        pass: Pass::Done,
+        cursor: None,
+        after_key: None,
+        completed_at: audit
+            .completed_at
+            .filter(|_| audit.complete() && !unchecked),
+        ..audit.clone()
+    }
 }
 
 /// The mappings pass re-keys a mapping only once its customer is found by its own, which

@@ -189,8 +189,9 @@ pub enum FanOp<W, F: Findings> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", bound = "W: Walk, F: Findings")]
 pub struct FanAnswer<W, F> {
-    /// Named `comparisons` by versions that fanned out only the verification.
-    #[serde(alias = "comparisons")]
+    /// Named `comparisons` on the wire, which versions that fanned out only the
+    /// verification read.
+    #[serde(rename = "comparisons")]
     pub state: FannedOut<W, F>,
     /// False when the op did nothing: a plan another planner overtook, a report of
     /// another run or of a chunk already reported.
@@ -595,12 +596,15 @@ mod tests {
         two_chunks_sent(&store);
         let answer = apply_op(&store, done(0));
         let json = serde_json::to_value(&answer).unwrap();
+        // Named as versions that fanned out only the verification read it.
         assert_eq!(
-            (json["state"]["seen"].as_u64(), json["accepted"].as_bool()),
+            (
+                json["comparisons"]["seen"].as_u64(),
+                json["accepted"].as_bool()
+            ),
             (Some(1), Some(true))
         );
-        let earlier = serde_json::json!({"comparisons": json["state"], "accepted": true});
-        let read: FanAnswer<Listed, Seen> = serde_json::from_value(earlier).unwrap();
+        let read: FanAnswer<Listed, Seen> = serde_json::from_value(json).unwrap();
         assert_eq!(read.state, answer.state);
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::migration::checking::emails::{self, AuditCounts, EmailAudit, Pass};
 use crate::migration::checking::fanned_out::{
-    FanAnswer, FanOp, FannedOut, Findings, KeyChunk, Walk, CHUNKS_PER_PLAN,
+    self, Coordinated, FanAnswer, FanOp, FannedOut, Findings, KeyChunk, Walk, CHUNKS_PER_PLAN,
 };
 use crate::migration::copying::fanout::{Fanout, QueueMessage};
 use crate::migration::dataplane::DataPlane;
@@ -137,11 +137,18 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
 ) -> StoreResult<EmailAudit> {
     let now_ms = plane.now_ms;
     let register = fanout.register;
+    let coordinator = AuditsKept { register, dry_run };
     let read = register.audit(dry_run, AuditOp::Read { now_ms }).await?;
     // An audit whose completion no call has answered yet is this call's to answer,
     // though its consumers finished it.
     let mut audits = if !restart && !read.state.answered_complete && read.state.walk.is_some() {
-        resend(fanout, dry_run, &read.state, read.resend, now_ms).await?;
+        if let Some(run) = read.state.run() {
+            let due = read.resend.into_iter().map(|chunk| {
+                let message = AuditChunk::of(&read.state, dry_run, chunk);
+                (message.seq, QueueMessage::Audit(message))
+            });
+            fanned_out::resend(&coordinator, fanout.queue, run, due.collect(), now_ms).await?;
+        }
         read.state
     } else {
         let walk = EmailAudit::new(dry_run, now_ms);
@@ -178,9 +185,12 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
         };
         let sent = (first_seq..)
             .zip(chunks)
-            .map(|(seq, keys)| AuditChunk::of(&audits, dry_run, KeyChunk { run, seq, keys }))
+            .map(|(seq, keys)| {
+                let chunk = AuditChunk::of(&audits, dry_run, KeyChunk { run, seq, keys });
+                (seq, QueueMessage::Audit(chunk))
+            })
             .collect();
-        send(fanout, dry_run, run, sent).await?;
+        fanned_out::send(&coordinator, fanout.queue, run, sent).await?;
     }
     let audit = audits.audit().ok_or_else(unstarted)?;
     let key = emails::progress_key(dry_run);
@@ -267,55 +277,14 @@ fn unstarted() -> StoreError {
     StoreError::new("emails", "the coordinator holds no email audit")
 }
 
-/// Sends chunks; if that fails they are marked unsent, so the next call sends them.
-async fn send<R: PhaseRegister>(
-    fanout: Fanout<'_, R>,
+/// The coordinator's record of an audit in progress, as the planner reaches it.
+struct AuditsKept<'a, R> {
+    register: &'a R,
     dry_run: bool,
-    run: u64,
-    chunks: Vec<AuditChunk>,
-) -> StoreResult<()> {
-    if chunks.is_empty() {
-        return Ok(());
-    }
-    let seqs = chunks.iter().map(|chunk| chunk.seq).collect();
-    let messages = chunks.into_iter().map(QueueMessage::Audit).collect();
-    if let Err(err) = fanout.queue.send(messages).await {
-        let op = AuditOp::Sent {
-            run,
-            seqs,
-            sent_at: 0,
-        };
-        // If this fails too, the chunks are sent again once they are overdue.
-        let _ = fanout.register.audit(dry_run, op).await;
-        return Err(err);
-    }
-    Ok(())
 }
 
-/// Sends again the chunks whose sending or report was lost, and notes when.
-async fn resend<R: PhaseRegister>(
-    fanout: Fanout<'_, R>,
-    dry_run: bool,
-    audits: &Audits,
-    overdue: Vec<KeyChunk>,
-    now_ms: u64,
-) -> StoreResult<()> {
-    let Some(run) = audits.run() else {
-        return Ok(());
-    };
-    if overdue.is_empty() {
-        return Ok(());
+impl<R: PhaseRegister> Coordinated<EmailAudit, AuditCounts> for AuditsKept<'_, R> {
+    async fn apply(&self, op: AuditOp) -> StoreResult<AuditAnswer> {
+        self.register.audit(self.dry_run, op).await
     }
-    let seqs = overdue.iter().map(|chunk| chunk.seq).collect();
-    let chunks = overdue
-        .into_iter()
-        .map(|chunk| AuditChunk::of(audits, dry_run, chunk))
-        .collect();
-    send(fanout, dry_run, run, chunks).await?;
-    let op = AuditOp::Sent {
-        run,
-        seqs,
-        sent_at: now_ms,
-    };
-    fanout.register.audit(dry_run, op).await.map(|_| ())
 }

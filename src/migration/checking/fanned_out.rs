@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::migration::checking::verify::SAMPLE_KEYS;
 use crate::migration::copying::fanout::tally::TallyStore;
+use crate::migration::copying::fanout::{ChunkQueue, QueueMessage};
 use crate::store::{StoreError, StoreResult};
 
 /// Chunks sent and not yet reported, at most: bounds the coordinator's storage of them
@@ -478,6 +479,58 @@ async fn reconcile<T: TallyStore, W: Walk, F: Findings>(
         entries.save(state).await?;
     }
     Ok(due)
+}
+
+/// The coordinator as one check's planner reaches it.
+#[allow(async_fn_in_trait)]
+pub trait Coordinated<W: Walk, F: Findings> {
+    async fn apply(&self, op: FanOp<W, F>) -> StoreResult<FanAnswer<W, F>>;
+}
+
+/// Sends chunks, each with its number; if that fails they are marked unsent, so the next
+/// call sends them.
+pub async fn send<W: Walk, F: Findings>(
+    coordinator: &impl Coordinated<W, F>,
+    queue: &dyn ChunkQueue,
+    run: u64,
+    chunks: Vec<(u64, QueueMessage)>,
+) -> StoreResult<()> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let (seqs, messages): (Vec<u64>, Vec<QueueMessage>) = chunks.into_iter().unzip();
+    if let Err(err) = queue.send(messages).await {
+        let op = FanOp::Sent {
+            run,
+            seqs,
+            sent_at: 0,
+        };
+        // If this fails too, the chunks are sent again once they are overdue.
+        let _ = coordinator.apply(op).await;
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Sends again the chunks whose sending or report was lost, and notes when.
+pub async fn resend<W: Walk, F: Findings>(
+    coordinator: &impl Coordinated<W, F>,
+    queue: &dyn ChunkQueue,
+    run: u64,
+    chunks: Vec<(u64, QueueMessage)>,
+    now_ms: u64,
+) -> StoreResult<()> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let seqs = chunks.iter().map(|(seq, _)| *seq).collect();
+    send(coordinator, queue, run, chunks).await?;
+    let op = FanOp::Sent {
+        run,
+        seqs,
+        sent_at: now_ms,
+    };
+    coordinator.apply(op).await.map(|_| ())
 }
 
 #[cfg(test)]

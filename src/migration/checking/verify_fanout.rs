@@ -6,8 +6,9 @@
 //! window of chunks (90,000 keys) where comparing values itself it walks about 45,000.
 
 use crate::migration::checking::comparisons::{
-    CompareChunk, CompareOp, Comparisons, CHUNKS_PER_PLAN,
+    CompareAnswer, CompareChunk, CompareFindings, CompareOp, CHUNKS_PER_PLAN,
 };
+use crate::migration::checking::fanned_out::{self, Coordinated};
 use crate::migration::checking::inventory;
 use crate::migration::checking::verify::{self, Deferred, Mode, Verification};
 use crate::migration::copying::fanout::{Fanout, QueueMessage};
@@ -35,6 +36,7 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
     now_ms: u64,
 ) -> StoreResult<Verification> {
     let register = fanout.register;
+    let coordinator = Verifications(register);
     let read = register.compare(CompareOp::Read { now_ms }).await?;
     // A verification whose completion no call has answered yet is this call's to
     // answer, though its consumers finished it.
@@ -46,7 +48,11 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
             .as_ref()
             .is_some_and(|v| v.mode == mode && v.rate == rate.max(1));
     let mut comparisons = if resumable {
-        resend(fanout, &read.state, read.resend, now_ms).await?;
+        if let Some(run) = read.state.run() {
+            let due = read.resend.into_iter();
+            let due = due.map(|c| (c.seq, QueueMessage::Compare(c))).collect();
+            fanned_out::resend(&coordinator, fanout.queue, run, due, now_ms).await?;
+        }
         read.state
     } else {
         let walk = Verification {
@@ -82,11 +88,11 @@ pub async fn run<S: KvStore, R: PhaseRegister>(
             // verification as that call left it.
             break;
         };
-        let sent: Vec<CompareChunk> = (first_seq..)
+        let sent = (first_seq..)
             .zip(chunks)
-            .map(|(seq, keys)| CompareChunk { run, seq, keys })
+            .map(|(seq, keys)| (seq, QueueMessage::Compare(CompareChunk { run, seq, keys })))
             .collect();
-        send(fanout, run, sent).await?;
+        fanned_out::send(&coordinator, fanout.queue, run, sent).await?;
     }
     let verification = comparisons.verification().ok_or_else(unstarted)?;
     if verification.complete() {
@@ -111,49 +117,11 @@ fn unstarted() -> StoreError {
     StoreError::new("verify", "the coordinator holds no verification")
 }
 
-/// Sends chunks; if that fails they are marked unsent, so the next call sends them.
-async fn send<R: PhaseRegister>(
-    fanout: Fanout<'_, R>,
-    run: u64,
-    chunks: Vec<CompareChunk>,
-) -> StoreResult<()> {
-    if chunks.is_empty() {
-        return Ok(());
-    }
-    let seqs = chunks.iter().map(|chunk| chunk.seq).collect();
-    let messages = chunks.into_iter().map(QueueMessage::Compare).collect();
-    if let Err(err) = fanout.queue.send(messages).await {
-        let op = CompareOp::Sent {
-            run,
-            seqs,
-            sent_at: 0,
-        };
-        // If this fails too, the chunks are sent again once they are overdue.
-        let _ = fanout.register.compare(op).await;
-        return Err(err);
-    }
-    Ok(())
-}
+/// The coordinator's record of the verification in progress, as the planner reaches it.
+struct Verifications<'a, R>(&'a R);
 
-/// Sends again the chunks whose sending or report was lost, and notes when.
-async fn resend<R: PhaseRegister>(
-    fanout: Fanout<'_, R>,
-    comparisons: &Comparisons,
-    overdue: Vec<CompareChunk>,
-    now_ms: u64,
-) -> StoreResult<()> {
-    let Some(run) = comparisons.run() else {
-        return Ok(());
-    };
-    if overdue.is_empty() {
-        return Ok(());
+impl<R: PhaseRegister> Coordinated<Verification, CompareFindings> for Verifications<'_, R> {
+    async fn apply(&self, op: CompareOp) -> StoreResult<CompareAnswer> {
+        self.0.compare(op).await
     }
-    let seqs = overdue.iter().map(|chunk| chunk.seq).collect();
-    send(fanout, run, overdue).await?;
-    let op = CompareOp::Sent {
-        run,
-        seqs,
-        sent_at: now_ms,
-    };
-    fanout.register.compare(op).await.map(|_| ())
 }

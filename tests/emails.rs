@@ -4,9 +4,7 @@ mod common;
 
 use common::*;
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
-use customer_kv_migration::migration::copying::fanout::{
-    consume, dead_letters, Fanout, QueueMessage,
-};
+use customer_kv_migration::migration::copying::fanout::{consume, Fanout, QueueMessage};
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::PutOptions;
 use serde_json::{json, Value};
@@ -391,14 +389,7 @@ fn a_chunk_delivered_twice_counts_once() {
 fn a_chunk_that_kept_failing_is_reported_and_a_new_audit_checks_it_again() {
     let world = messy_world_of(45, true);
     run(&world, false);
-    let queue = world.queue.as_ref().unwrap();
-    let lost = queue.take(1).remove(0).message;
-    let register = world.register();
-    let fanout = Fanout {
-        register: &register,
-        queue,
-    };
-    block_on(dead_letters(fanout, &[lost], world.now_ms));
+    world.dead_letter_next();
     let report = run_through_the_queue(&world, false);
     assert_eq!(report["fanout"]["failed"]["count"], 1, "{report}");
     assert_eq!(

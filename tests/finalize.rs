@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
-use customer_kv_migration::migration::copying::fanout::{dead_letters, Fanout};
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::PutOptions;
 use serde_json::{json, Value};
@@ -125,14 +124,7 @@ fn an_email_audit_fanned_out_that_left_a_chunk_unchecked_does_not_count() {
         (Some("done"), None),
         "{saved}"
     );
-    let queue = world.queue.as_ref().unwrap();
-    let kept_failing = queue.take(1).remove(0).message;
-    let register = world.register();
-    let fanout = Fanout {
-        register: &register,
-        queue,
-    };
-    block_on(dead_letters(fanout, &[kept_failing], world.now_ms));
+    world.dead_letter_next();
     email_audit(&world);
     let saved = world.new_value("__migration/emails").unwrap();
     assert_eq!(

@@ -147,6 +147,19 @@ impl World {
         }
     }
 
+    /// Hands the next waiting message to the dead-letter consumer, as after its last
+    /// retry.
+    pub fn dead_letter_next(&self) {
+        let queue = self.queue.as_ref().expect("a world with a queue");
+        let kept_failing = queue.take(1).remove(0).message;
+        let register = self.register();
+        let fanout = Fanout {
+            register: &register,
+            queue,
+        };
+        block_on(dead_letters(fanout, &[kept_failing], self.now_ms));
+    }
+
     /// The token's clock is real time; the worker's clock is `now_ms`. Keep them close.
     pub fn at_real_time() -> Self {
         let mut world = Self::new();

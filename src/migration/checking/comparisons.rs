@@ -81,15 +81,9 @@ impl Comparisons {
             .mismatched_keys
             .extend(self.found.mismatched_keys.iter().take(room).cloned());
         merged.fanout = Some(self.progress());
-        // Complete once every chunk is reported; dated by the end of the listing, which
-        // is what the gates compare with the backfill's end (the values are compared
-        // later, never earlier).
-        if self.pending() > 0 {
-            merged.completed_at = None;
-        }
-        if let Some(done_at) = self.last_done_at {
-            merged.updated_at = merged.updated_at.max(done_at);
-        }
+        // The gates compare the end of the listing with the backfill's end.
+        (merged.completed_at, merged.updated_at) =
+            self.dates(merged.completed_at, merged.updated_at);
         Some(merged)
     }
 }

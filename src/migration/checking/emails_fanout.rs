@@ -68,12 +68,8 @@ impl Audits {
             .counts
             .merge(self.found.clone(), MAX_PLANNED_REPOINTS);
         merged.fanout = Some(self.progress());
-        if self.pending() > 0 {
-            merged.completed_at = None;
-        }
-        if let Some(done_at) = self.last_done_at {
-            merged.updated_at = merged.updated_at.max(done_at);
-        }
+        (merged.completed_at, merged.updated_at) =
+            self.dates(merged.completed_at, merged.updated_at);
         Some(merged)
     }
 

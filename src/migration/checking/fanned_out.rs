@@ -115,6 +115,15 @@ impl<W: Walk, F> FannedOut<W, F> {
         WINDOW.saturating_sub(self.pending())
     }
 
+    /// A report's `(completedAt, updatedAt)` from the walk's: complete once every chunk
+    /// is reported, dated by the end of the listing (the keys are checked later, never
+    /// earlier); updated by the consumers' last report.
+    pub fn dates(&self, completed_at: Option<u64>, updated_at: u64) -> (Option<u64>, u64) {
+        let completed_at = completed_at.filter(|_| self.pending() == 0);
+        let updated_at = updated_at.max(self.last_done_at.unwrap_or(0));
+        (completed_at, updated_at)
+    }
+
     pub fn progress(&self) -> FanoutProgress {
         FanoutProgress {
             queued: self.queued,

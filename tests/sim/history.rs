@@ -3,11 +3,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use customer_kv_migration::domain::Tombstone;
 use customer_kv_migration::http::ApiResponse;
 use customer_kv_migration::migration::keys::READ_REPAIR_CHECK_PREFIX as SETTLE_PREFIX;
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
-use customer_kv_migration::store::KvStore;
+use customer_kv_migration::store::{KvStore, PutOptions};
 use serde_json::json;
 
 use super::rng::Rng;
@@ -589,7 +590,7 @@ pub fn run_with(seed: u64, settings: Settings, mut rng: Rng, cuts: Cuts) -> Outc
         run_tasks(&mut rng, tasks, &sim.shared);
     }
     check_phase_chain(&sim);
-    converge_and_check(&sim);
+    converge_and_check(&sim, settings.plant_difference);
     // A failing replay shows the stores as the checks left them.
     if std::env::var("SIM_REPLAY").is_ok() && !sim.violations.borrow().is_empty() {
         for (name, kv) in [("old", &sim.stores.old), ("new", &sim.stores.new)] {
@@ -613,7 +614,7 @@ pub fn run_with(seed: u64, settings: Settings, mut rng: Rng, cuts: Cuts) -> Outc
 
 /// With faults healed, every isolate caught up, the journal drained and the backfill and
 /// a full verification run, the stores must agree with the model.
-fn converge_and_check(sim: &Sim) {
+fn converge_and_check(sim: &Sim, plant_difference: bool) {
     sim.shared.fault_rate.set(0.0);
     // A location of its own, a minute on: every other location's view has caught up.
     sim.shared.location.set(usize::MAX);
@@ -687,6 +688,7 @@ fn converge_and_check(sim: &Sim) {
             _ => sim.advance_clock(60_000),
         }
     }
+    let planted = plant_difference && plant_a_difference(sim);
     // Fanned out, a verification completes once consumers compared its values: called
     // until complete, as the CLI does, with the queue drained in between.
     let mut body = json!({ "mode": "full", "restart": true });
@@ -714,6 +716,13 @@ fn converge_and_check(sim: &Sim) {
     if report.body["complete"] != true {
         sim.violation(format!(
             "the final verification did not complete: {}",
+            report.body
+        ));
+        return;
+    }
+    if planted && report.body["clean"] == true {
+        sim.violation(format!(
+            "the final verification was clean though a value planted in the new store differs: {}",
             report.body
         ));
         return;
@@ -753,6 +762,30 @@ fn converge_and_check(sim: &Sim) {
             }
         }
     }
+}
+
+/// Changes one copied customer's value in the new store behind the product's back (a
+/// byte appended), once every location can read it; false when no customer is in both
+/// stores.
+fn plant_a_difference(sim: &Sim) -> bool {
+    let copied = sim
+        .stores
+        .new
+        .entries
+        .borrow()
+        .iter()
+        .find_map(|(key, entry)| {
+            let old = sim.stores.old.peek(key)?;
+            let plain = key.starts_with("customer_") && !Tombstone::is_tombstone(&entry.bytes);
+            (plain && old.bytes == entry.bytes).then(|| (key.clone(), entry.bytes.clone()))
+        });
+    let Some((key, mut bytes)) = copied else {
+        return false;
+    };
+    bytes.push(b' ');
+    let written = block_on(sim.stores.new.put(&key, &bytes, PutOptions::default()));
+    sim.advance_clock(60_001);
+    written.is_ok()
 }
 
 /// Under stale reads, a backfill or read-repair copy may have overwritten a newer

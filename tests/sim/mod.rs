@@ -70,6 +70,9 @@ pub struct Settings {
     /// Whether each client's first customer was created by another service in the new
     /// store before the history, and the inventory found it there (docs/design.md §16).
     pub new_only: bool,
+    /// Whether the final check plants a value that differs in the new store before it
+    /// verifies: the verification, fanned out or not, must find it.
+    pub plant_difference: bool,
 }
 
 impl Settings {
@@ -88,6 +91,7 @@ impl Settings {
             shared_customers: 0,
             fan_out: false,
             new_only: false,
+            plant_difference: false,
         }
     }
 
@@ -101,6 +105,7 @@ impl Settings {
             shared_customers: Self::shared_customers_for_seed(seed),
             fan_out: Self::fan_out_for_seed(seed),
             new_only: Self::new_only_for_seed(seed),
+            plant_difference: Rng::new(seed ^ 0x0d1f_fe4e_9ce5).chance(0.25),
             ..Self::for_seed(&mut rng)
         };
         (settings, rng)
@@ -204,6 +209,10 @@ impl Settings {
         });
         push(Settings {
             new_only: false,
+            ..*self
+        });
+        push(Settings {
+            plant_difference: false,
             ..*self
         });
         out

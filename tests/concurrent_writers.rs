@@ -38,6 +38,7 @@ fn sim_in(phase: Phase, seed: u64) -> Sim {
         shared_customers: 0,
         fan_out: false,
         new_only: false,
+        plant_difference: false,
     };
     let mut sim = Sim::new(seed, &settings, Cuts::default());
     sim.config.default_phase = phase;

@@ -8,7 +8,7 @@ use common::*;
 use customer_kv_migration::alerts::{self, Alert};
 use customer_kv_migration::http::{ApiRequest, Method};
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
-use customer_kv_migration::migration::copying::fanout::{consume, Fanout};
+use customer_kv_migration::migration::copying::fanout::Fanout;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::PutOptions;
 use serde_json::{json, Value};
@@ -133,14 +133,7 @@ fn consume_one_chunk(world: &World) {
     };
     let deliveries = queue.take(1);
     let messages: Vec<_> = deliveries.iter().map(|d| d.message.clone()).collect();
-    let settings = (world.config.default_phase, world.config.gate_settings());
-    let consumed = block_on(consume(
-        (&world.stores, &world.writers()),
-        fanout,
-        settings,
-        &messages,
-        world.now_ms,
-    ));
+    let consumed = world.consume_batch(fanout, &messages);
     assert_eq!(consumed.chunks, 1, "{consumed:?}");
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
-use customer_kv_migration::migration::copying::fanout::{consume, Fanout, QueueMessage};
+use customer_kv_migration::migration::copying::fanout::{Fanout, QueueMessage};
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::PutOptions;
 use serde_json::{json, Value};
@@ -455,14 +455,7 @@ fn a_batch_of_audit_chunks_that_all_need_repairs_fits_one_invocation() {
         register: &register,
         queue,
     };
-    let settings = (world.config.default_phase, world.config.gate_settings());
-    let consumed = block_on(consume(
-        (&world.stores, &world.writers()),
-        fanout,
-        settings,
-        &batch,
-        world.now_ms,
-    ));
+    let consumed = world.consume_batch(fanout, &batch);
     assert_eq!(consumed.retried, 0, "{consumed:?}");
     assert_eq!(consumed.audited, 160);
     assert!(consumed.operations <= 1_000, "{consumed:?}");

@@ -14,7 +14,7 @@ use customer_kv_migration::migration::copying::copy::Direction;
 use customer_kv_migration::migration::copying::fanout;
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{
-    consume, ChunkQueue, Disposition, Fanout, QueueMessage, TallyAnswer, TallyOp,
+    ChunkQueue, Disposition, Fanout, QueueMessage, TallyAnswer, TallyOp,
 };
 use customer_kv_migration::migration::state::coordinator::{
     PhaseRegister, RecordOp, RecordOutcome,
@@ -94,7 +94,6 @@ fn every_consumer_invocation_stays_within_its_budget() {
         register: &register,
         queue: queue(&world),
     };
-    let settings = (world.config.default_phase, world.config.gate_settings());
     let mut most = 0;
     while queue(&world).waiting() > 0 {
         world.stores.old.reset_counts();
@@ -104,13 +103,7 @@ fn every_consumer_invocation_stays_within_its_budget() {
             .into_iter()
             .map(|d| d.message)
             .collect();
-        let consumed = block_on(consume(
-            (&world.stores, &world.writers()),
-            fanout,
-            settings,
-            &batch,
-            world.now_ms,
-        ));
+        let consumed = world.consume_batch(fanout, &batch);
         assert!(consumed.dispositions.iter().all(|d| *d == Disposition::Ack));
         let used = world.stores.old.counts().total() + world.stores.new.counts().total();
         // The invocation's own report, which its log line carries, counts the same.
@@ -364,20 +357,13 @@ fn copies_the_tally_holds_keep_reads_off_the_new_store_until_a_pass_rereads_them
         register: &register,
         queue: queue(&world),
     };
-    let settings = (world.config.default_phase, world.config.gate_settings());
     let chunks: Vec<QueueMessage> = queue(&world)
         .take(usize::MAX)
         .into_iter()
         .map(|d| d.message)
         .collect();
     assert!(chunks.iter().all(|m| matches!(m, QueueMessage::Chunk(_))));
-    let consumed = block_on(consume(
-        (&world.stores, &world.writers()),
-        fanout,
-        settings,
-        &chunks,
-        world.now_ms,
-    ));
+    let consumed = world.consume_batch(fanout, &chunks);
     assert_eq!(consumed.written, 300);
     assert!(!checkpoint(&world).complete());
     assert!(world.stores.new.peek("customer_cust_000000").is_some());
@@ -488,7 +474,6 @@ fn a_batch_reports_its_copies_in_one_request_and_a_lost_report_is_delivered_agai
         register: &register,
         queue: queue(&world),
     };
-    let settings = (world.config.default_phase, world.config.gate_settings());
     let take = |world: &World| -> Vec<QueueMessage> {
         let batch = queue(world).take(BATCH).into_iter().map(|d| d.message);
         batch
@@ -497,13 +482,7 @@ fn a_batch_reports_its_copies_in_one_request_and_a_lost_report_is_delivered_agai
     };
     let batch = take(&world);
     assert_eq!(batch.len(), BATCH);
-    let lost = block_on(consume(
-        (&world.stores, &world.writers()),
-        fanout,
-        settings,
-        &batch,
-        world.now_ms,
-    ));
+    let lost = world.consume_batch(fanout, &batch);
     assert!(lost.dispositions.iter().all(|d| *d == Disposition::Retry));
     assert_eq!((lost.chunks, lost.retried), (0, BATCH));
     assert_eq!(
@@ -514,13 +493,7 @@ fn a_batch_reports_its_copies_in_one_request_and_a_lost_report_is_delivered_agai
 
     register.refuse_reports.set(false);
     register.ops.borrow_mut().clear();
-    let again = block_on(consume(
-        (&world.stores, &world.writers()),
-        fanout,
-        settings,
-        &batch,
-        world.now_ms,
-    ));
+    let again = world.consume_batch(fanout, &batch);
     assert!(again.dispositions.iter().all(|d| *d == Disposition::Ack));
     assert_eq!(again.chunks, BATCH);
     assert_eq!(*register.ops.borrow(), ["admit", "done_many"]);

@@ -17,7 +17,7 @@ use customer_kv_migration::migration::checking::verify_fanout;
 use customer_kv_migration::migration::copying::backfill;
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{
-    consume, dead_letters, ChunkQueue, Fanout, QueueMessage,
+    dead_letters, ChunkQueue, Fanout, QueueMessage,
 };
 use customer_kv_migration::migration::copying::fanout::{TallyAnswer, TallyOp};
 use customer_kv_migration::migration::state::coordinator::{
@@ -95,15 +95,8 @@ fn consume_in_batches(world: &World, messages: &[QueueMessage]) {
         register: &register,
         queue: queue(world),
     };
-    let settings = (world.config.default_phase, world.config.gate_settings());
     for batch in messages.chunks(BATCH) {
-        block_on(consume(
-            (&world.stores, &world.writers()),
-            fanout,
-            settings,
-            batch,
-            world.now_ms,
-        ));
+        world.consume_batch(fanout, batch);
     }
 }
 

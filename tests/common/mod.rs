@@ -8,9 +8,11 @@ use customer_kv_migration::domain::DEFAULT_MAX_RECORD_BYTES;
 use customer_kv_migration::http::{ApiRequest, ApiResponse, Method, RequestBody};
 use customer_kv_migration::migration::copying::fanout::local::LocalQueue;
 use customer_kv_migration::migration::copying::fanout::{
-    consume, dead_letters, ChunkQueue, Disposition, Fanout,
+    consume, dead_letters, ChunkQueue, Consumed, Disposition, Fanout, QueueMessage,
 };
-use customer_kv_migration::migration::state::coordinator::{LocalRegister, RegisterCell};
+use customer_kv_migration::migration::state::coordinator::{
+    LocalRegister, PhaseRegister, RegisterCell,
+};
 use customer_kv_migration::migration::state::phase_cache::PhaseCache;
 use customer_kv_migration::phase::Phase;
 use customer_kv_migration::store::{MemoryStore, Stores};
@@ -120,7 +122,6 @@ impl World {
             register: &register,
             queue,
         };
-        let settings = (self.config.default_phase, self.config.gate_settings());
         let mut batches = 0;
         loop {
             let deliveries = queue.take(batch);
@@ -130,14 +131,7 @@ impl World {
             }
             batches += 1;
             let messages: Vec<_> = deliveries.iter().map(|d| d.message.clone()).collect();
-            let dispositions = block_on(consume(
-                (&self.stores, &self.writers()),
-                fanout,
-                settings,
-                &messages,
-                self.now_ms,
-            ))
-            .dispositions;
+            let dispositions = self.consume_batch(fanout, &messages).dispositions;
             for (delivery, disposition) in deliveries.into_iter().zip(dispositions) {
                 queue.settle(delivery, disposition);
             }
@@ -145,6 +139,17 @@ impl World {
             let dispositions = block_on(dead_letters(fanout, &dead, self.now_ms));
             assert!(dispositions.iter().all(|d| *d == Disposition::Ack));
         }
+    }
+
+    /// Hands `messages` to one consumer invocation, through `fanout`.
+    pub fn consume_batch<R: PhaseRegister>(
+        &self,
+        fanout: Fanout<'_, R>,
+        messages: &[QueueMessage],
+    ) -> Consumed {
+        let settings = (self.config.default_phase, self.config.gate_settings());
+        let stores = (&self.stores, &self.writers());
+        block_on(consume(stores, fanout, settings, messages, self.now_ms))
     }
 
     /// Hands the next waiting message to the dead-letter consumer, as after its last

@@ -227,39 +227,37 @@ impl DoRegister {
     }
 }
 
-impl PhaseRegister for DoRegister {
-    async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer> {
-        let reply: Result<StoreResult<TallyAnswer>> =
-            super::call_object(&self.env, (BINDING, INSTANCE), TALLY_PATH, &op).await;
+impl DoRegister {
+    /// One op on the object's storage at `path`; `what` names it in the error when the
+    /// object does not answer.
+    async fn store_op<T: serde::de::DeserializeOwned>(
+        &self,
+        (path, what): (&str, &'static str),
+        op: &impl serde::Serialize,
+    ) -> StoreResult<T> {
+        let reply: Result<StoreResult<T>> =
+            super::call_object(&self.env, (BINDING, INSTANCE), path, op).await;
         reply.unwrap_or_else(|err| {
             Err(StoreError::new(
-                "tally",
+                what,
                 format!("the coordinator did not answer: {err}"),
             ))
         })
     }
+}
+
+impl PhaseRegister for DoRegister {
+    async fn tally(&self, op: TallyOp) -> StoreResult<TallyAnswer> {
+        self.store_op((TALLY_PATH, "tally"), &op).await
+    }
 
     async fn compare(&self, op: CompareOp) -> StoreResult<CompareAnswer> {
-        let reply: Result<StoreResult<CompareAnswer>> =
-            super::call_object(&self.env, (BINDING, INSTANCE), COMPARE_PATH, &op).await;
-        reply.unwrap_or_else(|err| {
-            Err(StoreError::new(
-                "comparisons",
-                format!("the coordinator did not answer: {err}"),
-            ))
-        })
+        self.store_op((COMPARE_PATH, "comparisons"), &op).await
     }
 
     async fn audit(&self, dry_run: bool, op: AuditOp) -> StoreResult<AuditAnswer> {
         let path = if dry_run { DRY_AUDIT_PATH } else { AUDIT_PATH };
-        let reply: Result<StoreResult<AuditAnswer>> =
-            super::call_object(&self.env, (BINDING, INSTANCE), path, &op).await;
-        reply.unwrap_or_else(|err| {
-            Err(StoreError::new(
-                "email audit",
-                format!("the coordinator did not answer: {err}"),
-            ))
-        })
+        self.store_op((path, "email audit"), &op).await
     }
 
     async fn apply(&self, op: RecordOp) -> std::result::Result<RecordOutcome, Error> {

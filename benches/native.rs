@@ -894,7 +894,7 @@ fn hot_path() {
     println!("## 5. Native hot path (CPU per request)\n");
     println!(
         "The pure request pipeline compiled natively with the release profile \
-         (`opt-level = \"s\"`, LTO), best of 9 batches of about 50 ms each \
+         (`opt-level = \"z\"`, LTO), best of 9 batches of about 50 ms each \
          (`std::time::Instant`), against the free plan's 10 ms of CPU per request. The KV \
          operations themselves are I/O, not CPU, and are done by in-memory stores here.\n"
     );

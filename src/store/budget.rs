@@ -51,6 +51,14 @@ impl Budget {
         self.remaining() >= operations + BOOKKEEPING_RESERVE
     }
 
+    /// How many units of one operation each fit beside `overhead` more operations while
+    /// keeping the bookkeeping reserve: a run sizes its last chunk to this rather than
+    /// leave the end of its budget unused.
+    pub fn affordable(&self, overhead: u32) -> u32 {
+        self.remaining()
+            .saturating_sub(overhead + BOOKKEEPING_RESERVE)
+    }
+
     fn spend(&self, operation: &'static str) -> StoreResult<()> {
         if self.used.get() >= self.limit {
             return Err(StoreError::new(

@@ -438,9 +438,12 @@ async fn advance<S: KvStore>(
         for whole_chunk in pending.chunks(MAX_BULK_KEYS) {
             let room = options
                 .max_records
-                .map_or(u64::MAX, |max| max.saturating_sub(report.counts.scanned));
+                .map_or(u64::MAX, |max| max.saturating_sub(report.counts.scanned))
+                // A chunk costs three bulk reads, a write per key at worst and its slack;
+                // the run's last chunk takes what the budget still affords.
+                .min(u64::from(budget.affordable(3 + CHUNK_SLACK)));
             let chunk = &whole_chunk[..whole_chunk.len().min(room as usize)];
-            if chunk.is_empty() || !budget.affords(3 + chunk.len() as u32 + CHUNK_SLACK) {
+            if chunk.is_empty() {
                 return Ok(());
             }
             let counts =
@@ -474,7 +477,7 @@ async fn advance<S: KvStore>(
                 save_checkpoint(&stores.new, options.direction, checkpoint).await?;
             }
             if chunk.len() < whole_chunk.len() {
-                return Ok(()); // maxRecords reached inside this page
+                return Ok(()); // maxRecords or the budget reached inside this page
             }
         }
         move_past_page(checkpoint, page.cursor, page.complete);

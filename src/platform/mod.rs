@@ -14,6 +14,7 @@ mod queue;
 mod webhook;
 mod writers;
 
+use std::cell::OnceCell;
 use std::rc::Rc;
 
 use worker::{
@@ -38,6 +39,8 @@ use queue::WorkerQueue;
 use writers::DoWriters;
 
 thread_local! {
+    /// The settings (`config`), once read.
+    static CONFIG: OnceCell<std::result::Result<Rc<Config>, String>> = const { OnceCell::new() };
     /// Lives as long as the isolate: the phase is re-read from KV only when it is stale.
     static PHASE_CACHE: Rc<PhaseCache> = Rc::new(PhaseCache::default());
     /// The Access team's keys, fetched when an assertion first needs them.
@@ -70,13 +73,24 @@ fn stores(env: &Env) -> Result<Stores<Ledgered<WorkersKv, DoLedger>>> {
     })
 }
 
-fn config(env: &Env) -> std::result::Result<Config, String> {
-    Config::from_env(|name| {
-        // A var or a secret (`ALERT_WEBHOOK_URL` may be either).
-        env.var(name)
-            .ok()
-            .map(|v| v.to_string())
-            .or_else(|| env.secret(name).ok().map(|s| s.to_string()))
+/// The settings, read from the environment once per isolate: vars and secrets are fixed
+/// for an isolate's life (changing one deploys a new version, in new isolates), and
+/// reading them is a score of calls into JavaScript that a read hit would otherwise pay
+/// on every request (BENCHMARKS.md §3).
+fn config(env: &Env) -> std::result::Result<Rc<Config>, String> {
+    CONFIG.with(|cached| {
+        cached
+            .get_or_init(|| {
+                Config::from_env(|name| {
+                    // A var or a secret (`ALERT_WEBHOOK_URL` may be either).
+                    env.var(name)
+                        .ok()
+                        .map(|v| v.to_string())
+                        .or_else(|| env.secret(name).ok().map(|s| s.to_string()))
+                })
+                .map(Rc::new)
+            })
+            .clone()
     })
 }
 

@@ -352,6 +352,7 @@ async function main() {
     wasm: join(ROOT, "build/index_bg.wasm"),
     glue: join(ROOT, "build/index.js"),
     minimal: join(BENCH, "minimal-worker/worker.mjs"),
+    names: join(ROOT, "build/index_bg.names.txt"),
   };
   const wasm = readFileSync(files.wasm);
   // The gzip command itself: the figures are `wc -c FILE` and `gzip -9 -c FILE | wc -c`.
@@ -373,14 +374,23 @@ async function main() {
   const token = mintToken({ secret, sub: "bench-service", role: "service", ttl: 6 * 3600 });
   const customers = READ_POOL + ROUNDS * FALLBACK_PER_ROUND;
   const entries = loadData(customers);
+  // The products log at LOG_LEVEL=warn, as the minimal worker logs nothing: under
+  // `wrangler dev` every console line crosses the inspector into wrangler's node process,
+  // whose CPU the figures count, which the platform does not do. "product-info" is the
+  // same build at the default LOG_LEVEL=info, on read hits only, to show that line's cost.
+  // "minimal-object" is the minimal worker with its updates in a minimal Durable Object
+  // (one at a time per customer): the least a worker that keeps concurrent writes can do.
   const workers = [
-    { name: "product", label: "after (this build)", config: join(BENCH, "worker/wrangler.toml"), port: 8791, inspector: 9291, vars: [`JWT_SECRET:${secret}`] },
+    { name: "product", label: "after (this build)", config: join(BENCH, "worker/wrangler.toml"), port: 8791, inspector: 9291, vars: [`JWT_SECRET:${secret}`, "LOG_LEVEL:warn"] },
     { name: "minimal", label: "minimal JS", config: join(BENCH, "minimal-worker/wrangler.toml"), port: 8792, inspector: 9292, vars: [] },
+    { name: "product-info", label: "after, LOG_LEVEL=info", config: join(BENCH, "worker/wrangler.toml"), port: 8794, inspector: 9294, vars: [`JWT_SECRET:${secret}`, "LOG_LEVEL:info"], scenarios: ["read"] },
+    { name: "minimal-object", label: "minimal JS + object", config: join(BENCH, "minimal-worker/wrangler.toml"), port: 8795, inspector: 9295, vars: ["VIA_OBJECT:1"], scenarios: ["update"] },
   ];
   if (BEFORE_DIR) {
-    workers.push({ name: "before", label: `before (${beforeCommit()})`, config: beforeConfig(), port: 8793, inspector: 9293, vars: [`JWT_SECRET:${secret}`] });
+    workers.push({ name: "before", label: `before (${beforeCommit()})`, config: beforeConfig(), port: 8793, inspector: 9293, vars: [`JWT_SECRET:${secret}`, "LOG_LEVEL:warn"] });
   }
-  const products = workers.filter((w) => w.name !== "minimal");
+  const runsScenario = (w, scenario) => !w.scenarios || w.scenarios.includes(scenario);
+  const products = workers.filter((w) => w.name === "product" || w.name === "before");
   {
     // Seeded once, then copied: every worker starts from identical stores.
     const t0 = Date.now();
@@ -406,7 +416,7 @@ async function main() {
   }
 
   // Sanity: each product build answers the pool with the token, in phase 3, and writes.
-  for (const w of products) {
+  for (const w of workers.filter((w) => w.name.startsWith("product") || w.name === "before")) {
     const auth = { authorization: `Bearer ${token}` };
     const res = await fetch(`${w.server.url}/customer/cust_000001`, { headers: auth });
     if (res.status !== 200) throw new Error(`${w.name}: GET /customer/cust_000001 answered ${res.status} ${await res.text()}`);
@@ -422,7 +432,7 @@ async function main() {
   const results = {}; // scenario -> worker -> [runs]
   for (let round = 0; round < ROUNDS; round++) {
     for (const scenario of scenarios) {
-      for (const w of rotate(workers, round)) {
+      for (const w of rotate(workers, round).filter((w) => runsScenario(w, scenario))) {
         const first = scenario === "fallback" ? READ_POOL + 1 + round * FALLBACK_PER_ROUND : 1;
         const count = scenario === "fallback" ? FALLBACK_PER_ROUND : READ_POOL;
         const pids = processTree(w.server.child.pid);
@@ -466,7 +476,7 @@ async function main() {
   // Concurrent PATCHes of one customer, each setting a field of its own: how many
   // answered 200, and how many of their fields the record holds afterwards.
   const merged = {}; // worker -> { ok, kept, slowestMs }
-  for (const w of workers) {
+  for (const w of workers.filter((w) => runsScenario(w, "update"))) {
     const auth = { authorization: `Bearer ${token}`, "content-type": "application/json" };
     const t0 = performance.now();
     const answers = await Promise.all(
@@ -503,14 +513,14 @@ async function main() {
   const before = workers.find((w) => w.name === "before");
   md("## 3. Throughput and latency in workerd");
   md();
-  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite) and local Durable Objects, ${ROUNDS} rounds; in each round every scenario runs against every worker back to back, the order rotating round by round. Figures are medians over the rounds. The workers: **after** is this build, whose writes run in the customers' and emails' Durable Objects (bindings \`COORDINATOR\`, \`CUSTOMER_WRITER\`, \`EMAIL_OWNER\`)${before ? `; **before** is commit ${beforeCommit()}, the build before those objects (binding \`COORDINATOR\` only), built from its own worktree` : ""}; **minimal** (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the KV operations of the product before the objects, in the same order, with no authentication, validation, error handling or Durable Object. The products run in phase 3 with a service token. CPU per request is the user and system CPU time of the dev server's processes (wrangler and its workerd, which also runs the local KV and the objects) during the run, divided by the requests. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit). **update, one customer**: every connection PATCHes the same customer.`);
+  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite) and local Durable Objects, ${ROUNDS} rounds; in each round every scenario runs against every worker back to back, the order rotating round by round. Figures are medians over the rounds. The workers: **after** is this build, whose writes run in the customers' and emails' Durable Objects (bindings \`COORDINATOR\`, \`CUSTOMER_WRITER\`, \`EMAIL_OWNER\`)${before ? `; **before** is commit ${beforeCommit()}, the build before those objects (binding \`COORDINATOR\` only), built from its own worktree` : ""}; **minimal** (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the KV operations of the product before the objects, in the same order, with no authentication, validation, error handling or Durable Object; **minimal JS + object** (updates only) is the same worker with each update made in a minimal Durable Object per customer that takes one update at a time (read, merge, write both stores): the least a worker can do that keeps concurrent writes, so *after / minimal + object* is the product's own cost on an update. The products run in phase 3 with a service token, at \`LOG_LEVEL=warn\` (a successful request logs nothing, as the minimal worker): under \`wrangler dev\` every console line is carried over the inspector into wrangler's node process, whose CPU is counted here, which the platform does not do; **after, LOG_LEVEL=info** (read hits only) is the same build logging its one line per request, to show what that line costs here. CPU per request is the user and system CPU time of the dev server's processes (wrangler and its workerd, which also runs the local KV and the objects) during the run, divided by the requests. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit). **update, one customer**: every connection PATCHes the same customer.`);
   md();
   const ms = (us) => (us / 1000).toFixed(2);
   const labels = { read: "read hit", fallback: "fallback read", update: `update, ${READ_POOL} customers`, "update-one": "update, one customer" };
   const summary = {}; // scenario -> worker -> {rps, p50, p99, cpu, errors}
   for (const s of scenarios) {
     summary[s] = {};
-    for (const w of workers) {
+    for (const w of workers.filter((w) => runsScenario(w, s))) {
       const runs = results[s][w.name];
       summary[s][w.name] = {
         rps: median(runs.map((r) => r.rps)),
@@ -522,15 +532,18 @@ async function main() {
       };
     }
   }
-  const ratioColumns = [["product", "minimal", "after / minimal"]];
+  const ratioColumns = [["product", "minimal", "after / minimal"], ["product-info", "minimal", "after at info / minimal"], ["product", "minimal-object", "after / minimal + object"]];
   if (before) ratioColumns.push(["before", "minimal", "before / minimal"], ["product", "before", "after / before"]);
   md("Requests per second (median) and their ratios:");
   md();
   md(`| scenario | ${workers.map((w) => w.label).join(" | ")} | ${ratioColumns.map((c) => `**${c[2]}**`).join(" | ")} |`);
   md(`|---|${workers.map(() => "---|").join("")}${ratioColumns.map(() => "---|").join("")}`);
+  // A worker that did not run a scenario shows a dash, as does a ratio it is part of.
+  const cell = (x, name, f) => (x[name] ? f(x[name]) : "–");
+  const ratio = (x, [a, b], f) => (x[a] && x[b] ? f(x[a], x[b]) : "–");
   for (const s of scenarios) {
     const x = summary[s];
-    md(`| ${labels[s]} | ${workers.map((w) => x[w.name].rps.toFixed(s === "update-one" ? 1 : 0)).join(" | ")} | ${ratioColumns.map(([a, b]) => `**${(x[a].rps / x[b].rps).toFixed(2)}**`).join(" | ")} |`);
+    md(`| ${labels[s]} | ${workers.map((w) => cell(x, w.name, (y) => y.rps.toFixed(s === "update-one" ? 1 : 0))).join(" | ")} | ${ratioColumns.map((c) => ratio(x, c, (a, b) => `**${(a.rps / b.rps).toFixed(2)}**`)).join(" | ")} |`);
   }
   md();
   md("Latency p50 / p99 (median over the rounds), their ratios, CPU per request and errors:");
@@ -539,7 +552,7 @@ async function main() {
   md(`|---|${workers.map(() => "---|").join("")}${ratioColumns.map(() => "---|").join("")}---|---|`);
   for (const s of scenarios) {
     const x = summary[s];
-    md(`| ${labels[s]} | ${workers.map((w) => `${ms(x[w.name].p50)} / ${ms(x[w.name].p99)} ms`).join(" | ")} | ${ratioColumns.map(([a, b]) => `${(x[a].p50 / x[b].p50).toFixed(2)} / ${(x[a].p99 / x[b].p99).toFixed(2)}`).join(" | ")} | ${workers.map((w) => x[w.name].cpu.toFixed(3)).join(" / ")} ms | ${workers.map((w) => x[w.name].errors).join(" / ")} |`);
+    md(`| ${labels[s]} | ${workers.map((w) => cell(x, w.name, (y) => `${ms(y.p50)} / ${ms(y.p99)} ms`)).join(" | ")} | ${ratioColumns.map((c) => ratio(x, c, (a, b) => `${(a.p50 / b.p50).toFixed(2)} / ${(a.p99 / b.p99).toFixed(2)}`)).join(" | ")} | ${workers.map((w) => cell(x, w.name, (y) => y.cpu.toFixed(3))).join(" / ")} ms | ${workers.map((w) => cell(x, w.name, (y) => y.errors)).join(" / ")} |`);
   }
   md();
   {
@@ -550,7 +563,7 @@ async function main() {
     md();
     md("| worker | answered 200 | fields the record kept | last answer after |");
     md("|---|---|---|---|");
-    for (const w of workers) md(`| ${w.label} | ${merged[w.name].ok} of ${CONNECTIONS} | ${merged[w.name].kept} of ${CONNECTIONS} | ${(merged[w.name].slowestMs / 1000).toFixed(1)} s |`);
+    for (const w of workers.filter((w) => merged[w.name])) md(`| ${w.label} | ${merged[w.name].ok} of ${CONNECTIONS} | ${merged[w.name].kept} of ${CONNECTIONS} | ${(merged[w.name].slowestMs / 1000).toFixed(1)} s |`);
     md();
   }
 
@@ -574,7 +587,7 @@ async function main() {
   md("| round | scenario | worker | requests | req/s | p50 | p99 | mean | CPU per request | errors |");
   md("|---|---|---|---|---|---|---|---|---|---|");
   for (const s of scenarios) {
-    for (const w of workers) {
+    for (const w of workers.filter((w) => runsScenario(w, s))) {
       results[s][w.name].forEach((r, i) => {
         md(`| ${i + 1} | ${s} | ${w.name} | ${r.requests} | ${r.rps.toFixed(s === "update-one" ? 1 : 0)} | ${ms(r.p50_us)} ms | ${ms(r.p99_us)} ms | ${ms(r.mean_us)} ms | ${r.cpu_ms_per_request.toFixed(3)} ms | ${r.errors} |`);
       });
@@ -592,6 +605,7 @@ async function main() {
   md("|---|---|---|");
   md(`| code, raw | wasm ${sizes.wasm[0]} B + JS glue ${sizes.glue[0]} B | ${sizes.minimal[0]} B of JavaScript |`);
   md(`| code, \`gzip -9\` | wasm ${sizes.wasm[1]} B + JS glue ${sizes.glue[1]} B | ${sizes.minimal[1]} B |`);
+  md(`| function names, beside the module (\`build/index_bg.names.txt\`, not deployed) | ${sizes.names[0]} B, \`gzip -9\` ${sizes.names[1]} B | – |`);
   const starts = workers.map((w) => w.starts.map((t) => t.toFixed(0)).join(", "));
   md(`| \`wrangler dev\` spawned → first answered request (median of ${STARTS}) | ${median(workers[0].starts).toFixed(0)} ms (${starts[0]}) | ${median(workers[1].starts).toFixed(0)} ms (${starts[1]}) |`);
   md();
@@ -633,7 +647,7 @@ function wasmSections(bytes) {
     if (id === 0) {
       const [len, at] = leb(start);
       name = `custom \`${new TextDecoder().decode(bytes.subarray(at, at + len))}\``;
-      if (name === "custom `name`") name += " (function names, kept by worker-build for stack traces)";
+      if (name === "custom `name`") name += " (function names: scripts/build.sh should have moved them out)";
     }
     sizes.set(name, (sizes.get(name) ?? 0) + size);
     i = start + size;

@@ -1,7 +1,8 @@
 // The minimal worker the benchmark compares the product against: plain JavaScript that
 // makes only the KV operations the product makes for the measured requests in phase 3
 // (read hit, fallback read with its read-repair, update), in the same order, with no
-// authentication, validation or error handling. See scripts/bench/README.md.
+// authentication, validation or error handling; with VIA_OBJECT=1 its updates run in a
+// minimal Durable Object (`Writer`). See scripts/bench/workerd.mjs.
 
 const json = (status, body) =>
   new Response(typeof body === "string" ? body : JSON.stringify(body), {
@@ -47,16 +48,40 @@ export default {
     }
 
     if (request.method === "PATCH") {
-      // Update: read, merge, write the new store, then the old one.
-      const patch = await request.json();
-      const current = await newKv.getWithMetadata(key, "arrayBuffer");
-      if (current.value === null) return json(404, { error: "not_found" });
-      const record = { ...JSON.parse(text(current.value)), ...patch, updatedAt: new Date().toISOString() };
-      const bytes = JSON.stringify(record);
-      await newKv.put(key, bytes);
-      await oldKv.put(key, bytes);
-      return json(200, bytes);
+      if (env.VIA_OBJECT === "1") {
+        const writer = env.WRITER.get(env.WRITER.idFromName(key));
+        return writer.fetch("https://writer/", { method: "POST", body: JSON.stringify({ key, patch: await request.json() }) });
+      }
+      return update(env, key, await request.json());
     }
     return json(405, { error: "method_not_allowed" });
   },
 };
+
+// Update: read, merge, write the new store, then the old one.
+async function update(env, key, patch) {
+  const current = await env.CUSTOMER_KV.getWithMetadata(key, "arrayBuffer");
+  if (current.value === null) return json(404, { error: "not_found" });
+  const record = { ...JSON.parse(text(current.value)), ...patch, updatedAt: new Date().toISOString() };
+  const bytes = JSON.stringify(record);
+  await env.CUSTOMER_KV.put(key, bytes);
+  await env.OTP_AUTH_KV.put(key, bytes);
+  return json(200, bytes);
+}
+
+// With VIA_OBJECT=1, each customer's updates run here, one at a time (a KV call lets the
+// next request in, so the object chains them itself): the least a worker can do to keep
+// every field of concurrent updates, without the product's pacing, memory or checks.
+export class Writer {
+  constructor(state, env) {
+    this.env = env;
+    this.tail = Promise.resolve();
+  }
+
+  async fetch(request) {
+    const { key, patch } = await request.json();
+    const turn = this.tail.then(() => update(this.env, key, patch));
+    this.tail = turn.catch(() => {});
+    return turn;
+  }
+}

@@ -207,7 +207,9 @@ impl World {
         let register = self.register();
         let writers = self.writers();
         let app = self.app(&register, &writers);
-        block_on(handle(&app, request))
+        let mut outcome = block_on(handle(&app, request));
+        outcome.response = outcome.response.parsed();
+        outcome
     }
 
     /// Serves `head` with a body the pipeline reads itself, as the worker's stream is.
@@ -215,7 +217,7 @@ impl World {
         let register = self.register();
         let writers = self.writers();
         let app = self.app(&register, &writers);
-        block_on(handle_body(&app, head, body)).response
+        block_on(handle_body(&app, head, body)).response.parsed()
     }
 
     fn app<'a>(

@@ -405,7 +405,7 @@ impl Sim {
             access_keys: &AccessKeys::default(),
             now_ms: self.now(),
         };
-        handle(&app, &request).await.response
+        handle(&app, &request).await.response.parsed()
     }
 
     /// The customers' and emails' objects, at the time now. A call to one may fail

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::domain::json::{Json, JsonObject};
+use crate::domain::json::{self, Json, JsonObject};
 use crate::domain::{
     customer_key, email_key, mapping_target, CustomerId, CustomerRecord, Email, EmailHash,
 };
@@ -21,6 +21,10 @@ pub struct Loaded {
     pub metadata: Option<Value>,
     /// The store the record was read from; a change to it writes that store first.
     pub served_by: StoreName,
+    /// The bytes the record was read as, when they are exactly its text
+    /// (`json::is_canonical`), so that an answer can send them as they are; `None` for a
+    /// record this request changed or made.
+    pub read_as_text: Option<Vec<u8>>,
 }
 
 /// How many derived ids `ensure`/`create` try for one email before giving up.
@@ -142,6 +146,7 @@ pub async fn update<S: KvStore, T: ClaimSender>(
         mut record,
         metadata,
         served_by,
+        read_as_text: _,
     } = get(plane, id).await?;
     let previous_email = record.email();
     let previous_updated = record.updated_at().and_then(parse_rfc3339_ms);
@@ -175,6 +180,7 @@ pub async fn update<S: KvStore, T: ClaimSender>(
         record,
         metadata,
         served_by,
+        read_as_text: None,
     })
 }
 
@@ -275,6 +281,7 @@ async fn find<S: KvStore>(
         ));
     }
     Ok(Some(Loaded {
+        read_as_text: json::is_canonical(&bytes).then_some(bytes),
         record,
         metadata,
         served_by,
@@ -472,6 +479,7 @@ async fn store_new<S: KvStore>(
         record,
         metadata: None,
         served_by,
+        read_as_text: None,
     })
 }
 

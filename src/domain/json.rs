@@ -132,6 +132,89 @@ pub fn object_text(fields: &JsonObject) -> String {
     out
 }
 
+/// Whether `text`, JSON that [`parse`] accepted, is exactly what writing what it read
+/// gives ([`Json::write`]): no whitespace between tokens, every escape the one serde_json
+/// writes, no key twice in one object. Such text can be sent as it is, without writing it
+/// anew (a read hit's record: BENCHMARKS.md §3).
+pub fn is_canonical(text: &[u8]) -> bool {
+    enum Open<'a> {
+        Object(Vec<&'a [u8]>),
+        Array,
+    }
+    let mut open = Vec::new();
+    let mut key_next = false;
+    let mut at = 0;
+    while let Some(&byte) = text.get(at) {
+        match byte {
+            b'"' => {
+                let Some(end) = canonical_string_end(text, at) else {
+                    return false;
+                };
+                if key_next {
+                    let Some(Open::Object(keys)) = open.last_mut() else {
+                        return false;
+                    };
+                    let key = &text[at..end];
+                    if keys.contains(&key) {
+                        return false;
+                    }
+                    keys.push(key);
+                    key_next = false;
+                }
+                at = end;
+                continue;
+            }
+            b'{' => {
+                open.push(Open::Object(Vec::new()));
+                key_next = true;
+            }
+            b'[' => open.push(Open::Array),
+            b'}' | b']' => {
+                open.pop();
+            }
+            b',' => key_next = matches!(open.last(), Some(Open::Object(_))),
+            b':' => key_next = false,
+            b' ' | b'\t' | b'\n' | b'\r' => return false,
+            // Numbers and literals are written as they were read.
+            _ => {}
+        }
+        at += 1;
+    }
+    true
+}
+
+/// Past the end of the string that starts at `start`, if each of its escapes is the
+/// one serde_json writes: a short one, or `\u00xx` in lowercase for a control character
+/// that has none.
+fn canonical_string_end(text: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        match *text.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => match *text.get(at + 1)? {
+                b'"' | b'\\' | b'b' | b't' | b'n' | b'f' | b'r' => at += 2,
+                b'u' => {
+                    let [b'0', b'0', high @ (b'0' | b'1'), low] = *text.get(at + 2..at + 6)? else {
+                        return None;
+                    };
+                    let low = match low {
+                        b'0'..=b'9' => low - b'0',
+                        b'a'..=b'f' => low - b'a' + 10,
+                        _ => return None,
+                    };
+                    let code = (high - b'0') << 4 | low;
+                    if matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                        return None;
+                    }
+                    at += 6;
+                }
+                _ => return None,
+            },
+            _ => at += 1,
+        }
+    }
+}
+
 /// A string escaped exactly as serde_json escapes it.
 fn write_string(out: &mut String, text: &str) {
     // Serialising a string cannot fail.
@@ -412,7 +495,59 @@ mod tests {
         Ok(())
     }
 
+    /// What `is_canonical` says of `text` is true: the text is then exactly what is
+    /// written for what it reads; and what is written is always canonical.
+    fn canonical_is_what_is_written(text: &str) -> Result<(), TestCaseError> {
+        let Ok(Json::Object(fields)) = parse(text.as_bytes()) else {
+            return Ok(());
+        };
+        let written = object_text(&fields);
+        if is_canonical(text.as_bytes()) {
+            prop_assert_eq!(&written, text);
+        }
+        prop_assert!(is_canonical(written.as_bytes()), "{written}");
+        Ok(())
+    }
+
+    #[test]
+    fn canonical_text_is_recognised() {
+        for (text, canonical) in [
+            (r#"{"a":1,"b":[true,null,"x"],"c":{"a":-1.50e3}}"#, true),
+            (r#"{"a":"\"\\\b\t\n\f\r\u0000\u001f","b":"é😀/"}"#, true),
+            (r#"{"a":1, "b":2}"#, false),
+            ("{\"a\":1}\n", false),
+            (r#"{"a":1,"a":2}"#, false),
+            (r#"{"a":{"a":1},"b":[{"a":1},{"a":2}]}"#, true),
+            (r#"{"a":"\/"}"#, false),
+            (r#"{"a":"\u00e9"}"#, false),
+            (r#"{"a":"\u000A"}"#, false),
+            (r#"{"a":"\u000a"}"#, false),
+            (r#"{"\u0061":1}"#, false),
+        ] {
+            assert_eq!(is_canonical(text.as_bytes()), canonical, "{text}");
+            canonical_is_what_is_written(text).unwrap();
+        }
+    }
+
+    /// Compact text from JSON of every kind: whitespace dropped where serde_json would.
+    fn compact_json_text() -> impl Strategy<Value = String> {
+        json_text().prop_map(|text| match parse(text.as_bytes()) {
+            Ok(Json::Object(fields)) => object_text(&fields),
+            _ => text,
+        })
+    }
+
     proptest! {
+        #[test]
+        fn what_is_canonical_is_sent_unchanged(text in json_text()) {
+            canonical_is_what_is_written(&text)?;
+        }
+
+        #[test]
+        fn what_is_written_is_canonical(text in compact_json_text()) {
+            canonical_is_what_is_written(&text)?;
+        }
+
         #[test]
         fn reads_json_as_serde_json_does(text in json_text()) {
             reads_as_serde_json_does(&text)?;

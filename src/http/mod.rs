@@ -225,8 +225,13 @@ impl ApiResponse {
 
     /// A customer record, sent as its text so that its numbers keep their spelling.
     pub fn record(status: u16, record: &CustomerRecord) -> Self {
+        Self::record_text(status, record.to_bytes())
+    }
+
+    /// A customer record's text, as [`ApiResponse::record`] writes it.
+    pub fn record_text(status: u16, text: Vec<u8>) -> Self {
         Self {
-            raw: Some(("application/json", record.to_bytes())),
+            raw: Some(("application/json", text)),
             ..Self::json(status, Value::Null)
         }
     }

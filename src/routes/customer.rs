@@ -18,8 +18,12 @@ fn parse_id(raw: &str) -> Result<CustomerId, ApiError> {
     CustomerId::parse(raw).map_err(|m| ApiError::bad_request("invalid_customer_id", m))
 }
 
-fn record_response(status: u16, loaded: &Loaded) -> ApiResponse {
-    ApiResponse::record(status, &loaded.record)
+/// The record as read: its stored bytes when they are its text, saving the writing.
+fn record_response(status: u16, loaded: Loaded) -> ApiResponse {
+    match loaded.read_as_text {
+        Some(text) => ApiResponse::record_text(status, text),
+        None => ApiResponse::record(status, &loaded.record),
+    }
 }
 
 pub async fn me<S: KvStore, R: PhaseRegister, W: Writers>(
@@ -28,7 +32,7 @@ pub async fn me<S: KvStore, R: PhaseRegister, W: Writers>(
     // A service or admin token's subject need not be a customer id.
     let id = CustomerId::parse(&ctx.caller.subject)
         .map_err(|_| ApiError::customer_not_found(&ctx.caller.subject))?;
-    Ok(record_response(200, &customers::get(ctx.plane, &id).await?))
+    Ok(record_response(200, customers::get(ctx.plane, &id).await?))
 }
 
 pub async fn get<S: KvStore, R: PhaseRegister, W: Writers>(
@@ -37,7 +41,7 @@ pub async fn get<S: KvStore, R: PhaseRegister, W: Writers>(
 ) -> Result<ApiResponse, ApiError> {
     let id = parse_id(raw_id)?;
     ctx.caller.require_owner_or_privileged(&id)?;
-    Ok(record_response(200, &customers::get(ctx.plane, &id).await?))
+    Ok(record_response(200, customers::get(ctx.plane, &id).await?))
 }
 
 pub async fn by_email<S: KvStore, R: PhaseRegister, W: Writers>(
@@ -59,7 +63,7 @@ pub async fn by_email<S: KvStore, R: PhaseRegister, W: Writers>(
             "no customer with that email",
         ));
     }
-    Ok(record_response(200, &loaded))
+    Ok(record_response(200, loaded))
 }
 
 pub async fn create<S: KvStore, R: PhaseRegister, W: Writers>(

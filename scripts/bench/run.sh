@@ -5,9 +5,11 @@
 #   2. backfill cost on 10,000 and 100,000 synthetic legacy keys (native count), plus one
 #      run of the built worker in workerd;
 #   3. throughput and latency under `wrangler dev` with wrk, the product against the
-#      minimal worker in scripts/bench/minimal-worker/ (and, with --before, the build of
-#      another commit), alternating;
-#   4. wasm size and dev-server start-up, for both workers;
+#      minimal JavaScript worker in scripts/bench/minimal-worker/ (with and without a
+#      Durable Object for updates), the minimal Rust worker in scripts/bench/minimal-rust/
+#      (read hits) and, with --before, the build of another commit, alternating;
+#      and where a read hit's CPU goes (V8's sampling profiler, scripts/bench/profile.mjs);
+#   4. wasm size and dev-server start-up, for the product and the minimal workers;
 #   5. the CPU time of the request hot path (native);
 #   6. the cost at list price per million requests: KV, and the Durable Objects' requests,
 #      storage and (estimated) duration (scripts/bench/cost.mjs), before and after;
@@ -50,6 +52,14 @@ fi
 
 say "building the worker"
 bash scripts/build.sh >/dev/null 2>&1 || bash scripts/build.sh
+say "building the minimal Rust worker (scripts/bench/minimal-rust)"
+build_minimal_rust() (
+  cd scripts/bench/minimal-rust
+  export WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen" CARGO_TARGET_DIR="$OLDPWD/target/bench-minimal-rust"
+  export WASM_OPT_BIN="$OLDPWD/node_modules/.bin/wasm-opt" ESBUILD_BIN="$OLDPWD/node_modules/.bin/esbuild"
+  worker-build --release && node ../../wasm-names.mjs split build/index_bg.wasm build/index_bg.names.txt
+)
+build_minimal_rust >/dev/null 2>&1 || build_minimal_rust
 if [ -n "$before" ]; then
   say "building the worker in $before ($(git -C "$before" rev-parse --short HEAD))"
   [ -d "$before/node_modules" ] || cp -a node_modules "$before/"
@@ -89,6 +99,12 @@ if [ "$quick" = 1 ]; then
 else
   BENCH_TIME_LIMIT_S=1800 timeout 1860 node scripts/bench/workerd.mjs --out-dir "$dir" \
     --rounds 3 --duration 10 --backfill-keys 10000 --starts 3 --sequential 100 "${before_dir[@]}"
+fi
+say "where a read hit's CPU goes (V8's profiler)"
+if [ "$quick" = 1 ]; then
+  timeout 660 node scripts/bench/profile.mjs --out-dir "$dir" --duration 3 --rounds 1
+else
+  timeout 660 node scripts/bench/profile.mjs --out-dir "$dir" --duration 8 --rounds 2
 fi
 node scripts/bench/cost.mjs --out-dir "$dir" > "$dir/cost.md"
 
@@ -132,6 +148,7 @@ version_of() { node -p "require('./node_modules/$1/package.json').version"; }
   cat scripts/bench/notes-backfill.md
   echo
   cat "$dir/load.md"
+  cat "$dir/profile.md"
   cat scripts/bench/notes-load.md
   echo
   cat "$dir/size.md"

@@ -353,6 +353,8 @@ async function main() {
     glue: join(ROOT, "build/index.js"),
     minimal: join(BENCH, "minimal-worker/worker.mjs"),
     names: join(ROOT, "build/index_bg.names.txt"),
+    rustWasm: join(BENCH, "minimal-rust/build/index_bg.wasm"),
+    rustGlue: join(BENCH, "minimal-rust/build/index.js"),
   };
   const wasm = readFileSync(files.wasm);
   // The gzip command itself: the figures are `wc -c FILE` and `gzip -9 -c FILE | wc -c`.
@@ -380,11 +382,14 @@ async function main() {
   // same build at the default LOG_LEVEL=info, on read hits only, to show that line's cost.
   // "minimal-object" is the minimal worker with its updates in a minimal Durable Object
   // (one at a time per customer): the least a worker that keeps concurrent writes can do.
+  // "minimal-rust" (read hits) verifies the token and reads KV, built with the product's
+  // toolchain: the floor of a Rust worker here.
   const workers = [
     { name: "product", label: "after (this build)", config: join(BENCH, "worker/wrangler.toml"), port: 8791, inspector: 9291, vars: [`JWT_SECRET:${secret}`, "LOG_LEVEL:warn"] },
     { name: "minimal", label: "minimal JS", config: join(BENCH, "minimal-worker/wrangler.toml"), port: 8792, inspector: 9292, vars: [] },
     { name: "product-info", label: "after, LOG_LEVEL=info", config: join(BENCH, "worker/wrangler.toml"), port: 8794, inspector: 9294, vars: [`JWT_SECRET:${secret}`, "LOG_LEVEL:info"], scenarios: ["read"] },
     { name: "minimal-object", label: "minimal JS + object", config: join(BENCH, "minimal-worker/wrangler.toml"), port: 8795, inspector: 9295, vars: ["VIA_OBJECT:1"], scenarios: ["update"] },
+    { name: "minimal-rust", label: "minimal Rust", config: join(BENCH, "minimal-rust/wrangler.toml"), port: 8796, inspector: 9296, vars: [`JWT_SECRET:${secret}`], scenarios: ["read"] },
   ];
   if (BEFORE_DIR) {
     workers.push({ name: "before", label: `before (${beforeCommit()})`, config: beforeConfig(), port: 8793, inspector: 9293, vars: [`JWT_SECRET:${secret}`, "LOG_LEVEL:warn"] });
@@ -513,7 +518,7 @@ async function main() {
   const before = workers.find((w) => w.name === "before");
   md("## 3. Throughput and latency in workerd");
   md();
-  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite) and local Durable Objects, ${ROUNDS} rounds; in each round every scenario runs against every worker back to back, the order rotating round by round. Figures are medians over the rounds. The workers: **after** is this build, whose writes run in the customers' and emails' Durable Objects (bindings \`COORDINATOR\`, \`CUSTOMER_WRITER\`, \`EMAIL_OWNER\`)${before ? `; **before** is commit ${beforeCommit()}, the build before those objects (binding \`COORDINATOR\` only), built from its own worktree` : ""}; **minimal** (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the KV operations of the product before the objects, in the same order, with no authentication, validation, error handling or Durable Object; **minimal JS + object** (updates only) is the same worker with each update made in a minimal Durable Object per customer that takes one update at a time (read, merge, write both stores): the least a worker can do that keeps concurrent writes, so *after / minimal + object* is the product's own cost on an update. The products run in phase 3 with a service token, at \`LOG_LEVEL=warn\` (a successful request logs nothing, as the minimal worker): under \`wrangler dev\` every console line is carried over the inspector into wrangler's node process, whose CPU is counted here, which the platform does not do; **after, LOG_LEVEL=info** (read hits only) is the same build logging its one line per request, to show what that line costs here. CPU per request is the user and system CPU time of the dev server's processes (wrangler and its workerd, which also runs the local KV and the objects) during the run, divided by the requests. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit). **update, one customer**: every connection PATCHes the same customer.`);
+  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite) and local Durable Objects, ${ROUNDS} rounds; in each round every scenario runs against every worker back to back, the order rotating round by round. Figures are medians over the rounds. The workers: **after** is this build, whose writes run in the customers' and emails' Durable Objects (bindings \`COORDINATOR\`, \`CUSTOMER_WRITER\`, \`EMAIL_OWNER\`)${before ? `; **before** is commit ${beforeCommit()}, the build before those objects (binding \`COORDINATOR\` only), built from its own worktree` : ""}; **minimal** (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the KV operations of the product before the objects, in the same order, with no authentication, validation, error handling or Durable Object; **minimal JS + object** (updates only) is the same worker with each update made in a minimal Durable Object per customer that takes one update at a time (read, merge, write both stores): the least a worker can do that keeps concurrent writes, so *after / minimal + object* is the product's own cost on an update. **minimal Rust** (read hits only, \`scripts/bench/minimal-rust/\`) verifies the HS256 token and makes the one KV read, built with the product's toolchain (workers-rs, worker-build, the same wasm-bindgen): *after / minimal Rust* is the product's own cost on a read hit over what any Rust worker here pays. The products run in phase 3 with a service token, at \`LOG_LEVEL=warn\` (a successful request logs nothing, as the minimal worker): under \`wrangler dev\` every console line is carried over the inspector into wrangler's node process, whose CPU is counted here, which the platform does not do; **after, LOG_LEVEL=info** (read hits only) is the same build logging its one line per request, to show what that line costs here. CPU per request is the user and system CPU time of the dev server's processes (wrangler and its workerd, which also runs the local KV and the objects) during the run, divided by the requests. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit). **update, one customer**: every connection PATCHes the same customer.`);
   md();
   const ms = (us) => (us / 1000).toFixed(2);
   const labels = { read: "read hit", fallback: "fallback read", update: `update, ${READ_POOL} customers`, "update-one": "update, one customer" };
@@ -532,7 +537,7 @@ async function main() {
       };
     }
   }
-  const ratioColumns = [["product", "minimal", "after / minimal"], ["product-info", "minimal", "after at info / minimal"], ["product", "minimal-object", "after / minimal + object"]];
+  const ratioColumns = [["product", "minimal", "after / minimal"], ["product-info", "minimal", "after at info / minimal"], ["product", "minimal-object", "after / minimal + object"], ["product", "minimal-rust", "after / minimal Rust"]];
   if (before) ratioColumns.push(["before", "minimal", "before / minimal"], ["product", "before", "after / before"]);
   md("Requests per second (median) and their ratios:");
   md();
@@ -601,13 +606,14 @@ async function main() {
   out = fragments.size;
   md("## 4. Size and start");
   md();
-  md("| | product | minimal worker |");
-  md("|---|---|---|");
-  md(`| code, raw | wasm ${sizes.wasm[0]} B + JS glue ${sizes.glue[0]} B | ${sizes.minimal[0]} B of JavaScript |`);
-  md(`| code, \`gzip -9\` | wasm ${sizes.wasm[1]} B + JS glue ${sizes.glue[1]} B | ${sizes.minimal[1]} B |`);
-  md(`| function names, beside the module (\`build/index_bg.names.txt\`, not deployed) | ${sizes.names[0]} B, \`gzip -9\` ${sizes.names[1]} B | – |`);
-  const starts = workers.map((w) => w.starts.map((t) => t.toFixed(0)).join(", "));
-  md(`| \`wrangler dev\` spawned → first answered request (median of ${STARTS}) | ${median(workers[0].starts).toFixed(0)} ms (${starts[0]}) | ${median(workers[1].starts).toFixed(0)} ms (${starts[1]}) |`);
+  md("| | product | minimal JS worker | minimal Rust worker |");
+  md("|---|---|---|---|");
+  md(`| code, raw | wasm ${sizes.wasm[0]} B + JS glue ${sizes.glue[0]} B | ${sizes.minimal[0]} B of JavaScript | wasm ${sizes.rustWasm[0]} B + JS glue ${sizes.rustGlue[0]} B |`);
+  md(`| code, \`gzip -9\` | wasm ${sizes.wasm[1]} B + JS glue ${sizes.glue[1]} B | ${sizes.minimal[1]} B | wasm ${sizes.rustWasm[1]} B + JS glue ${sizes.rustGlue[1]} B |`);
+  md(`| function names, beside the module (\`build/index_bg.names.txt\`, not deployed) | ${sizes.names[0]} B, \`gzip -9\` ${sizes.names[1]} B | – | – |`);
+  const startsOf = (name) => workers.find((w) => w.name === name).starts;
+  const startCell = (name) => `${median(startsOf(name)).toFixed(0)} ms (${startsOf(name).map((t) => t.toFixed(0)).join(", ")})`;
+  md(`| \`wrangler dev\` spawned → first answered request (median of ${STARTS}) | ${startCell("product")} | ${startCell("minimal")} | ${startCell("minimal-rust")} |`);
   md();
   md(`Start-up is measured from spawning \`node_modules/.bin/wrangler dev\` (no build step: \`scripts/bench/worker/wrangler.toml\` serves the already built \`build/worker/shim.mjs\`) to the first 200 answer to \`GET /health\`, polled every 20 ms; it includes wrangler's own start, its bundling, workerd's start and the compilation of the module. The workers start in turn, the order rotating.`);
   md();

@@ -49,7 +49,7 @@ fn ten_thousand_keys_migrate_within_the_budget_of_every_run() {
     );
     let copying: Vec<_> = runs.iter().filter(|(copied, _)| *copied > 0).collect();
     let full_runs = &copying[..copying.len() - 1]; // the last one copies what is left
-    // Nine whole chunks of 100 and a last one sized to what the budget still affords.
+                                                   // Nine whole chunks of 100 and a last one sized to what the budget still affords.
     assert!(
         full_runs.iter().all(|(copied, _)| *copied >= 920),
         "{runs:?}"

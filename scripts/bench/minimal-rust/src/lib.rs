@@ -7,7 +7,9 @@ use worker::*;
 fn answer(status: u16, body: &str) -> Result<Response> {
     let headers = Headers::new();
     headers.set("Content-Type", "application/json")?;
-    Ok(Response::ok(body)?.with_status(status).with_headers(headers))
+    Ok(Response::ok(body)?
+        .with_status(status)
+        .with_headers(headers))
 }
 
 #[event(fetch)]
@@ -19,7 +21,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let Some(id) = path.strip_prefix("/customer/") else {
         return answer(404, r#"{"error":"not_found"}"#);
     };
-    let secret = env.secret("JWT_SECRET").or_else(|_| env.var("JWT_SECRET"))?.to_string();
+    let secret = env
+        .secret("JWT_SECRET")
+        .or_else(|_| env.var("JWT_SECRET"))?
+        .to_string();
     let token = req.headers().get("Authorization")?.unwrap_or_default();
     let token = token.strip_prefix("Bearer ").unwrap_or_default();
     if HS256Key::from_bytes(secret.as_bytes())
@@ -28,7 +33,11 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     {
         return answer(401, r#"{"error":"invalid_token"}"#);
     }
-    let value = env.kv("CUSTOMER_KV")?.get(&format!("customer_{id}")).bytes().await?;
+    let value = env
+        .kv("CUSTOMER_KV")?
+        .get(&format!("customer_{id}"))
+        .bytes()
+        .await?;
     match value {
         Some(bytes) => {
             let headers = Headers::new();

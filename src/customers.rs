@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::domain::json::{self, Json, JsonObject};
+use crate::domain::json::{Json, JsonObject};
 use crate::domain::{
     customer_key, email_key, mapping_target, CustomerId, CustomerRecord, Email, EmailHash,
 };
@@ -21,10 +21,13 @@ pub struct Loaded {
     pub metadata: Option<Value>,
     /// The store the record was read from; a change to it writes that store first.
     pub served_by: StoreName,
-    /// The bytes the record was read as, when they are exactly its text
-    /// (`json::is_canonical`), so that an answer can send them as they are; `None` for a
-    /// record this request changed or made.
-    pub read_as_text: Option<Vec<u8>>,
+}
+
+/// A record as a read answers it.
+pub enum Answer {
+    /// The stored bytes, which are the record's own text (`CustomerRecord::is_own_text`).
+    AsStored(Vec<u8>),
+    Loaded(Loaded),
 }
 
 /// How many derived ids `ensure`/`create` try for one email before giving up.
@@ -146,7 +149,6 @@ pub async fn update<S: KvStore, T: ClaimSender>(
         mut record,
         metadata,
         served_by,
-        read_as_text: _,
     } = get(plane, id).await?;
     let previous_email = record.email();
     let previous_updated = record.updated_at().and_then(parse_rfc3339_ms);
@@ -180,7 +182,6 @@ pub async fn update<S: KvStore, T: ClaimSender>(
         record,
         metadata,
         served_by,
-        read_as_text: None,
     })
 }
 
@@ -263,29 +264,49 @@ pub async fn delete<S: KvStore, T: ClaimSender>(
     Ok(())
 }
 
+/// The record `id` as a read answers it: the stored bytes themselves when they are its
+/// own text, which saves building the record and writing it anew; else loaded.
+pub async fn get_answer<S: KvStore>(
+    plane: &DataPlane<'_, S>,
+    id: &CustomerId,
+) -> Result<Answer, Error> {
+    let found = plane
+        .read(&customer_key(id))
+        .await?
+        .ok_or_else(|| Error::CustomerNotFound(Some(id.as_str().to_owned())))?;
+    if CustomerRecord::is_own_text(&found.value.bytes, id) {
+        return Ok(Answer::AsStored(found.value.bytes));
+    }
+    Ok(Answer::Loaded(loaded(found, id)?))
+}
+
 async fn find<S: KvStore>(
     plane: &DataPlane<'_, S>,
     id: &CustomerId,
 ) -> Result<Option<Loaded>, Error> {
-    let Some(Found {
+    match plane.read(&customer_key(id)).await? {
+        Some(found) => loaded(found, id).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The record `id` from what a read found under its key.
+fn loaded(found: Found, id: &CustomerId) -> Result<Loaded, Error> {
+    let Found {
         value: StoredValue { bytes, metadata },
         store: served_by,
-    }) = plane.read(&customer_key(id)).await?
-    else {
-        return Ok(None);
-    };
+    } = found;
     let record = CustomerRecord::from_stored(&bytes)?;
     if record.id() != id {
         return Err(Error::CorruptRecord(
             "the record under this id names another customerId".to_owned(),
         ));
     }
-    Ok(Some(Loaded {
-        read_as_text: json::is_canonical(&bytes).then_some(bytes),
+    Ok(Loaded {
         record,
         metadata,
         served_by,
-    }))
+    })
 }
 
 /// The record `id` if it holds `email`.
@@ -479,7 +500,6 @@ async fn store_new<S: KvStore>(
         record,
         metadata: None,
         served_by,
-        read_as_text: None,
     })
 }
 

@@ -50,6 +50,11 @@ pub fn parse(bytes: &[u8]) -> Result<Json, serde_json::Error> {
     Reader { text, at: 0 }.value(0)
 }
 
+/// Whether serde_json reads `bytes` as JSON (what [`parse`] checks first), building nothing.
+pub fn is_json(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(|text| serde_json::from_str::<IgnoredAny>(text).is_ok())
+}
+
 /// Reads one JSON value that must be an object (`Ok(None)` when it is JSON of another kind).
 pub fn parse_object(bytes: &[u8]) -> Result<Option<JsonObject>, serde_json::Error> {
     Ok(match parse(bytes)? {
@@ -137,29 +142,44 @@ pub fn object_text(fields: &JsonObject) -> String {
 /// writes, no key twice in one object. Such text can be sent as it is, without writing it
 /// anew (a read hit's record: BENCHMARKS.md §3).
 pub fn is_canonical(text: &[u8]) -> bool {
+    scan_canonical(text, b"").is_some()
+}
+
+/// For canonical text ([`is_canonical`]; `None` otherwise): the value of the top-level
+/// object's field `name` when it is a string without escapes, as the bytes between its
+/// quotes (`Some(None)` when it is missing or anything else). A scan, with no tree built.
+pub fn canonical_field<'a>(text: &'a [u8], name: &str) -> Option<Option<&'a [u8]>> {
+    scan_canonical(text, name.as_bytes())
+}
+
+fn scan_canonical<'a>(text: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
     enum Open<'a> {
         Object(Vec<&'a [u8]>),
         Array,
     }
     let mut open = Vec::new();
     let mut key_next = false;
+    // Set between the top-level key `name` and its value.
+    let mut named = false;
+    let mut found = None;
     let mut at = 0;
     while let Some(&byte) = text.get(at) {
         match byte {
             b'"' => {
-                let Some(end) = canonical_string_end(text, at) else {
-                    return false;
-                };
+                let end = canonical_string_end(text, at)?;
+                let inner = &text[at + 1..end - 1];
                 if key_next {
                     let Some(Open::Object(keys)) = open.last_mut() else {
-                        return false;
+                        return None;
                     };
-                    let key = &text[at..end];
-                    if keys.contains(&key) {
-                        return false;
+                    if keys.contains(&inner) {
+                        return None;
                     }
-                    keys.push(key);
+                    keys.push(inner);
+                    named = open.len() == 1 && !name.is_empty() && inner == name;
                     key_next = false;
+                } else if std::mem::take(&mut named) && !inner.contains(&b'\\') {
+                    found = Some(inner);
                 }
                 at = end;
                 continue;
@@ -173,14 +193,19 @@ pub fn is_canonical(text: &[u8]) -> bool {
                 open.pop();
             }
             b',' => key_next = matches!(open.last(), Some(Open::Object(_))),
-            b':' => key_next = false,
-            b' ' | b'\t' | b'\n' | b'\r' => return false,
+            b':' => {
+                key_next = false;
+                at += 1;
+                continue; // `named` holds for the value that follows
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => return None,
             // Numbers and literals are written as they were read.
             _ => {}
         }
+        named = false;
         at += 1;
     }
-    true
+    Some(found)
 }
 
 /// Past the end of the string that starts at `start`, if each of its escapes is the
@@ -527,6 +552,26 @@ mod tests {
             assert_eq!(is_canonical(text.as_bytes()), canonical, "{text}");
             canonical_is_what_is_written(text).unwrap();
         }
+    }
+
+    #[test]
+    fn a_top_level_string_field_is_found_by_the_scan() {
+        let text = br#"{"a":{"customerId":"inner"},"customerId":"c1","b":["customerId"]}"#;
+        assert_eq!(canonical_field(text, "customerId"), Some(Some(&b"c1"[..])));
+        for (text, found) in [
+            (&br#"{"customerId":1}"#[..], None),
+            (br#"{"customerId":"c\"1"}"#, None),
+            (br#"{"x":{"customerId":"c1"}}"#, None),
+            (br#"{"x":"customerId","y":"c1"}"#, None),
+            (br#"{"customerId":["c1"]}"#, None),
+            (br#"{"customerId":{"customerId":"c1"}}"#, None),
+        ] {
+            assert_eq!(canonical_field(text, "customerId"), Some(found), "{text:?}");
+        }
+        assert_eq!(
+            canonical_field(br#"{"customerId": "c1"}"#, "customerId"),
+            None
+        );
     }
 
     /// Compact text from JSON of every kind: whitespace dropped where serde_json would.

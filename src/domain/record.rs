@@ -72,6 +72,15 @@ impl CustomerRecord {
         Ok(Self { id, fields })
     }
 
+    /// Whether `bytes` are a record of `id` that [`CustomerRecord::from_stored`] reads and
+    /// [`CustomerRecord::to_bytes`] would write back byte for byte: an answer can then send
+    /// them as they are, without building the record (a read hit: BENCHMARKS.md §3).
+    pub fn is_own_text(bytes: &[u8], id: &CustomerId) -> bool {
+        bytes.first() == Some(&b'{')
+            && json::canonical_field(bytes, "customerId") == Some(Some(id.as_str().as_bytes()))
+            && json::is_json(bytes)
+    }
+
     /// Builds a new record from API input: every known field must have its type.
     pub fn from_input(id: CustomerId, mut fields: JsonObject) -> Result<Self, RecordError> {
         match fields.get("customerId") {
@@ -301,6 +310,44 @@ fn merge_field(target: &mut JsonObject, name: String, patch: Json) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn own_text_is_what_is_read_and_written_back_unchanged() {
+        let id = CustomerId::parse("c1").unwrap();
+        for (text, own) in [
+            (
+                r#"{"customerId":"c1","n":1e2,"a":{"customerId":"x"},"s":"é\n"}"#,
+                true,
+            ),
+            (r#"{"n":-0,"customerId":"c1"}"#, true),
+            (r#"{"customerId":"c2"}"#, false),
+            (r#"{"customerId": "c1"}"#, false),
+            (r#"{"customerId":"c1","customerId":"c1"}"#, false),
+            (r#"{"customerId":"c1",}"#, false),
+            (r#"{"customerId":"c1""#, false),
+            (r#"{"customerId":"c1"}x"#, false),
+            (r#"{"customerId":"c\u0031"}"#, false),
+            (r#"{"a":{"customerId":"c1"}}"#, false),
+            (r#"{"customerId":1}"#, false),
+            (r#"["customerId","c1"]"#, false),
+            ("{\"customerId\":\"c1\",\"bad\":\"\u{FFFD}\"}", true),
+        ] {
+            assert_eq!(
+                CustomerRecord::is_own_text(text.as_bytes(), &id),
+                own,
+                "{text}"
+            );
+            if own {
+                let record = CustomerRecord::from_stored(text.as_bytes()).unwrap();
+                assert_eq!(record.id(), &id);
+                assert_eq!(record.to_bytes(), text.as_bytes());
+            }
+        }
+        assert!(!CustomerRecord::is_own_text(
+            b"{\"customerId\":\"c1\",\"x\":\"\xff\"}",
+            &id
+        ));
+    }
 
     fn fields(value: Value) -> JsonObject {
         json::parse_object(value.to_string().as_bytes())

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::auth::{Role, OWNER_PROTECTED_FIELDS};
-use crate::customers::{self, Loaded};
+use crate::customers::{self, Answer, Loaded};
 use crate::domain::json::JsonObject;
 use crate::domain::{CustomerId, Email};
 use crate::http::ApiError;
@@ -18,11 +18,14 @@ fn parse_id(raw: &str) -> Result<CustomerId, ApiError> {
     CustomerId::parse(raw).map_err(|m| ApiError::bad_request("invalid_customer_id", m))
 }
 
-/// The record as read: its stored bytes when they are its text, saving the writing.
-fn record_response(status: u16, loaded: Loaded) -> ApiResponse {
-    match loaded.read_as_text {
-        Some(text) => ApiResponse::record_text(status, text),
-        None => ApiResponse::record(status, &loaded.record),
+fn record_response(status: u16, loaded: &Loaded) -> ApiResponse {
+    ApiResponse::record(status, &loaded.record)
+}
+
+fn answer(answer: Answer) -> ApiResponse {
+    match answer {
+        Answer::AsStored(text) => ApiResponse::record_text(200, text),
+        Answer::Loaded(loaded) => record_response(200, &loaded),
     }
 }
 
@@ -32,7 +35,7 @@ pub async fn me<S: KvStore, R: PhaseRegister, W: Writers>(
     // A service or admin token's subject need not be a customer id.
     let id = CustomerId::parse(&ctx.caller.subject)
         .map_err(|_| ApiError::customer_not_found(&ctx.caller.subject))?;
-    Ok(record_response(200, customers::get(ctx.plane, &id).await?))
+    Ok(answer(customers::get_answer(ctx.plane, &id).await?))
 }
 
 pub async fn get<S: KvStore, R: PhaseRegister, W: Writers>(
@@ -41,7 +44,7 @@ pub async fn get<S: KvStore, R: PhaseRegister, W: Writers>(
 ) -> Result<ApiResponse, ApiError> {
     let id = parse_id(raw_id)?;
     ctx.caller.require_owner_or_privileged(&id)?;
-    Ok(record_response(200, customers::get(ctx.plane, &id).await?))
+    Ok(answer(customers::get_answer(ctx.plane, &id).await?))
 }
 
 pub async fn by_email<S: KvStore, R: PhaseRegister, W: Writers>(
@@ -63,7 +66,7 @@ pub async fn by_email<S: KvStore, R: PhaseRegister, W: Writers>(
             "no customer with that email",
         ));
     }
-    Ok(record_response(200, loaded))
+    Ok(record_response(200, &loaded))
 }
 
 pub async fn create<S: KvStore, R: PhaseRegister, W: Writers>(

@@ -121,7 +121,7 @@ async function profileOnce(w, port) {
       }
       await sleep(100);
     }
-    wrk(url, 3); // warm-up: the isolate, its caches and V8's optimised code
+    wrk(url, 15); // warm-up: the isolate, its caches and V8's optimised code (workerd.mjs)
     const cdp = await inspector(port + 500);
     await cdp.send("Profiler.enable");
     await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
@@ -157,7 +157,7 @@ async function main() {
   const md = [];
   md.push("### Where a read hit's CPU goes (sampling profiler)");
   md.push("");
-  md.push(`V8's sampling profiler (every 100 µs) over \`wrangler dev\`'s inspector while wrk sends read hits for ${opt.duration} s (after 3 s of warm-up), to the product (at \`LOG_LEVEL=warn\`) and to the minimal Rust worker in turn, ${opt.rounds} rounds, medians; \`scripts/bench/profile.mjs\`. *Busy* is every sample that was not idle in the worker's isolate (JavaScript, wasm, the runtime's own calls such as KV's, garbage collection), per request; the wasm rows are the self time of wasm functions, named from \`build/index_bg.names.txt\` and summed by what they belong to. The profiler's own cost inflates every figure alike; compare the columns.`);
+  md.push(`V8's sampling profiler (every 100 µs) over \`wrangler dev\`'s inspector while wrk sends read hits for ${opt.duration} s (after 15 s of warm-up), to the product (at \`LOG_LEVEL=warn\`) and to the minimal Rust worker in turn, ${opt.rounds} rounds, medians; \`scripts/bench/profile.mjs\`. *Busy* is every sample that was not idle in the worker's isolate (JavaScript, wasm, the runtime's own calls such as KV's, garbage collection), per request; the wasm rows are the self time of wasm functions, named from \`build/index_bg.names.txt\` and summed by what they belong to. The profiler's own cost inflates every figure alike; compare the columns.`);
   md.push("");
   md.push(`| per read hit | ${workers.map((w) => w.label).join(" | ")} |`);
   md.push(`|---|${workers.map(() => "---|").join("")}`);

@@ -18,6 +18,7 @@
 //          --backfill-keys N (10000; 0 skips)  --starts N (3)
 //          --before-dir DIR (a built worktree of the commit to compare; its wrangler.toml
 //          decides which Durable Object bindings it gets)  --sequential N (100)
+//          --warm-up S (20: seconds of reads, and half as many of updates, per worker)
 
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -45,6 +46,7 @@ const { values: opt } = parseArgs({
     starts: { type: "string", default: "3" },
     "before-dir": { type: "string" },
     sequential: { type: "string", default: "100" },
+    "warm-up": { type: "string", default: "20" },
   },
 });
 const BEFORE_DIR = opt["before-dir"] ? resolve(opt["before-dir"]) : undefined;
@@ -53,6 +55,7 @@ const DURATION = Number(opt.duration);
 const ROUNDS = Number(opt.rounds);
 const CONNECTIONS = Number(opt.connections);
 const STARTS = Number(opt.starts);
+const WARM_UP_S = Number(opt["warm-up"]);
 const READ_POOL = 1000; // customers in both stores: read hits and updates cycle through them
 // Customers only in the old store, per round and worker: each fallback read takes a fresh
 // one (the read-repair copies it, so a second read would be a hit).
@@ -432,7 +435,15 @@ async function main() {
   }
 
   // 3. Load: warm-up, then rounds rotating which worker goes first.
-  for (const w of workers) await wrk(w.server.url, "read", token, 1, READ_POOL, 3);
+  // Warm-up: V8 first runs wasm in its baseline tier and compiles the functions that run
+  // often again, optimised, in the background; a module with large functions takes many
+  // seconds of load to get there (a 3 s warm-up left both Rust workers at about two
+  // thirds of their later speed for two rounds). Each worker gets the reads and updates
+  // it will serve, so every round measures isolates that have long been serving.
+  for (const w of workers) {
+    if (runsScenario(w, "read")) await wrk(w.server.url, "read", token, 1, READ_POOL, WARM_UP_S);
+    if (runsScenario(w, "update")) await wrk(w.server.url, "update", token, 1, READ_POOL, WARM_UP_S / 2);
+  }
   const scenarios = ["read", "fallback", "update", "update-one"];
   const results = {}; // scenario -> worker -> [runs]
   for (let round = 0; round < ROUNDS; round++) {
@@ -518,7 +529,7 @@ async function main() {
   const before = workers.find((w) => w.name === "before");
   md("## 3. Throughput and latency in workerd");
   md();
-  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite) and local Durable Objects, ${ROUNDS} rounds; in each round every scenario runs against every worker back to back, the order rotating round by round. Figures are medians over the rounds. The workers: **after** is this build, whose writes run in the customers' and emails' Durable Objects (bindings \`COORDINATOR\`, \`CUSTOMER_WRITER\`, \`EMAIL_OWNER\`)${before ? `; **before** is commit ${beforeCommit()}, the build before those objects (binding \`COORDINATOR\` only), built from its own worktree` : ""}; **minimal** (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the KV operations of the product before the objects, in the same order, with no authentication, validation, error handling or Durable Object; **minimal JS + object** (updates only) is the same worker with each update made in a minimal Durable Object per customer that takes one update at a time (read, merge, write both stores): the least a worker can do that keeps concurrent writes, so *after / minimal + object* is the product's own cost on an update. **minimal Rust** (read hits only, \`scripts/bench/minimal-rust/\`) verifies the HS256 token and makes the one KV read, built with the product's toolchain (workers-rs, worker-build, the same wasm-bindgen): *after / minimal Rust* is the product's own cost on a read hit over what any Rust worker here pays. The products run in phase 3 with a service token, at \`LOG_LEVEL=warn\` (a successful request logs nothing, as the minimal worker): under \`wrangler dev\` every console line is carried over the inspector into wrangler's node process, whose CPU is counted here, which the platform does not do; **after, LOG_LEVEL=info** (read hits only) is the same build logging its one line per request, to show what that line costs here. CPU per request is the user and system CPU time of the dev server's processes (wrangler and its workerd, which also runs the local KV and the objects) during the run, divided by the requests. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit). **update, one customer**: every connection PATCHes the same customer.`);
+  md(`\`wrk -t1 -c${CONNECTIONS} -d${DURATION}s\` (\`scripts/bench/wrk.lua\`) against each worker under \`wrangler dev\` on 127.0.0.1, local KV (SQLite) and local Durable Objects, ${ROUNDS} rounds; in each round every scenario runs against every worker back to back, the order rotating round by round. Before the rounds each worker serves ${WARM_UP_S} s of read hits (and ${WARM_UP_S / 2} s of updates, if it takes them), so that V8 has optimised its code. Figures are medians over the rounds. The workers: **after** is this build, whose writes run in the customers' and emails' Durable Objects (bindings \`COORDINATOR\`, \`CUSTOMER_WRITER\`, \`EMAIL_OWNER\`)${before ? `; **before** is commit ${beforeCommit()}, the build before those objects (binding \`COORDINATOR\` only), built from its own worktree` : ""}; **minimal** (\`scripts/bench/minimal-worker/worker.mjs\`) makes only the KV operations of the product before the objects, in the same order, with no authentication, validation, error handling or Durable Object; **minimal JS + object** (updates only) is the same worker with each update made in a minimal Durable Object per customer that takes one update at a time (read, merge, write both stores): the least a worker can do that keeps concurrent writes, so *after / minimal + object* is the product's own cost on an update. **minimal Rust** (read hits only, \`scripts/bench/minimal-rust/\`) verifies the HS256 token and makes the one KV read, built with the product's toolchain (workers-rs, worker-build, the same wasm-bindgen): *after / minimal Rust* is the product's own cost on a read hit over what any Rust worker here pays. The products run in phase 3 with a service token, at \`LOG_LEVEL=warn\` (a successful request logs nothing, as the minimal worker): under \`wrangler dev\` every console line is carried over the inspector into wrangler's node process, whose CPU is counted here, which the platform does not do; **after, LOG_LEVEL=info** (read hits only) is the same build logging its one line per request, to show what that line costs here. CPU per request is the user and system CPU time of the dev server's processes (wrangler and its workerd, which also runs the local KV and the objects) during the run, divided by the requests. Read hits and updates cycle through ${READ_POOL} customers held by both stores; every fallback read asks for a customer only the old store holds (each is read once: its read-repair makes the next read a hit). **update, one customer**: every connection PATCHes the same customer.`);
   md();
   const ms = (us) => (us / 1000).toFixed(2);
   const labels = { read: "read hit", fallback: "fallback read", update: `update, ${READ_POOL} customers`, "update-one": "update, one customer" };

@@ -350,6 +350,21 @@ fn corrupt_stored_values_are_a_clear_error_and_the_worker_keeps_serving() {
         (response.status, error_code(&response)),
         (500, "corrupt_record")
     );
+    // Nested deeper than records are read: corrupt, whichever way a read hit answers.
+    let deep = format!(
+        r#"{{"customerId":"deep","a":{}{}}}"#,
+        "[".repeat(130),
+        "]".repeat(130)
+    );
+    world
+        .stores
+        .old
+        .insert("customer_deep", deep.as_bytes(), Default::default());
+    let response = world.send("GET", "/customer/deep", Some(&service()), None);
+    assert_eq!(
+        (response.status, error_code(&response)),
+        (500, "corrupt_record")
+    );
     assert_eq!(world.send("GET", "/health", None, None).status, 200);
     // A corrupt record can still be deleted.
     assert_eq!(

@@ -51,6 +51,7 @@ pub fn parse(bytes: &[u8]) -> Result<Json, serde_json::Error> {
 }
 
 /// Whether serde_json reads `bytes` as JSON (what [`parse`] checks first), building nothing.
+/// Unlike [`parse`] it sets no limit to nesting: [`canonical_field`] does.
 pub fn is_json(bytes: &[u8]) -> bool {
     std::str::from_utf8(bytes).is_ok_and(|text| serde_json::from_str::<IgnoredAny>(text).is_ok())
 }
@@ -137,17 +138,19 @@ pub fn object_text(fields: &JsonObject) -> String {
     out
 }
 
-/// Whether `text`, JSON that [`parse`] accepted, is exactly what writing what it read
-/// gives ([`Json::write`]): no whitespace between tokens, every escape the one serde_json
-/// writes, no key twice in one object. Such text can be sent as it is, without writing it
-/// anew (a read hit's record: BENCHMARKS.md §3).
+/// Whether `text`, if it is JSON ([`is_json`]), is exactly what writing what [`parse`]
+/// reads gives ([`Json::write`]): no whitespace between tokens, every escape the one
+/// serde_json writes, no key twice in one object, nesting no deeper than [`parse`] takes.
+/// Such text can be sent as it is, without writing it anew (a read hit's record:
+/// BENCHMARKS.md §3).
 pub fn is_canonical(text: &[u8]) -> bool {
     scan_canonical(text, b"").is_some()
 }
 
 /// For canonical text ([`is_canonical`]; `None` otherwise): the value of the top-level
 /// object's field `name` when it is a string without escapes, as the bytes between its
-/// quotes (`Some(None)` when it is missing or anything else). A scan, with no tree built.
+/// quotes (`Some(None)` when it is missing or anything else). A scan, with no tree built;
+/// each object's keys are sorted once, when it closes, to find one given twice.
 pub fn canonical_field<'a>(text: &'a [u8], name: &str) -> Option<Option<&'a [u8]>> {
     scan_canonical(text, name.as_bytes())
 }
@@ -172,9 +175,6 @@ fn scan_canonical<'a>(text: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
                     let Some(Open::Object(keys)) = open.last_mut() else {
                         return None;
                     };
-                    if keys.contains(&inner) {
-                        return None;
-                    }
                     keys.push(inner);
                     named = open.len() == 1 && !name.is_empty() && inner == name;
                     key_next = false;
@@ -184,13 +184,25 @@ fn scan_canonical<'a>(text: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
                 at = end;
                 continue;
             }
-            b'{' => {
-                open.push(Open::Object(Vec::new()));
-                key_next = true;
+            b'{' | b'[' => {
+                open.push(if byte == b'{' {
+                    Open::Object(Vec::new())
+                } else {
+                    Open::Array
+                });
+                key_next = byte == b'{';
+                // Where `parse` refuses (its recursion limit), this text is not a record.
+                if open.len() >= MAX_DEPTH {
+                    return None;
+                }
             }
-            b'[' => open.push(Open::Array),
             b'}' | b']' => {
-                open.pop();
+                if let Some(Open::Object(mut keys)) = open.pop() {
+                    keys.sort_unstable();
+                    if keys.windows(2).any(|pair| pair[0] == pair[1]) {
+                        return None;
+                    }
+                }
             }
             b',' => key_next = matches!(open.last(), Some(Open::Object(_))),
             b':' => {
@@ -552,6 +564,30 @@ mod tests {
             assert_eq!(is_canonical(text.as_bytes()), canonical, "{text}");
             canonical_is_what_is_written(text).unwrap();
         }
+    }
+
+    #[test]
+    fn nesting_is_canonical_only_as_deep_as_parse_reads() {
+        for depth in [1, 2, 126, 127, 128, 129, 1000] {
+            let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let object = format!(r#"{{"a":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+            for text in [text, object] {
+                assert_eq!(
+                    is_canonical(text.as_bytes()),
+                    parse(text.as_bytes()).is_ok(),
+                    "{depth}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn many_keys_are_checked_for_a_repeat_in_one_sort() {
+        let keys: Vec<String> = (0..20_000).map(|i| format!(r#""k{i}":0"#)).collect();
+        let text = format!("{{{}}}", keys.join(","));
+        assert!(is_canonical(text.as_bytes()));
+        let repeated = format!(r#"{{{},"k7":1}}"#, keys.join(","));
+        assert!(!is_canonical(repeated.as_bytes()));
     }
 
     #[test]

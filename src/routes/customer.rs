@@ -22,8 +22,8 @@ fn record_response(status: u16, loaded: &Loaded) -> ApiResponse {
     ApiResponse::record(status, &loaded.record)
 }
 
-fn answer(answer: Answer) -> ApiResponse {
-    match answer {
+fn answer(read: Answer) -> ApiResponse {
+    match read {
         Answer::AsStored(text) => ApiResponse::record_text(200, text),
         Answer::Loaded(loaded) => record_response(200, &loaded),
     }

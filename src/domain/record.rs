@@ -310,6 +310,7 @@ fn merge_field(target: &mut JsonObject, name: String, patch: Json) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -360,6 +361,60 @@ mod tests {
                 CustomerRecord::from_stored(text.as_bytes()).is_ok(),
                 "{depth}"
             );
+        }
+    }
+
+    /// Record-like text: `customerId` (not always first, not always a string, at times
+    /// twice), odd strings (control characters, DEL, U+2028, every escape), numbers in
+    /// any spelling, nesting to past the reader's limit, and whitespace here and there.
+    fn record_text() -> impl Strategy<Value = String> {
+        let string = "\"([a-z\u{7f}\u{2028}\u{1}é]|\\\\[nt\"/\\\\bfr]|\\\\u00(0[0-9a-fA-F]|1f|e9|22|5c)){0,5}\"";
+        let value = prop_oneof![
+            string.prop_map(|s| s),
+            "-?(0|[1-9][0-9]{0,3})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,2})?",
+            (120usize..=130).prop_map(|depth| format!(
+                "{}{}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )),
+            Just("{\"customerId\":\"c1\"}".to_owned()),
+            Just("null".to_owned()),
+        ];
+        let id = prop_oneof![
+            Just("\"c1\"".to_owned()),
+            Just("\"c2\"".to_owned()),
+            Just("1".to_owned())
+        ];
+        let key = prop_oneof![Just("\"a\""), Just("\"b\""), Just("\"customerId\"")];
+        let space = prop_oneof![8 => Just(""), 1 => Just(" "), 1 => Just("\n")];
+        (
+            id,
+            prop::collection::vec((key, value, space), 0..4),
+            0usize..4,
+        )
+            .prop_map(|(id, fields, at)| {
+                let mut parts: Vec<String> = fields
+                    .into_iter()
+                    .map(|(k, v, s)| format!("{k}:{s}{v}"))
+                    .collect();
+                parts.insert(at.min(parts.len()), format!("\"customerId\":{id}"));
+                format!("{{{}}}", parts.join(","))
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn own_text_is_read_and_written_back_byte_for_byte(text in record_text()) {
+            let id = CustomerId::parse("c1").unwrap();
+            let read = CustomerRecord::from_stored(text.as_bytes());
+            if CustomerRecord::is_own_text(text.as_bytes(), &id) {
+                let record = read.expect("own text is a record");
+                prop_assert_eq!(record.id(), &id);
+                prop_assert_eq!(record.to_bytes(), text.as_bytes().to_vec());
+            } else if let Some(record) = read.ok().filter(|r| r.id() == &id) {
+                // What the worker writes back is always its own text.
+                prop_assert!(CustomerRecord::is_own_text(&record.to_bytes(), &id));
+            }
         }
     }
 

@@ -33,6 +33,7 @@ use customer_kv_migration::store::{
     KvStore, ListPage, MemoryStore, PutOptions, StoreResult, StoredValue, Stores,
 };
 use customer_kv_migration::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest, Holder};
+use customer_kv_migration::writes::held::{Held, Recollection};
 use customer_kv_migration::writes::local::{LocalWriters, ObjectCalls};
 use customer_kv_migration::writes::memo::{Memo, MemoryMemo, Remembered, Waiter};
 use customer_kv_migration::writes::object::{self, ObjectClock, Reply, WriteRequest};
@@ -135,6 +136,10 @@ impl CountedMemo<'_> {
 }
 
 impl Memo for CountedMemo<'_> {
+    async fn recall_all(&self) -> StoreResult<Recollection> {
+        self.read();
+        self.inner.recall_all().await
+    }
     async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>> {
         self.read();
         self.inner.recall(store, key).await
@@ -170,8 +175,9 @@ impl Memo for CountedMemo<'_> {
 /// their storage operations and marking the KV operations each object makes.
 struct CountingWriters<'a, S> {
     stores: &'a Stores<S>,
-    customers: RefCell<HashMap<String, Rc<MemoryMemo>>>,
-    emails: RefCell<HashMap<String, Rc<MemoryMemo>>>,
+    /// Each object's storage and its instance's copy of it (`writes::held`).
+    customers: RefCell<HashMap<String, Rc<(MemoryMemo, Held)>>>,
+    emails: RefCell<HashMap<String, Rc<(MemoryMemo, Held)>>>,
     calls: Cell<ObjectCalls>,
     storage: Cell<StorageOps>,
     place: &'a Cell<&'static str>,
@@ -191,11 +197,12 @@ impl<S: KvStore> Writers for CountingWriters<'_, S> {
             .or_default()
             .clone();
         let counted = CountedMemo {
-            inner: &memo,
+            inner: &memo.0,
             ops: &self.storage,
         };
         let outer = self.place.replace("C:");
-        let ran = object::run(self.stores, &counted, (self, self), id, request, self.clock).await;
+        let held = memo.1.over(&counted);
+        let ran = object::run(self.stores, &held, (self, self), id, request, self.clock).await;
         if ran.check_at.is_some() {
             // The delete's check: the object's id and its alarm (docs/design.md §12).
             counted.write();
@@ -224,13 +231,13 @@ impl<S: KvStore> ClaimSender for CountingWriters<'_, S> {
             .or_default()
             .clone();
         let counted = CountedMemo {
-            inner: &memo,
+            inner: &memo.0,
             ops: &self.storage,
         };
         let outer = self.place.replace("E:");
         let answer = claims::run(
             self.stores,
-            &counted,
+            &memo.1.over(&counted),
             self,
             request,
             (self.clock, self.hold_ms),

@@ -18,7 +18,8 @@ use crate::migration::state::phase_record::PhaseState;
 use crate::store::{StoreError, StoreName, StoreResult, Stores};
 use crate::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest, Holder};
 use crate::writes::delete_check;
-use crate::writes::memo::{memo_key, Memo, Remembered, Waiter};
+use crate::writes::held::{Held, Recollection};
+use crate::writes::memo::{is_memo_key, memo_key, Memo, Remembered, Waiter};
 use crate::writes::object::{self, ObjectClock, Ran, Reply, WriteRequest};
 use crate::writes::Writers;
 
@@ -48,6 +49,37 @@ impl Waiter for Sleep {
 struct StorageMemo<'a>(&'a Storage);
 
 impl Memo for StorageMemo<'_> {
+    async fn recall_all(&self) -> StoreResult<Recollection> {
+        let listed = self
+            .0
+            .list()
+            .await
+            .map_err(|e| StoreError::new("object storage list", e.to_string()))?;
+        let mut all = Recollection::default();
+        let mut unreadable = None;
+        listed.for_each(&mut |value, name| {
+            let Some(name) = name.as_string() else {
+                return;
+            };
+            let read = match name.as_str() {
+                PHASE => serde_wasm_bindgen::from_value(value).map(|v| all.phase = Some(v)),
+                HOLDER => serde_wasm_bindgen::from_value(value).map(|v| all.holder = Some(v)),
+                _ if is_memo_key(&name) => serde_wasm_bindgen::from_value(value).map(|v| {
+                    all.entries.insert(name, v);
+                }),
+                // The alarm's id: not memory.
+                _ => Ok(()),
+            };
+            if let Err(err) = read {
+                unreadable.get_or_insert(err.to_string());
+            }
+        });
+        match unreadable {
+            Some(err) => Err(StoreError::new("object storage list", err)),
+            None => Ok(all),
+        }
+    }
+
     async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>> {
         self.get(&memo_key(store, key)).await
     }
@@ -133,6 +165,8 @@ pub struct CustomerWriter {
     env: Env,
     /// Awaiting KV lets other requests into the object: the lock makes writes one at a time.
     lock: Mutex<()>,
+    /// Its storage, read once per instance (`writes::held`).
+    held: Held,
 }
 
 impl DurableObject for CustomerWriter {
@@ -141,6 +175,7 @@ impl DurableObject for CustomerWriter {
             state,
             env,
             lock: Mutex::new(()),
+            held: Held::default(),
         }
     }
 
@@ -185,7 +220,7 @@ impl DurableObject for CustomerWriter {
         let config = super::config(&self.env)?;
         let clock = live_clock(&config);
         let memo = StorageMemo(&storage);
-        let checked = delete_check::check(&stores, &memo, &Sleep, &id, clock)
+        let checked = delete_check::check(&stores, &self.held.over(&memo), &Sleep, &id, clock)
             .await
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
         if !checked.restored.is_empty() {
@@ -209,6 +244,7 @@ impl CustomerWriter {
         let (clock, _) = clock(&self.env)?;
         let storage = self.state.storage();
         let memo = StorageMemo(&storage);
+        let memo = self.held.over(&memo);
         let sender = DoClaims { env: &self.env };
         Ok(object::run(&stores, &memo, (&sender, &Sleep), &id, request, clock).await)
     }
@@ -227,6 +263,7 @@ pub struct EmailOwner {
     state: State,
     env: Env,
     lock: Mutex<()>,
+    held: Held,
 }
 
 impl DurableObject for EmailOwner {
@@ -235,6 +272,7 @@ impl DurableObject for EmailOwner {
             state,
             env,
             lock: Mutex::new(()),
+            held: Held::default(),
         }
     }
 
@@ -253,6 +291,7 @@ impl EmailOwner {
         let stores = kv_stores(&self.env)?;
         let storage = self.state.storage();
         let memo = StorageMemo(&storage);
+        let memo = self.held.over(&memo);
         claims::run(&stores, &memo, &Sleep, request, clock(&self.env)?).await
     }
 }

@@ -13,15 +13,17 @@ use crate::error::Error;
 use crate::store::{KvStore, Stores};
 use crate::writes::claims::{self, ClaimAnswer, ClaimSender, EmailRequest};
 use crate::writes::delete_check;
+use crate::writes::held::Held;
 use crate::writes::memo::{MemoryMemo, Waiter};
 use crate::writes::object::{self, ObjectClock, Reply, WriteRequest};
 use crate::writes::Writers;
 
-/// One object's state: its lock and its storage.
+/// One object's state: its lock, its storage and the copy of it its instance holds.
 #[derive(Default)]
 struct ObjectCell {
     lock: Mutex<()>,
     memo: MemoryMemo,
+    held: Held,
 }
 
 /// Every object of the process, by name.
@@ -52,6 +54,16 @@ impl ObjectCells {
     pub fn alarms(&self) -> Vec<(String, u64)> {
         let alarms = self.alarms.borrow();
         alarms.iter().map(|(id, at)| (id.clone(), *at)).collect()
+    }
+
+    /// Every object instance goes, as the platform evicts idle objects: each keeps its
+    /// storage and reads it again at its next request (`held`).
+    pub fn evict_all(&self) {
+        for cells in [&self.customers, &self.emails] {
+            for cell in cells.borrow().values() {
+                cell.held.evict();
+            }
+        }
     }
 
     pub fn reset_calls(&self) {
@@ -89,13 +101,14 @@ impl<S: KvStore> Writers for LocalWriters<'_, S> {
         } else {
             Some(cell.lock.lock().await)
         };
-        let forgetful = MemoryMemo::default();
-        let memo = if cfg!(feature = "mutant-no-serialization") {
-            &forgetful
+        let forgetful = (MemoryMemo::default(), Held::default());
+        let (memo, held) = if cfg!(feature = "mutant-no-serialization") {
+            (&forgetful.0, &forgetful.1)
         } else {
-            &cell.memo
+            (&cell.memo, &cell.held)
         };
-        let ran = object::run(self.stores, memo, (self, self), id, request, self.clock).await;
+        let memo = held.over(memo);
+        let ran = object::run(self.stores, &memo, (self, self), id, request, self.clock).await;
         if let Some(at) = ran.check_at {
             let mut alarms = self.cells.alarms.borrow_mut();
             alarms.insert(id.as_str().to_owned(), at);
@@ -129,8 +142,14 @@ impl<S: KvStore> LocalWriters<'_, S> {
             if still_due.is_none_or(|at| at > self.clock.now_ms) {
                 continue; // a write moved it while this waited for the lock
             }
-            if let Ok(checked) =
-                delete_check::check(self.stores, &cell.memo, self, &id, self.clock).await
+            if let Ok(checked) = delete_check::check(
+                self.stores,
+                &cell.held.over(&cell.memo),
+                self,
+                &id,
+                self.clock,
+            )
+            .await
             {
                 self.cells.alarms.borrow_mut().remove(&name);
                 restored += usize::from(!checked.restored.is_empty());
@@ -155,7 +174,7 @@ impl<S: KvStore> ClaimSender for LocalWriters<'_, S> {
         let _held = cell.lock.lock().await;
         claims::run(
             self.stores,
-            &cell.memo,
+            &cell.held.over(&cell.memo),
             self,
             request,
             (self.clock, self.hold_ms),

@@ -17,6 +17,7 @@ use crate::store::{
 };
 use crate::time::rfc3339;
 use crate::writes::claims::Holder;
+use crate::writes::held::Recollection;
 use crate::writes::object::ObjectClock;
 
 /// KV accepts one write a second to one key (docs/design.md §12).
@@ -50,6 +51,8 @@ impl Remembered {
 /// The object's strongly consistent storage, as far as remembering goes.
 #[allow(async_fn_in_trait)]
 pub trait Memo {
+    /// Everything the memory holds, in one read (`held::Held` loads an object's copy).
+    async fn recall_all(&self) -> StoreResult<Recollection>;
     async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>>;
     async fn remember(&self, store: StoreName, key: &str, entry: Remembered) -> StoreResult<()>;
     async fn forget(&self, store: StoreName, key: &str) -> StoreResult<()>;
@@ -102,6 +105,12 @@ pub async fn acting_phase<M: Memo>(memo: &M, seen: PhaseState) -> StoreResult<Ph
 /// The name an entry is kept under.
 pub fn memo_key(store: StoreName, key: &str) -> String {
     format!("{}/{key}", store.as_str())
+}
+
+/// Whether a name in an object's storage is an entry's (`memo_key`).
+pub fn is_memo_key(name: &str) -> bool {
+    name.split_once('/')
+        .is_some_and(|(store, _)| StoreName::parse(store).is_some())
 }
 
 /// When `key` may next be written in either store: a second after the object last wrote
@@ -310,6 +319,14 @@ pub struct MemoryMemo {
 }
 
 impl Memo for MemoryMemo {
+    async fn recall_all(&self) -> StoreResult<Recollection> {
+        Ok(Recollection {
+            entries: self.entries.borrow().clone(),
+            phase: self.phase.borrow().clone(),
+            holder: self.holder.borrow().clone(),
+        })
+    }
+
     async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>> {
         Ok(self.entries.borrow().get(&memo_key(store, key)).cloned())
     }

@@ -6,6 +6,7 @@
 
 pub mod claims;
 pub mod delete_check;
+pub mod held;
 pub mod local;
 pub mod memo;
 pub mod object;

@@ -606,7 +606,8 @@ fn kv_per_request(before: Option<&str>, json_out: Option<&str>) {
          the KV operations it cost before (see the comparison below). An object that wrote \
          a key less than `KV_CONSISTENCY_WINDOW_SECONDS` + `PHASE_SETTLE_MARGIN_SECONDS` \
          ago reads it from its own memory instead of KV, so a customer written again \
-         within that time costs one KV read fewer (and a storage read instead); the \
+         within that time costs one KV read fewer (read from the object's copy of its \
+         storage instead, or its one storage list if the instance is new); the \
          figures here are a customer's first write.\n"
     );
     let mut rows = Vec::new(); // (phase, endpoint, cost, floor, measured)
@@ -682,13 +683,16 @@ fn kv_per_request(before: Option<&str>, json_out: Option<&str>) {
     println!("\n### The objects: requests, storage and where the KV operations run\n");
     println!(
         "Per request: Durable Object requests (customer's object + email's object); the \
-         objects' own storage operations (`ctx.storage` gets and puts: their memory of \
-         each key they wrote, the newest phase record, an email's holder; in production \
-         each is about one SQLite row read or written, billed as such), counted by wrapping \
-         the objects' memory; and how many of the request's KV operations run in the \
-         worker / the customer's object / the email's object. Each row starts from objects \
-         with an empty memory (a customer's first write since the objects began): a \
-         customer object that already holds the phase record skips one storage write.\n"
+         objects' own storage operations (`ctx.storage` lists and puts or deletes: their \
+         memory of each key they wrote, the newest phase record, an email's holder), \
+         counted by wrapping the objects' memory; and how many of the request's KV \
+         operations run in the worker / the customer's object / the email's object. Each \
+         row starts from objects with an empty memory (a customer's first write since the \
+         objects began), each object a new instance: its one read is the `list` that loads \
+         its storage into the instance (`writes::held`; in production it reads the few \
+         rows the object holds, billed as rows read). A later request to the same \
+         instance reads nothing from storage; each write is one row written, and a \
+         customer object that already holds the phase record skips one of them.\n"
     );
     println!("| phase | request | DO requests (customer + email) | object storage reads / writes | KV ops in worker / customer's object / email's object |");
     println!("|---|---|---|---|---|");

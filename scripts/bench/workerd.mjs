@@ -545,12 +545,20 @@ async function main() {
         cpu: median(runs.map((r) => r.cpu_ms_per_request)),
         errors: runs.reduce((a, r) => a + r.errors, 0),
         requests: runs.reduce((a, r) => a + r.requests, 0),
+        rpsByRound: runs.map((r) => r.rps),
       };
     }
   }
   const ratioColumns = [["product", "minimal", "after / minimal"], ["product-info", "minimal", "after at info / minimal"], ["product", "minimal-object", "after / minimal + object"], ["product", "minimal-rust", "after / minimal Rust"]];
   if (before) ratioColumns.push(["before", "minimal", "before / minimal"], ["product", "before", "after / before"]);
-  md("Requests per second (median) and their ratios:");
+  // Each ratio pairs the two workers' runs of one round, which ran back to back: the
+  // machine's load drifts between rounds more than between neighbouring runs.
+  const pairedRatio = (a, b) => {
+    const byRound = a.rpsByRound.map((x, i) => x / b.rpsByRound[i]).filter(Number.isFinite);
+    const rounds = byRound.length > 1 ? ` (${byRound.map((r) => r.toFixed(2)).join(", ")})` : "";
+    return `**${median(byRound).toFixed(2)}**${rounds}`;
+  };
+  md("Requests per second (median over the rounds) and their ratios. A ratio is the median of the round-by-round ratios (each round's, in brackets), each pairing two runs made back to back in one round:");
   md();
   md(`| scenario | ${workers.map((w) => w.label).join(" | ")} | ${ratioColumns.map((c) => `**${c[2]}**`).join(" | ")} |`);
   md(`|---|${workers.map(() => "---|").join("")}${ratioColumns.map(() => "---|").join("")}`);
@@ -559,7 +567,7 @@ async function main() {
   const ratio = (x, [a, b], f) => (x[a] && x[b] ? f(x[a], x[b]) : "–");
   for (const s of scenarios) {
     const x = summary[s];
-    md(`| ${labels[s]} | ${workers.map((w) => cell(x, w.name, (y) => y.rps.toFixed(s === "update-one" ? 1 : 0))).join(" | ")} | ${ratioColumns.map((c) => ratio(x, c, (a, b) => `**${(a.rps / b.rps).toFixed(2)}**`)).join(" | ")} |`);
+    md(`| ${labels[s]} | ${workers.map((w) => cell(x, w.name, (y) => y.rps.toFixed(s === "update-one" ? 1 : 0))).join(" | ")} | ${ratioColumns.map((c) => ratio(x, c, pairedRatio)).join(" | ")} |`);
   }
   md();
   md("Latency p50 / p99 (median over the rounds), their ratios, CPU per request and errors:");

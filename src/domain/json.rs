@@ -144,7 +144,7 @@ pub fn object_text(fields: &JsonObject) -> String {
 /// Such text can be sent as it is, without writing it anew (a read hit's record:
 /// BENCHMARKS.md §3).
 pub fn is_canonical(text: &[u8]) -> bool {
-    scan_canonical(text, b"").is_some()
+    scan_canonical(text, []).is_some()
 }
 
 /// For canonical text ([`is_canonical`]; `None` otherwise): the value of the top-level
@@ -152,19 +152,30 @@ pub fn is_canonical(text: &[u8]) -> bool {
 /// quotes (`Some(None)` when it is missing or anything else). A scan, with no tree built;
 /// each object's keys are sorted once, when it closes, to find one given twice.
 pub fn canonical_field<'a>(text: &'a [u8], name: &str) -> Option<Option<&'a [u8]>> {
-    scan_canonical(text, name.as_bytes())
+    canonical_fields(text, [name]).map(|[field]| field)
 }
 
-fn scan_canonical<'a>(text: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
+/// [`canonical_field`] for several fields, in one scan.
+pub fn canonical_fields<'a, const N: usize>(
+    text: &'a [u8],
+    names: [&str; N],
+) -> Option<[Option<&'a [u8]>; N]> {
+    scan_canonical(text, names.map(str::as_bytes))
+}
+
+fn scan_canonical<'a, const N: usize>(
+    text: &'a [u8],
+    names: [&[u8]; N],
+) -> Option<[Option<&'a [u8]>; N]> {
     enum Open<'a> {
         Object(Vec<&'a [u8]>),
         Array,
     }
     let mut open = Vec::new();
     let mut key_next = false;
-    // Set between the top-level key `name` and its value.
-    let mut named = false;
-    let mut found = None;
+    // Set between a top-level key of `names` and its value: which one.
+    let mut named = None;
+    let mut found = [None; N];
     let mut at = 0;
     while let Some(&byte) = text.get(at) {
         match byte {
@@ -176,10 +187,13 @@ fn scan_canonical<'a>(text: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
                         return None;
                     };
                     keys.push(inner);
-                    named = open.len() == 1 && !name.is_empty() && inner == name;
+                    named = match open.len() {
+                        1 => names.iter().position(|name| *name == inner),
+                        _ => None,
+                    };
                     key_next = false;
-                } else if std::mem::take(&mut named) && !inner.contains(&b'\\') {
-                    found = Some(inner);
+                } else if let Some(i) = named.take() {
+                    found[i] = Some(inner).filter(|inner| !inner.contains(&b'\\'));
                 }
                 at = end;
                 continue;
@@ -214,7 +228,7 @@ fn scan_canonical<'a>(text: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
             // Numbers and literals are written as they were read.
             _ => {}
         }
-        named = false;
+        named = None;
         at += 1;
     }
     Some(found)

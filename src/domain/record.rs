@@ -82,6 +82,25 @@ impl CustomerRecord {
             && json::is_json(bytes)
     }
 
+    /// What [`CustomerRecord::from_stored`] then [`CustomerRecord::updated_at`] give for
+    /// `bytes`, read by a scan without building the record, where the text is canonical
+    /// and holds a plain `updatedAt`: a copy compares the versions of every record it
+    /// writes (BENCHMARKS.md §3). `None` when unsure: then parse the record.
+    pub fn scanned_updated_at(bytes: &[u8]) -> Option<&str> {
+        if bytes.first() != Some(&b'{') {
+            return None;
+        }
+        let [Some(id), Some(at)] = json::canonical_fields(bytes, ["customerId", "updatedAt"])?
+        else {
+            return None;
+        };
+        let id = std::str::from_utf8(id).ok()?;
+        if CustomerId::parse(id).is_err() || !json::is_json(bytes) {
+            return None;
+        }
+        std::str::from_utf8(at).ok()
+    }
+
     /// Builds a new record from API input: every known field must have its type.
     pub fn from_input(id: CustomerId, mut fields: JsonObject) -> Result<Self, RecordError> {
         match fields.get("customerId") {
@@ -379,13 +398,19 @@ mod tests {
             )),
             Just("{\"customerId\":\"c1\"}".to_owned()),
             Just("null".to_owned()),
+            Just("\"2026-01-02T03:04:05.678Z\"".to_owned()),
         ];
         let id = prop_oneof![
             Just("\"c1\"".to_owned()),
             Just("\"c2\"".to_owned()),
             Just("1".to_owned())
         ];
-        let key = prop_oneof![Just("\"a\""), Just("\"b\""), Just("\"customerId\"")];
+        let key = prop_oneof![
+            Just("\"a\""),
+            Just("\"b\""),
+            Just("\"customerId\""),
+            Just("\"updatedAt\"")
+        ];
         let space = prop_oneof![8 => Just(""), 1 => Just(" "), 1 => Just("\n")];
         (
             id,
@@ -415,6 +440,63 @@ mod tests {
                 // What the worker writes back is always its own text.
                 prop_assert!(CustomerRecord::is_own_text(&record.to_bytes(), &id));
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_scanned_version_is_the_parsed_one(text in record_text()) {
+            if let Some(at) = CustomerRecord::scanned_updated_at(text.as_bytes()) {
+                let record = CustomerRecord::from_stored(text.as_bytes());
+                let record = record.expect("scanned text is a record");
+                prop_assert_eq!(record.updated_at(), Some(at));
+            }
+        }
+    }
+
+    #[test]
+    fn a_version_is_scanned_only_where_the_scan_is_sure() {
+        let at = "2026-01-02T03:04:05.678Z";
+        for (text, scanned) in [
+            (
+                format!(r#"{{"customerId":"c1","updatedAt":"{at}"}}"#),
+                Some(at),
+            ),
+            (
+                format!(r#"{{"updatedAt":"{at}","n":1,"customerId":"c1"}}"#),
+                Some(at),
+            ),
+            (
+                format!(r#"{{"a":{{"updatedAt":"x"}},"customerId":"c1","updatedAt":"{at}"}}"#),
+                Some(at),
+            ),
+            // Unsure, so parsed: no plain updatedAt, an escape, whitespace, an id that is
+            // not one, not JSON, a key twice.
+            (r#"{"customerId":"c1"}"#.to_owned(), None),
+            (r#"{"customerId":"c1","updatedAt":7}"#.to_owned(), None),
+            (r#"{"customerId":"c1","updatedAt":"\u0032"}"#.to_owned(), None),
+            (
+                format!(r#"{{"customerId":"c1", "updatedAt":"{at}"}}"#),
+                None,
+            ),
+            (
+                format!(r#"{{"customerId":"","updatedAt":"{at}"}}"#),
+                None,
+            ),
+            (
+                format!(r#"{{"customerId":"c1","updatedAt":"{at}",}}"#),
+                None,
+            ),
+            (
+                format!(r#"{{"customerId":"c1","updatedAt":"{at}","updatedAt":"{at}"}}"#),
+                None,
+            ),
+        ] {
+            assert_eq!(
+                CustomerRecord::scanned_updated_at(text.as_bytes()),
+                scanned,
+                "{text}"
+            );
         }
     }
 

@@ -134,10 +134,13 @@ pub fn newer_version(a: &StoredValue, b: &StoredValue) -> bool {
 
 /// A record's version: its `updatedAt` in milliseconds.
 fn version(bytes: &[u8]) -> Option<u64> {
-    CustomerRecord::from_stored(bytes)
-        .ok()?
-        .updated_at()
-        .and_then(parse_rfc3339_ms)
+    match CustomerRecord::scanned_updated_at(bytes) {
+        Some(at) => parse_rfc3339_ms(at),
+        None => CustomerRecord::from_stored(bytes)
+            .ok()?
+            .updated_at()
+            .and_then(parse_rfc3339_ms),
+    }
 }
 
 fn is_corrupt_record(key: &str, bytes: &[u8]) -> bool {

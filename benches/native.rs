@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use customer_kv_migration::app::{handle, App};
+use customer_kv_migration::app::{handle, App, Config};
 use customer_kv_migration::auth::{authenticate, TokenRules};
 use customer_kv_migration::domain::{CustomerId, CustomerRecord};
 use customer_kv_migration::error::Error;
@@ -97,10 +97,11 @@ struct Logged<'a> {
 
 impl Logged<'_> {
     fn note(&self, op: &str, key: &str) {
-        let key = if key.starts_with("email_to_customer_") {
-            "email_to_customer_<hash>"
-        } else {
-            key
+        let key = match key.rsplit_once('/') {
+            _ if key.starts_with("email_to_customer_") => "email_to_customer_<hash>".into(),
+            // A read-repair's check entry is named by when it is due.
+            Some((entry, _)) if key.starts_with("__migration/settle/") => format!("{entry}/<due>"),
+            _ => key.to_owned(),
         };
         self.log
             .borrow_mut()
@@ -275,6 +276,10 @@ impl KvStore for Logged<'_> {
 fn cached_world(phase: Phase) -> World {
     let mut world = World::in_phase(phase);
     world.config.phase_cache_ms = 3_600_000;
+    // Production's defaults: KV's consistency window is what read-repair checks and
+    // deletes' checks exist for.
+    world.config.consistency_window_ms = Config::DEFAULT_CONSISTENCY_WINDOW_SECONDS * 1000;
+    world.config.request_margin_ms = Config::DEFAULT_SETTLE_MARGIN_SECONDS * 1000;
     assert_eq!(world.send("GET", "/health", None, None).status, 200);
     world
 }
@@ -465,15 +470,19 @@ fn explanation(endpoint: &str, phase: Phase) -> &'static str {
     let falls_back = phase.falls_back();
     match (endpoint, phase.number()) {
         ("fallback read", 2 | 3) => {
-            "+1w records the fallback hit (`__migration/fallback/<key>`, which the 4→5 gate \
-             needs); +2r 1w read-repair: a `list` for the key's expiration and metadata (a \
-             get returns neither), the copy into the new store, and a bulk re-read of the old \
-             store that catches a write racing the copy. Every later read of the key is then \
-             a one-read hit"
+            "+1r 1w records the fallback hit (`__migration/fallback/<key>`, which the 4→5 \
+             gate needs), read first so that a key hit again within a minute is not written \
+             again; +2r 2w read-repair: a `list` for the key's expiration and metadata (a get \
+             returns neither), the copy's check entry (`__migration/settle/<key>/<due>`, which \
+             the cron checks once KV's consistency window has passed), the copy into the new \
+             store, and a re-read of the old store that catches a write racing the copy. \
+             Every later read of the key is then a one-read hit"
         }
         ("fallback read", _) => {
-            "+1w records the fallback hit (`__migration/fallback/<key>`), which the 4→5 gate \
-             needs; no read-repair in phase 4, whose writers skip the old store"
+            "+1r 1w records the fallback hit (`__migration/fallback/<key>`, which the 4→5 \
+             gate needs), read first so that a key hit again within a minute is not written \
+             again (without read-repair, phase 4 serves a key from the old store on every \
+             read); no read-repair in phase 4, whose writers skip the old store"
         }
         ("create", _) if falls_back => {
             "+2r: reads fall back to the old store, so the id (in the customer's object) and \
@@ -593,7 +602,11 @@ fn kv_per_request(before: Option<&str>, json_out: Option<&str>) {
     println!(
         "Counted exactly by logging every operation the real request pipeline makes on \
          in-memory stores, with the phase already cached in the isolate (the steady state: \
-         the phase costs one read per isolate every `PHASE_CACHE_SECONDS`). `r` = reads \
+         the phase costs one read per isolate every `PHASE_CACHE_SECONDS`) and the \
+         product's default settings (KV's consistency window 60 s, the settle margin 30 s). \
+         A delete in phases 1–3 also sets its object's alarm, which checks the delete once \
+         the window has passed: two KV reads later, not counted here (docs/design.md §12). \
+         `r` = reads \
          (get, bulk get, list), `w` = writes (put, delete), counted wherever they run: in \
          the worker, in the customer's object or in the email's. `· n DO` = Durable Object \
          requests the request causes (each one billed request: the customer's object for \

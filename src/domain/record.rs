@@ -474,15 +474,15 @@ mod tests {
             // not one, not JSON, a key twice.
             (r#"{"customerId":"c1"}"#.to_owned(), None),
             (r#"{"customerId":"c1","updatedAt":7}"#.to_owned(), None),
-            (r#"{"customerId":"c1","updatedAt":"\u0032"}"#.to_owned(), None),
+            (
+                r#"{"customerId":"c1","updatedAt":"\u0032"}"#.to_owned(),
+                None,
+            ),
             (
                 format!(r#"{{"customerId":"c1", "updatedAt":"{at}"}}"#),
                 None,
             ),
-            (
-                format!(r#"{{"customerId":"","updatedAt":"{at}"}}"#),
-                None,
-            ),
+            (format!(r#"{{"customerId":"","updatedAt":"{at}"}}"#), None),
             (
                 format!(r#"{{"customerId":"c1","updatedAt":"{at}",}}"#),
                 None,

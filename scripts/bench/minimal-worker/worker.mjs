@@ -27,22 +27,31 @@ export default {
       // Read hit: one get in the new store (with metadata, as the product reads).
       const hit = await newKv.getWithMetadata(key, "arrayBuffer");
       if (hit.value !== null) return json(200, text(hit.value));
-      // Fallback read: the old store, then the fallback-hit record and the read-repair
-      // (list for expiration and metadata, copy, bulk re-read of the source).
+      // Fallback read: the old store, then the fallback-hit record (read first: written at
+      // most once a minute) and the read-repair (list for expiration and metadata, the
+      // copy's check entry with the copied value's SHA-256, the copy, a re-read of the
+      // source).
       const found = await oldKv.getWithMetadata(key, "arrayBuffer");
       if (found.value === null) return json(404, { error: "not_found" });
       const served = text(found.value);
       const entry = { at: Date.now(), phase: 3 };
-      await newKv.put(`__migration/fallback/${key}`, JSON.stringify(entry), { metadata: entry });
+      const recorded = await newKv.get(`__migration/fallback/${key}`, "json");
+      if (!(recorded && entry.at < recorded.at + 60_000)) {
+        await newKv.put(`__migration/fallback/${key}`, JSON.stringify(entry), { metadata: entry });
+      }
       const page = await oldKv.list({ prefix: key, limit: 1 });
       const listed = page.keys.find((k) => k.name === key);
       if (listed) {
         const options = {};
         if (listed.expiration) options.expiration = listed.expiration;
         if (listed.metadata) options.metadata = listed.metadata;
+        const digest = await crypto.subtle.digest("SHA-256", found.value);
+        const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+        const check = { due: Date.now() + 90_000, copied: [hex] };
+        await newKv.put(`__migration/settle/${key}/${check.due}`, JSON.stringify(check), { metadata: check });
         await newKv.put(key, served, options);
-        const again = await oldKv.getWithMetadata([key], "text");
-        if (again.get(key)?.value !== served) await newKv.delete(key);
+        const again = await oldKv.getWithMetadata(key, "text");
+        if (again.value !== served) await newKv.delete(key);
       }
       return json(200, served);
     }

@@ -54,7 +54,7 @@ impl DurableObject for Coordinator {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         if req.path() == TALLY_PATH {
-            let Ok(op) = req.json::<TallyOp>().await else {
+            let Some(op) = super::object_request::<TallyOp>(&mut req).await else {
                 return Response::error("not a tally op", 400);
             };
             let _held = self.lock.lock().await;
@@ -62,7 +62,7 @@ impl DurableObject for Coordinator {
             return Response::from_json(&tally::apply(&storage, op).await);
         }
         if req.path() == COMPARE_PATH {
-            let Ok(op) = req.json::<CompareOp>().await else {
+            let Some(op) = super::object_request::<CompareOp>(&mut req).await else {
                 return Response::error("not a comparison op", 400);
             };
             let _held = self.lock.lock().await;
@@ -70,7 +70,7 @@ impl DurableObject for Coordinator {
             return Response::from_json(&comparisons::apply(&storage, op).await);
         }
         if req.path() == AUDIT_PATH || req.path() == DRY_AUDIT_PATH {
-            let Ok(op) = req.json::<AuditOp>().await else {
+            let Some(op) = super::object_request::<AuditOp>(&mut req).await else {
                 return Response::error("not an email audit op", 400);
             };
             let space = emails_fanout::space(req.path() == DRY_AUDIT_PATH);
@@ -79,13 +79,13 @@ impl DurableObject for Coordinator {
             return Response::from_json(&fanned_out::apply(&storage, space, op).await);
         }
         if req.path() == LEDGER_PATH {
-            let Ok(op) = req.json::<LedgerOp>().await else {
+            let Some(op) = super::object_request::<LedgerOp>(&mut req).await else {
                 return Response::error("not a ledger op", 400);
             };
             let _held = self.lock.lock().await;
             return Response::from_json(&self.ledger(op).await);
         }
-        let Ok(op) = req.json::<RecordOp>().await else {
+        let Some(op) = super::object_request::<RecordOp>(&mut req).await else {
             return Response::error("not a record op", 400);
         };
         let _held = self.lock.lock().await;

@@ -94,6 +94,13 @@ fn config(env: &Env) -> std::result::Result<Rc<Config>, String> {
     })
 }
 
+/// An object's request body, read as text and parsed with serde_json, as `call_object`
+/// wrote it (not `Request::json`, which has JavaScript parse it and then converts the
+/// result field by field across the wasm boundary); `None` if it is not a `T`.
+async fn object_request<T: serde::de::DeserializeOwned>(req: &mut Request) -> Option<T> {
+    serde_json::from_str(&req.text().await.ok()?).ok()
+}
+
 /// Sends a JSON body to `path` of the Durable Object `name` of `binding` and reads its
 /// JSON answer.
 async fn call_object<B: serde::Serialize, T: serde::de::DeserializeOwned>(

@@ -180,7 +180,8 @@ impl DurableObject for CustomerWriter {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let Ok((id, request)) = req.json::<(String, WriteRequest)>().await else {
+        let Some((id, request)) = super::object_request::<(String, WriteRequest)>(&mut req).await
+        else {
             return Response::error("not a write request", 400);
         };
         let _held = self.lock.lock().await;
@@ -277,7 +278,7 @@ impl DurableObject for EmailOwner {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let Ok(request) = req.json::<EmailRequest>().await else {
+        let Some(request) = super::object_request::<EmailRequest>(&mut req).await else {
             return Response::error("not an email request", 400);
         };
         let _held = self.lock.lock().await;

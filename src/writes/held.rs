@@ -6,7 +6,7 @@
 //! every change through to storage before taking it into the copy. A new instance (after
 //! an eviction or a restart) starts empty and reads storage again.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use crate::migration::state::phase_record::PhaseState;
@@ -23,10 +23,24 @@ pub struct Recollection {
     pub holder: Option<Holder>,
 }
 
+/// The most bytes of remembered values an instance keeps in its copy. An isolate's 128 MB
+/// is shared by every object it runs, and a record may be remembered up to 1 MiB: an
+/// object holding more than this keeps no copy and reads its storage at each recall.
+pub const HELD_MAX_BYTES: usize = 64 * 1024;
+
+impl Recollection {
+    fn value_bytes(&self) -> usize {
+        let text = |e: &Remembered| e.value.as_ref().map_or(0, |v| v.text.len());
+        self.entries.values().map(text).sum()
+    }
+}
+
 /// The copy an object instance keeps; empty until its first recall.
 #[derive(Default)]
 pub struct Held {
     copy: RefCell<Option<Recollection>>,
+    /// Set when the object's storage was too large to hold (`HELD_MAX_BYTES`).
+    unheld: Cell<bool>,
 }
 
 impl Held {
@@ -41,6 +55,15 @@ impl Held {
     /// Drops the copy, as a new instance of the object starts without one.
     pub fn evict(&self) {
         self.copy.borrow_mut().take();
+        self.unheld.set(false);
+    }
+
+    /// Keeps `all` as the copy unless it is too large to.
+    fn keep(&self, all: Recollection) {
+        match all.value_bytes() > HELD_MAX_BYTES {
+            true => self.unheld.set(true),
+            false => *self.copy.borrow_mut() = Some(all),
+        }
     }
 
     /// Whether the instance has read its storage.
@@ -56,10 +79,17 @@ pub struct Holding<'a, M> {
 }
 
 impl<M: Memo> Holding<'_, M> {
+    /// Whether recalls go to storage: the object's storage is too large to hold.
+    fn unheld(&self) -> bool {
+        self.held.unheld.get()
+    }
+
     async fn read<T>(&self, pick: impl FnOnce(&Recollection) -> T) -> StoreResult<T> {
         if !self.held.is_loaded() {
             let all = self.storage.recall_all().await?;
-            *self.held.copy.borrow_mut() = Some(all);
+            let picked = pick(&all);
+            self.held.keep(all);
+            return Ok(picked);
         }
         let copy = self.held.copy.borrow();
         Ok(pick(copy.as_ref().unwrap_or(&Recollection::default())))
@@ -74,8 +104,11 @@ impl<M: Memo> Holding<'_, M> {
     ) -> StoreResult<()> {
         match written {
             Ok(()) => {
-                if let Some(copy) = self.held.copy.borrow_mut().as_mut() {
-                    change(copy);
+                let mut copy = self.held.copy.borrow_mut();
+                if let Some(mut held) = copy.take() {
+                    change(&mut held);
+                    drop(copy);
+                    self.held.keep(held);
                 }
                 Ok(())
             }
@@ -93,6 +126,9 @@ impl<M: Memo> Memo for Holding<'_, M> {
     }
 
     async fn recall(&self, store: StoreName, key: &str) -> StoreResult<Option<Remembered>> {
+        if self.unheld() {
+            return self.storage.recall(store, key).await;
+        }
         let name = memo_key(store, key);
         self.read(|copy| copy.entries.get(&name).cloned()).await
     }
@@ -116,6 +152,9 @@ impl<M: Memo> Memo for Holding<'_, M> {
     }
 
     async fn recall_phase(&self) -> StoreResult<Option<PhaseState>> {
+        if self.unheld() {
+            return self.storage.recall_phase().await;
+        }
         self.read(|copy| copy.phase.clone()).await
     }
 
@@ -126,6 +165,9 @@ impl<M: Memo> Memo for Holding<'_, M> {
     }
 
     async fn recall_holder(&self) -> StoreResult<Option<Holder>> {
+        if self.unheld() {
+            return self.storage.recall_holder().await;
+        }
         self.read(|copy| copy.holder.clone()).await
     }
 
@@ -138,7 +180,6 @@ impl<M: Memo> Memo for Holding<'_, M> {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
 
     use futures::executor::block_on;
 
@@ -237,6 +278,37 @@ mod tests {
             block_on(storage.inner.recall(StoreName::Old, "k")).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn an_object_holding_more_than_the_bound_reads_storage_at_each_recall() {
+        let (storage, held) = (Storage::default(), Held::default());
+        let memo = held.over(&storage);
+        let large = Remembered {
+            value: Some(crate::writes::memo::RememberedValue {
+                text: "x".repeat(HELD_MAX_BYTES + 1),
+                metadata: None,
+            }),
+            at_ms: 1,
+        };
+        assert_eq!(block_on(memo.recall(StoreName::Old, "k")).unwrap(), None);
+        assert!(held.is_loaded());
+        block_on(memo.remember(StoreName::Old, "k", large.clone())).unwrap();
+        assert!(!held.is_loaded(), "too large to hold");
+        let reads = storage.reads.get();
+        for _ in 0..2 {
+            let got = block_on(memo.recall(StoreName::Old, "k")).unwrap();
+            assert_eq!(got, Some(large.clone()));
+        }
+        assert_eq!(storage.reads.get(), reads + 2, "each recall reads storage");
+        // A new instance finds it too large at once.
+        let fresh = Held::default();
+        let memo = fresh.over(&storage);
+        assert_eq!(
+            block_on(memo.recall(StoreName::Old, "k")).unwrap(),
+            Some(large)
+        );
+        assert!(!fresh.is_loaded());
     }
 
     #[test]

@@ -78,7 +78,7 @@ md("KV operations, object requests and object storage operations are the exact c
   (seq.product
     ? `an object is taken to be active for the unloaded latency of a write minus that of a read hit in this run (section 3, \"Unloaded latency\": ${objectMs.update.toFixed(1)} ms for a PATCH or DELETE, ${objectMs.create.toFixed(1)} ms for a create), once for the customer's object and once more for the email's when the request claims or releases an email (it runs inside the customer's, so this is an upper bound). Local KV is not the edge's: every 100 ms an object is active costs $0.16 per million requests per object.`
     : "no latency figures in this run, so the duration column is 0; every 100 ms an object is active costs $0.16 per million requests per object.") +
-  " Storage rows are counted as one per storage get, put or delete.");
+  " Storage rows are counted as one per put or delete, and one per list (an object's first request in an instance lists its storage: a few rows, at $0.001 per million rows read).");
 md();
 
 const endpoints = ["update", "create", "update with email change", "delete", "read hit", "by-email read", "fallback read"];

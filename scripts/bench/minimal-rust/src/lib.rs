@@ -33,10 +33,12 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     {
         return answer(401, r#"{"error":"invalid_token"}"#);
     }
-    let value = env
+    // With its metadata, as the product reads (and as local KV then also looks the
+    // metadata up); the benchmark's records carry none.
+    let (value, _metadata) = env
         .kv("CUSTOMER_KV")?
         .get(&format!("customer_{id}"))
-        .bytes()
+        .bytes_with_metadata::<()>()
         .await?;
     match value {
         Some(bytes) => {
